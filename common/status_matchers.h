@@ -1,0 +1,43 @@
+// gMock matchers for absl::Status / absl::StatusOr (Abseil 20220623 ships none).
+//   EXPECT_THAT(DoIt(), IsOk());
+//   EXPECT_THAT(DoIt(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line 3")));
+#ifndef STEADYEVAL_COMMON_STATUS_MATCHERS_H_
+#define STEADYEVAL_COMMON_STATUS_MATCHERS_H_
+
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gmock/gmock.h"
+
+namespace steadyeval {
+namespace internal_status {
+
+inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& GetStatus(const absl::StatusOr<T>& s) { return s.status(); }
+
+}  // namespace internal_status
+
+MATCHER(IsOk, "is OK") {
+  const absl::Status& s = internal_status::GetStatus(arg);
+  if (!s.ok()) *result_listener << "status is " << s;
+  return s.ok();
+}
+
+MATCHER_P2(StatusIs, code, message_matcher,
+           "has code " + std::string(absl::StatusCodeToString(code))) {
+  const absl::Status& s = internal_status::GetStatus(arg);
+  *result_listener << "status is " << s;
+  return s.code() == code &&
+         ::testing::Matches(::testing::Matcher<std::string>(message_matcher))(
+             std::string(s.message()));
+}
+
+}  // namespace steadyeval
+
+#define ASSERT_OK(expr) ASSERT_THAT((expr), ::steadyeval::IsOk())
+#define EXPECT_OK(expr) EXPECT_THAT((expr), ::steadyeval::IsOk())
+
+#endif  // STEADYEVAL_COMMON_STATUS_MATCHERS_H_
