@@ -1,6 +1,8 @@
 #include "common/safetensors.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -94,9 +96,14 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view heade
     if (!dtype.ok()) return bad("tensor '", name, "': ", dtype.status().message());
     t.dtype = *dtype;
     if (!v.contains("shape") || !v["shape"].is_array()) return bad("tensor '", name, "' has no shape");
+    uint64_t elements = 1;
     for (const auto& d : v["shape"]) {
       if (!d.is_number_unsigned()) return bad("tensor '", name, "' has a non-integer or negative dimension");
-      t.shape.push_back(d.get<int64_t>());
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, dim, &elements)) {
+        return bad("tensor '", name, "' has a shape whose element count overflows 64 bits");
+      }
+      t.shape.push_back(static_cast<int64_t>(dim));
     }
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2 ||
         !v["data_offsets"][0].is_number_unsigned() || !v["data_offsets"][1].is_number_unsigned()) {
@@ -105,7 +112,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view heade
     t.begin = v["data_offsets"][0].get<uint64_t>();
     t.end = v["data_offsets"][1].get<uint64_t>();
     if (t.end < t.begin) return bad("tensor '", name, "' ends before it begins");
-    uint64_t expected = static_cast<uint64_t>(t.numel()) * DTypeSize(t.dtype);
+    uint64_t expected = 0;
+    if (__builtin_mul_overflow(elements, static_cast<uint64_t>(DTypeSize(t.dtype)), &expected)) {
+      return bad("tensor '", name, "' has a byte size that overflows 64 bits");
+    }
     if (t.end - t.begin != expected) {
       return bad("tensor '", name, "' spans ", t.end - t.begin, " bytes but shape and dtype ",
                  DTypeName(t.dtype), " need ", expected);

@@ -1,0 +1,595 @@
+#include "client/cli.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "client/format.h"
+#include "common/cli_args.h"
+#include "common/status.h"
+#include "common/task.h"
+
+namespace steadyeval::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Global flags, accepted by every command.
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"server", false,
+       absl::StrCat("coordinator address (default $STEADYEVAL_SERVER or ", kDefaultServer, ")"),
+       "HOST:PORT"},
+      {"json", true, "print one JSON object (data only) to stdout"},
+      {"timeout_s", false, "deadline of each request in seconds (default 30)", "N"},
+      {"help", true, "explain usage"},
+  };
+  return *flags;
+}
+
+// Every command-specific flag; a command lists the names it takes.
+const std::vector<FlagSpec>& CommandFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"source", false, "folder the trainer writes checkpoints into (made absolute)", "DIR"},
+      {"tasks", false, "task files (.jsonl multiple choice, .json llm-jp-eval), comma-separated",
+       "FILE[,FILE...]"},
+      {"few_shots", false, "few-shot examples for generation tasks (default 4)", "K"},
+      {"pattern", false, "regex with one capture group for the step (default: common names)",
+       "REGEX"},
+      {"marker", false, "file that must exist in a complete checkpoint (e.g. .complete)", "NAME"},
+      {"settle_seconds", false, "a checkpoint must be unchanged this long before evaluation",
+       "S"},
+      {"tokenizer", false, "tokenizer.model to use instead of each checkpoint's", "FILE"},
+      {"run", false, "only this run's jobs", "NAME"},
+      {"task", false, "only this task", "TASK"},
+      {"variant", false, "raw, avg@n, ens@n, ens-soft@n, or all (default all)", "V"},
+  };
+  return *flags;
+}
+
+struct CommandSpec {
+  std::vector<std::string> words;
+  std::vector<std::string> positionals;  // names, e.g. {"NAME"}
+  std::vector<std::string> flags;        // command-specific flag names
+  std::string summary;
+  std::vector<std::string> examples;
+};
+
+const std::vector<CommandSpec>& Commands() {
+  static const auto* commands = new std::vector<CommandSpec>{
+      {{"runs", "add"},
+       {"NAME"},
+       {"source", "tasks", "few_shots", "pattern", "marker", "settle_seconds", "tokenizer"},
+       "start watching a checkpoint folder and evaluating each new checkpoint on the tasks; "
+       "the task files are read here and sent to the server",
+       {"steadyeval runs add demo --source ./demo-data/ckpt --tasks "
+        "examples/tasks/arith_mc.jsonl,examples/tasks/qa_gen.json",
+        "steadyeval runs add run42 --source /mnt/ckpt/run42 --tasks jcqa.jsonl --marker "
+        ".complete --settle_seconds 30"}},
+      {{"runs", "list"}, {}, {}, "list the watched runs", {"steadyeval runs list --json"}},
+      {{"runs", "show"},
+       {"NAME"},
+       {},
+       "show a run's configuration, checkpoint counts and jobs by state",
+       {"steadyeval runs show demo"}},
+      {{"checkpoints"},
+       {"NAME"},
+       {},
+       "list a run's admitted checkpoints and their evaluation state",
+       {"steadyeval checkpoints demo",
+        "steadyeval checkpoints demo --json | jq '.checkpoints[] | select(.state==\"failed\")'"}},
+      {{"jobs"},
+       {},
+       {"run"},
+       "list evaluation jobs (all runs, or one with --run)",
+       {"steadyeval jobs --run demo"}},
+      {{"workers"}, {}, {}, "list the workers the coordinator knows", {"steadyeval workers"}},
+      {{"scores"},
+       {"NAME"},
+       {"task", "variant"},
+       "task scores per step: one step x task table per variant",
+       {"steadyeval scores demo", "steadyeval scores demo --variant avg@2 --task arith_mc",
+        "steadyeval scores demo --json"}},
+  };
+  return *commands;
+}
+
+const FlagSpec* FindFlag(const std::string& name) {
+  for (const auto* list : {&GlobalFlags(), &CommandFlags()}) {
+    for (const FlagSpec& f : *list) {
+      if (f.name == name) return &f;
+    }
+  }
+  return nullptr;
+}
+
+std::string UsageLine(const CommandSpec& c) {
+  std::string line = absl::StrCat("steadyeval ", absl::StrJoin(c.words, " "));
+  for (const std::string& p : c.positionals) absl::StrAppend(&line, " ", p);
+  for (const std::string& f : c.flags) {
+    const FlagSpec* spec = FindFlag(f);
+    const bool required = c.words == std::vector<std::string>{"runs", "add"} &&
+                          (f == "source" || f == "tasks");
+    absl::StrAppend(&line, required ? " " : " [", "--", f, " ", spec->value_name,
+                    required ? "" : "]");
+  }
+  return line;
+}
+
+// Finds the command named by the leading positionals; sets `consumed` to its word count.
+const CommandSpec* MatchCommand(const std::vector<std::string>& positionals, size_t& consumed) {
+  const CommandSpec* best = nullptr;
+  for (const CommandSpec& c : Commands()) {
+    if (c.words.size() > positionals.size()) continue;
+    if (!std::equal(c.words.begin(), c.words.end(), positionals.begin())) continue;
+    if (best == nullptr || c.words.size() > best->words.size()) best = &c;
+  }
+  consumed = best == nullptr ? 0 : best->words.size();
+  return best;
+}
+
+absl::Status UsageError(const std::string& reason, const CommandSpec* command) {
+  if (command == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(reason, " (see 'steadyeval --help')"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(reason, "; usage: ", UsageLine(*command),
+                                                 " (see 'steadyeval ",
+                                                 absl::StrJoin(command->words, " "),
+                                                 " --help')"));
+}
+
+absl::Status ToAbsl(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+std::string OneLine(absl::string_view s) {
+  std::string out = absl::StrReplaceAll(s, {{"\r\n", " "}, {"\n", " "}, {"\r", " "}});
+  return out;
+}
+
+void SetDeadline(const Invocation& inv, grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(inv.timeout_s * 1000)));
+}
+
+void PrintJson(const Json& doc, std::ostream& out) {
+  out << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
+
+template <typename T>
+absl::Status ReadAll(grpc::ClientReaderInterface<T>* reader, std::vector<T>& items) {
+  if (reader == nullptr) return absl::InternalError("stream could not be opened");
+  T item;
+  while (reader->Read(&item)) items.push_back(item);
+  return ToAbsl(reader->Finish());
+}
+
+std::string MakeAbsolute(const std::string& path) {
+  if (path.find("://") != std::string::npos) return path;  // s3://, file://
+  std::error_code ec;
+  fs::path abs = fs::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read task file ", path));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading task file ", path));
+  return buf.str();
+}
+
+absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                     std::ostream& out, std::ostream& err) {
+  v1::CreateRunRequest req;
+  v1::RunConfig& config = *req.mutable_config();
+  config.set_name(inv.args[0]);
+  const std::string source = inv.Flag("source");
+  config.set_source(MakeAbsolute(source));
+  config.set_pattern(inv.Flag("pattern"));
+  config.set_marker(inv.Flag("marker"));
+  if (inv.HasFlag("tokenizer")) config.set_tokenizer_path(MakeAbsolute(inv.Flag("tokenizer")));
+  int64_t few_shots = 4;
+  if (inv.HasFlag("few_shots")) absl::SimpleAtoi(inv.Flag("few_shots"), &few_shots);
+  config.set_few_shots(static_cast<int32_t>(few_shots));
+  double settle = 0;
+  if (inv.HasFlag("settle_seconds")) absl::SimpleAtod(inv.Flag("settle_seconds"), &settle);
+  config.set_settle_seconds(settle);
+
+  std::set<std::string> names;
+  for (const std::string& value : inv.flags.at("tasks")) {
+    for (absl::string_view piece : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      const std::string path(absl::StripAsciiWhitespace(piece));
+      ASSIGN_OR_RETURN(std::string content, ReadFile(path));
+      const std::string filename = fs::path(path).filename().string();
+      ASSIGN_OR_RETURN(Task task, ParseTask(filename, content));
+      if (!names.insert(task.name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("two task files are named '", task.name, "' (", path,
+                         "): task names must be unique within a run"));
+      }
+      v1::TaskContent* tc = req.add_task_files();
+      tc->set_filename(filename);
+      tc->set_kind(task.kind == TaskKind::kMultipleChoice ? v1::TASK_KIND_MULTIPLE_CHOICE
+                                                          : v1::TASK_KIND_GENERATION);
+      tc->set_content(std::move(content));
+    }
+  }
+  if (req.task_files_size() == 0) return absl::InvalidArgumentError("--tasks names no file");
+
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::Run run;
+  RETURN_IF_ERROR(ToAbsl(stub->CreateRun(&ctx, req, &run)));
+  std::error_code ec;
+  if (config.source().find("://") == std::string::npos && !fs::exists(config.source(), ec)) {
+    err << "note: " << config.source() << " does not exist yet; checkpoints are picked up once "
+        << "the trainer writes them\n";
+  }
+  if (inv.json) {
+    PrintJson(RunToJson(run), out);
+  } else {
+    out << "created run " << run.config().name() << "\n";
+    v1::GetRunResponse details;
+    *details.mutable_run() = run;
+    out << RunDetailsText(details);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunsList(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                      std::ostream& out) {
+  std::vector<v1::Run> runs;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    SetDeadline(inv, ctx);
+    v1::ListRunsRequest req;
+    req.set_page_token(token);
+    v1::ListRunsResponse resp;
+    RETURN_IF_ERROR(ToAbsl(stub->ListRuns(&ctx, req, &resp)));
+    runs.insert(runs.end(), resp.runs().begin(), resp.runs().end());
+    if (!resp.next_page_token().empty() && resp.next_page_token() == token) {
+      return absl::InternalError(
+          absl::StrCat("server returned the same page token twice ('", token, "')"));
+    }
+    token = resp.next_page_token();
+  } while (!token.empty());
+  if (inv.json) {
+    PrintJson(RunsToJson(runs), out);
+  } else if (runs.empty()) {
+    out << "no runs (add one with 'steadyeval runs add')\n";
+  } else {
+    out << RunsTable(runs);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunsShow(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                      std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::GetRunRequest req;
+  req.set_name(inv.args[0]);
+  v1::GetRunResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->GetRun(&ctx, req, &resp)));
+  if (inv.json) {
+    PrintJson(RunDetailsToJson(resp), out);
+  } else {
+    out << RunDetailsText(resp);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListCheckpoints(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                             std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::ListCheckpointsRequest req;
+  req.set_run(inv.args[0]);
+  std::vector<v1::Checkpoint> items;
+  RETURN_IF_ERROR(ReadAll(stub->ListCheckpoints(&ctx, req).get(), items));
+  if (inv.json) {
+    PrintJson(CheckpointsToJson(items), out);
+  } else if (items.empty()) {
+    out << "no checkpoints admitted yet for run " << inv.args[0] << "\n";
+  } else {
+    out << CheckpointsTable(items);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListJobs(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                      std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::ListJobsRequest req;
+  req.set_run(inv.Flag("run"));
+  std::vector<v1::Job> items;
+  RETURN_IF_ERROR(ReadAll(stub->ListJobs(&ctx, req).get(), items));
+  if (inv.json) {
+    PrintJson(JobsToJson(items), out);
+  } else if (items.empty()) {
+    out << "no jobs\n";
+  } else {
+    out << JobsTable(items);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListWorkers(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                         std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::ListWorkersResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp)));
+  std::vector<v1::WorkerInfo> workers(resp.workers().begin(), resp.workers().end());
+  if (inv.json) {
+    PrintJson(WorkersToJson(workers), out);
+  } else if (workers.empty()) {
+    out << "no workers registered\n";
+  } else {
+    out << WorkersTable(workers);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GetScores(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                       std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::GetScoresRequest req;
+  req.set_run(inv.args[0]);
+  req.set_task(inv.Flag("task"));
+  req.set_variant(inv.Flag("variant"));
+  std::vector<v1::Score> items;
+  RETURN_IF_ERROR(ReadAll(stub->GetScores(&ctx, req).get(), items));
+  if (inv.json) {
+    PrintJson(ScoresToJson(inv.args[0], items), out);
+  } else if (items.empty()) {
+    out << "no scores yet for run " << inv.args[0] << "\n";
+  } else {
+    out << ScoresTables(items);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string Invocation::Flag(const std::string& name, const std::string& fallback) const {
+  auto it = flags.find(name);
+  return it == flags.end() || it->second.empty() ? fallback : it->second.back();
+}
+
+std::string Invocation::CommandName() const { return absl::StrJoin(command, " "); }
+
+bool IsValidRunName(const std::string& name) {
+  if (name.empty()) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+  });
+}
+
+absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
+                                           const std::string& env_server) {
+  std::vector<FlagSpec> all = GlobalFlags();
+  all.insert(all.end(), CommandFlags().begin(), CommandFlags().end());
+  auto parsed_or = ParseArgs(args, all);
+
+  // Name the command in usage errors even when flag parsing failed.
+  std::vector<std::string> words;
+  for (const std::string& a : args) {
+    if (a.rfind("--", 0) != 0) words.push_back(a);
+  }
+  size_t consumed = 0;
+  const CommandSpec* guess = MatchCommand(words, consumed);
+  if (!parsed_or.ok()) {
+    std::string reason(parsed_or.status().message());
+    const std::string see = " (see --help)";
+    if (absl::EndsWith(reason, see)) reason.resize(reason.size() - see.size());
+    return UsageError(reason, guess);
+  }
+  const ParsedArgs& parsed = *parsed_or;
+
+  Invocation inv;
+  inv.help = parsed.Has("help");
+  inv.json = parsed.Has("json");
+  inv.server = parsed.Get("server", env_server.empty() ? kDefaultServer : env_server);
+  if (inv.server.empty()) return UsageError("--server needs HOST:PORT", nullptr);
+
+  std::vector<std::string> positionals = parsed.positionals();
+  if (!positionals.empty() && positionals[0] == "help") {  // `steadyeval help runs add`
+    inv.help = true;
+    positionals.erase(positionals.begin());
+  }
+  const CommandSpec* command = MatchCommand(positionals, consumed);
+  if (command == nullptr) {
+    if (inv.help) {
+      if (!positionals.empty()) inv.command = {positionals[0]};
+      return inv;
+    }
+    if (positionals.empty()) return UsageError("no command given", nullptr);
+    if (positionals[0] == "runs") {
+      return UsageError(positionals.size() == 1
+                            ? "'runs' needs a subcommand: add, list or show"
+                            : absl::StrCat("unknown command 'runs ", positionals[1],
+                                           "' (runs subcommands: add, list, show)"),
+                        nullptr);
+    }
+    return UsageError(absl::StrCat("unknown command '", positionals[0], "'"), nullptr);
+  }
+  inv.command = command->words;
+  if (inv.help) return inv;
+
+  auto timeout = parsed.GetDouble("timeout_s", kDefaultTimeoutSeconds);
+  if (!timeout.ok()) return UsageError(std::string(timeout.status().message()), command);
+  if (!(*timeout > 0)) return UsageError("--timeout_s must be positive", command);
+  inv.timeout_s = *timeout;
+
+  for (const FlagSpec& f : CommandFlags()) {
+    if (!parsed.Has(f.name)) continue;
+    if (std::find(command->flags.begin(), command->flags.end(), f.name) == command->flags.end()) {
+      return UsageError(absl::StrCat("'", absl::StrJoin(command->words, " "),
+                                     "' does not take --", f.name),
+                        command);
+    }
+    inv.flags[f.name] = parsed.GetAll(f.name);
+  }
+
+  inv.args.assign(positionals.begin() + static_cast<std::ptrdiff_t>(consumed), positionals.end());
+  if (inv.args.size() < command->positionals.size()) {
+    return UsageError(absl::StrCat("missing ", command->positionals[inv.args.size()]), command);
+  }
+  if (inv.args.size() > command->positionals.size()) {
+    return UsageError(absl::StrCat("unexpected argument '", inv.args[command->positionals.size()],
+                                   "'"),
+                      command);
+  }
+  for (size_t i = 0; i < command->positionals.size(); ++i) {
+    if (command->positionals[i] == "NAME" && !IsValidRunName(inv.args[i])) {
+      return UsageError(absl::StrCat("bad run name '", inv.args[i],
+                                     "': use letters, digits, '.', '_' and '-'"),
+                        command);
+    }
+  }
+  if (inv.HasFlag("run") && !IsValidRunName(inv.Flag("run"))) {
+    return UsageError(absl::StrCat("bad run name '", inv.Flag("run"),
+                                   "': use letters, digits, '.', '_' and '-'"),
+                      command);
+  }
+  if (inv.command == std::vector<std::string>{"runs", "add"}) {
+    if (!inv.HasFlag("source") || inv.Flag("source").empty()) {
+      return UsageError("missing --source DIR", command);
+    }
+    if (!inv.HasFlag("tasks") || inv.Flag("tasks").empty()) {
+      return UsageError("missing --tasks FILE[,FILE...]", command);
+    }
+    auto few = parsed.GetInt("few_shots", 4);
+    if (!few.ok()) return UsageError(std::string(few.status().message()), command);
+    if (*few < 0 || *few > 64) return UsageError("--few_shots must be in 0..64", command);
+    auto settle = parsed.GetDouble("settle_seconds", 0);
+    if (!settle.ok()) return UsageError(std::string(settle.status().message()), command);
+    if (*settle < 0) return UsageError("--settle_seconds must not be negative", command);
+  }
+  return inv;
+}
+
+std::string UsageText(const std::vector<std::string>& command) {
+  size_t consumed = 0;
+  const CommandSpec* spec = MatchCommand(command, consumed);
+  if (spec != nullptr && consumed == command.size()) {
+    std::string out = absl::StrCat("Usage: ", UsageLine(*spec), "\n\n", spec->summary, ".\n");
+    if (!spec->flags.empty()) {
+      std::vector<FlagSpec> flags;
+      for (const std::string& f : spec->flags) flags.push_back(*FindFlag(f));
+      absl::StrAppend(&out, "\nFlags:\n", FlagsHelp(flags));
+    }
+    absl::StrAppend(&out, "\nGlobal flags:\n", FlagsHelp(GlobalFlags()), "\nExamples:\n");
+    for (const std::string& e : spec->examples) absl::StrAppend(&out, "  ", e, "\n");
+    absl::StrAppend(&out, "\nFlags may appear before or after the command and its arguments.\n");
+    return out;
+  }
+  std::string out =
+      "steadyeval: query a steadyeval-server (the checkpoint evaluation coordinator)\n\n"
+      "Usage: steadyeval [--server HOST:PORT] [--json] [--timeout_s N] COMMAND [ARGS] "
+      "[FLAGS]\n\nCommands:\n";
+  std::vector<std::vector<std::string>> rows;
+  size_t width = 0;
+  for (const CommandSpec& c : Commands()) {
+    if (!command.empty() && c.words[0] != command[0]) continue;
+    width = std::max(width, absl::StrJoin(c.words, " ").size());
+  }
+  for (const CommandSpec& c : Commands()) {
+    if (!command.empty() && c.words[0] != command[0]) continue;
+    std::string name = absl::StrJoin(c.words, " ");
+    name.resize(width, ' ');
+    std::string summary = c.summary.substr(0, c.summary.find(';'));
+    absl::StrAppend(&out, "  ", name, "  ", summary, "\n");
+  }
+  absl::StrAppend(&out, "\nGlobal flags:\n", FlagsHelp(GlobalFlags()),
+                  "\nFlags may appear before or after the command and its arguments.\n"
+                  "With --json, stdout holds exactly one JSON object; messages go to stderr.\n"
+                  "Errors print one line 'steadyeval: <reason>' on stderr; exit code 1, or 2 "
+                  "for bad usage.\n\nExamples:\n"
+                  "  steadyeval runs add demo --source ./demo-data/ckpt --tasks "
+                  "examples/tasks/arith_mc.jsonl,examples/tasks/qa_gen.json\n"
+                  "  steadyeval checkpoints demo\n"
+                  "  steadyeval scores demo --variant raw\n"
+                  "  STEADYEVAL_SERVER=coord:50051 steadyeval jobs --json\n\n"
+                  "Run 'steadyeval COMMAND --help' for a command's flags and examples.\n");
+  return out;
+}
+
+absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                     std::ostream& out, std::ostream& err) {
+  const std::string name = inv.CommandName();
+  if (name == "runs add") return RunsAdd(inv, stub, out, err);
+  if (name == "runs list") return RunsList(inv, stub, out);
+  if (name == "runs show") return RunsShow(inv, stub, out);
+  if (name == "checkpoints") return ListCheckpoints(inv, stub, out);
+  if (name == "jobs") return ListJobs(inv, stub, out);
+  if (name == "workers") return ListWorkers(inv, stub, out);
+  if (name == "scores") return GetScores(inv, stub, out);
+  return absl::InvalidArgumentError(absl::StrCat("unknown command '", name, "'"));
+}
+
+std::string DescribeError(const absl::Status& status, const std::string& server,
+                          double timeout_s) {
+  const std::string message = OneLine(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      return absl::StrCat("cannot reach steadyeval-server at ", server,
+                          ": is steadyeval-server running?",
+                          message.empty() ? "" : absl::StrCat(" (", message, ")"));
+    case absl::StatusCode::kDeadlineExceeded:
+      return absl::StrCat("steadyeval-server at ", server, " did not answer within ", timeout_s,
+                          "s (raise --timeout_s, or check the server's load)");
+    case absl::StatusCode::kUnimplemented:
+      return absl::StrCat("steadyeval-server at ", server,
+                          " does not support this request (older server?)",
+                          message.empty() ? "" : absl::StrCat(": ", message));
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return absl::StrCat("steadyeval-server at ", server, " refused the request: ",
+                          message.empty() ? absl::StatusCodeToString(status.code()) : message);
+    default:
+      return message.empty() ? absl::StatusCodeToString(status.code()) : message;
+  }
+}
+
+int RunCli(const std::vector<std::string>& args, const std::string& env_server,
+           const StubFactory& make_stub, std::ostream& out, std::ostream& err) {
+  auto inv = ParseInvocation(args, env_server);
+  if (!inv.ok()) {
+    err << "steadyeval: " << OneLine(inv.status().message()) << "\n";
+    return kExitUsage;
+  }
+  if (inv->help) {
+    out << UsageText(inv->command);
+    return kExitOk;
+  }
+  std::unique_ptr<v1::EvalService::StubInterface> stub = make_stub(inv->server);
+  absl::Status status = Execute(*inv, stub.get(), out, err);
+  if (!status.ok()) {
+    err << "steadyeval: " << DescribeError(status, inv->server, inv->timeout_s) << "\n";
+    return kExitFailure;
+  }
+  out.flush();
+  return kExitOk;
+}
+
+}  // namespace steadyeval::client

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs dependencies (idempotent) and builds everything into ./build (or $BUILD_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "build: compiling into $BUILD_DIR with $JOBS jobs (first build takes several minutes: libtorch headers are heavy)" >&2
+ninja -C "$BUILD_DIR" -j "$JOBS" "$@"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test through CTest. Usage: scripts/test.sh [ctest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/build.sh
+BUILD_DIR=${BUILD_DIR:-build}
+export OPENBLAS_NUM_THREADS=1
+ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 900 "$@"

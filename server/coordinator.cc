@@ -1,0 +1,707 @@
+#include "server/coordinator.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/scoring.h"
+#include "common/sha256.h"
+#include "common/status.h"
+#include "common/steps.h"
+
+namespace steadyeval {
+namespace {
+
+constexpr int32_t kDefaultPageSize = 100;
+constexpr int32_t kMaxPageSize = 1000;
+
+absl::Status RunNotFound(absl::string_view name) {
+  return absl::NotFoundError(
+      absl::StrCat("run '", name, "' not found (see `steadyeval runs list`)"));
+}
+
+bool ValidRunName(absl::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return name != "." && name != "..";
+}
+
+bool ValidSha256(absl::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+v1::TaskKind ToProtoKind(TaskKind kind) {
+  return kind == TaskKind::kMultipleChoice ? v1::TASK_KIND_MULTIPLE_CHOICE
+                                           : v1::TASK_KIND_GENERATION;
+}
+
+std::string VariantOf(const v1::Job& job) { return job.kind(); }  // "raw" or "avg@n"
+
+std::string NewInstanceId(Clock* clock) {
+  return Sha256Hex(absl::StrCat(clock->UnixMillis(), "/", getpid(), "/",
+                                std::chrono::steady_clock::now().time_since_epoch().count()))
+      .substr(0, 16);
+}
+
+}  // namespace
+
+Coordinator::Coordinator(Store* store, Clock* clock, DiscoveryFactory discovery,
+                         CoordinatorOptions options)
+    : store_(store),
+      clock_(clock),
+      discovery_factory_(std::move(discovery)),
+      options_(options),
+      instance_id_(NewInstanceId(clock)) {}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, Clock* clock,
+                                                                 DiscoveryFactory discovery,
+                                                                 CoordinatorOptions options) {
+  std::unique_ptr<Coordinator> c(new Coordinator(store, clock, std::move(discovery), options));
+  ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(store, clock, options.scheduler));
+  absl::MutexLock lock(&c->mu_);
+  RETURN_IF_ERROR(store->ScanRuns("", 0, [&](const v1::Run& run) {
+    auto state = std::make_unique<RunState>();
+    state->run = run;
+    c->runs_[run.config().name()] = std::move(state);
+    return true;
+  }));
+  // Latest scores for the score gauge.
+  for (const auto& [name, state] : c->runs_) {
+    RETURN_IF_ERROR(store->ScanScores(name, "", [&](const v1::Score& s) {
+      auto& latest = c->latest_score_step_[{s.run(), s.task(), s.variant()}];
+      if (s.step() >= latest) {
+        latest = s.step();
+        c->metrics_.SetScore(s.run(), s.task(), s.variant(), s.score());
+      }
+      return true;
+    }));
+  }
+  return c;
+}
+
+Coordinator::~Coordinator() { Stop(); }
+
+void Coordinator::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  for (auto& [name, state] : runs_) StartPoller(*state);
+  reaper_ = std::thread([this] {
+    do {
+      absl::Status s = Tick();
+      if (!s.ok()) std::cerr << "steadyeval-server: reaper: " << s << "\n";
+    } while (!stop_.WaitForNotificationWithTimeout(
+        absl::Milliseconds(options_.reap_interval_ms)));
+  });
+}
+
+void Coordinator::StartPoller(RunState& state) {
+  RunState* s = &state;
+  state.poller = std::thread([this, s] {
+    do {
+      absl::Status status = PollRun(*s);
+      if (!status.ok()) {
+        std::cerr << "steadyeval-server: run " << s->run.config().name() << ": " << status
+                  << "\n";
+      }
+    } while (!stop_.WaitForNotificationWithTimeout(
+        absl::Milliseconds(options_.poll_interval_ms)));
+  });
+}
+
+void Coordinator::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  WakeWaiters();
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, state] : runs_) {
+      if (state->poller.joinable()) threads.push_back(std::move(state->poller));
+    }
+  }
+  for (auto& t : threads) t.join();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+
+absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
+                                               const std::vector<v1::TaskContent>& task_files) {
+  const std::string name = config.name();
+  if (!ValidRunName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run name '", name, "' is invalid: use 1-128 characters from [A-Za-z0-9._-]"));
+  }
+  std::string dir = config.source();
+  if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
+  std::error_code ec;
+  if (dir.empty() || dir[0] != '/' || !std::filesystem::is_directory(dir, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", name, ": source '", config.source(),
+        "' is not an existing directory (give an absolute path the coordinator can read)"));
+  }
+  if (auto parser = StepParser::Create(config.pattern()); !parser.ok()) {
+    return Annotate(parser.status(), absl::StrCat("run ", name));
+  }
+  if (config.few_shots() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run ", name, ": few_shots is ", config.few_shots(), "; it must be >= 0"));
+  }
+  if (config.settle_seconds() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", name, ": settle_seconds is ", config.settle_seconds(), "; it must be >= 0"));
+  }
+  if (config.settle_seconds() == 0) config.set_settle_seconds(options_.default_settle_seconds);
+  if (task_files.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run ", name, ": no task files given (pass at least one --task FILE)"));
+  }
+
+  config.clear_tasks();
+  std::vector<v1::TaskContent> contents;
+  std::set<std::string> task_names;
+  for (const v1::TaskContent& file : task_files) {
+    ASSIGN_OR_RETURN(Task task, ParseTask(file.filename(), file.content()));
+    RETURN_IF_ERROR(CheckMetricsSupported(task));
+    if (!task_names.insert(task.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "run ", name, ": two task files are named '", task.name,
+          "' (", file.filename(), "); task names (file stems) must be unique within a run"));
+    }
+    v1::TaskContent content;
+    content.mutable_ref()->set_name(task.name);
+    content.mutable_ref()->set_sha256(task.sha256);
+    content.set_filename(file.filename());
+    content.set_kind(ToProtoKind(task.kind));
+    content.set_content(file.content());
+    *config.add_tasks() = content.ref();
+    contents.push_back(std::move(content));
+  }
+
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery, discovery_factory_(config));
+  auto state = std::make_unique<RunState>();
+  {
+    // Before taking mu_: polls take poll_mu then mu_, never the other way round.
+    absl::MutexLock poll_lock(&state->poll_mu);
+    state->discovery = std::move(discovery);
+  }
+
+  absl::MutexLock lock(&mu_);
+  if (runs_.count(name)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "run '", name, "' already exists (choose another name, or see `steadyeval runs show ",
+        name, "`)"));
+  }
+  v1::Run run;
+  *run.mutable_config() = config;
+  run.set_created_unix_ms(clock_->UnixMillis());
+  Store::Batch batch = store_->NewBatch();
+  for (const v1::TaskContent& content : contents) batch.PutTask(content);
+  batch.PutRun(run);
+  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+
+  state->run = run;
+  RunState& ref = *state;
+  runs_[name] = std::move(state);
+  if (started_ && !stopping_) StartPoller(ref);
+  return run;
+}
+
+absl::StatusOr<v1::Run> Coordinator::FindRun(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(name);
+  if (it == runs_.end()) return RunNotFound(name);
+  return it->second->run;
+}
+
+absl::StatusOr<v1::ListRunsResponse> Coordinator::ListRuns(int32_t page_size,
+                                                           const std::string& page_token) const {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size ", page_size, " is negative"));
+  }
+  if (page_size == 0) page_size = kDefaultPageSize;
+  page_size = std::min(page_size, kMaxPageSize);
+  v1::ListRunsResponse response;
+  bool more = false;
+  RETURN_IF_ERROR(store_->ScanRuns(page_token, page_size + 1, [&](const v1::Run& run) {
+    if (response.runs_size() == page_size) {
+      more = true;
+      return false;
+    }
+    *response.add_runs() = run;
+    return true;
+  }));
+  if (more) response.set_next_page_token(response.runs(response.runs_size() - 1).config().name());
+  return response;
+}
+
+absl::StatusOr<v1::GetRunResponse> Coordinator::GetRun(const std::string& name) const {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(name));
+  v1::GetRunResponse response;
+  *response.mutable_run() = run;
+  for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
+    response.set_checkpoints(response.checkpoints() + 1);
+    response.set_newest_step(std::max(response.newest_step(), c.step()));
+    if (c.state() == v1::CHECKPOINT_EVALUATED) {
+      response.set_evaluated(response.evaluated() + 1);
+      response.set_newest_evaluated_step(std::max(response.newest_evaluated_step(), c.step()));
+    } else if (c.state() == v1::CHECKPOINT_FAILED) {
+      response.set_failed(response.failed() + 1);
+    }
+  }
+  auto& by_state = *response.mutable_jobs_by_state();
+  for (const v1::Job& job : scheduler_->Jobs()) {
+    if (job.run() == name) ++by_state[JobStateLabel(job.state())];
+  }
+  return response;
+}
+
+absl::Status Coordinator::ListCheckpoints(
+    const std::string& run, const std::function<bool(const v1::Checkpoint&)>& visit) const {
+  RETURN_IF_ERROR(FindRun(run).status());
+  return store_->ScanCheckpoints(run, visit);
+}
+
+absl::Status Coordinator::ListJobs(const std::string& run,
+                                   const std::function<bool(const v1::Job&)>& visit) const {
+  if (!run.empty()) RETURN_IF_ERROR(FindRun(run).status());
+  return store_->ScanJobs([&](const v1::Job& job) {
+    if (!run.empty() && job.run() != run) return true;
+    return visit(job);
+  });
+}
+
+absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
+                                    const std::function<bool(const v1::Score&)>& visit) const {
+  RETURN_IF_ERROR(FindRun(request.run()).status());
+  const bool all_variants = request.variant().empty() || request.variant() == "all";
+  return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& s) {
+    if (!all_variants && s.variant() != request.variant()) return true;
+    return visit(s);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint discovery
+
+absl::Status Coordinator::PollRun(RunState& state) {
+  const std::string& name = state.run.config().name();
+  absl::MutexLock poll_lock(&state.poll_mu);
+  if (state.discovery == nullptr) {
+    // Created at start-up (or after a failed attempt): steps already stored are known.
+    ASSIGN_OR_RETURN(state.discovery, discovery_factory_(state.run.config()));
+    for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
+      state.discovery->MarkKnown(c.step());
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, state.discovery->Poll());
+  bool admitted = false;
+  for (const DiscoveredCheckpoint& c : found) {
+    ASSIGN_OR_RETURN(std::optional<v1::Job> job,
+                     scheduler_->AdmitCheckpoint(state.run, c.step, c.path));
+    if (job.has_value()) {
+      metrics_.CheckpointDiscovered(name);
+      admitted = true;
+    }
+  }
+  if (admitted) {
+    WakeWaiters();
+    RefreshGauges();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::PollRunsOnce() {
+  std::vector<RunState*> states;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, state] : runs_) states.push_back(state.get());
+  }
+  absl::Status first;
+  for (RunState* s : states) {
+    absl::Status status = PollRun(*s);
+    if (!status.ok() && first.ok()) first = Annotate(status, s->run.config().name());
+  }
+  return first;
+}
+
+// ---------------------------------------------------------------------------------------
+// Workers
+
+absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
+    const v1::RegisterWorkerRequest& r) {
+  if (r.worker_id().empty()) {
+    return absl::InvalidArgumentError("worker_id is empty (give each worker a stable id)");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    WorkerEntry& w = workers_[r.worker_id()];
+    w.info.set_id(r.worker_id());
+    w.info.set_name(r.name());
+    w.info.set_device(r.device());
+    w.last_seen_nanos = clock_->MonotonicNanos();
+  }
+  RefreshGauges();
+  v1::RegisterWorkerResponse response;
+  response.set_coordinator_instance(instance_id_);
+  response.set_heartbeat_interval_ms(std::max<int64_t>(1, scheduler_->lease_ttl_ms() / 3));
+  return response;
+}
+
+absl::Status Coordinator::TouchWorker(const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("worker ", worker_id, " is not registered (register again)"));
+  }
+  it->second.last_seen_nanos = clock_->MonotonicNanos();
+  return absl::OkStatus();
+}
+
+v1::ListWorkersResponse Coordinator::ListWorkers() const {
+  std::map<std::string, uint64_t> leased = scheduler_->LeasedJobByWorker();
+  const int64_t now = clock_->MonotonicNanos();
+  const int64_t lost_after = 3 * scheduler_->lease_ttl_ms() * 1'000'000;
+  v1::ListWorkersResponse response;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, w] : workers_) {
+    v1::WorkerInfo info = w.info;
+    auto job = leased.find(id);
+    info.set_current_job(job == leased.end() ? 0 : job->second);
+    info.set_last_seen_seconds_ago((now - w.last_seen_nanos) / 1e9);
+    if (now - w.last_seen_nanos > lost_after) {
+      info.set_state(v1::WORKER_LOST);
+    } else {
+      info.set_state(job == leased.end() ? v1::WORKER_IDLE : v1::WORKER_BUSY);
+    }
+    *response.add_workers() = std::move(info);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) const {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(job.run()));
+  v1::LeasedJob leased;
+  *leased.mutable_job() = job;
+  for (uint64_t step : job.steps()) {
+    std::optional<v1::Checkpoint> c = scheduler_->GetCheckpoint(job.run(), step);
+    if (!c.has_value()) {
+      return absl::DataLossError(absl::StrCat("job ", job.id(), ": checkpoint ", job.run(), "@",
+                                              step, " is not in the store"));
+    }
+    leased.add_checkpoint_paths(c->path());
+  }
+  for (const v1::TaskRef& ref : job.tasks()) {
+    ASSIGN_OR_RETURN(v1::TaskContent header, store_->GetTask(ref.sha256()));
+    header.clear_content();
+    *leased.add_task_headers() = std::move(header);
+  }
+  leased.set_few_shots(run.config().few_shots());
+  leased.set_tokenizer_path(run.config().tokenizer_path());
+  leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
+  return leased;
+}
+
+absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
+    const v1::AcquireJobRequest& r, const std::function<bool()>& cancelled) {
+  RETURN_IF_ERROR(TouchWorker(r.worker_id()));
+  const int64_t wait_ms = std::clamp<int64_t>(r.wait_ms(), 0, options_.max_acquire_wait_ms);
+  // The long poll waits in real time (it bounds an RPC); leasing decisions use clock_.
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
+  v1::AcquireJobResponse response;
+  while (true) {
+    uint64_t generation;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      generation = wake_generation_;
+    }
+    ASSIGN_OR_RETURN(std::optional<v1::Job> job, scheduler_->Lease(r.worker_id()));
+    if (job.has_value()) {
+      RefreshGauges();
+      ASSIGN_OR_RETURN(*response.mutable_lease(), BuildLeasedJob(*job));
+      response.set_has_job(true);
+      return response;
+    }
+    if (stopping_ || absl::Now() >= deadline || (cancelled && cancelled())) return response;
+    // Wake on new work, or periodically to catch backoffs and expiries passing.
+    absl::MutexLock lock(&wake_mu_);
+    if (wake_generation_ == generation) {
+      absl::Duration wait = std::min(deadline - absl::Now(),
+                                     absl::Milliseconds(options_.reap_interval_ms));
+      wake_.WaitWithTimeout(&wake_mu_, std::max(wait, absl::ZeroDuration()));
+    }
+  }
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& r) {
+  RETURN_IF_ERROR(TouchWorker(r.worker_id()));
+  if (r.job_id() != 0) RETURN_IF_ERROR(scheduler_->Heartbeat(r.job_id(), r.epoch(), r.worker_id()));
+  v1::HeartbeatResponse response;
+  response.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
+  return response;
+}
+
+absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobRequest& r) {
+  ASSIGN_OR_RETURN(v1::JobState state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(),
+                                                        r.reason(), r.retryable()));
+  if (state == v1::JOB_FAILED) {
+    if (auto job = scheduler_->GetJob(r.job_id())) metrics_.JobFinished(job->kind(), 0);
+  }
+  WakeWaiters();
+  RefreshGauges();
+  v1::FailJobResponse response;
+  response.set_state(state);
+  return response;
+}
+
+absl::StatusOr<v1::TaskContent> Coordinator::GetTask(const std::string& sha256) const {
+  if (!ValidSha256(sha256)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task id '", sha256, "' is not a lowercase hex sha256"));
+  }
+  absl::StatusOr<v1::TaskContent> task = store_->GetTask(sha256);
+  if (absl::IsNotFound(task.status())) {
+    return absl::NotFoundError(absl::StrCat("task ", sha256, " is not stored by this coordinator"
+                                            " (was the run that uses it created here?)"));
+  }
+  return task;
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+
+absl::StatusOr<std::shared_ptr<const Task>> Coordinator::LoadTask(const v1::TaskRef& ref) const {
+  {
+    absl::MutexLock lock(&task_mu_);
+    auto it = tasks_.find(ref.sha256());
+    if (it != tasks_.end()) return it->second;
+  }
+  ASSIGN_OR_RETURN(v1::TaskContent content, store_->GetTask(ref.sha256()));
+  absl::StatusOr<Task> task = ParseTask(content.filename(), content.content());
+  if (!task.ok()) {
+    return absl::DataLossError(absl::StrCat("stored task ", ref.name(), " (", ref.sha256(),
+                                            ") no longer parses: ", task.status().message()));
+  }
+  auto parsed = std::make_shared<const Task>(std::move(*task));
+  absl::MutexLock lock(&task_mu_);
+  tasks_.emplace(ref.sha256(), parsed);
+  return parsed;
+}
+
+absl::Status Coordinator::CheckReportStart(const v1::ReportResultsRequest& first) const {
+  return scheduler_->CheckReport(first.job_id(), first.epoch(), first.worker_id()).status();
+}
+
+absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
+    const std::vector<v1::ReportResultsRequest>& chunks) {
+  if (chunks.empty()) {
+    return absl::InvalidArgumentError("the report stream carried no messages");
+  }
+  const v1::ReportResultsRequest& first = chunks.front();
+  const std::string where = absl::StrCat("job ", first.job_id(), " epoch ", first.epoch());
+  ASSIGN_OR_RETURN(ReportCheck check,
+                   scheduler_->CheckReport(first.job_id(), first.epoch(), first.worker_id()));
+  v1::ReportResultsResponse response;
+  if (check.replay) {
+    response.set_replay(true);
+    return response;
+  }
+  const v1::Job& job = check.job;
+
+  // The steps a job's results may be for: each step of a raw job, a window's end step.
+  std::set<uint64_t> allowed_steps;
+  if (job.kind() == "raw") {
+    allowed_steps.insert(job.steps().begin(), job.steps().end());
+  } else if (!job.steps().empty()) {
+    allowed_steps.insert(job.steps(job.steps_size() - 1));
+  }
+  std::map<std::string, const v1::TaskRef*> job_tasks;
+  for (const v1::TaskRef& ref : job.tasks()) job_tasks[ref.name()] = &ref;
+
+  struct Accumulated {
+    std::map<uint32_t, const v1::ExampleOutput*> outputs;
+    bool complete = false;
+  };
+  std::map<std::pair<uint64_t, std::string>, Accumulated> acc;
+  for (const v1::ReportResultsRequest& chunk : chunks) {
+    if (chunk.job_id() != first.job_id() || chunk.epoch() != first.epoch() ||
+        chunk.worker_id() != first.worker_id()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": one report stream carries one (worker, job, epoch); got job ",
+          chunk.job_id(), " epoch ", chunk.epoch(), " from worker ", chunk.worker_id()));
+    }
+    if (!allowed_steps.count(chunk.step())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": step ", chunk.step(), " is not a step this job evaluates"));
+    }
+    auto task = job_tasks.find(chunk.task().name());
+    if (task == job_tasks.end() || task->second->sha256() != chunk.task().sha256()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": task ", chunk.task().name(), " (",
+                                                     chunk.task().sha256(),
+                                                     ") is not one of this job's tasks"));
+    }
+    Accumulated& a = acc[{chunk.step(), chunk.task().name()}];
+    if (a.complete) {
+      return absl::InvalidArgumentError(absl::StrCat(where, " step ", chunk.step(), " task ",
+                                                     chunk.task().name(),
+                                                     ": outputs sent after task_complete"));
+    }
+    for (const v1::ExampleOutput& out : chunk.outputs()) {
+      if (!a.outputs.emplace(out.index(), &out).second) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " step ", chunk.step(), " task ",
+                                                       chunk.task().name(), ": example ",
+                                                       out.index(), " reported twice"));
+      }
+    }
+    a.complete = chunk.task_complete();
+  }
+
+  std::set<uint64_t> reported_steps;
+  for (const auto& [key, a] : acc) reported_steps.insert(key.first);
+  const uint64_t end_step = job.steps().empty() ? 0 : job.steps(job.steps_size() - 1);
+  if (!reported_steps.count(end_step)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": no outputs for step ", end_step, " (the job's checkpoint)"));
+  }
+
+  const std::string variant = VariantOf(job);
+  Store::Batch batch = store_->NewBatch();
+  uint32_t written = 0;
+  std::vector<v1::Score> scores;
+  for (uint64_t step : reported_steps) {
+    for (const v1::TaskRef& ref : job.tasks()) {
+      auto it = acc.find({step, ref.name()});
+      if (it == acc.end() || !it->second.complete) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, " step ", step, ": task ", ref.name(),
+            it == acc.end() ? " has no outputs" : " was not marked task_complete",
+            " (report every task of the job before closing the stream)"));
+      }
+      ASSIGN_OR_RETURN(std::shared_ptr<const Task> task, LoadTask(ref));
+      const auto& outputs = it->second.outputs;
+      if (outputs.size() != task->size() ||
+          (!outputs.empty() && outputs.rbegin()->first >= task->size())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, " step ", step, ": task ", ref.name(), " has ", task->size(),
+            " examples but the report holds ", outputs.size(),
+            " distinct outputs (indices 0..", task->size() == 0 ? 0 : task->size() - 1,
+            " expected)"));
+      }
+      std::vector<std::string> texts;
+      texts.reserve(outputs.size());
+      for (const auto& [index, out] : outputs) texts.push_back(out->output());
+      absl::StatusOr<TaskScore> scored = ScoreTask(*task, texts);
+      if (!scored.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " step ", step, ": ",
+                                                       scored.status().message()));
+      }
+      size_t i = 0;
+      for (const auto& [index, out] : outputs) {
+        v1::Prediction p;
+        p.set_output(out->output());
+        p.set_normalized(scored->examples[i].normalized);
+        p.set_score(scored->examples[i].score);
+        *p.mutable_option_logliks() = out->option_logliks();
+        batch.PutPrediction(job.run(), ref.name(), variant, step, index, p);
+        ++written;
+        ++i;
+      }
+      v1::Score score;
+      score.set_run(job.run());
+      score.set_task(ref.name());
+      score.set_task_sha256(ref.sha256());
+      score.set_variant(variant);
+      score.set_step(step);
+      score.set_metric(scored->metric);
+      score.set_score(scored->score);
+      score.set_examples(static_cast<uint32_t>(outputs.size()));
+      batch.PutScore(score);
+      scores.push_back(std::move(score));
+    }
+  }
+
+  ASSIGN_OR_RETURN(CompletedJob done, scheduler_->Complete(first.job_id(), first.epoch(),
+                                                           first.worker_id(), std::move(batch)));
+  metrics_.PredictionsIngested(written);
+  metrics_.JobFinished(done.job.kind(), done.duration_seconds);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const v1::Score& s : scores) {
+      auto key = std::make_tuple(s.run(), s.task(), s.variant());
+      auto it = latest_score_step_.find(key);
+      if (it == latest_score_step_.end() || s.step() >= it->second) {
+        latest_score_step_[key] = s.step();
+        metrics_.SetScore(s.run(), s.task(), s.variant(), s.score());
+      }
+    }
+  }
+  WakeWaiters();
+  RefreshGauges();
+  response.set_predictions_written(written);
+  return response;
+}
+
+// ---------------------------------------------------------------------------------------
+// Housekeeping
+
+void Coordinator::WakeWaiters() {
+  absl::MutexLock lock(&wake_mu_);
+  ++wake_generation_;
+  wake_.SignalAll();
+}
+
+absl::Status Coordinator::Tick() {
+  ASSIGN_OR_RETURN(std::vector<uint64_t> expired, scheduler_->ExpireLeases());
+  // Backoffs pass silently; the long polls re-check on their own period too.
+  if (!expired.empty() || scheduler_->HasLeasableJob()) WakeWaiters();
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
+void Coordinator::RefreshGauges() {
+  metrics_.SetJobs(scheduler_->CountJobs());
+  int idle = 0, busy = 0, lost = 0;
+  const v1::ListWorkersResponse workers = ListWorkers();
+  for (const v1::WorkerInfo& w : workers.workers()) {
+    if (w.state() == v1::WORKER_LOST) ++lost;
+    else if (w.state() == v1::WORKER_BUSY) ++busy;
+    else ++idle;
+  }
+  metrics_.SetWorkers(idle, busy, lost);
+  std::vector<std::string> names;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, state] : runs_) names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    uint64_t newest = 0, newest_evaluated = 0;
+    for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
+      newest = std::max(newest, c.step());
+      if (c.state() == v1::CHECKPOINT_EVALUATED) {
+        newest_evaluated = std::max(newest_evaluated, c.step());
+      }
+    }
+    metrics_.SetEvalLagSteps(name, static_cast<double>(newest - newest_evaluated));
+  }
+}
+
+}  // namespace steadyeval

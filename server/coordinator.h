@@ -1,0 +1,162 @@
+// The coordinator's logic behind both gRPC services (DESIGN §1, §5): runs and their
+// checkpoint polling loops, the in-memory worker registry, job leasing (long poll),
+// result ingestion and scoring, and the queries the CLI makes.
+//
+// Plain C++: every method returns absl::Status(Or); services.cc maps them to gRPC.
+// Thread-safe. Background threads (one polling loop per run, one reaper) run only between
+// Start() and Stop(); tests leave them off and drive PollRunsOnce() and Tick() with a
+// FakeClock instead.
+#ifndef STEADYEVAL_SERVER_COORDINATOR_H_
+#define STEADYEVAL_SERVER_COORDINATOR_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/clock.h"
+#include "common/task.h"
+#include "server/discovery.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+#include "server/store.h"
+#include "steadyeval/v1/eval_service.pb.h"
+#include "steadyeval/v1/worker_service.pb.h"
+
+namespace steadyeval {
+
+struct CoordinatorOptions {
+  SchedulerOptions scheduler;
+  int64_t poll_interval_ms = 1000;      // each run's checkpoint polling period
+  double default_settle_seconds = 30;   // for runs created with settle_seconds = 0
+  int64_t max_acquire_wait_ms = 30'000; // cap on AcquireJob's long poll
+  int64_t reap_interval_ms = 250;       // lease expiry / worker state check period
+};
+
+class Coordinator {
+ public:
+  // Loads runs, checkpoints and jobs from `store` (not owned, outlives the coordinator).
+  // `discovery` makes each run's checkpoint discovery; `clock` is not owned.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(Store* store, Clock* clock,
+                                                             DiscoveryFactory discovery,
+                                                             CoordinatorOptions options);
+  ~Coordinator();
+
+  // Starts the reaper and a polling loop per run (also for runs created later).
+  void Start();
+  // Stops the background threads and wakes every long poll. Idempotent.
+  void Stop();
+
+  // ---- runs (EvalService) ----
+  // Validates the config and task files (errors name the file and line), stores the
+  // tasks and the run; INVALID_ARGUMENT for bad input, ALREADY_EXISTS for a taken name.
+  absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
+                                    const std::vector<v1::TaskContent>& task_files);
+  absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
+                                                const std::string& page_token) const;
+  // NOT_FOUND "run 'x' not found (see `steadyeval runs list`)" for an unknown run (also
+  // for the streaming queries below).
+  absl::StatusOr<v1::GetRunResponse> GetRun(const std::string& name) const;
+  absl::Status ListCheckpoints(const std::string& run,
+                               const std::function<bool(const v1::Checkpoint&)>& visit) const;
+  // Every run's jobs when `run` is empty.
+  absl::Status ListJobs(const std::string& run,
+                        const std::function<bool(const v1::Job&)>& visit) const;
+  absl::Status GetScores(const v1::GetScoresRequest& request,
+                         const std::function<bool(const v1::Score&)>& visit) const;
+  v1::ListWorkersResponse ListWorkers() const;
+
+  // ---- workers (WorkerService) ----
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
+  // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
+  // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.
+  absl::StatusOr<v1::AcquireJobResponse> AcquireJob(const v1::AcquireJobRequest& r,
+                                                    const std::function<bool()>& cancelled);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
+  absl::StatusOr<v1::FailJobResponse> FailJob(const v1::FailJobRequest& r);
+  absl::StatusOr<v1::TaskContent> GetTask(const std::string& sha256) const;
+
+  // Checks a report stream's first message before reading the rest: the worker must hold
+  // (job, epoch), or the job must be DONE with that epoch (replay). ABORTED otherwise.
+  absl::Status CheckReportStart(const v1::ReportResultsRequest& first) const;
+  // Commits one job's report (every chunk of the stream): validates, scores each task and
+  // writes predictions, scores, job DONE and checkpoint EVALUATED in one synced batch.
+  // replay=true and nothing written when the job is already DONE with this epoch;
+  // INVALID_ARGUMENT (nothing written) for missing/duplicate/extra outputs or tasks;
+  // ABORTED when the worker does not hold the lease.
+  absl::StatusOr<v1::ReportResultsResponse> ReportResults(
+      const std::vector<v1::ReportResultsRequest>& chunks);
+
+  // ---- driving (tests; the background threads call these) ----
+  // Polls every run's discovery once and admits what it returns.
+  absl::Status PollRunsOnce();
+  // Expires leases, wakes long polls, refreshes gauges.
+  absl::Status Tick();
+
+  Scheduler* scheduler() { return scheduler_.get(); }
+  CoordinatorMetrics* metrics() { return &metrics_; }
+  const std::string& instance_id() const { return instance_id_; }
+
+ private:
+  struct RunState {
+    v1::Run run;
+    absl::Mutex poll_mu;  // serialises polls of `discovery`
+    std::unique_ptr<CheckpointDiscovery> discovery ABSL_GUARDED_BY(poll_mu);
+    std::thread poller;
+  };
+  struct WorkerEntry {
+    v1::WorkerInfo info;
+    int64_t last_seen_nanos = 0;
+  };
+
+  Coordinator(Store* store, Clock* clock, DiscoveryFactory discovery, CoordinatorOptions options);
+
+  absl::Status PollRun(RunState& state);
+  void StartPoller(RunState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Run> FindRun(const std::string& name) const;
+  absl::Status TouchWorker(const std::string& worker_id);
+  absl::StatusOr<std::shared_ptr<const Task>> LoadTask(const v1::TaskRef& ref) const;
+  absl::StatusOr<v1::LeasedJob> BuildLeasedJob(const v1::Job& job) const;
+  void WakeWaiters();
+  void RefreshGauges();
+
+  Store* const store_;
+  Clock* const clock_;
+  const DiscoveryFactory discovery_factory_;
+  const CoordinatorOptions options_;
+  const std::string instance_id_;
+  CoordinatorMetrics metrics_;
+  std::unique_ptr<Scheduler> scheduler_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<RunState>> runs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> latest_score_step_
+      ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+
+  mutable absl::Mutex task_mu_;
+  mutable std::map<std::string, std::shared_ptr<const Task>> tasks_ ABSL_GUARDED_BY(task_mu_);
+
+  // Long polls wait on `wake_` for `wake_generation_` to change.
+  absl::Mutex wake_mu_;
+  absl::CondVar wake_;
+  uint64_t wake_generation_ ABSL_GUARDED_BY(wake_mu_) = 0;
+
+  std::atomic<bool> stopping_{false};
+  absl::Notification stop_;
+  std::thread reaper_;
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_COORDINATOR_H_

@@ -1,0 +1,81 @@
+// Test helpers for the coordinator: a scriptable CheckpointDiscovery and small task files.
+#ifndef STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
+#define STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "server/discovery.h"
+
+namespace steadyeval {
+
+// Checkpoints to "discover", per run: tests Add() them, the next poll returns them.
+class FakeCheckpoints {
+ public:
+  void Add(const std::string& run, uint64_t step) {
+    absl::MutexLock lock(&mu_);
+    pending_[run].push_back({step, "/ckpt/" + run + "/step_" + std::to_string(step)});
+  }
+  std::set<uint64_t> known(const std::string& run) {
+    absl::MutexLock lock(&mu_);
+    return known_[run];
+  }
+  DiscoveryFactory Factory() {
+    return [this](const v1::RunConfig& config)
+               -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
+      return std::unique_ptr<CheckpointDiscovery>(new Discovery(this, config.name()));
+    };
+  }
+
+ private:
+  class Discovery : public CheckpointDiscovery {
+   public:
+    Discovery(FakeCheckpoints* owner, std::string run) : owner_(owner), run_(std::move(run)) {}
+    absl::StatusOr<std::vector<DiscoveredCheckpoint>> Poll() override {
+      absl::MutexLock lock(&owner_->mu_);
+      std::vector<DiscoveredCheckpoint> out;
+      out.swap(owner_->pending_[run_]);
+      return out;
+    }
+    void MarkKnown(uint64_t step) override {
+      absl::MutexLock lock(&owner_->mu_);
+      owner_->known_[run_].insert(step);
+    }
+
+   private:
+    FakeCheckpoints* owner_;
+    std::string run_;
+  };
+
+  absl::Mutex mu_;
+  std::map<std::string, std::vector<DiscoveredCheckpoint>> pending_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::set<uint64_t>> known_ ABSL_GUARDED_BY(mu_);
+};
+
+// A multiple-choice task with golds 1, 0, 1 and a generation task with answers "2", "4".
+inline v1::TaskContent McTaskFile() {
+  v1::TaskContent t;
+  t.set_filename("mc.jsonl");
+  t.set_content(
+      "{\"id\": 0, \"query\": \"q0\", \"choices\": [\"a\", \"b\"], \"gold\": 1}\n"
+      "{\"id\": 1, \"query\": \"q1\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n"
+      "{\"id\": 2, \"query\": \"q2\", \"choices\": [\"a\", \"b\", \"c\"], \"gold\": 1}\n");
+  return t;
+}
+inline v1::TaskContent QaTaskFile() {
+  v1::TaskContent t;
+  t.set_filename("qa.json");
+  t.set_content(
+      R"({"instruction": "add", "output_length": 8, "metrics": ["exact_match"],
+          "few_shots": [{"input": "0+0", "output": "0"}],
+          "samples": [{"input": "1+1", "output": "2"}, {"input": "2+2", "output": "4"}]})");
+  return t;
+}
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_

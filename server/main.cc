@@ -1,0 +1,129 @@
+// steadyeval-server: the coordinator (DESIGN §1, §9).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/cli_args.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "server/server.h"
+
+namespace steadyeval {
+namespace {
+
+const std::vector<FlagSpec>& Flags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"data_dir", false, "RocksDB folder holding runs, jobs and results (required)", "DIR"},
+      {"listen", false, "gRPC address (default 127.0.0.1:7000; port 0 picks one)", "HOST:PORT"},
+      {"metrics_listen", false,
+       "Prometheus /metrics address (default 127.0.0.1:9100; port 0 picks one)", "HOST:PORT"},
+      {"poll_interval_ms", false, "checkpoint polling period per run (default 1000)", "N"},
+      {"lease_ttl_ms", false, "job lease time-to-live without heartbeats (default 30000)", "N"},
+      {"settle_seconds", false,
+       "quiescence for runs created without one (default 30)", "S"},
+      {"ready_file", false,
+       "write {\"grpc\",\"metrics\",\"pid\"} JSON here once serving", "FILE"},
+      {"help", true, "show this help", ""},
+  };
+  return *flags;
+}
+
+void Usage(std::ostream& out) {
+  out << "usage: steadyeval-server --data_dir DIR [--listen HOST:PORT] "
+         "[--metrics_listen HOST:PORT] [--poll_interval_ms N] [--lease_ttl_ms N] "
+         "[--settle_seconds S] [--ready_file FILE]\n\n"
+      << FlagsHelp(Flags());
+}
+
+// Writes `content` to `path` atomically (temporary file + rename).
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ",
+                                               ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run(int argc, char** argv) {
+  ASSIGN_OR_RETURN(ParsedArgs args,
+                   ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
+  if (args.Has("help")) {
+    Usage(std::cout);
+    return absl::OkStatus();
+  }
+  if (!args.positionals().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", args.positionals().front(), "' (see --help)"));
+  }
+  ServerOptions options;
+  options.data_dir = args.Get("data_dir");
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("--data_dir is required (see --help)");
+  }
+  options.listen = args.Get("listen", "127.0.0.1:7000");
+  options.metrics_listen = args.Get("metrics_listen", "127.0.0.1:9100");
+  ASSIGN_OR_RETURN(options.coordinator.poll_interval_ms, args.GetInt("poll_interval_ms", 1000));
+  ASSIGN_OR_RETURN(options.coordinator.scheduler.lease_ttl_ms, args.GetInt("lease_ttl_ms", 30000));
+  ASSIGN_OR_RETURN(options.coordinator.default_settle_seconds,
+                   args.GetDouble("settle_seconds", 30));
+  if (options.coordinator.poll_interval_ms <= 0 || options.coordinator.scheduler.lease_ttl_ms <= 0 ||
+      options.coordinator.default_settle_seconds < 0) {
+    return absl::InvalidArgumentError(
+        "--poll_interval_ms and --lease_ttl_ms must be > 0, --settle_seconds >= 0");
+  }
+
+  // Block the shutdown signals in every thread; the main thread waits for them below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
+                   CoordinatorServer::Start(options));
+  const std::string grpc_address = server->grpc_address();
+  const std::string metrics_address = server->metrics_address();
+  std::cout << "steadyeval-server: serving grpc=" << grpc_address
+            << " metrics=" << metrics_address << " data_dir=" << options.data_dir << std::endl;
+  if (args.Has("ready_file")) {
+    nlohmann::json ready = {
+        {"grpc", grpc_address}, {"metrics", metrics_address}, {"pid", static_cast<int>(getpid())}};
+    RETURN_IF_ERROR(WriteFileAtomically(args.Get("ready_file"), ready.dump() + "\n"));
+  }
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::cerr << "steadyeval-server: received signal " << signal_number << ", shutting down\n";
+  server->Shutdown(absl::Seconds(5));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace steadyeval
+
+int main(int argc, char** argv) {
+  absl::Status status = steadyeval::Run(argc, argv);
+  if (!status.ok()) {
+    std::cerr << "steadyeval-server: " << status.message() << "\n";
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}

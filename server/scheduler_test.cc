@@ -1,0 +1,309 @@
+#include "server/scheduler.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace steadyeval {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kTtlMs = 10'000;
+constexpr int64_t kBackoffMs = 1'000;
+
+v1::Run MakeRun(const std::string& name) {
+  v1::Run run;
+  run.mutable_config()->set_name(name);
+  v1::TaskRef* t = run.mutable_config()->add_tasks();
+  t->set_name("task");
+  t->set_sha256(std::string(64, 'a'));
+  return run;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::path(::testing::TempDir()) /
+            ("scheduler_test_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())))
+               .string();
+    std::filesystem::remove_all(dir_);
+    options_.lease_ttl_ms = kTtlMs;
+    options_.backoff_initial_ms = kBackoffMs;
+    options_.max_attempts = 3;
+    Reopen();
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // Simulates a coordinator restart: a new store handle and scheduler on the same data.
+  void Reopen() {
+    scheduler_.reset();
+    store_.reset();
+    auto store = Store::Open(dir_);
+    ASSERT_OK(store);
+    store_ = std::move(*store);
+    auto scheduler = Scheduler::Create(store_.get(), &clock_, options_);
+    ASSERT_OK(scheduler);
+    scheduler_ = std::move(*scheduler);
+  }
+  uint64_t Admit(const std::string& run, uint64_t step) {
+    auto job = scheduler_->AdmitCheckpoint(MakeRun(run), step, "/ckpt/" + std::to_string(step));
+    EXPECT_OK(job);
+    EXPECT_TRUE(job->has_value());
+    return job.ok() && job->has_value() ? (*job)->id() : 0;
+  }
+  v1::Job LeaseOrDie(const std::string& worker) {
+    auto job = scheduler_->Lease(worker);
+    EXPECT_OK(job);
+    EXPECT_TRUE(job.ok() && job->has_value()) << "no leasable job";
+    return job.ok() && job->has_value() ? **job : v1::Job();
+  }
+  bool NothingLeasable() {
+    auto job = scheduler_->Lease("probe");
+    return job.ok() && !job->has_value();
+  }
+  v1::Job Stored(uint64_t id) { return *store_->GetJob(id); }
+
+  std::string dir_;
+  FakeClock clock_;
+  SchedulerOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerTest, LegalTransitionsAreTheDesignedOnes) {
+  EXPECT_TRUE(Scheduler::IsLegalTransition(v1::JOB_PENDING, v1::JOB_LEASED));
+  EXPECT_TRUE(Scheduler::IsLegalTransition(v1::JOB_LEASED, v1::JOB_DONE));
+  EXPECT_TRUE(Scheduler::IsLegalTransition(v1::JOB_LEASED, v1::JOB_FAILED));
+  EXPECT_TRUE(Scheduler::IsLegalTransition(v1::JOB_LEASED, v1::JOB_PENDING));
+  EXPECT_FALSE(Scheduler::IsLegalTransition(v1::JOB_PENDING, v1::JOB_DONE));
+  EXPECT_FALSE(Scheduler::IsLegalTransition(v1::JOB_DONE, v1::JOB_LEASED));
+  EXPECT_FALSE(Scheduler::IsLegalTransition(v1::JOB_FAILED, v1::JOB_LEASED));
+}
+
+TEST_F(SchedulerTest, AdmitsEachCheckpointOnceWithOneRawJob) {
+  uint64_t id = Admit("a", 100);
+  auto again = scheduler_->AdmitCheckpoint(MakeRun("a"), 100, "/elsewhere");
+  ASSERT_OK(again);
+  EXPECT_FALSE(again->has_value());
+  v1::Job job = Stored(id);
+  EXPECT_EQ(job.kind(), "raw");
+  EXPECT_EQ(job.state(), v1::JOB_PENDING);
+  EXPECT_EQ(job.tasks_size(), 1);
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_PENDING);
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->path(), "/ckpt/100");
+  EXPECT_EQ(*store_->GetNextJobId(), id + 1);
+}
+
+TEST_F(SchedulerTest, NewestStepFirstAndRoundRobinAcrossRuns) {
+  Admit("a", 100);
+  Admit("a", 300);
+  Admit("a", 200);
+  Admit("b", 50);
+  Admit("b", 60);
+  std::vector<std::string> order;
+  for (int i = 0; i < 5; ++i) {
+    v1::Job job = LeaseOrDie("w");
+    order.push_back(job.run() + "@" + std::to_string(job.steps(0)));
+  }
+  EXPECT_THAT(order, ::testing::ElementsAre("a@300", "b@60", "a@200", "b@50", "a@100"));
+  EXPECT_TRUE(NothingLeasable());
+}
+
+TEST_F(SchedulerTest, RawBeforeAveragingAtTheSameStep) {
+  {
+    // An avg@2 job with a lower id than the raw job at the same window-end step.
+    Store::Batch batch = store_->NewBatch();
+    v1::Job avg;
+    avg.set_id(1);
+    avg.set_run("a");
+    avg.set_kind("avg@2");
+    avg.add_steps(100);
+    avg.add_steps(200);
+    avg.set_state(v1::JOB_PENDING);
+    batch.PutJob(avg);
+    v1::Job raw = avg;
+    raw.set_id(2);
+    raw.set_kind("raw");
+    raw.clear_steps();
+    raw.add_steps(200);
+    batch.PutJob(raw);
+    v1::Job old = raw;
+    old.set_id(3);
+    old.clear_steps();
+    old.add_steps(100);
+    batch.PutJob(old);
+    ASSERT_OK(store_->Commit(std::move(batch)));
+  }
+  Reopen();
+  EXPECT_EQ(LeaseOrDie("w").id(), 2u);  // raw@200
+  EXPECT_EQ(LeaseOrDie("w").id(), 1u);  // avg@2 ending at 200
+  EXPECT_EQ(LeaseOrDie("w").id(), 3u);  // raw@100
+  EXPECT_EQ(Admit("a", 300), 4u);       // next id continues after the loaded jobs
+}
+
+TEST_F(SchedulerTest, LeaseSetsEpochWorkerAndCheckpointEvaluating) {
+  uint64_t id = Admit("a", 100);
+  v1::Job job = LeaseOrDie("w1");
+  EXPECT_EQ(job.id(), id);
+  EXPECT_EQ(job.epoch(), 1u);
+  EXPECT_EQ(job.attempts(), 1u);
+  EXPECT_EQ(job.worker_id(), "w1");
+  EXPECT_EQ(Stored(id).state(), v1::JOB_LEASED);
+  EXPECT_EQ(Stored(id).epoch(), 1u);
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_EVALUATING);
+  EXPECT_EQ(*scheduler_->LeaseExpiryNanos(id), clock_.MonotonicNanos() + kTtlMs * 1'000'000);
+}
+
+TEST_F(SchedulerTest, LeaseExpiryReturnsTheSameJobToPendingAndBumpsEpochOnReLease) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w1");
+  clock_.AdvanceNanos(kTtlMs * 1'000'000 - 1);
+  EXPECT_TRUE(scheduler_->ExpireLeases()->empty());
+  clock_.AdvanceNanos(1);
+  EXPECT_THAT(*scheduler_->ExpireLeases(), ::testing::ElementsAre(id));
+  v1::Job stored = Stored(id);
+  EXPECT_EQ(stored.state(), v1::JOB_PENDING);
+  EXPECT_THAT(stored.error(), HasSubstr("lease expired: worker w1"));
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_PENDING);
+
+  EXPECT_TRUE(NothingLeasable());  // backoff
+  clock_.AdvanceNanos(kBackoffMs * 1'000'000);
+  v1::Job again = LeaseOrDie("w2");
+  EXPECT_EQ(again.id(), id);
+  EXPECT_EQ(again.epoch(), 2u);
+  EXPECT_EQ(again.attempts(), 2u);
+  EXPECT_EQ(again.worker_id(), "w2");
+}
+
+TEST_F(SchedulerTest, HeartbeatExtendsTheLease) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w1");
+  clock_.AdvanceNanos(kTtlMs * 1'000'000 / 2);
+  ASSERT_OK(scheduler_->Heartbeat(id, 1, "w1"));
+  clock_.AdvanceNanos(kTtlMs * 1'000'000 / 2 + 1);
+  EXPECT_TRUE(scheduler_->ExpireLeases()->empty());
+  EXPECT_EQ(Stored(id).state(), v1::JOB_LEASED);
+}
+
+TEST_F(SchedulerTest, StaleEpochIsAbortedAndChangesNothing) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w1");
+  clock_.AdvanceNanos(kTtlMs * 1'000'000);
+  ASSERT_OK(scheduler_->ExpireLeases());
+  clock_.AdvanceNanos(kBackoffMs * 1'000'000);
+  LeaseOrDie("w2");  // epoch 2
+  const v1::Job before = Stored(id);
+  const int64_t expiry = *scheduler_->LeaseExpiryNanos(id);
+
+  EXPECT_THAT(scheduler_->Heartbeat(id, 1, "w1"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("epoch 2 held by worker w2")));
+  EXPECT_THAT(scheduler_->Heartbeat(id, 2, "w1"), StatusIs(absl::StatusCode::kAborted, HasSubstr("w1")));
+  EXPECT_THAT(scheduler_->CheckReport(id, 1, "w1"), StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
+  EXPECT_THAT(scheduler_->Fail(id, 1, "w1", "oops", false),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
+  Store::Batch results = store_->NewBatch();
+  v1::Prediction p;
+  p.set_output("x");
+  results.PutPrediction("a", "task", "raw", 100, 0, p);
+  EXPECT_THAT(scheduler_->Complete(id, 1, "w1", std::move(results)),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
+
+  EXPECT_EQ(Stored(id).SerializeAsString(), before.SerializeAsString());
+  EXPECT_EQ(*scheduler_->LeaseExpiryNanos(id), expiry);
+  EXPECT_THAT(store_->GetPrediction("a", "task", "raw", 100, 0),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  EXPECT_THAT(scheduler_->Heartbeat(999, 1, "w1"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job 999")));
+}
+
+TEST_F(SchedulerTest, CompleteCommitsResultsJobAndCheckpointTogetherThenReplays) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w1");
+  clock_.AdvanceSeconds(7);
+  Store::Batch results = store_->NewBatch();
+  v1::Prediction p;
+  p.set_output("x");
+  results.PutPrediction("a", "task", "raw", 100, 0, p);
+  auto done = scheduler_->Complete(id, 1, "w1", std::move(results));
+  ASSERT_OK(done);
+  EXPECT_DOUBLE_EQ(done->duration_seconds, 7);
+  EXPECT_EQ(Stored(id).state(), v1::JOB_DONE);
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_EVALUATED);
+  EXPECT_EQ(store_->GetPrediction("a", "task", "raw", 100, 0)->output(), "x");
+
+  auto replay = scheduler_->CheckReport(id, 1, "w1");
+  ASSERT_OK(replay);
+  EXPECT_TRUE(replay->replay);
+  EXPECT_THAT(scheduler_->CheckReport(id, 2, "w1"), StatusIs(absl::StatusCode::kAborted, HasSubstr("done")));
+}
+
+TEST_F(SchedulerTest, RetriesWithExponentialBackoffThenFails) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w");
+  ASSERT_THAT(scheduler_->Fail(id, 1, "w", "cuda oom", true), IsOk());
+  EXPECT_EQ(Stored(id).state(), v1::JOB_PENDING);
+  clock_.AdvanceNanos(kBackoffMs * 1'000'000 - 1);
+  EXPECT_TRUE(NothingLeasable());
+  clock_.AdvanceNanos(1);
+  LeaseOrDie("w");  // attempt 2
+  ASSERT_OK(scheduler_->Fail(id, 2, "w", "cuda oom", true));
+  clock_.AdvanceNanos(2 * kBackoffMs * 1'000'000 - 1);  // doubled
+  EXPECT_TRUE(NothingLeasable());
+  clock_.AdvanceNanos(1);
+  LeaseOrDie("w");  // attempt 3, the last
+  auto state = scheduler_->Fail(id, 3, "w", "cuda oom", true);
+  ASSERT_OK(state);
+  EXPECT_EQ(*state, v1::JOB_FAILED);
+  v1::Job stored = Stored(id);
+  EXPECT_EQ(stored.state(), v1::JOB_FAILED);
+  EXPECT_EQ(stored.error(), "gave up after 3 attempts; last error: cuda oom");
+  v1::Checkpoint c = *store_->GetCheckpoint("a", 100);
+  EXPECT_EQ(c.state(), v1::CHECKPOINT_FAILED);
+  EXPECT_EQ(c.error(), stored.error());
+  clock_.AdvanceSeconds(3600);
+  EXPECT_TRUE(NothingLeasable());
+}
+
+TEST_F(SchedulerTest, PermanentFailureFailsAtOnce) {
+  uint64_t id = Admit("a", 100);
+  LeaseOrDie("w");
+  auto state = scheduler_->Fail(id, 1, "w", "shape mismatch in layer 3", false);
+  ASSERT_OK(state);
+  EXPECT_EQ(*state, v1::JOB_FAILED);
+  EXPECT_EQ(Stored(id).error(), "shape mismatch in layer 3");
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_FAILED);
+}
+
+TEST_F(SchedulerTest, RestartGivesLeasedJobsAFreshExpiryAndKeepsEpochAndWorker) {
+  uint64_t id = Admit("a", 100);
+  Admit("a", 200);
+  LeaseOrDie("w1");  // step 200
+  LeaseOrDie("w1");  // step 100
+  ASSERT_OK(scheduler_->Fail(id + 1, 1, "w1", "x", true));  // leave one pending
+  // The coordinator is down far longer than the TTL.
+  clock_.AdvanceSeconds(3600);
+  Reopen();
+  v1::Job job = *scheduler_->GetJob(id);
+  EXPECT_EQ(job.state(), v1::JOB_LEASED);
+  EXPECT_EQ(job.epoch(), 1u);
+  EXPECT_EQ(job.worker_id(), "w1");
+  EXPECT_EQ(*scheduler_->LeaseExpiryNanos(id), clock_.MonotonicNanos() + kTtlMs * 1'000'000);
+  EXPECT_TRUE(scheduler_->ExpireLeases()->empty());
+  ASSERT_OK(scheduler_->Heartbeat(id, 1, "w1"));
+  // The pending job survived the restart and is leasable at once (backoff is not kept).
+  v1::Job pending = LeaseOrDie("w2");
+  EXPECT_EQ(pending.id(), id + 1);
+  EXPECT_EQ(pending.epoch(), 2u);
+  EXPECT_EQ(Admit("a", 300), id + 2);
+}
+
+}  // namespace
+}  // namespace steadyeval

@@ -1,0 +1,94 @@
+#include "server/server.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace steadyeval {
+namespace {
+
+// "HOST:PORT" -> HOST ("[::]:1" -> "[::]").
+std::string HostOf(const std::string& address) {
+  size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+std::string ConnectableHost(const std::string& address) {
+  std::string host = HostOf(address);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::" || host == "*") {
+    return "127.0.0.1";
+  }
+  return host;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    ServerOptions options) {
+  std::unique_ptr<CoordinatorServer> s(new CoordinatorServer);
+  if (options.clock == nullptr) options.clock = Clock::Real();
+  if (!options.discovery) options.discovery = WatcherDiscoveryFactory(options.clock);
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("no data directory given (pass --data_dir DIR)");
+  }
+  s->options_ = options;
+  ASSIGN_OR_RETURN(s->store_, Store::Open(options.data_dir));
+  ASSIGN_OR_RETURN(s->coordinator_, Coordinator::Create(s->store_.get(), options.clock,
+                                                        options.discovery, options.coordinator));
+
+  if (!options.metrics_listen.empty()) {
+    try {
+      s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ",
+                                                 options.metrics_listen, ": ", e.what(),
+                                                 " (is the port in use?)"));
+    }
+    s->exposer_->RegisterCollectable(s->coordinator_->metrics()->registry());
+    std::vector<int> ports = s->exposer_->GetListeningPorts();
+    s->metrics_port_ = ports.empty() ? 0 : ports.front();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->coordinator_.get());
+  s->eval_service_ = std::make_unique<EvalServiceImpl>(s->coordinator_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->grpc_port_);
+  builder.RegisterService(s->worker_service_.get());
+  builder.RegisterService(s->eval_service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", options.listen,
+                                               " (is the port in use, or the address wrong?)"));
+  }
+  if (options.start_background) s->coordinator_->Start();
+  return s;
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+void CoordinatorServer::Shutdown(absl::Duration deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (coordinator_) coordinator_->Stop();  // wakes long polls, stops polling loops
+  if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+  exposer_.reset();
+  server_.reset();
+  coordinator_.reset();
+  store_.reset();
+}
+
+std::string CoordinatorServer::grpc_address() const {
+  return absl::StrCat(ConnectableHost(options_.listen), ":", grpc_port_);
+}
+
+std::string CoordinatorServer::metrics_address() const {
+  if (!exposer_) return "";
+  return absl::StrCat(ConnectableHost(options_.metrics_listen), ":", metrics_port_);
+}
+
+}  // namespace steadyeval

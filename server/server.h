@@ -1,0 +1,69 @@
+// A running coordinator: store + coordinator + gRPC server + Prometheus exposer, wired
+// together. Used by steadyeval-server's main and by in-process tests.
+#ifndef STEADYEVAL_SERVER_SERVER_H_
+#define STEADYEVAL_SERVER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "prometheus/exposer.h"
+#include "server/coordinator.h"
+#include "server/discovery.h"
+#include "server/services.h"
+#include "server/store.h"
+
+namespace steadyeval {
+
+struct ServerOptions {
+  std::string data_dir;                        // RocksDB folder (created if missing)
+  std::string listen = "127.0.0.1:0";          // gRPC HOST:PORT; port 0 picks one
+  std::string metrics_listen = "127.0.0.1:0";  // Prometheus HOST:PORT; empty: no exposer
+  CoordinatorOptions coordinator;
+  Clock* clock = nullptr;         // null: the real clock
+  DiscoveryFactory discovery;     // null: WatcherDiscoveryFactory(clock)
+  bool start_background = true;   // polling loops and reaper (tests may drive them)
+  int max_message_bytes = 64 << 20;
+};
+
+class CoordinatorServer {
+ public:
+  // Opens the store, loads state, starts serving. Errors: the store's (schema version,
+  // lock held by another server), UNAVAILABLE when a port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(ServerOptions options);
+  ~CoordinatorServer();
+
+  // Stops polling loops and long polls, shuts the gRPC server down (in-flight calls get
+  // until `deadline`), closes the store. Idempotent.
+  void Shutdown(absl::Duration deadline = absl::Seconds(5));
+
+  // Connectable addresses ("127.0.0.1:PORT" for a wildcard host).
+  std::string grpc_address() const;
+  std::string metrics_address() const;  // empty without an exposer
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_port_; }
+  Coordinator* coordinator() { return coordinator_.get(); }
+  grpc::Server* grpc_server() { return server_.get(); }
+
+ private:
+  CoordinatorServer() = default;
+
+  ServerOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<EvalServiceImpl> eval_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_SERVER_H_

@@ -1,0 +1,131 @@
+// The coordinator's durable state in RocksDB (DESIGN §8).
+//
+// Column families and keys (KeyBuilder encodings, common/keys.h):
+//   meta         "schema_version" -> decimal string; "next_job_id" -> decimal string
+//   runs         name                                   -> Run
+//   tasks        sha256                                 -> TaskContent
+//   checkpoints  run | step(u64)                        -> Checkpoint
+//   jobs         id(u64)                                -> Job
+//   predictions  run | task | variant | step | example  -> Prediction
+//   scores       run | task | variant | step            -> Score
+// `task` in keys is the task name; a run's task names are unique and fix their sha256.
+//
+// Every state transition is one Batch committed with sync=true. Reads see committed
+// state only. Thread-safe (RocksDB is); a Batch itself is not.
+#ifndef STEADYEVAL_SERVER_STORE_H_
+#define STEADYEVAL_SERVER_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_batch.h"
+#include "steadyeval/v1/types.pb.h"
+
+namespace steadyeval {
+
+namespace v1 = ::steadyeval::v1;
+
+class Store {
+ public:
+  // The schema this binary reads and writes.
+  static constexpr uint32_t kSchemaVersion = 1;
+
+  // A set of writes applied atomically by Commit. Not thread-safe.
+  class Batch {
+   public:
+    void PutRun(const v1::Run& run);
+    void PutTask(const v1::TaskContent& task);
+    void PutCheckpoint(const v1::Checkpoint& checkpoint);
+    void PutJob(const v1::Job& job);
+    void PutNextJobId(uint64_t next_id);
+    void PutPrediction(absl::string_view run, absl::string_view task, absl::string_view variant,
+                       uint64_t step, uint32_t example, const v1::Prediction& prediction);
+    void PutScore(const v1::Score& score);
+    int count() const { return batch_.Count(); }
+
+   private:
+    friend class Store;
+    explicit Batch(Store* store) : store_(store) {}
+    Store* store_;
+    rocksdb::WriteBatch batch_;
+  };
+
+  // Opens (creating if missing) the database in `dir`. FAILED_PRECONDITION when the
+  // stored schema version is not kSchemaVersion (written by another steadyeval version);
+  // DATA_LOSS when the version record is unreadable; INTERNAL for RocksDB errors.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir);
+  ~Store();
+
+  Batch NewBatch() { return Batch(this); }
+  // Writes the batch atomically with sync=true.
+  absl::Status Commit(Batch batch);
+
+  // Raw meta access (tests use it to simulate other schema versions).
+  absl::Status PutMeta(absl::string_view key, absl::string_view value);
+  absl::StatusOr<std::optional<std::string>> GetMeta(absl::string_view key) const;
+
+  // NOT_FOUND when absent; DATA_LOSS when the stored value does not parse.
+  absl::StatusOr<v1::Run> GetRun(absl::string_view name) const;
+  absl::StatusOr<v1::TaskContent> GetTask(absl::string_view sha256) const;
+  absl::StatusOr<v1::Checkpoint> GetCheckpoint(absl::string_view run, uint64_t step) const;
+  absl::StatusOr<v1::Job> GetJob(uint64_t id) const;
+  absl::StatusOr<v1::Prediction> GetPrediction(absl::string_view run, absl::string_view task,
+                                               absl::string_view variant, uint64_t step,
+                                               uint32_t example) const;
+  // 1 on a fresh database.
+  absl::StatusOr<uint64_t> GetNextJobId() const;
+
+  // Range scans in key order. `visit` returns false to stop early (not an error).
+  // Runs with name > `after` (all when empty), at most `limit` (0 = no limit).
+  absl::Status ScanRuns(absl::string_view after, size_t limit,
+                        const std::function<bool(const v1::Run&)>& visit) const;
+  // A run's checkpoints by step; every run's (run, step order) when `run` is empty.
+  absl::Status ScanCheckpoints(absl::string_view run,
+                               const std::function<bool(const v1::Checkpoint&)>& visit) const;
+  absl::Status ScanJobs(const std::function<bool(const v1::Job&)>& visit) const;
+  // Scores of `run`, optionally only of `task` (empty = all), in (task, variant, step) order.
+  absl::Status ScanScores(absl::string_view run, absl::string_view task,
+                          const std::function<bool(const v1::Score&)>& visit) const;
+  // One (run, task, variant, step)'s predictions by example index.
+  absl::Status ScanPredictions(
+      absl::string_view run, absl::string_view task, absl::string_view variant, uint64_t step,
+      const std::function<bool(uint32_t example, const v1::Prediction&)>& visit) const;
+
+  // Key encodings (exposed for tests).
+  static std::string RunKey(absl::string_view name);
+  static std::string CheckpointKey(absl::string_view run, uint64_t step);
+  static std::string JobKey(uint64_t id);
+  static std::string PredictionKey(absl::string_view run, absl::string_view task,
+                                   absl::string_view variant, uint64_t step, uint32_t example);
+  static std::string ScoreKey(absl::string_view run, absl::string_view task,
+                              absl::string_view variant, uint64_t step);
+
+ private:
+  enum Family { kMeta, kRuns, kTasks, kCheckpoints, kJobs, kPredictions, kScores, kNumFamilies };
+  Store() = default;
+  absl::Status CheckSchema(const std::string& dir);
+  rocksdb::ColumnFamilyHandle* cf(Family f) const { return handles_[f]; }
+  // Reads and parses one value; NOT_FOUND names `what`.
+  template <typename Proto>
+  absl::StatusOr<Proto> GetProto(Family f, const std::string& key, absl::string_view what) const;
+  // Iterates [prefix, PrefixSuccessor(prefix)) starting at `start` (>= prefix).
+  absl::Status Scan(Family f, const std::string& prefix, const std::string& start,
+                    const std::function<bool(absl::string_view key, absl::string_view value)>&
+                        visit) const;
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;        // by Family
+  std::vector<rocksdb::ColumnFamilyHandle*> other_handles_;  // default + unknown families
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_STORE_H_

@@ -1,0 +1,166 @@
+#include "server/store.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace steadyeval {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::path(::testing::TempDir()) /
+            ("store_test_" + std::string(::testing::UnitTest::GetInstance()
+                                             ->current_test_info()->name())))
+               .string();
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+v1::Run MakeRun(const std::string& name) {
+  v1::Run run;
+  run.mutable_config()->set_name(name);
+  run.mutable_config()->set_source("/tmp");
+  run.set_created_unix_ms(42);
+  return run;
+}
+
+TEST_F(StoreTest, RoundTripsEveryRecordAcrossReopen) {
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_OK(store);
+    Store::Batch batch = (*store)->NewBatch();
+    batch.PutRun(MakeRun("b"));
+    batch.PutRun(MakeRun("a"));
+    v1::TaskContent task;
+    task.mutable_ref()->set_name("t");
+    task.mutable_ref()->set_sha256("abc");
+    task.set_content("hello");
+    batch.PutTask(task);
+    for (uint64_t step : {300, 20, 1000}) {
+      v1::Checkpoint c;
+      c.set_run("a");
+      c.set_step(step);
+      c.set_path("/p/" + std::to_string(step));
+      batch.PutCheckpoint(c);
+    }
+    v1::Job job;
+    job.set_id(7);
+    job.set_run("a");
+    job.set_state(v1::JOB_LEASED);
+    job.set_epoch(3);
+    batch.PutJob(job);
+    batch.PutNextJobId(8);
+    v1::Prediction p;
+    p.set_output("1");
+    p.set_score(1);
+    batch.PutPrediction("a", "t", "raw", 20, 2, p);
+    batch.PutPrediction("a", "t", "raw", 20, 0, p);
+    batch.PutPrediction("a", "t", "raw", 300, 0, p);
+    v1::Score s;
+    s.set_run("a");
+    s.set_task("t");
+    s.set_variant("raw");
+    s.set_step(20);
+    s.set_score(0.5);
+    batch.PutScore(s);
+    ASSERT_OK((*store)->Commit(std::move(batch)));
+  }
+  auto store = Store::Open(dir_);
+  ASSERT_OK(store);
+  Store& st = **store;
+  EXPECT_EQ(st.GetRun("a")->created_unix_ms(), 42);
+  EXPECT_THAT(st.GetRun("zz"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("run 'zz'")));
+  EXPECT_EQ(st.GetTask("abc")->content(), "hello");
+  EXPECT_EQ(st.GetJob(7)->epoch(), 3u);
+  EXPECT_EQ(*st.GetNextJobId(), 8u);
+  EXPECT_EQ(st.GetPrediction("a", "t", "raw", 20, 2)->output(), "1");
+
+  std::vector<std::string> runs;
+  ASSERT_OK(st.ScanRuns("", 0, [&](const v1::Run& r) {
+    runs.push_back(r.config().name());
+    return true;
+  }));
+  EXPECT_THAT(runs, ElementsAre("a", "b"));
+  runs.clear();
+  ASSERT_OK(st.ScanRuns("a", 0, [&](const v1::Run& r) {
+    runs.push_back(r.config().name());
+    return true;
+  }));
+  EXPECT_THAT(runs, ElementsAre("b"));
+
+  std::vector<uint64_t> steps;
+  ASSERT_OK(st.ScanCheckpoints("a", [&](const v1::Checkpoint& c) {
+    steps.push_back(c.step());
+    return true;
+  }));
+  EXPECT_THAT(steps, ElementsAre(20, 300, 1000));  // numeric order, not string order
+
+  std::vector<uint32_t> examples;
+  ASSERT_OK(st.ScanPredictions("a", "t", "raw", 20, [&](uint32_t e, const v1::Prediction&) {
+    examples.push_back(e);
+    return true;
+  }));
+  EXPECT_THAT(examples, ElementsAre(0, 2));  // one step's predictions only
+
+  std::vector<double> scores;
+  ASSERT_OK(st.ScanScores("a", "t", [&](const v1::Score& s) {
+    scores.push_back(s.score());
+    return true;
+  }));
+  EXPECT_THAT(scores, ElementsAre(0.5));
+}
+
+TEST_F(StoreTest, FreshDatabaseHasSchemaVersionAndFirstJobId) {
+  auto store = Store::Open(dir_);
+  ASSERT_OK(store);
+  auto version = (*store)->GetMeta("schema_version");
+  ASSERT_OK(version);
+  EXPECT_EQ(version->value_or(""), "1");
+  EXPECT_EQ(*(*store)->GetNextJobId(), 1u);
+}
+
+TEST_F(StoreTest, RefusesUnknownSchemaVersion) {
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_OK(store);
+    ASSERT_OK((*store)->PutMeta("schema_version", "7"));
+  }
+  EXPECT_THAT(Store::Open(dir_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("has schema version 7; this steadyeval-server reads version 1")));
+}
+
+TEST_F(StoreTest, RefusesUnreadableSchemaVersion) {
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_OK(store);
+    ASSERT_OK((*store)->PutMeta("schema_version", "garbage"));
+  }
+  EXPECT_THAT(Store::Open(dir_), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("garbage")));
+}
+
+TEST(StoreKeysTest, KeysOrderLikeTheirComponents) {
+  EXPECT_LT(Store::CheckpointKey("a", 9), Store::CheckpointKey("a", 10));
+  EXPECT_LT(Store::CheckpointKey("a", UINT64_MAX), Store::CheckpointKey("ab", 0));
+  EXPECT_LT(Store::JobKey(255), Store::JobKey(256));
+  EXPECT_LT(Store::PredictionKey("r", "t", "raw", 5, 2), Store::PredictionKey("r", "t", "raw", 5, 10));
+  EXPECT_LT(Store::PredictionKey("r", "t", "raw", 5, UINT32_MAX),
+            Store::PredictionKey("r", "t", "raw", 6, 0));
+  EXPECT_LT(Store::ScoreKey("r", "t", "avg@2", 100), Store::ScoreKey("r", "t", "raw", 1));
+  // A step's predictions share the score key as prefix.
+  EXPECT_EQ(Store::PredictionKey("r", "t", "raw", 5, 1).rfind(Store::ScoreKey("r", "t", "raw", 5), 0), 0u);
+}
+
+}  // namespace
+}  // namespace steadyeval

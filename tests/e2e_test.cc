@@ -1,0 +1,250 @@
+// End to end: coordinator + two workers + a checkpoint folder that gains checkpoints while
+// the test runs (one written slowly, shard by shard), driven through the real binaries and
+// the CLI. Checks: every checkpoint evaluated exactly once and never before it was
+// complete; GetScores == `steadyeval-worker eval` on the same checkpoint; everything
+// survives a coordinator restart and the workers carry on by themselves.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/process_harness.h"
+
+namespace steadyeval::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    bin_ = BinDir();
+    ckpts_ = tmp_ / "checkpoints";
+    fs::create_directories(ckpts_);
+    CommandResult tok = Tool({"tokenizer", "--out", tmp_ / "tok"});
+    ASSERT_EQ(tok.exit_code, 0) << tok.err;
+    CommandResult tasks = Tool({"tasks", "--out", tmp_ / "tasks"});
+    ASSERT_EQ(tasks.exit_code, 0) << tasks.err;
+    StartServer();
+  }
+
+  CommandResult Tool(std::vector<std::string> args) {
+    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
+    return RunCommand(args);
+  }
+
+  std::vector<std::string> WriteCheckpointArgs(uint64_t step) {
+    return {bin_ + "/steadyeval-fixtures", "checkpoint", "--out", CheckpointDir(step), "--step",
+            std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"};
+  }
+
+  std::string CheckpointDir(uint64_t step) {
+    char name[32];
+    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
+    return ckpts_ + "/" + name;
+  }
+
+  // `listen` "127.0.0.1:0" picks a free port; a restart passes the old address so the
+  // running workers find the new coordinator there.
+  void StartServer(const std::string& listen = "127.0.0.1:0") {
+    std::string ready = tmp_ / "ready.json";
+    fs::remove(ready);
+    auto server = ChildProcess::Start(
+        {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", listen,
+         "--metrics_listen", "127.0.0.1:0", "--ready_file", ready, "--poll_interval_ms", "200",
+         "--lease_ttl_ms", "4000"},
+        tmp_ / absl::StrCat("server", ++server_starts_));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_TRUE(WaitFor([&] { return fs::exists(ready) && fs::file_size(ready) > 0; }, seconds(30)))
+        << server_.Logs();
+    json info = json::parse(ReadFileOrEmpty(ready));
+    addr_ = info["grpc"].get<std::string>();
+  }
+
+  void StartWorker(const std::string& name) {
+    auto worker = ChildProcess::Start(
+        {bin_ + "/steadyeval-worker", "--coordinator", addr_, "--name", name, "--threads", "1",
+         "--acquire_wait_ms", "500"},
+        tmp_ / name);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    workers_.push_back(std::move(*worker));
+  }
+
+  // Runs the CLI against the current server; returns stdout parsed as JSON.
+  json Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {bin_ + "/steadyeval", "--server", addr_, "--json"});
+    CommandResult r = RunCommand(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    json doc = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(doc.is_discarded()) << r.out;
+    return doc;
+  }
+
+  size_t CountState(const json& checkpoints, const std::string& state) {
+    size_t n = 0;
+    for (const auto& c : checkpoints["checkpoints"]) n += c["state"] == state;
+    return n;
+  }
+
+  std::string Logs() {
+    std::string all = server_.Logs();
+    for (auto& w : workers_) all += w.Logs();
+    return all;
+  }
+
+  TempDir tmp_;
+  std::string bin_;
+  std::string ckpts_;
+  std::string addr_;
+  int server_starts_ = 0;
+  ChildProcess server_;
+  std::vector<ChildProcess> workers_;
+};
+
+TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
+  const std::string mc_task = tmp_ / "tasks/arith_mc.jsonl";
+  const std::string gen_task = tmp_ / "tasks/qa_gen.json";
+
+  // Two checkpoints exist before the run is registered; a temp-named folder is ignored.
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(100)).exit_code, 0);
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(200)).exit_code, 0);
+  fs::create_directories(ckpts_ + "/step_000250.tmp");
+
+  StartWorker("wa");
+  StartWorker("wb");
+  json created = Cli({"runs", "add", "e2e", "--source", ckpts_, "--tasks",
+                      absl::StrCat(mc_task, ",", gen_task), "--few_shots", "2",
+                      "--settle_seconds", "0.3"});
+  ASSERT_FALSE(created.is_null());
+
+  // Step 300 is written slowly, shard by shard, while the coordinator polls; then 400.
+  std::vector<std::string> slow = WriteCheckpointArgs(300);
+  slow.insert(slow.end(), {"--shards", "3", "--slow_ms", "250"});
+  CommandResult slow_write = RunCommand(slow);
+  ASSERT_EQ(slow_write.exit_code, 0) << slow_write.err;
+  int64_t slow_done_ms = 0;
+  for (const auto& entry : fs::directory_iterator(CheckpointDir(300))) {
+    struct stat st;
+    ASSERT_EQ(stat(entry.path().c_str(), &st), 0);
+    slow_done_ms = std::max<int64_t>(slow_done_ms, st.st_mtim.tv_sec * 1000LL + st.st_mtim.tv_nsec / 1000000);
+  }
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(400)).exit_code, 0);
+
+  json checkpoints;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        checkpoints = Cli({"checkpoints", "e2e"});
+        return CountState(checkpoints, "evaluated") == 4;
+      },
+      seconds(300), milliseconds(500)))
+      << checkpoints.dump(2) << Logs();
+  EXPECT_EQ(checkpoints["checkpoints"].size(), 4u) << checkpoints.dump(2);
+  for (const auto& c : checkpoints["checkpoints"]) {
+    if (c["step"] == 300) {
+      // Admitted only after its last byte was written.
+      EXPECT_GE(c["admitted_unix_ms"].get<int64_t>(), slow_done_ms) << c.dump();
+    }
+  }
+
+  // Exactly one raw job per checkpoint, each done on its first lease.
+  json jobs = Cli({"jobs", "--run", "e2e"});
+  std::multiset<uint64_t> job_steps;
+  for (const auto& j : jobs["jobs"]) {
+    EXPECT_EQ(j["kind"], "raw");
+    EXPECT_EQ(j["state"], "done") << j.dump();
+    EXPECT_EQ(j["attempts"], 1) << j.dump();
+    ASSERT_EQ(j["steps"].size(), 1u);
+    job_steps.insert(j["steps"][0].get<uint64_t>());
+  }
+  EXPECT_EQ(job_steps, (std::multiset<uint64_t>{100, 200, 300, 400})) << jobs.dump(2);
+
+  // Coordinator scores == offline eval of the same checkpoint and task file.
+  json scores = Cli({"scores", "e2e"});
+  std::map<std::pair<uint64_t, std::string>, double> served;
+  for (const auto& s : scores["scores"]) {
+    EXPECT_EQ(s["variant"], "raw");
+    served[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
+  }
+  ASSERT_EQ(served.size(), 8u) << scores.dump(2);
+  for (uint64_t step : {100, 200, 300, 400}) {
+    for (const std::string& task : {mc_task, gen_task}) {
+      CommandResult offline = RunCommand({bin_ + "/steadyeval-worker", "eval", "--checkpoint",
+                                          CheckpointDir(step), "--task", task, "--few_shots", "2",
+                                          "--threads", "1", "--json"});
+      ASSERT_EQ(offline.exit_code, 0) << offline.err;
+      json result = json::parse(offline.out);
+      auto key = std::make_pair(step, result["task"].get<std::string>());
+      ASSERT_TRUE(served.count(key)) << "no served score for step " << step << " " << key.second;
+      EXPECT_NEAR(served[key], result["score"].get<double>(), 1e-12) << "step " << step << " " << key.second;
+    }
+  }
+
+  // Restart the coordinator: runs, checkpoints, jobs and scores are all still there.
+  json runs_before = Cli({"runs", "list"});
+  ASSERT_EQ(server_.Stop(SIGTERM), 0) << server_.Logs();
+  StartServer(addr_);
+  EXPECT_EQ(Cli({"runs", "list"}), runs_before);
+  EXPECT_EQ(Cli({"checkpoints", "e2e"}), checkpoints);
+  EXPECT_EQ(Cli({"scores", "e2e"}), scores);
+  EXPECT_EQ(Cli({"jobs", "--run", "e2e"}), jobs);
+
+  // The running workers register again by themselves and evaluate a new checkpoint.
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(500)).exit_code, 0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        checkpoints = Cli({"checkpoints", "e2e"});
+        return CountState(checkpoints, "evaluated") == 5;
+      },
+      seconds(180), milliseconds(500)))
+      << checkpoints.dump(2) << Logs();
+  json workers = Cli({"workers"});
+  EXPECT_EQ(workers["workers"].size(), 2u) << workers.dump(2);
+  for (auto& w : workers_) EXPECT_TRUE(w.running()) << w.Logs();
+}
+
+TEST_F(EndToEndTest, BadInputGetsClearErrorsAndLosesNothing) {
+  // Unknown run.
+  CommandResult unknown = RunCommand({bin_ + "/steadyeval", "--server", addr_, "scores", "nope"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_THAT(unknown.err, ::testing::HasSubstr("nope"));
+
+  // Malformed task file: the error names the file and the line; no run is created.
+  std::string bad = tmp_ / "bad.jsonl";
+  {
+    std::ofstream out(bad);
+    out << R"({"id": 1, "query": "1+1=", "choices": ["2", "3"], "gold": 0})" << "\n"
+        << R"({"id": 2, "query": "2+2=", "choices": ["4"], "gold": 0})" << "\n";
+  }
+  CommandResult bad_task = RunCommand({bin_ + "/steadyeval", "--server", addr_, "runs", "add", "x",
+                                       "--source", ckpts_, "--tasks", bad});
+  EXPECT_NE(bad_task.exit_code, 0);
+  EXPECT_THAT(bad_task.err, ::testing::HasSubstr("bad.jsonl:2"));
+  EXPECT_TRUE(Cli({"runs", "list"})["runs"].empty());
+
+  // Bad flag.
+  CommandResult flag = RunCommand({bin_ + "/steadyeval", "--server", addr_, "runs", "list", "--bogus"});
+  EXPECT_NE(flag.exit_code, 0);
+  EXPECT_THAT(flag.err, ::testing::HasSubstr("--bogus"));
+
+  // Server down.
+  CommandResult down = RunCommand({bin_ + "/steadyeval", "--server", "127.0.0.1:1", "runs", "list"});
+  EXPECT_NE(down.exit_code, 0);
+  EXPECT_THAT(down.err, ::testing::HasSubstr("127.0.0.1:1"));
+}
+
+}  // namespace
+}  // namespace steadyeval::testing

@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""Writes the tiny Llama fixtures under tests/fixtures/llama/ and their expected log-probs.
+
+Run from the repository root with Debian's Python (numpy is all it needs):
+
+    /usr/bin/python3 tests/reference/llama_reference.py
+
+Each fixture is a Hugging Face-layout checkpoint (config.json + model.safetensors, or shards
+plus model.safetensors.index.json) with random weights, written by hand (no transformers,
+no safetensors package): 8-byte little-endian header length, JSON header padded with spaces
+to 8 bytes, then the data. The forward pass below is an independent float64 NumPy
+implementation of the published Llama architecture (see /work/shared/MODELS.md):
+RMSNorm, rotate-half RoPE, GQA via repeat-interleave of kv heads, causal softmax attention,
+SwiGLU MLP, tied or untied LM head. Weights stored in bf16/fp16 are rounded first and the
+reference computes from the rounded values, so the C++ forward (fp32) must match within
+1e-4 for every fixture.
+
+expected.json: {"tokens": [...], "token_logprobs": [null, lp_1, ...],
+                "last_logprobs": [log p(v | all tokens) for every v]}
+"""
+import json
+import os
+import struct
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "llama")
+
+
+def to_bf16_bits(x):
+    """float32 array -> uint16 bf16 bits, round to nearest even."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounding = ((bits >> 16) & 1) + 0x7FFF
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b):
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def stored(x, dtype):
+    """(bytes, the float64 values the file really holds)."""
+    if dtype == "F32":
+        a = x.astype(np.float32)
+        return a.astype("<f4").tobytes(), a.astype(np.float64)
+    if dtype == "F16":
+        a = x.astype(np.float16)
+        return a.astype("<f2").tobytes(), a.astype(np.float64)
+    if dtype == "BF16":
+        b = to_bf16_bits(x.astype(np.float32))
+        return b.astype("<u2").tobytes(), from_bf16_bits(b).astype(np.float64)
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, entries):
+    """entries: list of (name, dtype, shape, bytes)."""
+    header = {}
+    offset = 0
+    for name, dtype, shape, data in entries:
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for _, _, _, data in entries:
+            f.write(data)
+
+
+def make_weights(rng, cfg):
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim", H // nh)
+    w = {}
+    w["model.embed_tokens.weight"] = rng.normal(0, 1.0, (V, H))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = 1 + 0.1 * rng.normal(size=H)
+        w[p + "self_attn.q_proj.weight"] = rng.normal(0, 0.3, (nh * hd, H))
+        w[p + "self_attn.k_proj.weight"] = rng.normal(0, 0.3, (nkv * hd, H))
+        w[p + "self_attn.v_proj.weight"] = rng.normal(0, 0.3, (nkv * hd, H))
+        w[p + "self_attn.o_proj.weight"] = rng.normal(0, 0.2, (H, nh * hd))
+        w[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.normal(size=H)
+        w[p + "mlp.gate_proj.weight"] = rng.normal(0, 0.2, (I, H))
+        w[p + "mlp.up_proj.weight"] = rng.normal(0, 0.2, (I, H))
+        w[p + "mlp.down_proj.weight"] = rng.normal(0, 0.2, (H, I))
+    w["model.norm.weight"] = 1 + 0.1 * rng.normal(size=H)
+    if not cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = rng.normal(0, 0.3, (V, H))
+    return w
+
+
+def rms_norm(x, weight, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def log_softmax(x):
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def forward(w, cfg, tokens):
+    """Log-probs [T, V] for a single sequence, float64."""
+    H = cfg["hidden_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim", H // nh)
+    eps = cfg["rms_norm_eps"]
+    theta = cfg.get("rope_theta", 10000.0)
+    T = len(tokens)
+    x = w["model.embed_tokens.weight"][np.array(tokens)]
+    inv_freq = theta ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+    angles = np.outer(np.arange(T, dtype=np.float64), inv_freq)
+    emb = np.concatenate([angles, angles], axis=-1)
+    cos, sin = np.cos(emb), np.sin(emb)
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, nh, hd).transpose(1, 0, 2)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = np.repeat(k, nh // nkv, axis=0)  # head j of q uses kv head j // (nh/nkv)
+        v = np.repeat(v, nh // nkv, axis=0)
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
+        probs = np.exp(log_softmax(scores))
+        attn = (probs @ v).transpose(1, 0, 2).reshape(T, nh * hd)
+        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        gate = h @ w[p + "mlp.gate_proj.weight"].T
+        up = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + ((gate / (1 + np.exp(-gate))) * up) @ w[p + "mlp.down_proj.weight"].T
+    x = rms_norm(x, w["model.norm.weight"], eps)
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    return log_softmax(x @ head.T)
+
+
+def write_fixture(name, cfg, dtype, seed, shards=1, extra_buffers=False):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    rng = np.random.default_rng(seed)
+    raw = make_weights(rng, cfg)
+    entries, real = [], {}
+    for k, v in raw.items():
+        data, values = stored(v, dtype)
+        entries.append((k, dtype, v.shape, data))
+        real[k] = values
+    if extra_buffers:  # a non-parameter buffer older checkpoints carry; must be ignored
+        hd = cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+        inv = (10000.0 ** (-np.arange(0, hd, 2) / hd)).astype(np.float32)
+        entries.append(("model.layers.0.self_attn.rotary_emb.inv_freq", "F32", inv.shape,
+                        inv.tobytes()))
+    if shards == 1:
+        write_safetensors(os.path.join(d, "model.safetensors"), entries)
+    else:
+        per = (len(entries) + shards - 1) // shards
+        weight_map = {}
+        total = 0
+        for s in range(shards):
+            fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+            part = entries[s * per:(s + 1) * per]
+            write_safetensors(os.path.join(d, fname), part)
+            for e in part:
+                weight_map[e[0]] = fname
+                total += len(e[3])
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f,
+                      indent=2, sort_keys=True)
+    full_cfg = dict(cfg)
+    full_cfg["architectures"] = ["LlamaForCausalLM"]
+    full_cfg["torch_dtype"] = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype]
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(full_cfg, f, indent=2, sort_keys=True)
+    trng = np.random.default_rng(seed + 1000)
+    tokens = [1] + [int(t) for t in trng.integers(3, cfg["vocab_size"], size=15)]
+    lp = forward(real, cfg, tokens)
+    expected = {
+        "tokens": tokens,
+        "token_logprobs": [None] + [float(lp[i - 1, tokens[i]]) for i in range(1, len(tokens))],
+        "last_logprobs": [float(v) for v in lp[-1]],
+    }
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+
+
+def base_cfg(**over):
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "vocab_size": 256,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "max_position_embeddings": 128,
+        "hidden_act": "silu",
+        "rope_scaling": None,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def main():
+    # vocab 420 = the tokenizer fixture's size: the evaluator tests run this model with it.
+    write_fixture("gqa", base_cfg(vocab_size=420), "F32", seed=1, extra_buffers=True)
+    write_fixture("tied", base_cfg(tie_word_embeddings=True, vocab_size=200), "F32", seed=2)
+    # MHA with an explicit head_dim different from hidden/heads, and another rope_theta.
+    write_fixture("mha", base_cfg(num_key_value_heads=4, head_dim=16, rope_theta=500000.0,
+                                  vocab_size=96, eos_token_id=[2, 3]), "F32", seed=3)
+    write_fixture("bf16", base_cfg(), "BF16", seed=4)
+    write_fixture("fp16", base_cfg(num_attention_heads=8, num_key_value_heads=2, vocab_size=80),
+                  "F16", seed=5)
+    write_fixture("sharded", base_cfg(model_type="mistral"), "F32", seed=6, shards=2)
+
+
+if __name__ == "__main__":
+    main()

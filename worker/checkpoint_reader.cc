@@ -1,0 +1,236 @@
+#include "worker/checkpoint_reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "worker/torch_status.h"
+
+namespace steadyeval {
+namespace {
+
+constexpr char kSingleFile[] = "model.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return buf.str();
+}
+
+absl::StatusOr<torch::ScalarType> TorchType(DType dtype) {
+  switch (dtype) {
+    case DType::kF64: return torch::kFloat64;
+    case DType::kF32: return torch::kFloat32;
+    case DType::kF16: return torch::kFloat16;
+    case DType::kBF16: return torch::kBFloat16;
+    case DType::kI64: return torch::kInt64;
+    case DType::kI32: return torch::kInt32;
+    case DType::kI16: return torch::kInt16;
+    case DType::kI8: return torch::kInt8;
+    case DType::kU8: return torch::kUInt8;
+    case DType::kBool: return torch::kBool;
+  }
+  return absl::InternalError("unhandled dtype");
+}
+
+}  // namespace
+
+// One read-only mapping of a safetensors file.
+struct CheckpointReader::Shard {
+  std::string path;
+  SafetensorsHeader header;
+  void* base = nullptr;
+  size_t size = 0;
+
+  ~Shard() {
+    if (base != nullptr) ::munmap(base, size);
+  }
+  const uint8_t* data() const { return static_cast<const uint8_t*>(base) + header.data_offset; }
+};
+
+bool IsIgnoredBuffer(absl::string_view name) {
+  return absl::EndsWith(name, ".rotary_emb.inv_freq") || absl::EndsWith(name, ".attn.bias") ||
+         absl::EndsWith(name, ".attn.masked_bias");
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+absl::Status CheckpointReader::AddShard(const std::string& file_name) {
+  auto shard = std::make_unique<Shard>();
+  shard->path = absl::StrCat(dir_, "/", file_name);
+  ASSIGN_OR_RETURN(shard->header, ReadSafetensorsHeader(shard->path));
+  const uint64_t expected = shard->header.data_offset + shard->header.data_length;
+
+  int fd = ::open(shard->path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat(shard->path, ": cannot open: ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat(shard->path, ": fstat: ", std::strerror(err)));
+  }
+  if (static_cast<uint64_t>(st.st_size) != expected) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        shard->path, " is ", st.st_size, " bytes but its header says ", expected,
+        " (changed while being opened? still being written?)"));
+  }
+  shard->size = static_cast<size_t>(st.st_size);
+  void* base = ::mmap(nullptr, shard->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int err = errno;
+  ::close(fd);
+  if (base == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat(shard->path, ": mmap: ", std::strerror(err)));
+  }
+  shard->base = base;
+
+  const size_t index = shards_.size();
+  for (const TensorInfo& info : shard->header.tensors) {
+    auto [it, inserted] = tensors_.emplace(info.name, Entry{index, info});
+    if (!inserted) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir_, ": tensor '", info.name,
+                                              "' appears in both ",
+                                              shards_[it->second.shard]->path, " and ",
+                                              shard->path));
+    }
+  }
+  shards_.push_back(std::move(shard));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
+    const std::string& dir) {
+  std::unique_ptr<CheckpointReader> reader(new CheckpointReader());
+  reader->dir_ = dir;
+  while (reader->dir_.size() > 1 && reader->dir_.back() == '/') reader->dir_.pop_back();
+  const std::string& d = reader->dir_;
+
+  const std::string config_path = absl::StrCat(d, "/config.json");
+  if (!FileExists(config_path)) {
+    return absl::NotFoundError(
+        absl::StrCat("checkpoint ", d, ": no config.json (is this a Hugging Face checkpoint folder?)"));
+  }
+  ASSIGN_OR_RETURN(reader->config_json_, ReadWholeFile(config_path));
+
+  const std::string index_path = absl::StrCat(d, "/", kIndexFile);
+  const std::string single_path = absl::StrCat(d, "/", kSingleFile);
+  if (FileExists(index_path)) {
+    ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_path));
+    nlohmann::json index = nlohmann::json::parse(index_text, nullptr, /*allow_exceptions=*/false);
+    if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
+        !index["weight_map"].is_object()) {
+      return absl::DataLossError(absl::StrCat(index_path,
+                                              ": not valid JSON with a 'weight_map' object"));
+    }
+    std::map<std::string, std::string> weight_map;
+    std::set<std::string> shard_names;
+    for (const auto& [tensor, file] : index["weight_map"].items()) {
+      if (!file.is_string()) {
+        return absl::DataLossError(
+            absl::StrCat(index_path, ": weight_map entry '", tensor, "' is not a file name"));
+      }
+      std::string name = file.get<std::string>();
+      if (name.empty() || absl::StrContains(name, "/")) {
+        return absl::DataLossError(absl::StrCat(index_path, ": weight_map entry '", tensor,
+                                                "' names '", name,
+                                                "', which is not a file in the folder"));
+      }
+      weight_map[tensor] = name;
+      shard_names.insert(name);
+    }
+    if (shard_names.empty()) {
+      return absl::DataLossError(absl::StrCat(index_path, ": weight_map is empty"));
+    }
+    for (const std::string& name : shard_names) {
+      if (!FileExists(absl::StrCat(d, "/", name))) {
+        return absl::NotFoundError(absl::StrCat(
+            "checkpoint ", d, ": shard ", name, " listed in ", kIndexFile,
+            " is missing (still being written, or an incomplete copy?)"));
+      }
+    }
+    for (const std::string& name : shard_names) {
+      RETURN_IF_ERROR(Annotate(reader->AddShard(name), absl::StrCat("checkpoint ", d)));
+    }
+    for (const auto& [tensor, file] : weight_map) {
+      auto it = reader->tensors_.find(tensor);
+      if (it == reader->tensors_.end() ||
+          reader->shards_[it->second.shard]->path != absl::StrCat(d, "/", file)) {
+        return absl::DataLossError(absl::StrCat("checkpoint ", d, ": ", kIndexFile,
+                                                " puts tensor '", tensor, "' in ", file,
+                                                ", but that shard does not hold it"));
+      }
+    }
+  } else if (FileExists(single_path)) {
+    RETURN_IF_ERROR(Annotate(reader->AddShard(kSingleFile), absl::StrCat("checkpoint ", d)));
+  } else {
+    return absl::NotFoundError(absl::StrCat("checkpoint ", d, ": neither ", kSingleFile,
+                                            " nor ", kIndexFile,
+                                            " found (only safetensors weights are supported)"));
+  }
+  return reader;
+}
+
+std::vector<std::string> CheckpointReader::TensorNames() const {
+  std::vector<std::string> names;
+  names.reserve(tensors_.size());
+  for (const auto& [name, entry] : tensors_) {
+    if (!IsIgnoredBuffer(name)) names.push_back(name);
+  }
+  return names;
+}
+
+bool CheckpointReader::HasTensor(absl::string_view name) const {
+  return tensors_.find(name) != tensors_.end();
+}
+
+absl::StatusOr<TensorInfo> CheckpointReader::Info(absl::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    return absl::NotFoundError(absl::StrCat("checkpoint ", dir_, ": tensor '", name,
+                                            "' not found (", tensors_.size(),
+                                            " tensors present; wrong model family?)"));
+  }
+  return it->second.info;
+}
+
+absl::StatusOr<torch::Tensor> CheckpointReader::Tensor(absl::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return Info(name).status();
+  const Entry& entry = it->second;
+  ASSIGN_OR_RETURN(torch::ScalarType type, TorchType(entry.info.dtype));
+  const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
+  return GuardTorch(absl::StrCat("checkpoint ", dir_, ": tensor '", name, "'"),
+                    [&]() -> absl::StatusOr<torch::Tensor> {
+                      torch::Tensor view = torch::from_blob(
+                          const_cast<uint8_t*>(data), entry.info.shape,
+                          torch::TensorOptions().dtype(type).device(torch::kCPU));
+                      return view.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true)
+                          .contiguous();
+                    });
+}
+
+}  // namespace steadyeval

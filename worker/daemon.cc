@@ -1,0 +1,359 @@
+#include "worker/daemon.h"
+
+#include <chrono>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/grpc_status.h"
+#include "common/status.h"
+
+namespace steadyeval {
+
+namespace v1 = ::steadyeval::v1;
+
+struct WorkerMetrics {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  prometheus::Counter* tokens = nullptr;
+  prometheus::Counter* examples = nullptr;
+  prometheus::Counter* load_bytes = nullptr;
+  prometheus::Histogram* load_seconds = nullptr;
+  prometheus::Counter* jobs_done = nullptr;
+  prometheus::Counter* jobs_failed = nullptr;
+  prometheus::Gauge* busy = nullptr;
+};
+
+namespace {
+
+constexpr int64_t kRpcDeadlineMs = 30'000;
+constexpr int64_t kReportDeadlineMs = 600'000;
+
+void SetDeadline(grpc::ClientContext& ctx, int64_t ms) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
+}
+
+// Load errors that will not go away by retrying on another worker.
+bool IsPermanent(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    default:
+      return false;
+  }
+}
+
+TaskKind FromProto(v1::TaskKind kind) {
+  return kind == v1::TASK_KIND_MULTIPLE_CHOICE ? TaskKind::kMultipleChoice : TaskKind::kGeneration;
+}
+
+void Log(const std::string& line) { fprintf(stderr, "steadyeval-worker: %s\n", line.c_str()); }
+
+}  // namespace
+
+absl::StatusOr<PathMapping> ParsePathMapping(const std::string& spec) {
+  size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--path_map '", spec, "': expected FROM=TO, e.g. /mnt/ckpt=/data/ckpt"));
+  }
+  return PathMapping{spec.substr(0, eq), spec.substr(eq + 1)};
+}
+
+std::string MapPath(const std::vector<PathMapping>& mappings, const std::string& path) {
+  for (const PathMapping& m : mappings) {
+    if (path.compare(0, m.from.size(), m.from) != 0) continue;
+    // Only at a path-component boundary: /mnt/ckpt must not rewrite /mnt/ckpt2.
+    if (path.size() == m.from.size() || path[m.from.size()] == '/' || m.from.back() == '/') {
+      return m.to + path.substr(m.from.size());
+    }
+  }
+  return path;
+}
+
+WorkerDaemon::WorkerDaemon(DaemonOptions options,
+                           std::shared_ptr<v1::WorkerService::StubInterface> stub,
+                           std::unique_ptr<EvalBackend> backend)
+    : options_(std::move(options)), stub_(std::move(stub)), backend_(std::move(backend)) {}
+
+WorkerDaemon::~WorkerDaemon() = default;
+
+absl::StatusOr<std::string> WorkerDaemon::StartMetrics() {
+  if (options_.metrics_listen.empty()) return std::string();
+  auto m = std::make_unique<WorkerMetrics>();
+  try {
+    m->exposer = std::make_unique<prometheus::Exposer>(options_.metrics_listen);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("--metrics_listen ", options_.metrics_listen,
+                                               ": cannot listen (", e.what(), ")"));
+  }
+  const prometheus::Labels labels = {{"worker", options_.name}};
+  m->tokens = &prometheus::BuildCounter().Name("steadyeval_worker_tokens_total")
+                   .Help("Tokens processed (prompt and generated)").Register(*m->registry).Add(labels);
+  m->examples = &prometheus::BuildCounter().Name("steadyeval_worker_examples_total")
+                     .Help("Examples evaluated").Register(*m->registry).Add(labels);
+  m->load_bytes = &prometheus::BuildCounter().Name("steadyeval_worker_checkpoint_load_bytes_total")
+                       .Help("Checkpoint bytes loaded").Register(*m->registry).Add(labels);
+  m->load_seconds = &prometheus::BuildHistogram().Name("steadyeval_worker_checkpoint_load_seconds")
+                         .Help("Time to load one checkpoint").Register(*m->registry)
+                         .Add(labels, prometheus::Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 5, 15, 60, 300});
+  auto& jobs = prometheus::BuildCounter().Name("steadyeval_worker_jobs_total")
+                   .Help("Jobs finished by this worker, by outcome").Register(*m->registry);
+  m->jobs_done = &jobs.Add({{"worker", options_.name}, {"outcome", "done"}});
+  m->jobs_failed = &jobs.Add({{"worker", options_.name}, {"outcome", "failed"}});
+  m->busy = &prometheus::BuildGauge().Name("steadyeval_worker_busy")
+                 .Help("1 while evaluating a job").Register(*m->registry).Add(labels);
+  m->exposer->RegisterCollectable(m->registry);
+  auto ports = m->exposer->GetListeningPorts();
+  std::string host = options_.metrics_listen.substr(0, options_.metrics_listen.rfind(':'));
+  std::string bound = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
+  metrics_ = std::move(m);
+  return bound;
+}
+
+void WorkerDaemon::Stop() {
+  stopping_ = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  cv_.notify_all();
+}
+
+bool WorkerDaemon::WaitMs(int64_t ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stopping_.load(); });
+  return !stopping_;
+}
+
+absl::Status WorkerDaemon::Register() {
+  v1::RegisterWorkerRequest req;
+  req.set_worker_id(options_.worker_id);
+  req.set_name(options_.name);
+  req.set_device(options_.device);
+  v1::RegisterWorkerResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kRpcDeadlineMs);
+  RETURN_IF_ERROR(FromGrpc(stub_->RegisterWorker(&ctx, req, &resp)));
+  Log(absl::StrCat("registered as ", options_.worker_id, " (coordinator instance ",
+                   resp.coordinator_instance(), ")"));
+  return absl::OkStatus();
+}
+
+absl::Status WorkerDaemon::Run() {
+  bool registered = false;
+  while (!stopping_) {
+    if (!registered) {
+      absl::Status s = Register();
+      if (!s.ok()) {
+        Log(absl::StrCat("cannot register: ", s.message(), "; retrying"));
+        if (!WaitMs(options_.retry_backoff_ms)) break;
+        continue;
+      }
+      registered = true;
+    }
+    v1::AcquireJobRequest req;
+    req.set_worker_id(options_.worker_id);
+    req.set_wait_ms(options_.acquire_wait_ms);
+    v1::AcquireJobResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, options_.acquire_wait_ms + kRpcDeadlineMs);
+    absl::Status s = FromGrpc(stub_->AcquireJob(&ctx, req, &resp));
+    if (absl::IsNotFound(s)) {
+      Log("coordinator does not know this worker (restarted?); registering again");
+      registered = false;
+      continue;
+    }
+    if (!s.ok()) {
+      Log(absl::StrCat("AcquireJob: ", s.message(), "; retrying"));
+      if (absl::IsUnavailable(s)) registered = false;  // it may come back as a new instance
+      if (!WaitMs(options_.retry_backoff_ms)) break;
+      continue;
+    }
+    if (!resp.has_job()) continue;
+    RunJob(resp.lease());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
+  const std::string& sha = header.ref().sha256();
+  if (auto it = task_cache_.find(sha); it != task_cache_.end()) return it->second;
+  v1::GetTaskRequest req;
+  req.set_sha256(sha);
+  v1::TaskContent content;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kRpcDeadlineMs);
+  RETURN_IF_ERROR(Annotate(FromGrpc(stub_->GetTask(&ctx, req, &content)),
+                           absl::StrCat("fetching task ", header.ref().name())));
+  ASSIGN_OR_RETURN(Task task, ParseTask(content.filename(), content.content()));
+  if (task.sha256 != sha) {
+    return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": content hash ",
+                                            task.sha256, " does not match requested ", sha));
+  }
+  if (task.kind != FromProto(content.kind()) && content.kind() != v1::TASK_KIND_UNSPECIFIED) {
+    return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": kind mismatch"));
+  }
+  task_cache_.emplace(sha, task);
+  return task;
+}
+
+void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) {
+  const bool permanent = IsPermanent(why);
+  Log(absl::StrCat("job ", lease.job().id(), " failed (", permanent ? "permanent" : "retryable",
+                   "): ", why.message()));
+  if (metrics_) metrics_->jobs_failed->Increment();
+  for (int attempt = 0; attempt < 5 && !stopping_; ++attempt) {
+    v1::FailJobRequest req;
+    req.set_worker_id(options_.worker_id);
+    req.set_job_id(lease.job().id());
+    req.set_epoch(lease.job().epoch());
+    req.set_reason(std::string(why.message()));
+    req.set_retryable(!permanent);
+    v1::FailJobResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, kRpcDeadlineMs);
+    absl::Status s = FromGrpc(stub_->FailJob(&ctx, req, &resp));
+    if (s.ok() || absl::IsAborted(s)) return;
+    if (absl::IsNotFound(s)) {
+      (void)Register();
+      continue;
+    }
+    if (!WaitMs(options_.retry_backoff_ms)) return;
+  }
+}
+
+absl::Status WorkerDaemon::Report(
+    const v1::LeasedJob& lease,
+    const std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>>& outputs) {
+  const uint64_t step = lease.job().steps(lease.job().steps_size() - 1);
+  v1::ReportResultsResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kReportDeadlineMs);
+  std::unique_ptr<grpc::ClientWriterInterface<v1::ReportResultsRequest>> writer =
+      stub_->ReportResults(&ctx, &resp);
+  for (const auto& [ref, results] : outputs) {
+    size_t sent = 0;
+    do {
+      v1::ReportResultsRequest msg;
+      msg.set_worker_id(options_.worker_id);
+      msg.set_job_id(lease.job().id());
+      msg.set_epoch(lease.job().epoch());
+      msg.set_step(step);
+      *msg.mutable_task() = ref;
+      size_t end = std::min(results.size(), sent + static_cast<size_t>(options_.report_chunk));
+      for (; sent < end; ++sent) {
+        v1::ExampleOutput* out = msg.add_outputs();
+        out->set_index(results[sent].index);
+        out->set_output(results[sent].output);
+        for (double ll : results[sent].option_logliks) out->add_option_logliks(ll);
+      }
+      msg.set_task_complete(sent == results.size());
+      if (!writer->Write(msg)) break;  // the final status says why
+    } while (sent < results.size());
+  }
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
+void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
+  const v1::Job& job = lease.job();
+  Log(absl::StrCat("job ", job.id(), " (", job.run(), " ", job.kind(), " step ",
+                   job.steps_size() ? job.steps(job.steps_size() - 1) : 0, ") leased, epoch ", job.epoch()));
+  if (metrics_) metrics_->busy->Set(1);
+  std::atomic<bool> lost{false};
+  std::atomic<bool> done{false};
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  const int64_t interval_ms = std::max<int64_t>(lease.lease_ttl_ms() / 3, 50);
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(hb_mu);
+    while (!done) {
+      hb_cv.wait_for(lock, std::chrono::milliseconds(interval_ms), [&] { return done.load(); });
+      if (done) break;
+      lock.unlock();
+      v1::HeartbeatRequest req;
+      req.set_worker_id(options_.worker_id);
+      req.set_job_id(job.id());
+      req.set_epoch(job.epoch());
+      v1::HeartbeatResponse resp;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, kRpcDeadlineMs);
+      absl::Status s = FromGrpc(stub_->Heartbeat(&ctx, req, &resp));
+      if (absl::IsAborted(s)) {
+        Log(absl::StrCat("job ", job.id(), ": lease lost (", s.message(), "); dropping it"));
+        lost = true;
+      } else if (absl::IsNotFound(s)) {
+        (void)Register();
+      }
+      lock.lock();
+    }
+  });
+  auto finish = [&] {
+    {
+      std::lock_guard<std::mutex> lock(hb_mu);
+      done = true;
+    }
+    hb_cv.notify_all();
+    heartbeat.join();
+    if (metrics_) metrics_->busy->Set(0);
+  };
+
+  absl::Status status = [&]() -> absl::Status {
+    if (job.kind() != "raw") {
+      return absl::UnimplementedError(absl::StrCat("job kind '", job.kind(), "' is not supported by this worker"));
+    }
+    if (lease.checkpoint_paths_size() != 1) {
+      return absl::InvalidArgumentError("raw job must name exactly one checkpoint");
+    }
+    std::string path = MapPath(options_.path_map, lease.checkpoint_paths(0));
+    ASSIGN_OR_RETURN(LoadStats load, backend_->Load(path, lease.tokenizer_path().empty()
+                                                              ? ""
+                                                              : MapPath(options_.path_map, lease.tokenizer_path())));
+    if (metrics_) {
+      metrics_->load_seconds->Observe(load.seconds);
+      metrics_->load_bytes->Increment(static_cast<double>(load.bytes));
+    }
+    std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>> outputs;
+    for (const v1::TaskContent& header : lease.task_headers()) {
+      ASSIGN_OR_RETURN(Task task, GetTask(header));
+      const uint64_t tokens_before = backend_->tokens_processed();
+      ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
+                       backend_->Evaluate(task, lease.few_shots(), [&](size_t, size_t) {
+                         if (metrics_) metrics_->examples->Increment();
+                         return !lost && !stopping_;
+                       }));
+      if (metrics_) metrics_->tokens->Increment(static_cast<double>(backend_->tokens_processed() - tokens_before));
+      outputs.emplace_back(header.ref(), std::move(results));
+    }
+    // Report, retrying through coordinator restarts: the outputs are kept until accepted.
+    for (int attempt = 0;; ++attempt) {
+      if (lost) return absl::AbortedError("lease lost");
+      absl::Status s = Report(lease, outputs);
+      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || attempt >= 20 || stopping_) return s;
+      Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying"));
+      if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();
+      if (!WaitMs(options_.retry_backoff_ms)) return s;
+    }
+  }();
+  finish();
+  if (status.ok()) {
+    ++jobs_done_;
+    if (metrics_) metrics_->jobs_done->Increment();
+    Log(absl::StrCat("job ", job.id(), " done"));
+  } else if (absl::IsAborted(status) || absl::IsCancelled(status)) {
+    Log(absl::StrCat("job ", job.id(), " dropped: ", status.message()));
+  } else {
+    FailJob(lease, status);
+  }
+}
+
+}  // namespace steadyeval

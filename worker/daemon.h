@@ -1,0 +1,96 @@
+// The worker daemon: registers with the coordinator, long-polls for jobs, heartbeats
+// while it evaluates, fetches task content by hash, and reports per-example outputs
+// (DESIGN §5, §6).
+//
+// Failure handling:
+//   - NOT_FOUND from the coordinator (it restarted and forgot us) → register again with
+//     the same worker id and carry on; our persisted lease stays valid.
+//   - UNAVAILABLE → back off and retry; outputs of a finished job are kept in memory and
+//     re-sent, so a coordinator restart during reporting loses nothing.
+//   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
+//   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
+//     permanent; other errors → FailJob as retryable.
+// Thread-safety: Run() is called once; Stop() may be called from any thread.
+#ifndef STEADYEVAL_WORKER_DAEMON_H_
+#define STEADYEVAL_WORKER_DAEMON_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/task.h"
+#include "steadyeval/v1/worker_service.grpc.pb.h"
+#include "worker/eval_backend.h"
+
+namespace steadyeval {
+
+struct PathMapping {
+  std::string from;
+  std::string to;
+};
+
+// Parses "FROM=TO". INVALID_ARGUMENT otherwise.
+absl::StatusOr<PathMapping> ParsePathMapping(const std::string& spec);
+// Rewrites the first mapping whose `from` is a path prefix of `path`.
+std::string MapPath(const std::vector<PathMapping>& mappings, const std::string& path);
+
+struct WorkerMetrics;  // defined in daemon.cc; null when metrics are off
+
+struct DaemonOptions {
+  std::string worker_id;  // stable for the life of the process
+  std::string name;
+  std::string device = "cpu";
+  std::vector<PathMapping> path_map;
+  int64_t acquire_wait_ms = 5000;
+  int64_t retry_backoff_ms = 500;
+  int report_chunk = 64;  // outputs per ReportResults message
+  std::string metrics_listen;  // empty: no metrics endpoint
+};
+
+class WorkerDaemon {
+ public:
+  WorkerDaemon(DaemonOptions options, std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub,
+               std::unique_ptr<EvalBackend> backend);
+  ~WorkerDaemon();
+
+  // Starts the metrics endpoint if configured; returns its bound "host:port" ("" if off).
+  absl::StatusOr<std::string> StartMetrics();
+
+  // Serves until Stop(). Returns OK after Stop(), an error only for unrecoverable setup.
+  absl::Status Run();
+  void Stop();
+
+  int64_t jobs_done() const { return jobs_done_.load(); }
+
+ private:
+  absl::Status Register();
+  // One job end to end; any error is turned into FailJob or a dropped lease.
+  void RunJob(const steadyeval::v1::LeasedJob& lease);
+  absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header);
+  absl::Status Report(const steadyeval::v1::LeasedJob& lease,
+                      const std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>& outputs);
+  void FailJob(const steadyeval::v1::LeasedJob& lease, const absl::Status& why);
+  // Sleeps up to `ms` unless Stop() is called first. Returns false when stopping.
+  bool WaitMs(int64_t ms);
+
+  DaemonOptions options_;
+  std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub_;
+  std::unique_ptr<EvalBackend> backend_;
+  std::map<std::string, Task> task_cache_;  // by sha256; only touched by Run()'s thread
+  std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> jobs_done_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unique_ptr<WorkerMetrics> metrics_;
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_WORKER_DAEMON_H_

@@ -1,0 +1,59 @@
+// The Llama family (llama, mistral, qwen2) forward pass in libtorch, CPU, float32.
+//
+// Computes exactly the published architecture (MODELS.md): RMSNorm in fp32, rotate-half
+// RoPE, grouped-query attention (each kv head serves nh/nkv consecutive query heads),
+// causal softmax attention in fp32, SwiGLU MLP, tied or untied LM head. Weights stored
+// as fp32/bf16/fp16 are converted to fp32 at load. Not yet supported: rope_scaling
+// (rejected by ParseLlamaConfig) and mistral's sliding window beyond `sliding_window`
+// tokens (Forward returns UNIMPLEMENTED for longer sequences).
+//
+// Thread-safety: see LanguageModel.
+#ifndef STEADYEVAL_WORKER_LLAMA_MODEL_H_
+#define STEADYEVAL_WORKER_LLAMA_MODEL_H_
+
+#include <memory>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "worker/checkpoint_reader.h"
+#include "worker/language_model.h"
+#include "worker/model_config.h"
+
+namespace steadyeval {
+
+class LlamaModel : public LanguageModel {
+ public:
+  // Loads every weight from `reader` (which may be closed afterwards) and checks its
+  // shape against `config`. NOT_FOUND naming a missing tensor; INVALID_ARGUMENT for a
+  // shape that disagrees with config.json.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const LlamaConfig& config,
+                                                            const CheckpointReader& reader);
+
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
+                                        KVCache* cache) const override;
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
+  const LlamaConfig& config() const { return config_; }
+
+ private:
+  struct Layer {
+    torch::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
+    torch::Tensor post_norm, gate, up, down;
+  };
+  explicit LlamaModel(LlamaConfig config) : config_(std::move(config)) {}
+  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  torch::Tensor ForwardUnchecked(const torch::Tensor& input_ids, KVCache* cache) const;
+
+  LlamaConfig config_;
+  torch::Tensor embed_;    // [V, H]
+  std::vector<Layer> layers_;
+  torch::Tensor norm_;     // [H]
+  torch::Tensor lm_head_;  // [V, H]; the embedding when tied
+  torch::Tensor inv_freq_; // [hd/2]
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_WORKER_LLAMA_MODEL_H_

@@ -1,0 +1,231 @@
+// Llama forward pass against an independent reference.
+//
+// The fixtures under tests/fixtures/llama/<name>/ (config.json, safetensors weights,
+// expected.json) were produced by
+//     /usr/bin/python3 tests/reference/llama_reference.py
+// which writes tiny random Llama checkpoints by hand and computes per-token log-probs with
+// its own float64 NumPy forward pass. Weights stored in bf16/fp16 are rounded before the
+// reference uses them, so every fixture, bf16 and fp16 included, must match to 1e-4
+// absolute (the C++ side computes in fp32).
+#include "worker/llama_model.h"
+
+#include <cmath>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/checkpoint_reader.h"
+#include "worker/evaluator.h"
+#include "worker/language_model.h"
+#include "worker/model_config.h"
+#include "worker/offline.h"
+#include "worker/test_fixtures.h"
+
+namespace steadyeval {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace testing_fixtures;
+
+constexpr double kReferenceTolerance = 1e-4;
+constexpr double kCacheTolerance = 1e-5;
+
+std::unique_ptr<LanguageModel> LoadFixtureModel(const std::string& name) {
+  auto reader = CheckpointReader::Open(LlamaFixture(name));
+  EXPECT_OK(reader);
+  if (!reader.ok()) return nullptr;
+  auto model = LoadLanguageModel(**reader);
+  EXPECT_OK(model);
+  return model.ok() ? *std::move(model) : nullptr;
+}
+
+torch::Tensor Ids(const std::vector<int64_t>& ids) {
+  return torch::tensor(ids, torch::kInt64).view({1, -1});
+}
+
+class LlamaReferenceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { ASSERT_OK(ConfigureThreads(1)); }
+};
+
+TEST_P(LlamaReferenceTest, MatchesReferenceLogprobs) {
+  auto model = LoadFixtureModel(GetParam());
+  ASSERT_NE(model, nullptr);
+  nlohmann::json expected = ReadJson(LlamaFixture(GetParam()) + "/expected.json");
+  std::vector<int64_t> tokens = expected["tokens"].get<std::vector<int64_t>>();
+
+  auto logprobs = TokenLogprobs(*model, tokens);
+  ASSERT_OK(logprobs);
+  ASSERT_EQ(logprobs->size(), tokens.size());
+  EXPECT_TRUE(std::isnan((*logprobs)[0]));
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    EXPECT_NEAR((*logprobs)[i], expected["token_logprobs"][i].get<double>(), kReferenceTolerance)
+        << "token " << i;
+  }
+
+  // The whole distribution at the last position.
+  auto logits = model->Forward(Ids(tokens), nullptr);
+  ASSERT_OK(logits);
+  ASSERT_EQ(logits->sizes(), (std::vector<int64_t>{1, static_cast<int64_t>(tokens.size()),
+                                                   model->vocab_size()}));
+  torch::Tensor last = torch::log_softmax((*logits)[0][-1].to(torch::kFloat64), -1);
+  std::vector<double> want = expected["last_logprobs"].get<std::vector<double>>();
+  ASSERT_EQ(static_cast<int64_t>(want.size()), model->vocab_size());
+  double worst = 0;
+  for (size_t v = 0; v < want.size(); ++v) {
+    worst = std::max(worst, std::abs(last[v].item<double>() - want[v]));
+  }
+  EXPECT_LT(worst, kReferenceTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaReferenceTest,
+                         ::testing::Values("gqa", "tied", "mha", "bf16", "fp16", "sharded"));
+
+double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(LlamaKVCacheTest, TokenByTokenEqualsOnePass) {
+  ASSERT_OK(ConfigureThreads(1));
+  for (const char* name : {"gqa", "mha"}) {
+    auto model = LoadFixtureModel(name);
+    ASSERT_NE(model, nullptr);
+    std::vector<int64_t> tokens =
+        ReadJson(LlamaFixture(name) + "/expected.json")["tokens"].get<std::vector<int64_t>>();
+    auto full = model->Forward(Ids(tokens), nullptr);
+    ASSERT_OK(full);
+
+    KVCache cache;
+    std::vector<torch::Tensor> steps;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      auto step = model->Forward(Ids({tokens[i]}), &cache);
+      ASSERT_OK(step);
+      EXPECT_EQ(cache.length(), static_cast<int64_t>(i + 1));
+      steps.push_back(*step);
+    }
+    EXPECT_LT(MaxAbsDiff(*full, torch::cat(steps, 1)), kCacheTolerance) << name;
+  }
+}
+
+TEST(LlamaKVCacheTest, ForkedPrefixEqualsOnePass) {
+  ASSERT_OK(ConfigureThreads(1));
+  auto model = LoadFixtureModel("gqa");
+  ASSERT_NE(model, nullptr);
+  const std::vector<int64_t> prefix = {1, 17, 99, 250, 3};
+  const std::vector<int64_t> a = {44, 45, 46}, b = {300, 7};
+
+  KVCache shared;
+  ASSERT_OK(model->Forward(Ids(prefix), &shared));
+  for (const auto& tail : {a, b, a}) {
+    KVCache fork = shared.Fork();
+    auto chunked = model->Forward(Ids(tail), &fork);
+    ASSERT_OK(chunked);
+    EXPECT_EQ(fork.length(), static_cast<int64_t>(prefix.size() + tail.size()));
+    std::vector<int64_t> whole = prefix;
+    whole.insert(whole.end(), tail.begin(), tail.end());
+    auto full = model->Forward(Ids(whole), nullptr);
+    ASSERT_OK(full);
+    EXPECT_LT(MaxAbsDiff(full->narrow(1, prefix.size(), tail.size()), *chunked), kCacheTolerance);
+  }
+  EXPECT_EQ(shared.length(), static_cast<int64_t>(prefix.size()));  // forks left it alone
+}
+
+TEST(LlamaModelTest, RejectsBadInputAndKeepsCache) {
+  auto model = LoadFixtureModel("tied");  // vocab 200
+  ASSERT_NE(model, nullptr);
+  KVCache cache;
+  ASSERT_OK(model->Forward(Ids({1, 2, 3}), &cache));
+  EXPECT_THAT(model->Forward(Ids({5, 200}), &cache),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("token id 200")));
+  EXPECT_EQ(cache.length(), 3);
+  EXPECT_THAT(model->Forward(torch::zeros({3}, torch::kInt64), nullptr),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("[batch, tokens]")));
+  EXPECT_THAT(model->Forward(torch::zeros({2, 1}, torch::kInt64), &cache),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch size")));
+}
+
+TEST(LlamaModelTest, BatchOfTwoEqualsSingleSequences) {
+  auto model = LoadFixtureModel("gqa");
+  ASSERT_NE(model, nullptr);
+  std::vector<int64_t> a = {1, 5, 9, 13}, b = {1, 400, 2, 77};
+  torch::Tensor batch = torch::stack({Ids(a)[0], Ids(b)[0]});
+  auto both = model->Forward(batch, nullptr);
+  auto only_a = model->Forward(Ids(a), nullptr);
+  auto only_b = model->Forward(Ids(b), nullptr);
+  ASSERT_OK(both);
+  ASSERT_OK(only_a);
+  ASSERT_OK(only_b);
+  EXPECT_LT(MaxAbsDiff((*both)[0], (*only_a)[0]), kCacheTolerance);
+  EXPECT_LT(MaxAbsDiff((*both)[1], (*only_b)[0]), kCacheTolerance);
+}
+
+TEST(LlamaModelTest, WeightsThatDisagreeWithConfigAreReported) {
+  auto reader = CheckpointReader::Open(LlamaFixture("tied"));
+  ASSERT_OK(reader);
+  auto config = ParseLlamaConfig((*reader)->config_json());
+  ASSERT_OK(config);
+  LlamaConfig untied = *config;
+  untied.tie_word_embeddings = false;
+  EXPECT_THAT(LlamaModel::Create(untied, **reader),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'lm_head.weight'")));
+  LlamaConfig wider = *config;
+  wider.intermediate_size = 128;
+  EXPECT_THAT(LlamaModel::Create(wider, **reader),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'model.layers.0.mlp.gate_proj.weight' has shape [64, 32]")));
+}
+
+TEST(ModelConfigTest, ParsesFieldsAndDefaults) {
+  auto config = ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 8,
+      "vocab_size": 1000, "eos_token_id": [2, 7], "bos_token_id": 1,
+      "torch_dtype": "bfloat16", "rope_scaling": null})");
+  ASSERT_OK(config);
+  EXPECT_EQ(config->num_key_value_heads, 8);
+  EXPECT_EQ(config->head_dim, 8);
+  EXPECT_EQ(config->rope_theta, 10000.0);
+  EXPECT_FALSE(config->tie_word_embeddings);
+  EXPECT_EQ(config->eos_token_ids, (std::vector<int64_t>{2, 7}));
+  EXPECT_EQ(config->bos_token_id, 1);
+  EXPECT_EQ(config->torch_dtype, "bfloat16");
+  EXPECT_FALSE(config->qkv_bias);
+
+  auto qwen = ParseLlamaConfig(R"({"model_type": "qwen2", "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
+      "num_key_value_heads": 2, "vocab_size": 10, "eos_token_id": 3})");
+  ASSERT_OK(qwen);
+  EXPECT_TRUE(qwen->qkv_bias);
+  EXPECT_FALSE(qwen->o_bias);
+  EXPECT_EQ(qwen->eos_token_ids, (std::vector<int64_t>{3}));
+}
+
+TEST(ModelConfigTest, RejectsUnsupported) {
+  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "gpt_neox"})"),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("gpt_neox")));
+  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
+      "vocab_size": 10, "rope_scaling": {"type": "linear", "factor": 2.0}})"),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("rope_scaling")));
+  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
+      "num_key_value_heads": 3, "vocab_size": 10})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("num_key_value_heads")));
+  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("intermediate_size")));
+  EXPECT_THAT(ParseLlamaConfig("not json"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     HasSubstr("config.json")));
+}
+
+TEST(LanguageModelTest, UnknownFamilyIsAClearError) {
+  std::string dir = CopyFixture(LlamaFixture("tied"), "ckpt");
+  nlohmann::json config = ReadJson(dir + "/config.json");
+  config["model_type"] = "mamba";
+  WriteText(dir + "/config.json", config.dump());
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_OK(reader);
+  EXPECT_THAT(LoadLanguageModel(**reader),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("'mamba'")));
+}
+
+}  // namespace
+}  // namespace steadyeval

@@ -1,0 +1,161 @@
+// steadyeval-worker: the evaluation worker daemon, plus offline commands for people and
+// tests (`logprobs`, `eval`).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/cli_args.h"
+#include "worker/daemon.h"
+#include "worker/eval_backend.h"
+#include "worker/offline.h"
+
+namespace steadyeval {
+namespace {
+
+const std::vector<FlagSpec>& DaemonFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"coordinator", false, "coordinator gRPC address (required)", "HOST:PORT"},
+      {"device", false, "cpu, cuda or cuda:K (default cpu)", "DEVICE"},
+      {"name", false, "worker name shown by `steadyeval workers` (default host-pid)", "NAME"},
+      {"metrics_listen", false, "serve Prometheus /metrics here (port 0 picks one)", "HOST:PORT"},
+      {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
+      {"threads", false, "intra-op CPU threads (default: all cores)", "N"},
+      {"acquire_wait_ms", false, "long-poll wait per AcquireJob (default 5000)", "MS"},
+      {"help", true, "show this help"},
+  };
+  return *flags;
+}
+
+void PrintUsage() {
+  fprintf(stdout,
+          "steadyeval-worker: evaluates checkpoints leased by a steadyeval coordinator.\n\n"
+          "Usage:\n"
+          "  steadyeval-worker --coordinator HOST:PORT [--device cpu] [--name N]\n"
+          "                    [--metrics_listen HOST:PORT] [--path_map FROM=TO]\n"
+          "  steadyeval-worker logprobs --checkpoint DIR (--tokens 1,2,3 | --text \"...\") [--json]\n"
+          "  steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]\n\n"
+          "Daemon flags:\n%s\n"
+          "Run `steadyeval-worker logprobs --help` or `eval --help` for the offline commands.\n",
+          FlagsHelp(DaemonFlags()).c_str());
+}
+
+std::string DefaultName() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "-", getpid());
+}
+
+std::string RandomSuffix() {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(getpid()));
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(gen()));
+  return std::string(buf, 8);
+}
+
+int RunDaemon(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, DaemonFlags());
+  if (!parsed.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  if (parsed->Has("help")) {
+    PrintUsage();
+    return 0;
+  }
+  if (!parsed->positionals().empty()) {
+    fprintf(stderr, "steadyeval-worker: unknown command '%s' (commands: logprobs, eval; see --help)\n",
+            parsed->positionals()[0].c_str());
+    return 2;
+  }
+  if (!parsed->Has("coordinator")) {
+    fprintf(stderr, "steadyeval-worker: --coordinator HOST:PORT is required (see --help)\n");
+    return 2;
+  }
+  DaemonOptions options;
+  options.name = parsed->Get("name", DefaultName());
+  options.worker_id = absl::StrCat(options.name, "-", RandomSuffix());
+  options.device = parsed->Get("device", "cpu");
+  options.metrics_listen = parsed->Get("metrics_listen");
+  for (const std::string& spec : parsed->GetAll("path_map")) {
+    auto m = ParsePathMapping(spec);
+    if (!m.ok()) {
+      fprintf(stderr, "steadyeval-worker: %s\n", std::string(m.status().message()).c_str());
+      return 2;
+    }
+    options.path_map.push_back(*m);
+  }
+  auto wait = parsed->GetInt("acquire_wait_ms", 5000);
+  auto threads = parsed->GetInt("threads", static_cast<int64_t>(std::thread::hardware_concurrency()));
+  if (!wait.ok() || !threads.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n",
+            std::string((!wait.ok() ? wait.status() : threads.status()).message()).c_str());
+    return 2;
+  }
+  options.acquire_wait_ms = *wait;
+
+  auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads));
+  if (!backend.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(backend.status().message()).c_str());
+    return 1;
+  }
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  channel_args.SetMaxSendMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(parsed->Get("coordinator"),
+                                           grpc::InsecureChannelCredentials(), channel_args);
+  std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub =
+      steadyeval::v1::WorkerService::NewStub(channel);
+  WorkerDaemon daemon(options, stub, std::move(*backend));
+  auto metrics = daemon.StartMetrics();
+  if (!metrics.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(metrics.status().message()).c_str());
+    return 1;
+  }
+  fprintf(stdout, "steadyeval-worker: %s on %s, coordinator %s%s\n", options.worker_id.c_str(),
+          options.device.c_str(), parsed->Get("coordinator").c_str(),
+          metrics->empty() ? "" : absl::StrCat(", metrics=", *metrics).c_str());
+  fflush(stdout);
+
+  // Signals are taken by a dedicated thread (sigwait), so Stop() runs in normal context.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "steadyeval-worker: signal %d, stopping\n", sig);
+    daemon.Stop();
+  });
+  signals.detach();
+  absl::Status s = daemon.Run();
+  if (!s.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace steadyeval
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "logprobs") {
+    return steadyeval::RunLogprobsCommand({args.begin() + 1, args.end()});
+  }
+  if (!args.empty() && args[0] == "eval") {
+    return steadyeval::RunEvalCommand({args.begin() + 1, args.end()});
+  }
+  return steadyeval::RunDaemon(args);
+}

@@ -1,0 +1,147 @@
+#include "worker/model_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace steadyeval {
+namespace {
+
+using nlohmann::json;
+
+absl::StatusOr<json> ParseObject(absl::string_view text) {
+  json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return absl::InvalidArgumentError("config.json: not a JSON object");
+  }
+  return doc;
+}
+
+absl::Status FieldError(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: field '", field, "' ", what));
+}
+
+// A positive integer field; `fallback` when absent or null (nullopt = required).
+absl::StatusOr<int64_t> PositiveInt(const json& doc, const char* field,
+                                    std::optional<int64_t> fallback = std::nullopt) {
+  if (!doc.contains(field) || doc[field].is_null()) {
+    if (fallback) return *fallback;
+    return FieldError(field, "is required");
+  }
+  const json& v = doc[field];
+  if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
+    return FieldError(field, "must be a positive integer");
+  }
+  return v.get<int64_t>();
+}
+
+absl::StatusOr<double> PositiveNumber(const json& doc, const char* field, double fallback) {
+  if (!doc.contains(field) || doc[field].is_null()) return fallback;
+  const json& v = doc[field];
+  if (!v.is_number() || v.get<double>() <= 0) return FieldError(field, "must be a positive number");
+  return v.get<double>();
+}
+
+absl::StatusOr<bool> Bool(const json& doc, const char* field, bool fallback) {
+  if (!doc.contains(field) || doc[field].is_null()) return fallback;
+  if (!doc[field].is_boolean()) return FieldError(field, "must be true or false");
+  return doc[field].get<bool>();
+}
+
+absl::StatusOr<std::optional<int64_t>> OptionalTokenId(const json& doc, const char* field) {
+  if (!doc.contains(field) || doc[field].is_null()) return std::optional<int64_t>();
+  const json& v = doc[field];
+  if (!v.is_number_integer() || v.get<int64_t>() < 0) {
+    return FieldError(field, "must be a non-negative integer");
+  }
+  return std::optional<int64_t>(v.get<int64_t>());
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ModelTypeOf(absl::string_view config_json) {
+  ASSIGN_OR_RETURN(json doc, ParseObject(config_json));
+  if (!doc.contains("model_type") || !doc["model_type"].is_string()) {
+    return FieldError("model_type", "is required (a string)");
+  }
+  return doc["model_type"].get<std::string>();
+}
+
+absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
+  ASSIGN_OR_RETURN(json doc, ParseObject(config_json));
+  LlamaConfig c;
+  ASSIGN_OR_RETURN(c.model_type, ModelTypeOf(config_json));
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: model_type '", c.model_type,
+        "' is not a Llama-family model (supported here: llama, mistral, qwen2)"));
+  }
+  if (doc.contains("rope_scaling") && !doc["rope_scaling"].is_null()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: rope_scaling ", doc["rope_scaling"].dump(),
+        " is not supported yet (only checkpoints with rope_scaling null)"));
+  }
+  if (doc.contains("hidden_act") && doc["hidden_act"].is_string() &&
+      doc["hidden_act"].get<std::string>() != "silu") {
+    return absl::UnimplementedError(absl::StrCat("config.json: hidden_act '",
+                                                 doc["hidden_act"].get<std::string>(),
+                                                 "' is not supported (only silu)"));
+  }
+  ASSIGN_OR_RETURN(c.hidden_size, PositiveInt(doc, "hidden_size"));
+  ASSIGN_OR_RETURN(c.intermediate_size, PositiveInt(doc, "intermediate_size"));
+  ASSIGN_OR_RETURN(c.num_hidden_layers, PositiveInt(doc, "num_hidden_layers"));
+  ASSIGN_OR_RETURN(c.num_attention_heads, PositiveInt(doc, "num_attention_heads"));
+  ASSIGN_OR_RETURN(c.num_key_value_heads,
+                   PositiveInt(doc, "num_key_value_heads", c.num_attention_heads));
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: num_attention_heads (", c.num_attention_heads,
+        ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
+  }
+  if (!doc.contains("head_dim") && c.hidden_size % c.num_attention_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: hidden_size (", c.hidden_size, ") is not a multiple of ",
+        "num_attention_heads (", c.num_attention_heads, ") and there is no head_dim"));
+  }
+  ASSIGN_OR_RETURN(c.head_dim,
+                   PositiveInt(doc, "head_dim", c.hidden_size / c.num_attention_heads));
+  if (c.head_dim % 2 != 0) return FieldError("head_dim", "must be even for RoPE");
+  ASSIGN_OR_RETURN(c.rms_norm_eps, PositiveNumber(doc, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(c.rope_theta, PositiveNumber(doc, "rope_theta", 10000.0));
+  ASSIGN_OR_RETURN(c.vocab_size, PositiveInt(doc, "vocab_size"));
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, Bool(doc, "tie_word_embeddings", false));
+  ASSIGN_OR_RETURN(c.bos_token_id, OptionalTokenId(doc, "bos_token_id"));
+  if (doc.contains("eos_token_id") && !doc["eos_token_id"].is_null()) {
+    const json& eos = doc["eos_token_id"];
+    if (eos.is_array()) {
+      for (const json& id : eos) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+          return FieldError("eos_token_id", "must be an integer or a list of integers");
+        }
+        c.eos_token_ids.push_back(id.get<int64_t>());
+      }
+    } else {
+      ASSIGN_OR_RETURN(std::optional<int64_t> id, OptionalTokenId(doc, "eos_token_id"));
+      c.eos_token_ids.push_back(*id);
+    }
+  }
+  if (doc.contains("torch_dtype") && doc["torch_dtype"].is_string()) {
+    c.torch_dtype = doc["torch_dtype"].get<std::string>();
+  }
+  ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(doc, "max_position_embeddings", 0));
+  if (c.model_type == "mistral" && doc.contains("sliding_window") &&
+      !doc["sliding_window"].is_null()) {
+    ASSIGN_OR_RETURN(int64_t window, PositiveInt(doc, "sliding_window"));
+    c.sliding_window = window;
+  }
+  ASSIGN_OR_RETURN(bool attention_bias, Bool(doc, "attention_bias", false));
+  if (c.model_type == "qwen2") {
+    c.qkv_bias = true;
+  } else if (attention_bias) {
+    c.qkv_bias = true;
+    c.o_bias = true;
+  }
+  return c;
+}
+
+}  // namespace steadyeval

@@ -1,0 +1,266 @@
+#include "worker/offline.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/cli_args.h"
+#include "common/scoring.h"
+#include "common/status.h"
+#include "common/task.h"
+#include "nlohmann/json.hpp"
+#include "worker/checkpoint_reader.h"
+#include "worker/evaluator.h"
+#include "worker/language_model.h"
+#include "worker/tokenizer.h"
+#include "worker/torch_status.h"
+
+// OpenBLAS's own setter, when libtorch's BLAS is OpenBLAS; a weak reference stays null
+// (and is skipped) with any other BLAS.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
+namespace steadyeval {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+const FlagSpec kHelpFlag{"help", true, "print this help and exit"};
+const FlagSpec kCheckpointFlag{"checkpoint", false, "Hugging Face checkpoint folder", "DIR"};
+const FlagSpec kTokenizerFlag{"tokenizer", false,
+                              "SentencePiece model (default: DIR/tokenizer.model)", "FILE"};
+const FlagSpec kThreadsFlag{"threads", false, "CPU threads for libtorch (default: all cores)",
+                            "N"};
+const FlagSpec kJsonFlag{"json", true, "print JSON instead of a table"};
+
+int Fail(const absl::Status& status) {
+  std::cerr << "error: " << status.message() << std::endl;
+  return kExitFailure;
+}
+
+int UsageError(absl::string_view message, absl::string_view command) {
+  std::cerr << "error: " << message << " (see steadyeval-worker " << command << " --help)"
+            << std::endl;
+  return kExitUsage;
+}
+
+absl::Status ApplyThreads(const ParsedArgs& args) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  ASSIGN_OR_RETURN(int64_t threads, args.GetInt("threads", cores));
+  if (threads < 1 || threads > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be at least 1, got ", threads));
+  }
+  return ConfigureThreads(static_cast<int>(threads));
+}
+
+absl::StatusOr<std::vector<int64_t>> ParseTokenList(const std::string& text) {
+  std::vector<int64_t> ids;
+  for (absl::string_view piece : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int64_t id;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(piece), &id) || id < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tokens: '", piece, "' is not a non-negative integer"));
+    }
+    ids.push_back(id);
+  }
+  if (ids.empty()) return absl::InvalidArgumentError("--tokens: no token ids given");
+  return ids;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::string JsonEscapePiece(const std::string& piece) {
+  return nlohmann::json(piece).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+absl::Status ConfigureThreads(int threads) {
+  if (threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("thread count must be at least 1, got ", threads));
+  }
+  ::setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/1);
+  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(1);
+  return GuardTorch("configure threads", [&]() -> absl::Status {
+    at::set_num_threads(threads);
+    return absl::OkStatus();
+  });
+}
+
+int RunLogprobsCommand(const std::vector<std::string>& argv) {
+  const std::vector<FlagSpec> specs = {
+      kCheckpointFlag,
+      {"tokens", false, "comma-separated token ids (no tokenizer needed, no BOS added)", "IDS"},
+      {"text", false, "text to tokenize (BOS added per the checkpoint's rule)", "TEXT"},
+      kTokenizerFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
+  auto args = ParseArgs(argv, specs);
+  if (!args.ok()) return UsageError(args.status().message(), "logprobs");
+  if (args->Has("help")) {
+    std::cout << "usage: steadyeval-worker logprobs --checkpoint DIR (--tokens IDS | --text TEXT)"
+                 " [options]\n\nPrints log p(token_i | tokens before i) for every token.\n\n"
+              << FlagsHelp(specs);
+    return kExitOk;
+  }
+  if (!args->positionals().empty()) {
+    return UsageError(absl::StrCat("unexpected argument '", args->positionals()[0], "'"),
+                      "logprobs");
+  }
+  if (!args->Has("checkpoint")) return UsageError("--checkpoint is required", "logprobs");
+  if (args->Has("tokens") == args->Has("text")) {
+    return UsageError("give exactly one of --tokens and --text", "logprobs");
+  }
+  std::vector<int64_t> tokens;
+  if (args->Has("tokens")) {
+    auto parsed = ParseTokenList(args->Get("tokens"));
+    if (!parsed.ok()) return UsageError(parsed.status().message(), "logprobs");
+    tokens = *std::move(parsed);
+  }
+  if (absl::Status s = ApplyThreads(*args); !s.ok()) return UsageError(s.message(), "logprobs");
+
+  const std::string dir = args->Get("checkpoint");
+  auto reader = CheckpointReader::Open(dir);
+  if (!reader.ok()) return Fail(reader.status());
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (args->Has("text")) {
+    auto loaded = Tokenizer::LoadForCheckpoint(dir, args->Get("tokenizer"));
+    if (!loaded.ok()) return Fail(loaded.status());
+    tokenizer = *std::move(loaded);
+    auto ids = tokenizer->EncodeWithBos(args->Get("text"));
+    if (!ids.ok()) return Fail(ids.status());
+    tokens = *std::move(ids);
+    if (tokens.empty()) return Fail(absl::InvalidArgumentError("--text encodes to no tokens"));
+  }
+  auto model = LoadLanguageModel(**reader);
+  if (!model.ok()) return Fail(model.status());
+  reader->reset();  // weights are copied; release the mapping
+  auto logprobs = TokenLogprobs(**model, tokens);
+  if (!logprobs.ok()) return Fail(logprobs.status());
+
+  if (args->Has("json")) {
+    nlohmann::json out;
+    out["tokens"] = tokens;
+    nlohmann::json lps = nlohmann::json::array();
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      lps.push_back(i == 0 ? nlohmann::json(nullptr) : nlohmann::json((*logprobs)[i]));
+    }
+    out["token_logprobs"] = std::move(lps);
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  std::cout << absl::StrFormat("%5s  %8s  %12s  %s\n", "pos", "token", "logprob",
+                               tokenizer ? "piece" : "");
+  double total = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    std::string lp = i == 0 ? "-" : absl::StrFormat("%.6f", (*logprobs)[i]);
+    if (i > 0) total += (*logprobs)[i];
+    std::cout << absl::StrFormat("%5d  %8d  %12s  %s\n", i, tokens[i], lp,
+                                 tokenizer ? JsonEscapePiece(tokenizer->IdToPiece(tokens[i])) : "");
+  }
+  std::cout << absl::StrFormat("sum of log-probs (tokens 1..%d): %.6f\n", tokens.size() - 1, total);
+  return kExitOk;
+}
+
+int RunEvalCommand(const std::vector<std::string>& argv) {
+  const std::vector<FlagSpec> specs = {
+      kCheckpointFlag,
+      {"task", false, "task file: llm-jp-eval .json (generation) or .jsonl (multiple choice)",
+       "FILE"},
+      {"few_shots", false, "few-shot examples in generation prompts (default 4)", "K"},
+      kTokenizerFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
+  auto args = ParseArgs(argv, specs);
+  if (!args.ok()) return UsageError(args.status().message(), "eval");
+  if (args->Has("help")) {
+    std::cout << "usage: steadyeval-worker eval --checkpoint DIR --task FILE [options]\n\n"
+                 "Evaluates one checkpoint on one task file and prints the score.\n\n"
+              << FlagsHelp(specs);
+    return kExitOk;
+  }
+  if (!args->positionals().empty()) {
+    return UsageError(absl::StrCat("unexpected argument '", args->positionals()[0], "'"), "eval");
+  }
+  if (!args->Has("checkpoint") || !args->Has("task")) {
+    return UsageError("--checkpoint and --task are required", "eval");
+  }
+  auto few_shots = args->GetInt("few_shots", 4);
+  if (!few_shots.ok()) return UsageError(few_shots.status().message(), "eval");
+  if (*few_shots < 0 || *few_shots > 1000) {
+    return UsageError("--few_shots must be between 0 and 1000", "eval");
+  }
+  if (absl::Status s = ApplyThreads(*args); !s.ok()) return UsageError(s.message(), "eval");
+
+  const std::string task_path = args->Get("task");
+  auto content = ReadFile(task_path);
+  if (!content.ok()) return Fail(content.status());
+  auto task = ParseTask(task_path, *content);
+  if (!task.ok()) return Fail(task.status());
+  if (absl::Status s = CheckMetricsSupported(*task); !s.ok()) return Fail(s);
+
+  const std::string dir = args->Get("checkpoint");
+  auto tokenizer = Tokenizer::LoadForCheckpoint(dir, args->Get("tokenizer"));
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  std::unique_ptr<LanguageModel> model;
+  {
+    auto reader = CheckpointReader::Open(dir);
+    if (!reader.ok()) return Fail(reader.status());
+    auto loaded = LoadLanguageModel(**reader);
+    if (!loaded.ok()) return Fail(loaded.status());
+    model = *std::move(loaded);
+  }
+
+  EvalOptions options;
+  options.few_shots = static_cast<int>(*few_shots);
+  options.progress = [&](size_t done, size_t total) {
+    std::cerr << "\r" << task->name << ": " << done << "/" << total << " examples"
+              << (done == total ? "\n" : "") << std::flush;
+  };
+  auto outputs = EvaluateTask(*model, **tokenizer, *task, options);
+  if (!outputs.ok()) return Fail(outputs.status());
+  std::vector<std::string> texts;
+  for (const EvalOutput& o : *outputs) texts.push_back(o.output);
+  auto score = ScoreTask(*task, texts);
+  if (!score.ok()) return Fail(score.status());
+
+  if (args->Has("json")) {
+    nlohmann::json out;
+    out["task"] = task->name;
+    out["metric"] = score->metric;
+    out["score"] = score->score;
+    nlohmann::json examples = nlohmann::json::array();
+    for (size_t i = 0; i < outputs->size(); ++i) {
+      examples.push_back({{"index", (*outputs)[i].index},
+                          {"output", (*outputs)[i].output},
+                          {"score", score->examples[i].score}});
+    }
+    out["examples"] = std::move(examples);
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  for (size_t i = 0; i < outputs->size(); ++i) {
+    std::cout << absl::StrFormat("%5d  score %.4f  output %s\n", (*outputs)[i].index,
+                                 score->examples[i].score,
+                                 JsonEscapePiece((*outputs)[i].output));
+  }
+  std::cout << absl::StrFormat("%s: %s = %.6f over %d examples\n", task->name, score->metric,
+                               score->score, outputs->size());
+  return kExitOk;
+}
+
+}  // namespace steadyeval

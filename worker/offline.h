@@ -1,0 +1,32 @@
+// The worker's offline subcommands (DESIGN §6 "Offline mode"), for humans and tests:
+//
+//   steadyeval-worker logprobs --checkpoint DIR (--tokens 1,2,3 | --text "...")
+//                              [--json] [--tokenizer FILE] [--threads N]
+//   steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]
+//                          [--tokenizer FILE] [--threads N]
+//
+// Each Run*Command takes the arguments after the subcommand word and returns the exit
+// code: 0 success, 1 failure (one line on stderr), 2 usage error. Data goes to stdout
+// only; progress goes to stderr. Not thread-safe (writes the process's stdout/stderr and
+// sets libtorch's global thread count).
+#ifndef STEADYEVAL_WORKER_OFFLINE_H_
+#define STEADYEVAL_WORKER_OFFLINE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace steadyeval {
+
+int RunLogprobsCommand(const std::vector<std::string>& args);
+int RunEvalCommand(const std::vector<std::string>& args);
+
+// Sets libtorch's intra-op thread count to `threads` and pins OpenBLAS to one thread (so
+// the two pools do not oversubscribe the cores). INVALID_ARGUMENT when threads < 1.
+// Process-global; call before the first forward pass.
+absl::Status ConfigureThreads(int threads);
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_WORKER_OFFLINE_H_

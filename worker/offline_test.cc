@@ -1,0 +1,164 @@
+// The offline `logprobs` and `eval` commands end to end on the committed fixtures
+// (see llama_model_test.cc / tokenizer_test.cc for how they were produced).
+#include "worker/offline.h"
+
+#include <torch/torch.h>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/test_fixtures.h"
+
+namespace steadyeval {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace testing_fixtures;
+
+struct CommandResult {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+CommandResult RunCommand(int (*command)(const std::vector<std::string>&),
+                  const std::vector<std::string>& args) {
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  int code = command(args);
+  std::string out = ::testing::internal::GetCapturedStdout();
+  std::string err = ::testing::internal::GetCapturedStderr();
+  return {code, out, err};
+}
+
+TEST(ConfigureThreadsTest, Validates) {
+  EXPECT_OK(ConfigureThreads(1));
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_THAT(ConfigureThreads(0), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("0")));
+}
+
+TEST(LogprobsCommandTest, TokensJsonMatchesReference) {
+  nlohmann::json expected = ReadJson(LlamaFixture("gqa") + "/expected.json");
+  std::string tokens;
+  for (const auto& t : expected["tokens"]) {
+    tokens += (tokens.empty() ? "" : ",") + std::to_string(t.get<int64_t>());
+  }
+  CommandResult r = RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"), "--tokens",
+                                             tokens, "--json", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json out = nlohmann::json::parse(r.out);
+  EXPECT_EQ(out["tokens"], expected["tokens"]);
+  ASSERT_EQ(out["token_logprobs"].size(), expected["tokens"].size());
+  EXPECT_TRUE(out["token_logprobs"][0].is_null());
+  for (size_t i = 1; i < out["token_logprobs"].size(); ++i) {
+    EXPECT_NEAR(out["token_logprobs"][i].get<double>(),
+                expected["token_logprobs"][i].get<double>(), 1e-4);
+  }
+}
+
+TEST(LogprobsCommandTest, TextAddsBosAndTableIsReadable) {
+  CommandResult json = RunCommand(RunLogprobsCommand,
+                           {"--checkpoint", LlamaFixture("gqa"), "--text", "Tokyo", "--json",
+                            "--tokenizer", TokenizerFixture(), "--threads=1"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  nlohmann::json out = nlohmann::json::parse(json.out);
+  EXPECT_EQ(out["tokens"][0], 1);  // BOS from config.json's bos_token_id
+  EXPECT_GT(out["tokens"].size(), 1u);
+
+  CommandResult table = RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"), "--text",
+                                                 "Tokyo", "--tokenizer", TokenizerFixture()});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("sum of log-probs"));
+  EXPECT_THAT(table.out, HasSubstr("\"<s>\""));
+}
+
+TEST(LogprobsCommandTest, UsageAndRuntimeErrors) {
+  EXPECT_EQ(RunCommand(RunLogprobsCommand, {"--help"}).exit_code, 0);
+  EXPECT_EQ(RunCommand(RunLogprobsCommand, {"--tokens", "1,2"}).exit_code, 2);
+  EXPECT_EQ(RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa")}).exit_code, 2);
+  EXPECT_EQ(RunCommand(RunLogprobsCommand,
+                {"--checkpoint", LlamaFixture("gqa"), "--tokens", "1", "--text", "x"})
+                .exit_code,
+            2);
+  EXPECT_EQ(RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"), "--tokens", "1,x"})
+                .exit_code,
+            2);
+  EXPECT_EQ(RunCommand(RunLogprobsCommand, {"--bogus"}).exit_code, 2);
+  CommandResult missing =
+      RunCommand(RunLogprobsCommand, {"--checkpoint", "/nonexistent/ckpt", "--tokens", "1,2"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("config.json"));
+  EXPECT_EQ(missing.out, "");
+  CommandResult out_of_vocab =
+      RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("tied"), "--tokens", "1,500"});
+  EXPECT_EQ(out_of_vocab.exit_code, 1);
+  EXPECT_THAT(out_of_vocab.err, HasSubstr("token id 500"));
+}
+
+TEST(EvalCommandTest, MultipleChoiceAndGenerationJson) {
+  std::string dir = ScratchDir("tasks");
+  WriteText(dir + "/mc.jsonl",
+            R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris."], "gold": 0}
+{"id": "b", "query": "1 + 2 =", "choices": [" 3", " 4"], "gold": 0}
+)");
+  WriteText(dir + "/gen.json", R"({"instruction": "答えてください。", "output_length": 5,
+      "metrics": ["exact_match"], "few_shots": [{"input": "日本", "output": "東京"}],
+      "samples": [{"input": "富士山", "output": "山"}, {"input": "fox", "output": "dog"}]})");
+
+  CommandResult mc = RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task",
+                                          dir + "/mc.jsonl", "--tokenizer", TokenizerFixture(),
+                                          "--json", "--threads", "1"});
+  ASSERT_EQ(mc.exit_code, 0) << mc.err;
+  nlohmann::json out = nlohmann::json::parse(mc.out);
+  EXPECT_EQ(out["task"], "mc");
+  EXPECT_EQ(out["metric"], "acc");
+  ASSERT_EQ(out["examples"].size(), 2u);
+  double sum = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(out["examples"][i]["index"], i);
+    const std::string chosen = out["examples"][i]["output"];
+    EXPECT_TRUE(chosen == "0" || chosen == "1") << chosen;
+    EXPECT_EQ(out["examples"][i]["score"].get<double>(), chosen == "0" ? 1.0 : 0.0);
+    sum += out["examples"][i]["score"].get<double>();
+  }
+  EXPECT_DOUBLE_EQ(out["score"].get<double>(), sum / 2);
+  EXPECT_THAT(mc.err, HasSubstr("2/2"));
+
+  CommandResult gen = RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task",
+                                           dir + "/gen.json", "--tokenizer", TokenizerFixture(),
+                                           "--few_shots", "1", "--json"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  out = nlohmann::json::parse(gen.out);
+  EXPECT_EQ(out["task"], "gen");
+  EXPECT_EQ(out["metric"], "exact_match");
+  EXPECT_EQ(out["examples"].size(), 2u);
+
+  CommandResult table = RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task",
+                                             dir + "/mc.jsonl", "--tokenizer", TokenizerFixture()});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("mc: acc = "));
+}
+
+TEST(EvalCommandTest, Errors) {
+  EXPECT_EQ(RunCommand(RunEvalCommand, {"--help"}).exit_code, 0);
+  EXPECT_EQ(RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa")}).exit_code, 2);
+  EXPECT_EQ(RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", "x.jsonl",
+                                 "--few_shots", "-1"})
+                .exit_code,
+            2);
+  CommandResult missing_task =
+      RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", "/nonexistent.jsonl"});
+  EXPECT_EQ(missing_task.exit_code, 1);
+  EXPECT_THAT(missing_task.err, HasSubstr("/nonexistent.jsonl"));
+  // The gqa fixture ships no tokenizer.model: the error says how to give one.
+  std::string dir = ScratchDir("tasks");
+  WriteText(dir + "/mc.jsonl",
+            R"({"id": "a", "query": "q", "choices": ["x", "y"], "gold": 0})" "\n");
+  CommandResult no_tokenizer =
+      RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/mc.jsonl"});
+  EXPECT_EQ(no_tokenizer.exit_code, 1);
+  EXPECT_THAT(no_tokenizer.err, HasSubstr("--tokenizer"));
+}
+
+}  // namespace
+}  // namespace steadyeval
