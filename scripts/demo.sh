@@ -80,4 +80,5 @@ echo
 echo "== jobs"
 "$BIN/steadyeval" jobs --run demo
 echo
-echo "== done. Logs in $DEMO/logs; query again with: STEADYEVAL_SERVER=$ADDR $BIN/steadyeval scores demo"
+echo "== done: services stopped. Logs in $DEMO/logs; the coordinator's data stays in $DEMO/server"
+echo "   (restart it with: $BIN/steadyeval-server --data_dir $DEMO/server --listen 127.0.0.1:50051)"

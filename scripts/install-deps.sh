@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libicu-dev
-  python3 python3-numpy python3-torch python3-sentencepiece
+  libssl-dev
 )
 
 missing=()

@@ -126,8 +126,27 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
 
   StartWorker("wa");
   StartWorker("wb");
+  // A generation task whose gold answers are what step 100 generates offline: its served
+  // score at step 100 must be exactly 1, which proves the generated text that travels
+  // through the service equals the offline output (a random model rarely hits real golds).
+  const std::string self_task = tmp_ / "tasks/qa_self.json";
+  {
+    CommandResult offline = RunCommand({bin_ + "/steadyeval-worker", "eval", "--checkpoint",
+                                        CheckpointDir(100), "--task", gen_task, "--few_shots", "2",
+                                        "--threads", "1", "--json"});
+    ASSERT_EQ(offline.exit_code, 0) << offline.err;
+    json outputs = json::parse(offline.out)["examples"];
+    json task = json::parse(ReadFileOrEmpty(gen_task));
+    ASSERT_EQ(task["samples"].size(), outputs.size());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      std::string out = outputs[i]["output"].get<std::string>();
+      out = out.substr(0, out.find("\n\n"));
+      task["samples"][i]["output"] = out;
+    }
+    std::ofstream(self_task) << task.dump();
+  }
   json created = Cli({"runs", "add", "e2e", "--source", ckpts_, "--tasks",
-                      absl::StrCat(mc_task, ",", gen_task), "--few_shots", "2",
+                      absl::StrCat(mc_task, ",", gen_task, ",", self_task), "--few_shots", "2",
                       "--settle_seconds", "0.3"});
   ASSERT_FALSE(created.is_null());
 
@@ -179,9 +198,10 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
     EXPECT_EQ(s["variant"], "raw");
     served[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
   }
-  ASSERT_EQ(served.size(), 8u) << scores.dump(2);
+  ASSERT_EQ(served.size(), 12u) << scores.dump(2);
+  EXPECT_EQ((served[{100, "qa_self"}]), 1.0) << scores.dump(2);
   for (uint64_t step : {100, 200, 300, 400}) {
-    for (const std::string& task : {mc_task, gen_task}) {
+    for (const std::string& task : {mc_task, gen_task, self_task}) {
       CommandResult offline = RunCommand({bin_ + "/steadyeval-worker", "eval", "--checkpoint",
                                           CheckpointDir(step), "--task", task, "--few_shots", "2",
                                           "--threads", "1", "--json"});
@@ -214,6 +234,43 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
   json workers = Cli({"workers"});
   EXPECT_EQ(workers["workers"].size(), 2u) << workers.dump(2);
   for (auto& w : workers_) EXPECT_TRUE(w.running()) << w.Logs();
+}
+
+TEST_F(EndToEndTest, CheckpointLosingAShardAfterAdmissionFailsWithTheReason) {
+  std::vector<std::string> sharded = WriteCheckpointArgs(100);
+  sharded.insert(sharded.end(), {"--shards", "2"});
+  ASSERT_EQ(RunCommand(sharded).exit_code, 0);
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(200)).exit_code, 0);
+  Cli({"runs", "add", "broken", "--source", ckpts_, "--tasks", tmp_ / "tasks/arith_mc.jsonl",
+       "--settle_seconds", "0.1"});
+  // No worker yet: both checkpoints are admitted and wait as pending.
+  json checkpoints;
+  ASSERT_TRUE(WaitFor([&] {
+    checkpoints = Cli({"checkpoints", "broken"});
+    return CountState(checkpoints, "pending") == 2;
+  }, seconds(60)))
+      << checkpoints.dump(2) << Logs();
+  // The trainer rotates a shard away before any worker loads it.
+  const std::string shard = CheckpointDir(100) + "/model-00002-of-00002.safetensors";
+  ASSERT_TRUE(fs::remove(shard)) << shard;
+  StartWorker("wa");
+  ASSERT_TRUE(WaitFor([&] {
+    checkpoints = Cli({"checkpoints", "broken"});
+    return CountState(checkpoints, "failed") == 1 && CountState(checkpoints, "evaluated") == 1;
+  }, seconds(120)))
+      << checkpoints.dump(2) << Logs();
+  for (const auto& c : checkpoints["checkpoints"]) {
+    if (c["step"] == 100) {
+      EXPECT_THAT(c["error"].get<std::string>(), ::testing::HasSubstr("model-00002-of-00002.safetensors"));
+    }
+  }
+  // A permanent load error is not retried.
+  for (const auto& j : Cli({"jobs", "--run", "broken"})["jobs"]) {
+    if (j["steps"][0] == 100) {
+      EXPECT_EQ(j["state"], "failed");
+      EXPECT_EQ(j["attempts"], 1);
+    }
+  }
 }
 
 TEST_F(EndToEndTest, BadInputGetsClearErrorsAndLosesNothing) {
