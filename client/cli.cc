@@ -4,10 +4,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <system_error>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -42,8 +44,16 @@ const std::vector<FlagSpec>& GlobalFlags() {
 const std::vector<FlagSpec>& CommandFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
       {"source", false, "folder the trainer writes checkpoints into (made absolute)", "DIR"},
-      {"tasks", false, "task files (.jsonl multiple choice, .json llm-jp-eval), comma-separated",
-       "FILE[,FILE...]"},
+      {"tasks", false,
+       "task files (.jsonl multiple choice, .json llm-jp-eval), comma-separated, each with an "
+       "optional llm-jp-eval category (NLI, QA, RC, MC, EL, FA, MR, MT, HE)",
+       "FILE[:CATEGORY][,...]"},
+      {"average", false,
+       "checkpoint-averaging windows: an avg@n variant per size n >= 2; 'none' for none",
+       "N[,N...]"},
+      {"ensemble", false,
+       "ensemble windows: ens@n (and ens-soft@n) variants per size n >= 2; 'none' for none",
+       "N[,N...]"},
       {"few_shots", false, "few-shot examples for generation tasks (default 4)", "K"},
       {"pattern", false, "regex with one capture group for the step (default: common names)",
        "REGEX"},
@@ -54,6 +64,13 @@ const std::vector<FlagSpec>& CommandFlags() {
       {"run", false, "only this run's jobs", "NAME"},
       {"task", false, "only this task", "TASK"},
       {"variant", false, "raw, avg@n, ens@n, ens-soft@n, or all (default all)", "V"},
+      {"last", false, "the last K raw points, or the last P% of them (default: the last 20%)",
+       "K|P%"},
+      {"steps", false, "the steps from A to B, inclusive (instead of --last)", "A:B"},
+      {"example", false, "one example, by its index in the task", "I"},
+      {"flippiest", false, "the K examples whose raw output changes most often", "K"},
+      {"format", false, "jsonl (one JSON object per line) or csv (RFC 4180, with a header)",
+       "jsonl|csv"},
   };
   return *flags;
 }
@@ -64,19 +81,31 @@ struct CommandSpec {
   std::vector<std::string> flags;        // command-specific flag names
   std::string summary;
   std::vector<std::string> examples;
+  std::vector<std::string> required_flags = {};  // shown without brackets; checked when parsing
 };
 
 const std::vector<CommandSpec>& Commands() {
   static const auto* commands = new std::vector<CommandSpec>{
       {{"runs", "add"},
        {"NAME"},
-       {"source", "tasks", "few_shots", "pattern", "marker", "settle_seconds", "tokenizer"},
+       {"source", "tasks", "few_shots", "pattern", "marker", "settle_seconds", "tokenizer",
+        "average", "ensemble"},
        "start watching a checkpoint folder and evaluating each new checkpoint on the tasks; "
        "the task files are read here and sent to the server",
        {"steadyeval runs add demo --source ./demo-data/ckpt --tasks "
         "examples/tasks/arith_mc.jsonl,examples/tasks/qa_gen.json",
-        "steadyeval runs add run42 --source /mnt/ckpt/run42 --tasks jcqa.jsonl --marker "
-        ".complete --settle_seconds 30"}},
+        "steadyeval runs add run42 --source /mnt/ckpt/run42 --tasks "
+        "jnli.json:NLI,jsquad.json:RC,jcqa.jsonl:MC --average 2,5,10,20 --ensemble 3,5,10",
+        "steadyeval runs add run43 --source /mnt/ckpt/run43 --tasks jcqa.jsonl --marker "
+        ".complete --settle_seconds 30"},
+       {"source", "tasks"}},
+      {{"runs", "update"},
+       {"NAME"},
+       {"average", "ensemble"},
+       "change a run's averaging and ensemble windows; the server schedules the avg@n jobs "
+       "and ens@n values now missing (flags not given are left as they are)",
+       {"steadyeval runs update run42 --average 2,5,10,20",
+        "steadyeval runs update run42 --ensemble 3 --average none"}},
       {{"runs", "list"}, {}, {}, "list the watched runs", {"steadyeval runs list --json"}},
       {{"runs", "show"},
        {"NAME"},
@@ -101,6 +130,32 @@ const std::vector<CommandSpec>& Commands() {
        "task scores per step: one step x task table per variant",
        {"steadyeval scores demo", "steadyeval scores demo --variant avg@2 --task arith_mc",
         "steadyeval scores demo --json"}},
+      {{"stability"},
+       {"NAME"},
+       {"task", "last", "steps"},
+       "the stability table: per task, category and AVG and per variant, the mean score, "
+       "MTV, example-level MTV and instability score over a step range, with the median "
+       "parameter drift",
+       {"steadyeval stability run42", "steadyeval stability run42 --last 50%",
+        "steadyeval stability run42 --last 10 --task jnli",
+        "steadyeval stability run42 --steps 1000:20000 --json"}},
+      {{"examples"},
+       {"NAME"},
+       {"task", "example", "flippiest"},
+       "one example's outputs and scores across steps and variants, or the examples whose "
+       "output flips most",
+       {"steadyeval examples run42 --task jnli --example 17",
+        "steadyeval examples run42 --task jnli --flippiest 5 --json"},
+       {"task"}},
+      {{"export"},
+       {"NAME"},
+       {"task", "variant", "format"},
+       "stream every stored per-example prediction to stdout as JSONL or CSV (data only; "
+       "CSV keeps the rows until the stream ends to know every metric column, so prefer "
+       "JSONL for very large exports)",
+       {"steadyeval export run42 --format jsonl > run42.jsonl",
+        "steadyeval export run42 --task jsquad --variant avg@5 --format csv > jsquad.csv"},
+       {"format"}},
   };
   return *commands;
 }
@@ -119,8 +174,8 @@ std::string UsageLine(const CommandSpec& c) {
   for (const std::string& p : c.positionals) absl::StrAppend(&line, " ", p);
   for (const std::string& f : c.flags) {
     const FlagSpec* spec = FindFlag(f);
-    const bool required = c.words == std::vector<std::string>{"runs", "add"} &&
-                          (f == "source" || f == "tasks");
+    const bool required =
+        std::find(c.required_flags.begin(), c.required_flags.end(), f) != c.required_flags.end();
     absl::StrAppend(&line, required ? " " : " [", "--", f, " ", spec->value_name,
                     required ? "" : "]");
   }
@@ -192,6 +247,84 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buf.str();
 }
 
+bool FileExists(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+// "raw", "all", or avg@n / ens@n / ens-soft@n with an integer n >= 2.
+bool IsValidVariant(const std::string& variant) {
+  if (variant == "raw" || variant == "all") return true;
+  for (const char* prefix : {"avg@", "ens@", "ens-soft@"}) {
+    absl::string_view rest = variant;
+    uint32_t n = 0;
+    if (absl::ConsumePrefix(&rest, prefix) && !rest.empty() &&
+        std::all_of(rest.begin(), rest.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+        absl::SimpleAtoi(rest, &n) && n >= 2) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Sets the select oneof of `request` (when not null) from --example / --flippiest.
+absl::Status SetExampleSelection(const Invocation& inv, v1::GetExamplesRequest* request) {
+  if (inv.HasFlag("example") && inv.HasFlag("flippiest")) {
+    return absl::InvalidArgumentError("--example and --flippiest are mutually exclusive");
+  }
+  uint32_t value = 0;
+  if (inv.HasFlag("example")) {
+    if (!absl::SimpleAtoi(inv.Flag("example"), &value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --example '", inv.Flag("example"), "': give the example's index (0, 1, ...)"));
+    }
+    if (request != nullptr) request->set_example(value);
+  }
+  if (inv.HasFlag("flippiest")) {
+    if (!absl::SimpleAtoi(inv.Flag("flippiest"), &value) || value == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --flippiest '", inv.Flag("flippiest"), "': give a count K >= 1"));
+    }
+    if (request != nullptr) request->set_flippiest(value);
+  }
+  return absl::OkStatus();
+}
+
+// Reads one --tasks entry into `req`: the file's content, and its TaskRef with the
+// category at the same index in the run config.
+absl::Status AddTaskFile(const TaskSpec& spec, std::set<std::string>& names,
+                         v1::CreateRunRequest& req) {
+  ASSIGN_OR_RETURN(std::string content, ReadFile(spec.path));
+  const std::string filename = fs::path(spec.path).filename().string();
+  ASSIGN_OR_RETURN(Task task, ParseTask(filename, content));
+  if (!names.insert(task.name).second) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("two task files are named '", task.name, "' (", spec.path,
+                     "): task names must be unique within a run"));
+  }
+  v1::TaskRef* ref = req.mutable_config()->add_tasks();
+  ref->set_name(TaskNameFromFilename(filename));
+  ref->set_category(spec.category);
+  v1::TaskContent* tc = req.add_task_files();
+  tc->set_filename(filename);
+  tc->set_kind(task.kind == TaskKind::kMultipleChoice ? v1::TASK_KIND_MULTIPLE_CHOICE
+                                                      : v1::TASK_KIND_GENERATION);
+  tc->set_content(std::move(content));
+  return absl::OkStatus();
+}
+
+void PrintRun(const Invocation& inv, const v1::Run& run, const std::string& verb,
+              std::ostream& out) {
+  if (inv.json) {
+    PrintJson(RunToJson(run), out);
+    return;
+  }
+  out << verb << " run " << run.config().name() << "\n";
+  v1::GetRunResponse details;
+  *details.mutable_run() = run;
+  out << RunDetailsText(details);
+}
+
 absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub,
                      std::ostream& out, std::ostream& err) {
   v1::CreateRunRequest req;
@@ -209,23 +342,20 @@ absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub
   if (inv.HasFlag("settle_seconds")) absl::SimpleAtod(inv.Flag("settle_seconds"), &settle);
   config.set_settle_seconds(settle);
 
+  for (const char* flag : {"average", "ensemble"}) {
+    if (!inv.HasFlag(flag)) continue;
+    ASSIGN_OR_RETURN(std::vector<uint32_t> windows, ParseWindows(flag, inv.Flag(flag)));
+    auto* field = std::string(flag) == "average" ? config.mutable_average_windows()
+                                                 : config.mutable_ensemble_windows();
+    field->Add(windows.begin(), windows.end());
+  }
+
   std::set<std::string> names;
   for (const std::string& value : inv.flags.at("tasks")) {
     for (absl::string_view piece : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
-      const std::string path(absl::StripAsciiWhitespace(piece));
-      ASSIGN_OR_RETURN(std::string content, ReadFile(path));
-      const std::string filename = fs::path(path).filename().string();
-      ASSIGN_OR_RETURN(Task task, ParseTask(filename, content));
-      if (!names.insert(task.name).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("two task files are named '", task.name, "' (", path,
-                         "): task names must be unique within a run"));
-      }
-      v1::TaskContent* tc = req.add_task_files();
-      tc->set_filename(filename);
-      tc->set_kind(task.kind == TaskKind::kMultipleChoice ? v1::TASK_KIND_MULTIPLE_CHOICE
-                                                          : v1::TASK_KIND_GENERATION);
-      tc->set_content(std::move(content));
+      ASSIGN_OR_RETURN(TaskSpec spec, ParseTaskSpec(std::string(absl::StripAsciiWhitespace(piece)),
+                                                    FileExists));
+      RETURN_IF_ERROR(AddTaskFile(spec, names, req));
     }
   }
   if (req.task_files_size() == 0) return absl::InvalidArgumentError("--tasks names no file");
@@ -239,14 +369,30 @@ absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub
     err << "note: " << config.source() << " does not exist yet; checkpoints are picked up once "
         << "the trainer writes them\n";
   }
-  if (inv.json) {
-    PrintJson(RunToJson(run), out);
-  } else {
-    out << "created run " << run.config().name() << "\n";
-    v1::GetRunResponse details;
-    *details.mutable_run() = run;
-    out << RunDetailsText(details);
+  PrintRun(inv, run, "created", out);
+  return absl::OkStatus();
+}
+
+absl::Status RunsUpdate(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                        std::ostream& out) {
+  v1::UpdateRunRequest req;
+  req.set_name(inv.args[0]);
+  if (inv.HasFlag("average")) {
+    ASSIGN_OR_RETURN(std::vector<uint32_t> windows, ParseWindows("average", inv.Flag("average")));
+    req.set_set_average_windows(true);
+    req.mutable_average_windows()->Add(windows.begin(), windows.end());
   }
+  if (inv.HasFlag("ensemble")) {
+    ASSIGN_OR_RETURN(std::vector<uint32_t> windows,
+                     ParseWindows("ensemble", inv.Flag("ensemble")));
+    req.set_set_ensemble_windows(true);
+    req.mutable_ensemble_windows()->Add(windows.begin(), windows.end());
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::Run run;
+  RETURN_IF_ERROR(ToAbsl(stub->UpdateRun(&ctx, req, &run)));
+  PrintRun(inv, run, "updated", out);
   return absl::OkStatus();
 }
 
@@ -367,7 +513,204 @@ absl::Status GetScores(const Invocation& inv, v1::EvalService::StubInterface* st
   return absl::OkStatus();
 }
 
+absl::Status Stability(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                       std::ostream& out) {
+  v1::GetStabilityRequest req;
+  req.set_run(inv.args[0]);
+  req.set_task(inv.Flag("task"));
+  RETURN_IF_ERROR(SetStabilityRange(inv, req));
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::GetStabilityResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->GetStability(&ctx, req, &resp)));
+  if (resp.run().empty()) resp.set_run(inv.args[0]);
+  if (inv.json) {
+    PrintJson(StabilityToJson(resp), out);
+  } else {
+    out << StabilityText(resp);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Examples(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                      std::ostream& out) {
+  v1::GetExamplesRequest req;
+  req.set_run(inv.args[0]);
+  req.set_task(inv.Flag("task"));
+  RETURN_IF_ERROR(SetExampleSelection(inv, &req));
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::GetExamplesResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->GetExamples(&ctx, req, &resp)));
+  if (inv.json) {
+    PrintJson(ExamplesToJson(inv.args[0], req.task(), resp), out);
+  } else if (resp.examples_size() == 0) {
+    out << "no examples of task " << req.task() << " in run " << inv.args[0] << "\n";
+  } else {
+    out << ExamplesText(resp);
+  }
+  return absl::OkStatus();
+}
+
+// A buffered CSV row: the fixed columns already rendered, the metrics by column index.
+struct CsvRow {
+  std::string fixed;
+  std::vector<std::pair<size_t, double>> metrics;
+};
+
+absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                    std::ostream& out) {
+  v1::ExportPredictionsRequest req;
+  req.set_run(inv.args[0]);
+  req.set_task(inv.Flag("task"));
+  const std::string variant = inv.Flag("variant");
+  req.set_variant(variant == "all" ? "" : variant);
+  const bool csv = absl::AsciiStrToLower(inv.Flag("format")) == "csv";
+
+  // No deadline: an export streams for as long as there are predictions.
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderInterface<v1::ExportedPrediction>> reader =
+      stub->ExportPredictions(&ctx, req);
+  if (reader == nullptr) return absl::InternalError("stream could not be opened");
+  v1::ExportedPrediction p;
+  if (!csv) {
+    while (reader->Read(&p)) out << ExportJsonLine(p);
+    out.flush();
+    return ToAbsl(reader->Finish());
+  }
+
+  // CSV needs every metric name for its header, so rows wait for the end of the stream.
+  std::vector<std::string> metric_names;  // column order: first seen
+  std::map<std::string, size_t> metric_column;
+  std::vector<CsvRow> rows;
+  while (reader->Read(&p)) {
+    CsvRow row;
+    row.fixed = absl::StrCat(p.step(), ",", CsvField(p.task()), ",", CsvField(p.variant()), ",",
+                             p.example(), ",", CsvField(p.output()), ",",
+                             CsvField(p.normalized_output()), ",", FormatNumber(p.score()));
+    std::map<std::string, double> sorted(p.metrics().begin(), p.metrics().end());
+    for (const auto& [metric, value] : sorted) {
+      auto [it, inserted] = metric_column.emplace(metric, metric_names.size());
+      if (inserted) metric_names.push_back(metric);
+      row.metrics.emplace_back(it->second, value);
+    }
+    rows.push_back(std::move(row));
+  }
+  RETURN_IF_ERROR(ToAbsl(reader->Finish()));
+  out << "step,task,variant,example,output,normalized_output,score";
+  for (const std::string& metric : metric_names) out << "," << CsvField(metric);
+  out << "\r\n";
+  std::vector<std::string> cells(metric_names.size());
+  for (const CsvRow& row : rows) {
+    std::fill(cells.begin(), cells.end(), std::string());
+    for (const auto& [column, value] : row.metrics) cells[column] = FormatNumber(value);
+    out << row.fixed;
+    for (const std::string& cell : cells) out << "," << cell;
+    out << "\r\n";
+  }
+  out.flush();
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<TaskSpec> ParseTaskSpec(const std::string& spec,
+                                       const std::function<bool(const std::string&)>& exists) {
+  const size_t colon = spec.rfind(':');
+  if (colon == std::string::npos) return TaskSpec{spec, ""};
+  const std::string path = spec.substr(0, colon);
+  const std::string suffix = absl::AsciiStrToUpper(spec.substr(colon + 1));
+  const bool known = std::any_of(std::begin(kTaskCategories), std::end(kTaskCategories),
+                                 [&](const char* c) { return suffix == c; });
+  if (known) {
+    if (exists(spec) && !exists(path)) return TaskSpec{spec, ""};
+    if (path.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tasks entry '", spec, "' has a category but no file"));
+    }
+    return TaskSpec{path, suffix};
+  }
+  const bool word = !suffix.empty() && std::all_of(suffix.begin(), suffix.end(), [](char c) {
+    return c >= 'A' && c <= 'Z';
+  });
+  if (word && !exists(spec) &&
+      (exists(path) || absl::EndsWith(path, ".json") || absl::EndsWith(path, ".jsonl"))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tasks ", spec, ": unknown category '", spec.substr(colon + 1),
+                     "' (use one of ", absl::StrJoin(kTaskCategories, ", "), ")"));
+  }
+  return TaskSpec{spec, ""};
+}
+
+absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
+                                                   const std::string& value) {
+  constexpr uint32_t kMaxWindow = 10000;
+  std::vector<uint32_t> windows;
+  if (absl::AsciiStrToLower(absl::StripAsciiWhitespace(value)) == "none") return windows;
+  for (absl::string_view piece : absl::StrSplit(value, ',')) {
+    piece = absl::StripAsciiWhitespace(piece);
+    int64_t n = 0;
+    if (piece.empty() || !absl::SimpleAtoi(piece, &n)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --", flag, " '", value, "': give window sizes like 2,5,10 (or none)"));
+    }
+    if (n < 2 || n > kMaxWindow) {
+      return absl::InvalidArgumentError(absl::StrCat("bad --", flag, " '", value, "': window size ",
+                                                     n, " must be in 2..", kMaxWindow));
+    }
+    windows.push_back(static_cast<uint32_t>(n));
+  }
+  std::sort(windows.begin(), windows.end());
+  windows.erase(std::unique(windows.begin(), windows.end()), windows.end());
+  return windows;
+}
+
+absl::Status SetStabilityRange(const Invocation& inv, v1::GetStabilityRequest& request) {
+  if (inv.HasFlag("last") && inv.HasFlag("steps")) {
+    return absl::InvalidArgumentError("--last and --steps are mutually exclusive");
+  }
+  if (inv.HasFlag("last")) {
+    const std::string value(absl::StripAsciiWhitespace(inv.Flag("last")));
+    absl::string_view number = value;
+    if (absl::ConsumeSuffix(&number, "%")) {
+      double percent = 0;
+      if (!absl::SimpleAtod(number, &percent) || !(percent > 0) || percent > 100) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad --last '", value, "': a percentage must be in (0, 100], e.g. 20%"));
+      }
+      request.set_last_fraction(percent / 100);
+      return absl::OkStatus();
+    }
+    int64_t points = 0;
+    if (!absl::SimpleAtoi(number, &points)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --last '", value, "': give K points (e.g. --last 10) or a percentage (--last 20%)"));
+    }
+    if (points < 2 || points > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --last '", value, "': K must be at least 2 (MTV compares adjacent points)"));
+    }
+    request.set_last_points(static_cast<uint32_t>(points));
+    return absl::OkStatus();
+  }
+  if (inv.HasFlag("steps")) {
+    const std::string value = inv.Flag("steps");
+    std::vector<std::string> parts = absl::StrSplit(value, ':');
+    uint64_t from = 0, to = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &from) ||
+        !absl::SimpleAtoi(parts[1], &to)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad --steps '", value, "': give A:B, e.g. --steps 1000:5000"));
+    }
+    if (from > to) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad --steps '", value, "': A must not exceed B"));
+    }
+    request.mutable_steps()->set_from_step(from);
+    request.mutable_steps()->set_to_step(to);
+  }
+  return absl::OkStatus();
+}
 
 std::string Invocation::Flag(const std::string& name, const std::string& fallback) const {
   auto it = flags.find(name);
@@ -425,9 +768,9 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
     if (positionals.empty()) return UsageError("no command given", nullptr);
     if (positionals[0] == "runs") {
       return UsageError(positionals.size() == 1
-                            ? "'runs' needs a subcommand: add, list or show"
+                            ? "'runs' needs a subcommand: add, list, show or update"
                             : absl::StrCat("unknown command 'runs ", positionals[1],
-                                           "' (runs subcommands: add, list, show)"),
+                                           "' (runs subcommands: add, list, show, update)"),
                         nullptr);
     }
     return UsageError(absl::StrCat("unknown command '", positionals[0], "'"), nullptr);
@@ -471,12 +814,47 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
                                    "': use letters, digits, '.', '_' and '-'"),
                       command);
   }
-  if (inv.command == std::vector<std::string>{"runs", "add"}) {
-    if (!inv.HasFlag("source") || inv.Flag("source").empty()) {
-      return UsageError("missing --source DIR", command);
+  for (const std::string& f : command->required_flags) {
+    if (!inv.HasFlag(f) || inv.Flag(f).empty()) {
+      return UsageError(absl::StrCat("missing --", f, " ", FindFlag(f)->value_name), command);
     }
-    if (!inv.HasFlag("tasks") || inv.Flag("tasks").empty()) {
-      return UsageError("missing --tasks FILE[,FILE...]", command);
+  }
+  for (const char* f : {"average", "ensemble"}) {
+    if (!inv.HasFlag(f)) continue;
+    auto windows = ParseWindows(f, inv.Flag(f));
+    if (!windows.ok()) return UsageError(std::string(windows.status().message()), command);
+  }
+  if (inv.HasFlag("variant") && !IsValidVariant(inv.Flag("variant"))) {
+    return UsageError(absl::StrCat("bad --variant '", inv.Flag("variant"),
+                                   "': use raw, avg@n, ens@n, ens-soft@n (n >= 2) or all"),
+                      command);
+  }
+  const std::string name = inv.CommandName();
+  if (name == "runs update" && !inv.HasFlag("average") && !inv.HasFlag("ensemble")) {
+    return UsageError("nothing to update: give --average and/or --ensemble", command);
+  }
+  if (name == "stability") {
+    v1::GetStabilityRequest unused;
+    absl::Status range = SetStabilityRange(inv, unused);
+    if (!range.ok()) return UsageError(std::string(range.message()), command);
+  }
+  if (name == "examples") {
+    absl::Status select = SetExampleSelection(inv, nullptr);
+    if (!select.ok()) return UsageError(std::string(select.message()), command);
+  }
+  if (name == "export") {
+    const std::string format = absl::AsciiStrToLower(inv.Flag("format"));
+    if (format != "jsonl" && format != "csv") {
+      return UsageError(absl::StrCat("bad --format '", inv.Flag("format"), "': use jsonl or csv"),
+                        command);
+    }
+  }
+  if (name == "runs add") {
+    for (const std::string& value : inv.flags.at("tasks")) {
+      for (absl::string_view piece : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+        auto spec = ParseTaskSpec(std::string(absl::StripAsciiWhitespace(piece)), FileExists);
+        if (!spec.ok()) return UsageError(std::string(spec.status().message()), command);
+      }
     }
     auto few = parsed.GetInt("few_shots", 4);
     if (!few.ok()) return UsageError(std::string(few.status().message()), command);
@@ -529,6 +907,8 @@ std::string UsageText(const std::vector<std::string>& command) {
                   "examples/tasks/arith_mc.jsonl,examples/tasks/qa_gen.json\n"
                   "  steadyeval checkpoints demo\n"
                   "  steadyeval scores demo --variant raw\n"
+                  "  steadyeval stability demo --last 20%\n"
+                  "  steadyeval export demo --format jsonl > demo.jsonl\n"
                   "  STEADYEVAL_SERVER=coord:50051 steadyeval jobs --json\n\n"
                   "Run 'steadyeval COMMAND --help' for a command's flags and examples.\n");
   return out;
@@ -538,12 +918,16 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
                      std::ostream& out, std::ostream& err) {
   const std::string name = inv.CommandName();
   if (name == "runs add") return RunsAdd(inv, stub, out, err);
+  if (name == "runs update") return RunsUpdate(inv, stub, out);
   if (name == "runs list") return RunsList(inv, stub, out);
   if (name == "runs show") return RunsShow(inv, stub, out);
   if (name == "checkpoints") return ListCheckpoints(inv, stub, out);
   if (name == "jobs") return ListJobs(inv, stub, out);
   if (name == "workers") return ListWorkers(inv, stub, out);
   if (name == "scores") return GetScores(inv, stub, out);
+  if (name == "stability") return Stability(inv, stub, out);
+  if (name == "examples") return Examples(inv, stub, out);
+  if (name == "export") return Export(inv, stub, out);
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", name, "'"));
 }
 

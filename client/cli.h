@@ -7,6 +7,10 @@
 // logic takes the generated `EvalService::StubInterface`, so tests drive it with the
 // generated mock; only client/main.cc creates a real channel.
 //
+// `export` writes only records to stdout (JSONL lines as they arrive, or CSV rows once the
+// stream has ended) whatever --json says, and runs without a deadline: --timeout_s bounds the
+// other, bounded requests.
+//
 // Exit codes: 0 success, 1 a failed request (server down, unknown run, deadline, ...),
 // 2 bad usage (unknown flag, missing argument, bad run name). Every failure prints exactly
 // one line `steadyeval: <reason>` on stderr. With --json, stdout receives exactly one JSON
@@ -76,6 +80,36 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
 // timeout, NOT_FOUND and other user errors pass the server's message through.
 std::string DescribeError(const absl::Status& status, const std::string& server,
                           double timeout_s);
+
+// The llm-jp-eval task categories a run's task may carry (DESIGN §3).
+inline constexpr const char* kTaskCategories[] = {"NLI", "QA", "RC", "MC", "EL",
+                                                   "FA",  "MR", "MT", "HE"};
+
+// A --tasks entry: FILE or FILE:CATEGORY.
+struct TaskSpec {
+  std::string path;
+  std::string category;  // upper-case; empty when none was given
+};
+
+// Splits one --tasks entry. A path may itself contain ':', so only a final `:XYZ` whose XYZ
+// is a known category (any case) is taken as the category; if `exists(spec)` names a file
+// while `exists(path part)` does not, the whole entry is the path. A final `:XYZ` that
+// looks like a category word (letters only) but is not one, with a path part that exists
+// or ends in .json/.jsonl, is INVALID_ARGUMENT naming the known categories. Anything else
+// is a plain path (a missing file is reported when it is read).
+absl::StatusOr<TaskSpec> ParseTaskSpec(const std::string& spec,
+                                       const std::function<bool(const std::string&)>& exists);
+
+// Parses a window list such as "2,5,10" for `flag` ("average" or "ensemble"): each n an
+// integer >= 2 (at most 10000); sorted, duplicates dropped. "none" is the empty list.
+// INVALID_ARGUMENT naming --flag otherwise.
+absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
+                                                   const std::string& value);
+
+// Sets the range oneof of a GetStabilityRequest from --last (K points, or P% → fraction
+// P/100) or --steps A:B (inclusive, A <= B); neither leaves it unset (the server's
+// default). INVALID_ARGUMENT naming the flag for malformed values or when both are given.
+absl::Status SetStabilityRange(const Invocation& inv, v1::GetStabilityRequest& request);
 
 // Creates the stub for a server address; main.cc passes one that opens a gRPC channel.
 using StubFactory =

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -24,6 +25,7 @@ namespace steadyeval::client {
 namespace {
 
 using ::testing::_;
+using ::testing::AllOf;
 using ::testing::DoAll;
 using ::testing::HasSubstr;
 using ::testing::Invoke;
@@ -160,7 +162,7 @@ TEST(ParseInvocationTest, UsageErrors) {
   EXPECT_THAT(ParseInvocation({"frobnicate"}, ""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown command")));
   EXPECT_THAT(ParseInvocation({"runs"}, ""),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("add, list or show")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("add, list, show or update")));
   EXPECT_THAT(ParseInvocation({}, ""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no command")));
   EXPECT_THAT(ParseInvocation({"runs", "add", "demo", "--tasks", "a.jsonl"}, ""),
@@ -496,6 +498,625 @@ TEST(RunCliTest, ScoresHumanTablesPerVariant) {
             "variant avg@2  (metrics: arith_mc=acc)\n"
             "STEP  arith_mc\n"
             " 200    0.3500\n");
+}
+
+// ---- Windows and categories ----
+
+TEST(ParseTaskSpecTest, CategorySuffixOnlyWhenKnown) {
+  auto none = [](const std::string&) { return false; };
+  auto spec = ParseTaskSpec("tasks/jnli.json:nli", none);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "tasks/jnli.json");
+  EXPECT_EQ(spec->category, "NLI");
+
+  spec = ParseTaskSpec("plain.jsonl", none);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "plain.jsonl");
+  EXPECT_EQ(spec->category, "");
+
+  // A ':' inside the path is not a category.
+  spec = ParseTaskSpec("/mnt/a:b/task.jsonl", none);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "/mnt/a:b/task.jsonl");
+  EXPECT_EQ(spec->category, "");
+  spec = ParseTaskSpec("/mnt/a:b/task.jsonl:Qa", none);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "/mnt/a:b/task.jsonl");
+  EXPECT_EQ(spec->category, "QA");
+
+  // A file whose name really ends in ":QA" stays a path.
+  auto only_whole = [](const std::string& p) { return p == "odd:QA"; };
+  spec = ParseTaskSpec("odd:QA", only_whole);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "odd:QA");
+  EXPECT_EQ(spec->category, "");
+
+  EXPECT_THAT(ParseTaskSpec("jnli.json:XYZ", none),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("unknown category 'XYZ'"), HasSubstr("--tasks"),
+                             HasSubstr("NLI, QA, RC, MC, EL, FA, MR, MT, HE"))));
+  // A non-word suffix is part of the path (reported later if the file is missing).
+  spec = ParseTaskSpec("dir:2/x.json", none);
+  ASSERT_OK(spec);
+  EXPECT_EQ(spec->path, "dir:2/x.json");
+}
+
+TEST(ParseWindowsTest, SortedUniqueAtLeastTwo) {
+  auto w = ParseWindows("average", "10,2,5, 2");
+  ASSERT_OK(w);
+  EXPECT_EQ(*w, (std::vector<uint32_t>{2, 5, 10}));
+  w = ParseWindows("ensemble", "none");
+  ASSERT_OK(w);
+  EXPECT_TRUE(w->empty());
+  EXPECT_THAT(ParseWindows("average", "1,2"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--average"), HasSubstr("2.."))));
+  EXPECT_THAT(ParseWindows("ensemble", "3,x"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--ensemble")));
+  EXPECT_THAT(ParseWindows("ensemble", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--ensemble")));
+  EXPECT_THAT(ParseWindows("average", "2,,5"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--average")));
+}
+
+TEST(RunCliTest, RunsAddSendsCategoriesAndWindows) {
+  TempDir dir;
+  const std::string mc = dir.Write("arith_mc.jsonl", kChoiceTask);
+  const std::string gen = dir.Write("qa_gen.json", kGenTask);
+  auto stub = std::make_unique<MockStub>();
+  v1::CreateRunRequest sent;
+  v1::Run created = MakeRun("demo");
+  created.mutable_config()->mutable_tasks(0)->set_category("MC");
+  created.mutable_config()->add_average_windows(2);
+  created.mutable_config()->add_average_windows(5);
+  EXPECT_CALL(*stub, CreateRun(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(created), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "add", "demo", "--source", "/x", "--tasks",
+                         mc + ":mc," + gen, "--average", "20,2,5,10", "--ensemble", "3,5,10",
+                         "--json"},
+                        std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  ASSERT_EQ(sent.config().tasks_size(), 2);
+  EXPECT_EQ(sent.config().tasks(0).name(), "arith_mc");
+  EXPECT_EQ(sent.config().tasks(0).category(), "MC");
+  EXPECT_EQ(sent.config().tasks(1).name(), "qa_gen");
+  EXPECT_EQ(sent.config().tasks(1).category(), "");
+  ASSERT_EQ(sent.task_files_size(), 2);
+  EXPECT_EQ(sent.task_files(0).filename(), "arith_mc.jsonl");
+  EXPECT_EQ(sent.task_files(1).filename(), "qa_gen.json");
+  EXPECT_THAT(sent.config().average_windows(), ::testing::ElementsAre(2, 5, 10, 20));
+  EXPECT_THAT(sent.config().ensemble_windows(), ::testing::ElementsAre(3, 5, 10));
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["tasks"][0]["category"], "MC");
+  EXPECT_EQ(out["average_windows"], json::array({2, 5}));
+  EXPECT_EQ(out["ensemble_windows"], json::array());
+}
+
+TEST(RunCliTest, RunsAddRejectsBadCategoryAndWindowWithUsage) {
+  TempDir dir;
+  const std::string mc = dir.Write("arith_mc.jsonl", kChoiceTask);
+  CliResult bad_category = RunWith(
+      {"runs", "add", "demo", "--source", "/x", "--tasks", mc + ":XQ"}, std::make_unique<MockStub>());
+  EXPECT_EQ(bad_category.code, kExitUsage);
+  ExpectOneErrorLine(bad_category);
+  EXPECT_THAT(bad_category.err, HasSubstr("unknown category 'XQ'"));
+
+  CliResult bad_window =
+      RunWith({"runs", "add", "demo", "--source", "/x", "--tasks", mc, "--ensemble", "3,1"},
+              std::make_unique<MockStub>());
+  EXPECT_EQ(bad_window.code, kExitUsage);
+  ExpectOneErrorLine(bad_window);
+  EXPECT_THAT(bad_window.err, HasSubstr("bad --ensemble '3,1'"));
+}
+
+TEST(RunCliTest, RunsUpdateSetsOnlyGivenFlags) {
+  auto stub = std::make_unique<MockStub>();
+  v1::UpdateRunRequest sent;
+  v1::Run updated = MakeRun("demo");
+  updated.mutable_config()->add_ensemble_windows(3);
+  EXPECT_CALL(*stub, UpdateRun(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(updated), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "update", "demo", "--ensemble", "3"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.name(), "demo");
+  EXPECT_FALSE(sent.set_average_windows());
+  EXPECT_TRUE(sent.set_ensemble_windows());
+  EXPECT_THAT(sent.ensemble_windows(), ::testing::ElementsAre(3));
+  EXPECT_THAT(r.out, StartsWith("updated run demo\n"));
+  EXPECT_THAT(r.out, HasSubstr("ensemble_windows:  3"));
+  EXPECT_THAT(r.out, HasSubstr("average_windows:   -"));
+}
+
+TEST(RunCliTest, RunsUpdateNoneClearsAndJsonIsTheRun) {
+  auto stub = std::make_unique<MockStub>();
+  v1::UpdateRunRequest sent;
+  EXPECT_CALL(*stub, UpdateRun(_, _, _))
+      .WillOnce(
+          DoAll(SaveArg<1>(&sent), SetArgPointee<2>(MakeRun("demo")), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "update", "demo", "--average", "none", "--json"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_TRUE(sent.set_average_windows());
+  EXPECT_EQ(sent.average_windows_size(), 0);
+  EXPECT_FALSE(sent.set_ensemble_windows());
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["name"], "demo");
+  EXPECT_EQ(out["average_windows"], json::array());
+}
+
+TEST(RunCliTest, RunsUpdateUsageErrors) {
+  CliResult nothing = RunWith({"runs", "update", "demo"}, std::make_unique<MockStub>());
+  EXPECT_EQ(nothing.code, kExitUsage);
+  ExpectOneErrorLine(nothing);
+  EXPECT_THAT(nothing.err, HasSubstr("nothing to update"));
+  CliResult bad = RunWith({"runs", "update", "demo", "--average", "1"}, std::make_unique<MockStub>());
+  EXPECT_EQ(bad.code, kExitUsage);
+  EXPECT_THAT(bad.err, HasSubstr("--average"));
+}
+
+TEST(RunCliTest, ScoresShowsEveryVariantInOrder) {
+  auto stub = std::make_unique<MockStub>();
+  std::vector<v1::Score> scores;
+  for (const char* variant : {"ens-soft@3", "ens@3", "avg@10", "raw", "avg@2"}) {
+    v1::Score s;
+    s.set_task("t");
+    s.set_variant(variant);
+    s.set_step(100);
+    s.set_metric("acc");
+    s.set_score(0.5);
+    scores.push_back(s);
+  }
+  EXPECT_CALL(*stub, GetScoresRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Score>(scores, grpc::Status::OK)));
+  CliResult r = RunWith({"scores", "demo"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  const size_t raw = r.out.find("variant raw "), avg2 = r.out.find("variant avg@2 "),
+               avg10 = r.out.find("variant avg@10 "), ens = r.out.find("variant ens@3 "),
+               soft = r.out.find("variant ens-soft@3 ");
+  ASSERT_NE(soft, std::string::npos);
+  EXPECT_LT(raw, avg2);
+  EXPECT_LT(avg2, avg10);
+  EXPECT_LT(avg10, ens);
+  EXPECT_LT(ens, soft);
+}
+
+TEST(ParseInvocationTest, VariantValidated) {
+  for (const char* ok : {"raw", "all", "avg@2", "ens@10", "ens-soft@3"}) {
+    EXPECT_OK(ParseInvocation({"scores", "d", "--variant", ok}, "")) << ok;
+  }
+  for (const char* bad : {"avg", "avg@1", "avg@x", "mean@3", "ens-soft@"}) {
+    EXPECT_THAT(ParseInvocation({"scores", "d", "--variant", bad}, ""),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad --variant")))
+        << bad;
+  }
+}
+
+// ---- Stability ----
+
+v1::GetStabilityRequest StabilityRequestFor(const std::vector<std::string>& args) {
+  auto inv = ParseInvocation(args, "");
+  EXPECT_OK(inv);
+  v1::GetStabilityRequest req;
+  if (inv.ok()) EXPECT_OK(SetStabilityRange(*inv, req));
+  return req;
+}
+
+TEST(StabilityRangeTest, LastPercentPointsAndSteps) {
+  v1::GetStabilityRequest req = StabilityRequestFor({"stability", "d", "--last", "20%"});
+  EXPECT_EQ(req.range_case(), v1::GetStabilityRequest::kLastFraction);
+  EXPECT_DOUBLE_EQ(req.last_fraction(), 0.2);
+
+  req = StabilityRequestFor({"stability", "d", "--last", "5"});
+  EXPECT_EQ(req.range_case(), v1::GetStabilityRequest::kLastPoints);
+  EXPECT_EQ(req.last_points(), 5u);
+
+  req = StabilityRequestFor({"stability", "d", "--steps", "100:900"});
+  EXPECT_EQ(req.range_case(), v1::GetStabilityRequest::kSteps);
+  EXPECT_EQ(req.steps().from_step(), 100u);
+  EXPECT_EQ(req.steps().to_step(), 900u);
+
+  req = StabilityRequestFor({"stability", "d"});
+  EXPECT_EQ(req.range_case(), v1::GetStabilityRequest::RANGE_NOT_SET);
+}
+
+TEST(StabilityRangeTest, ErrorsNameTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"stability", "d", "--last", "0%"}, "--last"},
+      {{"stability", "d", "--last", "150%"}, "--last"},
+      {{"stability", "d", "--last", "1"}, "--last"},
+      {{"stability", "d", "--last", "0.2"}, "--last"},
+      {{"stability", "d", "--last", "x%"}, "--last"},
+      {{"stability", "d", "--steps", "5"}, "--steps"},
+      {{"stability", "d", "--steps", "9:5"}, "--steps"},
+      {{"stability", "d", "--steps", "a:5"}, "--steps"},
+      {{"stability", "d", "--last", "5", "--steps", "1:2"}, "mutually exclusive"},
+  };
+  for (const auto& [args, expected] : cases) {
+    CliResult r = RunWith(args, std::make_unique<MockStub>());
+    EXPECT_EQ(r.code, kExitUsage) << args[3];
+    ExpectOneErrorLine(r);
+    EXPECT_THAT(r.err, HasSubstr(expected));
+  }
+}
+
+v1::GetStabilityResponse SampleStability() {
+  v1::GetStabilityResponse resp;
+  resp.set_run("demo");
+  resp.mutable_range()->set_from_step(800);
+  resp.mutable_range()->set_to_step(1000);
+  auto add = [&](const std::string& task, const std::string& kind, const std::string& variant) {
+    v1::StabilityRow* row = resp.add_rows();
+    row->set_task(task);
+    row->set_kind(kind);
+    row->set_variant(variant);
+    row->set_metric("acc");
+    row->set_checkpoints(3);
+    return row;
+  };
+  v1::StabilityRow* avg = add("AVG", "avg", "raw");
+  avg->set_mean(0.5);
+  avg->set_mtv(0.02);
+  v1::StabilityRow* cat = add("MC", "category", "raw");
+  cat->set_mean(0.5);
+  cat->set_mtv(0.02);
+  v1::StabilityRow* avg2 = add("arith_mc", "task", "avg@2");
+  avg2->set_mean(0.55);
+  avg2->set_mtv(0.01);
+  avg2->set_example_mtv(0.1);
+  avg2->set_instability(0.05);
+  v1::StabilityRow* raw = add("arith_mc", "task", "raw");
+  raw->set_mean(0.5);
+  raw->set_mtv(0.02);
+  raw->set_example_mtv(0.2);
+  raw->set_instability(0.125);
+  v1::StabilityRow* bleu = add("mt_gen", "task", "raw");
+  bleu->set_metric("bleu");
+  bleu->set_mean(12.5);
+  bleu->set_checkpoints(1);  // one point: no MTV, no IS
+  return resp;
+}
+
+TEST(RunCliTest, StabilityJsonShapeWithNulls) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetStabilityRequest sent;
+  v1::GetStabilityResponse resp = SampleStability();
+  EXPECT_CALL(*stub, GetStability(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"stability", "demo", "--task", "arith_mc", "--last", "25%", "--json"},
+                        std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.run(), "demo");
+  EXPECT_EQ(sent.task(), "arith_mc");
+  EXPECT_DOUBLE_EQ(sent.last_fraction(), 0.25);
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["run"], "demo");
+  EXPECT_EQ(out["range"], json({{"from_step", 800}, {"to_step", 1000}}));
+  ASSERT_EQ(out["rows"].size(), 5u);
+  const json& raw = out["rows"][3];
+  EXPECT_EQ(raw, json({{"task", "arith_mc"},
+                       {"kind", "task"},
+                       {"variant", "raw"},
+                       {"metric", "acc"},
+                       {"mean", 0.5},
+                       {"mtv", 0.02},
+                       {"example_mtv", 0.2},
+                       {"is", 0.125},
+                       {"checkpoints", 3}}));
+  const json& bleu = out["rows"][4];
+  EXPECT_TRUE(bleu["mtv"].is_null());
+  EXPECT_TRUE(bleu["example_mtv"].is_null());
+  EXPECT_TRUE(bleu["is"].is_null());
+  EXPECT_EQ(bleu["mean"], 12.5);
+  EXPECT_EQ(out["median_drift"], json({{"l2", nullptr}, {"relative", nullptr}, {"pairs", 0}}));
+  std::vector<std::string> keys;
+  for (auto it = out.begin(); it != out.end(); ++it) keys.push_back(it.key());
+  EXPECT_THAT(keys, ::testing::UnorderedElementsAre("run", "range", "rows", "median_drift"));
+}
+
+TEST(RunCliTest, StabilityJsonRangeNullAndDrift) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetStabilityResponse resp;
+  resp.set_run("demo");
+  resp.set_median_drift_l2(1.5);
+  resp.set_median_drift_relative(0.001);
+  resp.set_drift_pairs(4);
+  EXPECT_CALL(*stub, GetStability(_, _, _))
+      .WillOnce(DoAll(SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"stability", "demo", "--json"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  json out = json::parse(r.out);
+  EXPECT_TRUE(out["range"].is_null());
+  EXPECT_EQ(out["rows"], json::array());
+  EXPECT_EQ(out["median_drift"], json({{"l2", 1.5}, {"relative", 0.001}, {"pairs", 4}}));
+}
+
+TEST(RunCliTest, StabilityHumanTable) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetStabilityRequest sent;
+  v1::GetStabilityResponse resp = SampleStability();
+  resp.set_median_drift_l2(1.5);
+  resp.set_median_drift_relative(0.00123);
+  resp.set_drift_pairs(2);
+  EXPECT_CALL(*stub, GetStability(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"stability", "demo", "--steps", "800:1000"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.steps().from_step(), 800u);
+  EXPECT_EQ(r.out,
+            "run demo  steps 800..1000  median parameter drift: l2 1.5, relative 0.00123 "
+            "(2 pairs)\n"
+            "TASK      VARIANT     MEAN     MTV  EX-MTV      IS  N\n"
+            "arith_mc  raw       0.5000  0.0200  0.2000  0.1250  3\n"
+            "arith_mc  avg@2     0.5500  0.0100  0.1000  0.0500  3\n"
+            "mt_gen    raw      12.5000       -       -       -  1\n"
+            "MC        raw       0.5000  0.0200       -       -  3\n"
+            "AVG       raw       0.5000  0.0200       -       -  3\n");
+}
+
+// ---- Examples ----
+
+v1::GetExamplesResponse SampleExamples() {
+  v1::GetExamplesResponse resp;
+  v1::ExampleHistory* e = resp.add_examples();
+  e->set_example(7);
+  e->set_input("What is\n1+1? " + std::string(200, 'x'));
+  e->set_gold("2");
+  e->set_flips(1);
+  auto point = [&](const std::string& variant, uint64_t step, const std::string& out,
+                   double score) {
+    v1::ExamplePoint* p = e->add_points();
+    p->set_variant(variant);
+    p->set_step(step);
+    p->set_output(out + " ");
+    p->set_normalized(out);
+    p->set_score(score);
+  };
+  point("raw", 100, "2", 1);
+  point("raw", 200, "3", 0);
+  point("avg@2", 200, "2", 1);
+  return resp;
+}
+
+TEST(RunCliTest, ExamplesJsonShapeAndRequest) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetExamplesRequest sent;
+  EXPECT_CALL(*stub, GetExamples(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(SampleExamples()),
+                      Return(grpc::Status::OK)));
+  CliResult r =
+      RunWith({"examples", "demo", "--task", "qa_gen", "--example", "7", "--json"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.run(), "demo");
+  EXPECT_EQ(sent.task(), "qa_gen");
+  EXPECT_EQ(sent.select_case(), v1::GetExamplesRequest::kExample);
+  EXPECT_EQ(sent.example(), 7u);
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["run"], "demo");
+  EXPECT_EQ(out["task"], "qa_gen");
+  ASSERT_EQ(out["examples"].size(), 1u);
+  const json& e = out["examples"][0];
+  EXPECT_EQ(e["example"], 7);
+  EXPECT_EQ(e["gold"], "2");
+  EXPECT_EQ(e["flips"], 1);
+  ASSERT_EQ(e["points"].size(), 3u);
+  EXPECT_EQ(e["points"][1], json({{"variant", "raw"},
+                                  {"step", 200},
+                                  {"output", "3 "},
+                                  {"normalized", "3"},
+                                  {"score", 0.0}}));
+}
+
+TEST(RunCliTest, ExamplesHumanAndFlippiest) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetExamplesRequest sent;
+  EXPECT_CALL(*stub, GetExamples(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(SampleExamples()),
+                      Return(grpc::Status::OK)));
+  CliResult r = RunWith({"examples", "demo", "--task", "qa_gen", "--flippiest", "3"},
+                        std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.select_case(), v1::GetExamplesRequest::kFlippiest);
+  EXPECT_EQ(sent.flippiest(), 3u);
+  EXPECT_THAT(r.out, StartsWith("example 7  flips 1\ninput: What is 1+1? xxx"));
+  EXPECT_THAT(r.out, HasSubstr("x…\ngold:  2\n"));
+  EXPECT_THAT(r.out, HasSubstr("STEP  raw  avg@2\n"
+                               " 100  2 ✓  -\n"
+                               " 200  3 ✗  2 ✓\n"));
+}
+
+TEST(RunCliTest, ExamplesUsageErrors) {
+  CliResult no_task = RunWith({"examples", "demo"}, std::make_unique<MockStub>());
+  EXPECT_EQ(no_task.code, kExitUsage);
+  EXPECT_THAT(no_task.err, HasSubstr("missing --task"));
+  CliResult both = RunWith({"examples", "demo", "--task", "t", "--example", "1", "--flippiest", "2"},
+                           std::make_unique<MockStub>());
+  EXPECT_EQ(both.code, kExitUsage);
+  EXPECT_THAT(both.err, HasSubstr("mutually exclusive"));
+  CliResult zero = RunWith({"examples", "demo", "--task", "t", "--flippiest", "0"},
+                           std::make_unique<MockStub>());
+  EXPECT_EQ(zero.code, kExitUsage);
+  EXPECT_THAT(zero.err, HasSubstr("--flippiest"));
+}
+
+// ---- Export ----
+
+std::vector<v1::ExportedPrediction> SamplePredictions() {
+  std::vector<v1::ExportedPrediction> items(3);
+  items[0].set_step(100);
+  items[0].set_task("qa_gen");
+  items[0].set_variant("raw");
+  items[0].set_example(0);
+  items[0].set_output("Tokyo, Japan");
+  items[0].set_normalized_output("tokyo, japan");
+  items[0].set_score(1);
+  (*items[0].mutable_metrics())["exact_match"] = 1;
+  (*items[0].mutable_metrics())["char_f1"] = 1;
+  items[1] = items[0];
+  items[1].set_example(1);
+  items[1].set_output("say \"hi\"\nthen go");
+  items[1].set_normalized_output("say \"hi\" then go");
+  items[1].set_score(0);
+  (*items[1].mutable_metrics())["char_f1"] = 0.25;
+  items[2].set_step(200);
+  items[2].set_task("arith_mc");
+  items[2].set_variant("ens@3");
+  items[2].set_example(4);
+  items[2].set_output("1");
+  items[2].set_normalized_output("1");
+  items[2].set_score(1);
+  (*items[2].mutable_metrics())["acc"] = 1;
+  return items;
+}
+
+// Counts the reads, so a test can see that rows reached the output before the stream ended.
+class CountingReader : public FakeReader<v1::ExportedPrediction> {
+ public:
+  CountingReader(std::vector<v1::ExportedPrediction> items, std::ostringstream* out,
+                 std::vector<size_t>* sizes_at_read)
+      : FakeReader(std::move(items), grpc::Status::OK), out_(out), sizes_(sizes_at_read) {}
+  bool Read(v1::ExportedPrediction* msg) override {
+    sizes_->push_back(out_->str().size());
+    return FakeReader::Read(msg);
+  }
+
+ private:
+  std::ostringstream* out_;
+  std::vector<size_t>* sizes_;
+};
+
+TEST(RunCliTest, ExportJsonlStreamsEachRecordAsALine) {
+  auto stub = std::make_unique<MockStub>();
+  std::ostringstream out, err;
+  std::vector<size_t> sizes_at_read;
+  v1::ExportPredictionsRequest sent;
+  EXPECT_CALL(*stub, ExportPredictionsRaw(_, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent),
+                      Return(new CountingReader(SamplePredictions(), &out, &sizes_at_read))));
+  auto factory = [&](const std::string&) -> std::unique_ptr<v1::EvalService::StubInterface> {
+    return std::move(stub);
+  };
+  ASSERT_EQ(RunCli({"export", "demo", "--format", "jsonl", "--variant", "all"}, "", factory, out,
+                   err),
+            kExitOk)
+      << err.str();
+  EXPECT_EQ(sent.run(), "demo");
+  EXPECT_EQ(sent.task(), "");
+  EXPECT_EQ(sent.variant(), "");  // "all" is the empty filter
+  EXPECT_EQ(err.str(), "");
+  // Each read after the first found the previous record already written.
+  ASSERT_EQ(sizes_at_read.size(), 4u);
+  EXPECT_EQ(sizes_at_read[0], 0u);
+  EXPECT_LT(sizes_at_read[1], sizes_at_read[2]);
+  EXPECT_LT(sizes_at_read[2], sizes_at_read[3]);
+
+  std::vector<std::string> lines = absl::StrSplit(out.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u);
+  json first = json::parse(lines[0]);
+  EXPECT_EQ(first, json({{"step", 100},
+                         {"task", "qa_gen"},
+                         {"variant", "raw"},
+                         {"example", 0},
+                         {"output", "Tokyo, Japan"},
+                         {"normalized_output", "tokyo, japan"},
+                         {"score", 1.0},
+                         {"metrics", {{"char_f1", 1.0}, {"exact_match", 1.0}}}}));
+  EXPECT_EQ(json::parse(lines[1])["output"], "say \"hi\"\nthen go");
+  EXPECT_EQ(json::parse(lines[2])["metrics"], json({{"acc", 1.0}}));
+}
+
+TEST(RunCliTest, ExportCsvQuotesAndHasAColumnPerMetric) {
+  auto stub = std::make_unique<MockStub>();
+  v1::ExportPredictionsRequest sent;
+  EXPECT_CALL(*stub, ExportPredictionsRaw(_, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), Return(new FakeReader<v1::ExportedPrediction>(
+                                             SamplePredictions(), grpc::Status::OK))));
+  CliResult r = RunWith({"export", "demo", "--task", "qa_gen", "--variant", "raw", "--format",
+                         "csv", "--json"},
+                        std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.task(), "qa_gen");
+  EXPECT_EQ(sent.variant(), "raw");
+  EXPECT_EQ(r.out,
+            "step,task,variant,example,output,normalized_output,score,char_f1,exact_match,acc\r\n"
+            "100,qa_gen,raw,0,\"Tokyo, Japan\",\"tokyo, japan\",1,1,1,\r\n"
+            "100,qa_gen,raw,1,\"say \"\"hi\"\"\nthen go\",\"say \"\"hi\"\" then go\",0,0.25,1,\r\n"
+            "200,arith_mc,ens@3,4,1,1,1,,,1\r\n");
+}
+
+TEST(RunCliTest, ExportFailureMidStreamKeepsRowsAndExitsOne) {
+  auto stub = std::make_unique<MockStub>();
+  EXPECT_CALL(*stub, ExportPredictionsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::ExportedPrediction>(
+          SamplePredictions(), grpc::Status(grpc::StatusCode::UNAVAILABLE, "socket closed"))));
+  CliResult r = RunWith({"export", "demo", "--format", "jsonl"}, std::move(stub));
+  EXPECT_EQ(r.code, kExitFailure);
+  ExpectOneErrorLine(r);
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3);
+}
+
+TEST(RunCliTest, ExportUsageErrors) {
+  CliResult missing = RunWith({"export", "demo"}, std::make_unique<MockStub>());
+  EXPECT_EQ(missing.code, kExitUsage);
+  EXPECT_THAT(missing.err, HasSubstr("missing --format"));
+  CliResult bad = RunWith({"export", "demo", "--format", "xml"}, std::make_unique<MockStub>());
+  EXPECT_EQ(bad.code, kExitUsage);
+  ExpectOneErrorLine(bad);
+  EXPECT_THAT(bad.err, HasSubstr("bad --format 'xml'"));
+}
+
+// ---- Jobs and help ----
+
+TEST(RunCliTest, SupersededJobs) {
+  auto stub = std::make_unique<MockStub>();
+  std::vector<v1::Job> jobs(1);
+  jobs[0].set_id(9);
+  jobs[0].set_run("demo");
+  jobs[0].set_kind("avg@3");
+  jobs[0].add_steps(100);
+  jobs[0].add_steps(200);
+  jobs[0].add_steps(300);
+  jobs[0].set_state(v1::JOB_SUPERSEDED);
+  jobs[0].set_superseded_by(12);
+  EXPECT_CALL(*stub, ListJobsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Job>(jobs, grpc::Status::OK)));
+  CliResult as_json = RunWith({"jobs", "--json"}, std::move(stub));
+  ASSERT_EQ(as_json.code, kExitOk) << as_json.err;
+  json job = json::parse(as_json.out)["jobs"][0];
+  EXPECT_EQ(job["state"], "superseded");
+  EXPECT_EQ(job["kind"], "avg@3");
+  EXPECT_EQ(job["superseded_by"], 12);
+
+  auto stub2 = std::make_unique<MockStub>();
+  EXPECT_CALL(*stub2, ListJobsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Job>(jobs, grpc::Status::OK)));
+  CliResult r = RunWith({"jobs"}, std::move(stub2));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("avg@3"));
+  EXPECT_THAT(r.out, HasSubstr("superseded"));
+  EXPECT_THAT(r.out, HasSubstr("superseded by job 12"));
+}
+
+TEST(RunCliTest, HelpForNewCommands) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"runs", "update", "--help"},
+       "Usage: steadyeval runs update NAME [--average N[,N...]] [--ensemble N[,N...]]"},
+      {{"stability", "--help"}, "Usage: steadyeval stability NAME [--task TASK] [--last K|P%] "
+                                "[--steps A:B]"},
+      {{"examples", "--help"},
+       "Usage: steadyeval examples NAME --task TASK [--example I] [--flippiest K]"},
+      {{"export", "--help"},
+       "Usage: steadyeval export NAME [--task TASK] [--variant V] --format jsonl|csv"},
+      {{"runs", "add", "--help"}, "--tasks FILE[:CATEGORY][,...]"},
+  };
+  for (const auto& [args, usage] : cases) {
+    CliResult r = RunWith(args, std::make_unique<MockStub>());
+    EXPECT_EQ(r.code, kExitOk);
+    EXPECT_THAT(r.out, HasSubstr(usage));
+    EXPECT_THAT(r.out, HasSubstr("Examples:\n  steadyeval "));
+  }
+  CliResult general = RunWith({"--help"}, std::make_unique<MockStub>());
+  for (const char* command : {"runs update", "stability", "examples", "export"}) {
+    EXPECT_THAT(general.out, HasSubstr(command));
+  }
 }
 
 // ---- Errors ----

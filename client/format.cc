@@ -7,6 +7,9 @@
 #include <tuple>
 #include <utility>
 
+#include <cmath>
+#include <optional>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -48,6 +51,78 @@ size_t DisplayWidth(const std::string& s) {
 }
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// Length in bytes of the UTF-8 sequence starting with `c`.
+size_t Utf8Length(unsigned char c) {
+  if (c >= 0xF0) return 4;
+  if (c >= 0xE0) return 3;
+  if (c >= 0xC0) return 2;
+  return 1;
+}
+
+// `s` on one line (line breaks and tabs become spaces), cut to at most `width` terminal
+// columns with a trailing "…" when cut. Never splits a UTF-8 sequence.
+std::string OneLineTruncated(const std::string& s, size_t width) {
+  std::string flat;
+  flat.reserve(s.size());
+  for (char c : s) flat += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+  if (DisplayWidth(flat) <= width) return flat;
+  std::string out;
+  size_t used = 0;
+  for (size_t i = 0; i < flat.size();) {
+    const size_t len = std::min(Utf8Length(static_cast<unsigned char>(flat[i])), flat.size() - i);
+    const std::string ch = flat.substr(i, len);
+    const size_t w = DisplayWidth(ch);
+    if (used + w + 1 > width) break;  // keep one column for "…"
+    out += ch;
+    used += w;
+    i += len;
+  }
+  return out + "…";
+}
+
+Json OptionalNumber(bool has, double value) {
+  if (!has || !std::isfinite(value)) return nullptr;
+  return value;
+}
+
+std::string OptionalFixed(bool has, double value) {
+  if (!has || !std::isfinite(value)) return "-";
+  return absl::StrFormat("%.4f", value);
+}
+
+std::string ScoreMark(double score) {
+  if (score == 1.0) return "✓";
+  if (score == 0.0) return "✗";
+  return absl::StrFormat("%.2f", score);
+}
+
+int KindRank(const std::string& kind) {
+  if (kind == "task") return 0;
+  if (kind == "category") return 1;
+  if (kind == "avg") return 2;
+  return 3;
+}
+
+// The stability rows grouped by kind (tasks, categories, AVG), each group in the order the
+// server first names its tasks, each task's variants raw, avg@n, ens@n, ens-soft@n.
+std::vector<v1::StabilityRow> SortedStabilityRows(const v1::GetStabilityResponse& s) {
+  std::map<std::pair<int, std::string>, size_t> first_seen;
+  for (const v1::StabilityRow& r : s.rows()) {
+    first_seen.emplace(std::make_pair(KindRank(r.kind()), r.task()), first_seen.size());
+  }
+  std::vector<v1::StabilityRow> rows(s.rows().begin(), s.rows().end());
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const v1::StabilityRow& a, const v1::StabilityRow& b) {
+                     const int ka = KindRank(a.kind()), kb = KindRank(b.kind());
+                     if (ka != kb) return ka < kb;
+                     const size_t ta = first_seen.at({ka, a.task()});
+                     const size_t tb = first_seen.at({kb, b.task()});
+                     if (ta != tb) return ta < tb;
+                     return VariantLess(a.variant(), b.variant());
+                   });
+  return rows;
+}
 
 std::string StepsText(const v1::Job& job) {
   if (job.steps_size() == 0) return "-";
@@ -106,6 +181,7 @@ std::string JobStateName(v1::JobState state) {
     case v1::JOB_LEASED: return "leased";
     case v1::JOB_DONE: return "done";
     case v1::JOB_FAILED: return "failed";
+    case v1::JOB_SUPERSEDED: return "superseded";
     default: return "unspecified";
   }
 }
@@ -145,7 +221,13 @@ bool VariantLess(const std::string& a, const std::string& b) {
 Json RunToJson(const v1::Run& run) {
   const v1::RunConfig& c = run.config();
   Json tasks = Json::array();
-  for (const v1::TaskRef& t : c.tasks()) tasks.push_back({{"name", t.name()}, {"sha256", t.sha256()}});
+  for (const v1::TaskRef& t : c.tasks()) {
+    tasks.push_back({{"name", t.name()}, {"sha256", t.sha256()}, {"category", t.category()}});
+  }
+  Json average = Json::array();
+  for (uint32_t n : c.average_windows()) average.push_back(n);
+  Json ensemble = Json::array();
+  for (uint32_t n : c.ensemble_windows()) ensemble.push_back(n);
   return Json{{"name", c.name()},
               {"source", c.source()},
               {"pattern", c.pattern()},
@@ -154,6 +236,8 @@ Json RunToJson(const v1::Run& run) {
               {"few_shots", c.few_shots()},
               {"tokenizer_path", c.tokenizer_path()},
               {"settle_seconds", c.settle_seconds()},
+              {"average_windows", std::move(average)},
+              {"ensemble_windows", std::move(ensemble)},
               {"created_unix_ms", run.created_unix_ms()}};
 }
 
@@ -206,7 +290,10 @@ Json JobsToJson(const std::vector<v1::Job>& jobs) {
                         {"epoch", j.epoch()},
                         {"tasks", std::move(tasks)},
                         {"created_unix_ms", j.created_unix_ms()},
-                        {"finished_unix_ms", j.finished_unix_ms()}});
+                        {"finished_unix_ms", j.finished_unix_ms()},
+                        {"superseded_by", j.state() == v1::JOB_SUPERSEDED && j.superseded_by() != 0
+                                              ? Json(j.superseded_by())
+                                              : Json(nullptr)}});
   }
   return Json{{"jobs", std::move(list)}};
 }
@@ -259,10 +346,15 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"few_shots", absl::StrCat(c.few_shots())},
       {"tokenizer", OrDash(c.tokenizer_path())},
       {"settle_seconds", absl::StrCat(c.settle_seconds())},
+      {"average_windows", OrDash(absl::StrJoin(c.average_windows(), ","))},
+      {"ensemble_windows", OrDash(absl::StrJoin(c.ensemble_windows(), ","))},
       {"created", FormatUnixMillis(d.run().created_unix_ms())},
   };
   for (const v1::TaskRef& t : c.tasks()) {
-    rows.push_back({"task", absl::StrCat(t.name(), "  sha256:", t.sha256().substr(0, 12))});
+    std::string text = t.name();
+    if (!t.category().empty()) absl::StrAppend(&text, " [", t.category(), "]");
+    if (!t.sha256().empty()) absl::StrAppend(&text, "  sha256:", t.sha256().substr(0, 12));
+    rows.push_back({"task", text});
   }
   rows.push_back({"checkpoints", absl::StrCat(d.checkpoints())});
   rows.push_back({"evaluated", absl::StrCat(d.evaluated())});
@@ -295,8 +387,12 @@ std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints) {
 std::string JobsTable(const std::vector<v1::Job>& jobs) {
   std::vector<std::vector<std::string>> rows;
   for (const v1::Job& j : jobs) {
+    std::string error = j.error();
+    if (j.state() == v1::JOB_SUPERSEDED && j.superseded_by() != 0 && error.empty()) {
+      error = absl::StrCat("superseded by job ", j.superseded_by());
+    }
     rows.push_back({absl::StrCat(j.id()), j.run(), j.kind(), StepsText(j), JobStateName(j.state()),
-                    absl::StrCat(j.attempts()), OrDash(j.worker_id()), OrDash(j.error())});
+                    absl::StrCat(j.attempts()), OrDash(j.worker_id()), OrDash(error)});
   }
   return FormatTable({"ID", "RUN", "KIND", "STEPS", "STATE", "ATTEMPTS", "WORKER", "ERROR"}, rows,
                      {true, false, false, false, false, true});
@@ -348,6 +444,160 @@ std::string ScoresTables(const std::vector<v1::Score>& scores) {
       rows.push_back(std::move(row));
     }
     out += FormatTable(header, rows, std::vector<bool>(header.size(), true));
+  }
+  return out;
+}
+
+Json StabilityToJson(const v1::GetStabilityResponse& s) {
+  Json range = nullptr;
+  if (s.has_range()) {
+    range = Json{{"from_step", s.range().from_step()}, {"to_step", s.range().to_step()}};
+  }
+  Json rows = Json::array();
+  for (const v1::StabilityRow& r : s.rows()) {
+    rows.push_back(Json{{"task", r.task()},
+                        {"kind", r.kind()},
+                        {"variant", r.variant()},
+                        {"metric", r.metric()},
+                        {"mean", OptionalNumber(r.has_mean(), r.mean())},
+                        {"mtv", OptionalNumber(r.has_mtv(), r.mtv())},
+                        {"example_mtv", OptionalNumber(r.has_example_mtv(), r.example_mtv())},
+                        {"is", OptionalNumber(r.has_instability(), r.instability())},
+                        {"checkpoints", r.checkpoints()}});
+  }
+  return Json{
+      {"run", s.run()},
+      {"range", std::move(range)},
+      {"rows", std::move(rows)},
+      {"median_drift",
+       Json{{"l2", OptionalNumber(s.has_median_drift_l2(), s.median_drift_l2())},
+            {"relative", OptionalNumber(s.has_median_drift_relative(), s.median_drift_relative())},
+            {"pairs", s.drift_pairs()}}}};
+}
+
+Json ExamplesToJson(const std::string& run, const std::string& task,
+                    const v1::GetExamplesResponse& examples) {
+  Json list = Json::array();
+  for (const v1::ExampleHistory& e : examples.examples()) {
+    Json points = Json::array();
+    for (const v1::ExamplePoint& p : e.points()) {
+      points.push_back(Json{{"variant", p.variant()},
+                            {"step", p.step()},
+                            {"output", p.output()},
+                            {"normalized", p.normalized()},
+                            {"score", OptionalNumber(true, p.score())}});
+    }
+    list.push_back(Json{{"example", e.example()},
+                        {"input", e.input()},
+                        {"gold", e.gold()},
+                        {"flips", e.flips()},
+                        {"points", std::move(points)}});
+  }
+  return Json{{"run", run}, {"task", task}, {"examples", std::move(list)}};
+}
+
+std::string ExportJsonLine(const v1::ExportedPrediction& p) {
+  Json metrics = Json::object();
+  std::map<std::string, double> sorted(p.metrics().begin(), p.metrics().end());
+  for (const auto& [name, value] : sorted) metrics[name] = OptionalNumber(true, value);
+  Json line{{"step", p.step()},
+            {"task", p.task()},
+            {"variant", p.variant()},
+            {"example", p.example()},
+            {"output", p.output()},
+            {"normalized_output", p.normalized_output()},
+            {"score", OptionalNumber(true, p.score())},
+            {"metrics", std::move(metrics)}};
+  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string CsvField(const std::string& value) {
+  const bool quote = value.find_first_of(",\"\r\n") != std::string::npos ||
+                     (!value.empty() && (value.front() == ' ' || value.back() == ' '));
+  if (!quote) return value;
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string FormatNumber(double value) {
+  if (!std::isfinite(value)) return "";
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::string text = absl::StrFormat("%.*g", precision, value);
+    double back = 0;
+    if (absl::SimpleAtod(text, &back) && back == value) return text;
+  }
+  return absl::StrFormat("%.17g", value);
+}
+
+std::string StabilityText(const v1::GetStabilityResponse& s) {
+  std::string out = absl::StrCat("run ", s.run(), "  steps ",
+                                 s.has_range() ? absl::StrCat(s.range().from_step(), "..",
+                                                              s.range().to_step())
+                                               : std::string("- (no raw points yet)"));
+  if (s.has_median_drift_l2() || s.has_median_drift_relative()) {
+    absl::StrAppend(&out, "  median parameter drift: l2 ",
+                    s.has_median_drift_l2() ? absl::StrFormat("%.4g", s.median_drift_l2())
+                                            : std::string("-"),
+                    ", relative ",
+                    s.has_median_drift_relative()
+                        ? absl::StrFormat("%.3g", s.median_drift_relative())
+                        : std::string("-"),
+                    " (", s.drift_pairs(), s.drift_pairs() == 1 ? " pair)" : " pairs)");
+  }
+  out += '\n';
+  if (s.rows_size() == 0) return out + "no scores in range\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::StabilityRow& r : SortedStabilityRows(s)) {
+    rows.push_back({r.task(), r.variant(), OptionalFixed(r.has_mean(), r.mean()),
+                    OptionalFixed(r.has_mtv(), r.mtv()),
+                    OptionalFixed(r.has_example_mtv(), r.example_mtv()),
+                    OptionalFixed(r.has_instability(), r.instability()),
+                    absl::StrCat(r.checkpoints())});
+  }
+  out += FormatTable({"TASK", "VARIANT", "MEAN", "MTV", "EX-MTV", "IS", "N"}, rows,
+                     {false, false, true, true, true, true, true});
+  return out;
+}
+
+std::string ExamplesText(const v1::GetExamplesResponse& examples, size_t input_width) {
+  std::string out;
+  for (const v1::ExampleHistory& e : examples.examples()) {
+    if (!out.empty()) out += '\n';
+    absl::StrAppend(&out, "example ", e.example(), "  flips ", e.flips(), "\n");
+    absl::StrAppend(&out, "input: ", OneLineTruncated(e.input(), input_width), "\n");
+    absl::StrAppend(&out, "gold:  ", OneLineTruncated(e.gold(), input_width), "\n");
+    // step -> variant -> cell.
+    std::map<uint64_t, std::map<std::string, std::string>> cells;
+    std::vector<std::string> variants;
+    for (const v1::ExamplePoint& p : e.points()) {
+      if (std::find(variants.begin(), variants.end(), p.variant()) == variants.end()) {
+        variants.push_back(p.variant());
+      }
+      const std::string shown =
+          p.normalized().empty() ? std::string("\"\"") : OneLineTruncated(p.normalized(), 30);
+      cells[p.step()][p.variant()] = absl::StrCat(shown, " ", ScoreMark(p.score()));
+    }
+    if (cells.empty()) {
+      out += "no predictions stored\n";
+      continue;
+    }
+    std::sort(variants.begin(), variants.end(), VariantLess);
+    std::vector<std::string> header = {"STEP"};
+    header.insert(header.end(), variants.begin(), variants.end());
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [step, by_variant] : cells) {
+      std::vector<std::string> row = {absl::StrCat(step)};
+      for (const std::string& v : variants) {
+        auto it = by_variant.find(v);
+        row.push_back(it == by_variant.end() ? "-" : it->second);
+      }
+      rows.push_back(std::move(row));
+    }
+    out += FormatTable(header, rows, {true});
   }
   return out;
 }

@@ -2,7 +2,8 @@
 //
 // The JSON shapes are a contract scripts rely on (keys are stable, enum values are
 // lower-case words: checkpoint "pending|evaluating|evaluated|failed", job
-// "pending|leased|done|failed", worker "idle|busy|lost"). Pure functions; thread-safe.
+// "pending|leased|done|failed|superseded", worker "idle|busy|lost"); optional values the
+// server leaves unset are JSON null, never 0 or NaN. Pure functions; thread-safe.
 #ifndef STEADYEVAL_CLIENT_FORMAT_H_
 #define STEADYEVAL_CLIENT_FORMAT_H_
 
@@ -33,8 +34,9 @@ std::string FormatUnixMillis(int64_t unix_ms);
 // Sort key for variants: raw, then avg@n, ens@n, ens-soft@n (each by n), then the rest.
 bool VariantLess(const std::string& a, const std::string& b);
 
-// {"name","source","pattern","marker","tasks":[{"name","sha256"}],"few_shots",
-//  "tokenizer_path","settle_seconds","created_unix_ms"}
+// {"name","source","pattern","marker","tasks":[{"name","sha256","category"}],"few_shots",
+//  "tokenizer_path","settle_seconds","average_windows":[n],"ensemble_windows":[n],
+//  "created_unix_ms"}  (category "" when the task has none)
 Json RunToJson(const v1::Run& run);
 // {"runs":[RunToJson...]}
 Json RunsToJson(const std::vector<v1::Run>& runs);
@@ -44,12 +46,34 @@ Json RunDetailsToJson(const v1::GetRunResponse& details);
 // {"checkpoints":[{"step","path","state","error","admitted_unix_ms"}]}
 Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints);
 // {"jobs":[{"id","run","kind","steps","state","attempts","error","worker","epoch",
-//  "tasks":[names],"created_unix_ms","finished_unix_ms"}]}
+//  "tasks":[names],"created_unix_ms","finished_unix_ms","superseded_by"}]}
+// (superseded_by: the replacing job's id, null unless the job is superseded)
 Json JobsToJson(const std::vector<v1::Job>& jobs);
 // {"workers":[{"id","name","device","state","current_job","last_seen_seconds_ago"}]}
 Json WorkersToJson(const std::vector<v1::WorkerInfo>& workers);
 // {"run":run, "scores":[{"step","task","task_sha256","variant","metric","score","examples"}]}
 Json ScoresToJson(const std::string& run, const std::vector<v1::Score>& scores);
+
+// {"run", "range":{"from_step","to_step"}|null,
+//  "rows":[{"task","kind":"task|category|avg","variant","metric","mean","mtv",
+//           "example_mtv","is","checkpoints"}],
+//  "median_drift":{"l2","relative","pairs"}}  (unset optionals are null)
+Json StabilityToJson(const v1::GetStabilityResponse& stability);
+// {"run","task","examples":[{"example","input","gold","flips",
+//  "points":[{"variant","step","output","normalized","score"}]}]}
+Json ExamplesToJson(const std::string& run, const std::string& task,
+                    const v1::GetExamplesResponse& examples);
+
+// One exported prediction as a JSONL line (with the trailing newline):
+// {"step","task","variant","example","output","normalized_output","score",
+//  "metrics":{name: value}}  (metric names sorted; a non-finite value is null).
+std::string ExportJsonLine(const v1::ExportedPrediction& prediction);
+// One RFC 4180 field: quoted (inner quotes doubled) when it holds ',', '"', CR or LF, or
+// begins or ends with a space; otherwise as is.
+std::string CsvField(const std::string& value);
+// The shortest text that reads back as the same double ("0.1", "1", "1e-07"); "" for
+// NaN and infinities.
+std::string FormatNumber(double value);
 
 std::string RunsTable(const std::vector<v1::Run>& runs);
 std::string RunDetailsText(const v1::GetRunResponse& details);
@@ -59,6 +83,14 @@ std::string WorkersTable(const std::vector<v1::WorkerInfo>& workers);
 // One step × task table per variant (raw first), values with four decimals, "-" where a
 // task has no score at that step; each table is preceded by "variant V" and the metrics.
 std::string ScoresTables(const std::vector<v1::Score>& scores);
+// The paper's stability table: a header line with the run, the step range and the median
+// parameter drift, then TASK VARIANT MEAN MTV EX-MTV IS N rows (tasks in the server's
+// order, then categories, then AVG; variants raw, avg@n, ens@n, ens-soft@n), "-" for null.
+std::string StabilityText(const v1::GetStabilityResponse& stability);
+// Per example: its number and flips, the input (one line, at most `input_width` columns),
+// the gold answer, then a step × variant table whose cells are the normalised output and
+// the score (✓ for 1, ✗ for 0, else the value).
+std::string ExamplesText(const v1::GetExamplesResponse& examples, size_t input_width = 100);
 
 }  // namespace steadyeval::client
 
