@@ -31,7 +31,9 @@ struct StepPoint {
 };
 
 // Figures for the adjacent pair (a, b), a.step < b.step. Both points must have the same
-// number of examples (else INVALID_ARGUMENT).
+// number of examples (else INVALID_ARGUMENT). A point's examples are its outputs; its
+// example_scores are either empty or one per output (else INVALID_ARGUMENT). With no
+// examples a pair contributes 0 flips and has no example scores.
 struct PairFigures {
   uint64_t from_step = 0;
   uint64_t to_step = 0;
@@ -106,6 +108,9 @@ class StabilityIndex {
  public:
   using PointLoader = std::function<absl::StatusOr<StepPoint>(uint64_t step)>;
 
+  // removed_pairs: the to_step keys of every stored pair the operation dropped or
+  // recomputed; added_pairs: the new figures. A key may be in both (the pair under it
+  // changed, e.g. (pred, succ) → (new, succ)): apply the removals first, then the additions.
   struct Change {
     std::vector<uint64_t> removed_pairs;  // keyed by to_step
     std::vector<PairFigures> added_pairs;
@@ -122,6 +127,7 @@ class StabilityIndex {
   absl::StatusOr<Change> Upsert(const StepPoint& point, const PointLoader& loader);
 
   // Removes the point at `step` (a superseded window); its two pairs become one.
+  // NOT_FOUND when `step` is not in the sequence. On error nothing changes.
   absl::StatusOr<Change> Erase(uint64_t step, const PointLoader& loader);
 
   // Start-up: restores persisted points and pairs without recomputation.
