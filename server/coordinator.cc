@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -10,7 +11,9 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/scoring.h"
 #include "common/sha256.h"
@@ -53,6 +56,41 @@ v1::TaskKind ToProtoKind(TaskKind kind) {
 
 std::string VariantOf(const v1::Job& job) { return job.kind(); }  // "raw" or "avg@n"
 
+constexpr uint32_t kMaxWindow = 1000;
+
+// Each n >= 2 (and <= kMaxWindow), deduplicated and sorted.
+absl::StatusOr<std::vector<uint32_t>> NormalizeWindows(
+    const google::protobuf::RepeatedField<uint32_t>& given, absl::string_view what,
+    absl::string_view run) {
+  std::set<uint32_t> sizes;
+  for (uint32_t n : given) {
+    if (n < 2 || n > kMaxWindow) {
+      return absl::InvalidArgumentError(absl::StrCat("run ", run, ": ", what, " window size ", n,
+                                                     " is invalid (each n must be 2..",
+                                                     kMaxWindow, ")"));
+    }
+    sizes.insert(n);
+  }
+  return std::vector<uint32_t>(sizes.begin(), sizes.end());
+}
+
+void SetWindows(const std::vector<uint32_t>& sizes, google::protobuf::RepeatedField<uint32_t>* out) {
+  out->Clear();
+  for (uint32_t n : sizes) out->Add(n);
+}
+
+// "" or one of TaskCategories(), upper-cased.
+absl::StatusOr<std::string> NormalizeCategory(absl::string_view category, absl::string_view task) {
+  const std::string upper = absl::AsciiStrToUpper(category);
+  if (upper.empty()) return upper;
+  for (const std::string& c : TaskCategories()) {
+    if (c == upper) return upper;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("task ", task, ": category '", category,
+                                                 "' is not one of ",
+                                                 absl::StrJoin(TaskCategories(), ", ")));
+}
+
 std::string NewInstanceId(Clock* clock) {
   return Sha256Hex(absl::StrCat(clock->UnixMillis(), "/", getpid(), "/",
                                 std::chrono::steady_clock::now().time_since_epoch().count()))
@@ -74,24 +112,27 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
                                                                  CoordinatorOptions options) {
   std::unique_ptr<Coordinator> c(new Coordinator(store, clock, std::move(discovery), options));
   ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(store, clock, options.scheduler));
-  absl::MutexLock lock(&c->mu_);
+  absl::ReleasableMutexLock lock(&c->mu_);
   RETURN_IF_ERROR(store->ScanRuns("", 0, [&](const v1::Run& run) {
     auto state = std::make_unique<RunState>();
     state->run = run;
     c->runs_[run.config().name()] = std::move(state);
     return true;
   }));
-  // Latest scores for the score gauge.
-  for (const auto& [name, state] : c->runs_) {
-    RETURN_IF_ERROR(store->ScanScores(name, "", [&](const v1::Score& s) {
-      auto& latest = c->latest_score_step_[{s.run(), s.task(), s.variant()}];
-      if (s.step() >= latest) {
-        latest = s.step();
-        c->metrics_.SetScore(s.run(), s.task(), s.variant(), s.score());
-      }
-      return true;
-    }));
+  std::vector<v1::Run> runs;
+  for (const auto& [name, state] : c->runs_) runs.push_back(state->run);
+  lock.Release();  // analytics before mu_ (see the lock order in coordinator.h)
+  Coordinator* self = c.get();
+  c->analytics_ = std::make_unique<Analytics>(
+      store, [self](const v1::TaskRef& ref) { return self->LoadTask(ref); });
+  std::set<std::pair<std::string, std::string>> tasks;
+  for (const v1::Run& run : runs) {
+    const std::string& name = run.config().name();
+    RETURN_IF_ERROR(Annotate(c->analytics_->LoadRun(run),
+                             absl::StrCat("loading the stability indexes of run ", name)));
+    for (const v1::TaskRef& ref : run.config().tasks()) tasks.emplace(name, ref.name());
   }
+  c->RefreshStabilityGauges(tasks);
   return c;
 }
 
@@ -175,10 +216,24 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
         absl::StrCat("run ", name, ": no task files given (pass at least one --task FILE)"));
   }
 
+  ASSIGN_OR_RETURN(std::vector<uint32_t> average,
+                   NormalizeWindows(config.average_windows(), "average", name));
+  ASSIGN_OR_RETURN(std::vector<uint32_t> ensemble,
+                   NormalizeWindows(config.ensemble_windows(), "ensemble", name));
+  SetWindows(average, config.mutable_average_windows());
+  SetWindows(ensemble, config.mutable_ensemble_windows());
+
+  // Categories as the CLI sends them: by task name, or by task file index when unnamed.
+  const std::vector<v1::TaskRef> given(config.tasks().begin(), config.tasks().end());
+  std::map<std::string, std::string> category_by_name;
+  for (const v1::TaskRef& ref : given) {
+    if (!ref.name().empty()) category_by_name[ref.name()] = ref.category();
+  }
   config.clear_tasks();
   std::vector<v1::TaskContent> contents;
   std::set<std::string> task_names;
-  for (const v1::TaskContent& file : task_files) {
+  for (size_t file_index = 0; file_index < task_files.size(); ++file_index) {
+    const v1::TaskContent& file = task_files[file_index];
     ASSIGN_OR_RETURN(Task task, ParseTask(file.filename(), file.content()));
     RETURN_IF_ERROR(CheckMetricsSupported(task));
     if (!task_names.insert(task.name).second) {
@@ -192,8 +247,22 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
     content.set_filename(file.filename());
     content.set_kind(ToProtoKind(task.kind));
     content.set_content(file.content());
+    std::string category;
+    if (auto named = category_by_name.find(task.name); named != category_by_name.end()) {
+      category = named->second;
+      category_by_name.erase(named);
+    } else if (file_index < given.size() && given[file_index].name().empty()) {
+      category = given[file_index].category();
+    }
+    ASSIGN_OR_RETURN(category, NormalizeCategory(category, task.name));
     *config.add_tasks() = content.ref();
+    config.mutable_tasks()->rbegin()->set_category(category);
     contents.push_back(std::move(content));
+  }
+  if (!category_by_name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", name, ": a category is given for task '", category_by_name.begin()->first,
+        "' but no task file has that name"));
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery, discovery_factory_(config));
@@ -293,14 +362,125 @@ absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
                                     const std::function<bool(const v1::Score&)>& visit) const {
   RETURN_IF_ERROR(FindRun(request.run()).status());
   const bool all_variants = request.variant().empty() || request.variant() == "all";
+  if (!all_variants && !ParseVariant(request.variant()).has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("variant '", request.variant(),
+                     "' is not one of raw, avg@N, ens@N, ens-soft@N (N >= 2) or all"));
+  }
   return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& s) {
     if (!all_variants && s.variant() != request.variant()) return true;
     return visit(s);
   });
 }
 
+absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r) {
+  RunState* state = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(r.name());
+    if (it == runs_.end()) return RunNotFound(r.name());
+    state = it->second.get();
+  }
+  // Serialises with admissions: window jobs are created against one list of checkpoints.
+  absl::MutexLock poll_lock(&state->poll_mu);
+  v1::Run run;
+  {
+    absl::MutexLock lock(&mu_);
+    run = state->run;
+  }
+  const std::string& name = run.config().name();
+  const std::set<uint32_t> old_ensembles(run.config().ensemble_windows().begin(),
+                                         run.config().ensemble_windows().end());
+  if (r.set_average_windows()) {
+    ASSIGN_OR_RETURN(std::vector<uint32_t> sizes,
+                     NormalizeWindows(r.average_windows(), "average", name));
+    SetWindows(sizes, run.mutable_config()->mutable_average_windows());
+  }
+  if (r.set_ensemble_windows()) {
+    ASSIGN_OR_RETURN(std::vector<uint32_t> sizes,
+                     NormalizeWindows(r.ensemble_windows(), "ensemble", name));
+    SetWindows(sizes, run.mutable_config()->mutable_ensemble_windows());
+  }
+  RETURN_IF_ERROR(scheduler_
+                      ->SetAverageWindows(run,
+                                          [&](const WindowUpdate&, Store::Batch& batch) {
+                                            batch.PutRun(run);
+                                            return absl::OkStatus();
+                                          })
+                      .status());
+  {
+    absl::MutexLock lock(&mu_);
+    state->run = run;
+  }
+  WakeWaiters();
+
+  // Ensembles of the added sizes, one batch per window.
+  const std::vector<uint64_t> steps = scheduler_->AdmittedSteps(name);
+  std::set<std::pair<std::string, std::string>> touched;
+  for (uint32_t n : run.config().ensemble_windows()) {
+    if (old_ensembles.count(n)) continue;
+    for (size_t end = n - 1; end < steps.size(); ++end) {
+      Analytics::Update update(analytics_.get());
+      Store::Batch batch = store_->NewBatch();
+      RETURN_IF_ERROR(update.UpdateEnsembles(batch, run, steps, n, {end}));
+      if (batch.count() > 0) RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+      update.Committed();
+      for (const auto& t : update.TouchedTasks()) touched.insert(t);
+    }
+  }
+  RefreshGauges();
+  RefreshStabilityGauges(touched);
+  return run;
+}
+
+absl::StatusOr<v1::GetStabilityResponse> Coordinator::GetStability(
+    const v1::GetStabilityRequest& r) {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
+  return analytics_->GetStability(run, r);
+}
+
+absl::StatusOr<v1::GetExamplesResponse> Coordinator::GetExamples(const v1::GetExamplesRequest& r) {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
+  return analytics_->GetExamples(run, r);
+}
+
+absl::Status Coordinator::ExportPredictions(
+    const v1::ExportPredictionsRequest& r,
+    const std::function<bool(const v1::ExportedPrediction&)>& visit) {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
+  if (!r.variant().empty() && !ParseVariant(r.variant()).has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "variant '", r.variant(), "' is not one of raw, avg@N, ens@N, ens-soft@N (N >= 2)"));
+  }
+  return analytics_->ExportPredictions(run, r, visit);
+}
+
 // ---------------------------------------------------------------------------------------
 // Checkpoint discovery
+
+absl::StatusOr<bool> Coordinator::Admit(const v1::Run& run, const DiscoveredCheckpoint& c) {
+  const std::string& name = run.config().name();
+  std::set<std::pair<std::string, std::string>> touched;
+  {
+    Analytics::Update update(analytics_.get());
+    ASSIGN_OR_RETURN(
+        std::optional<Admission> admission,
+        scheduler_->AdmitCheckpoint(
+            run, c.step, c.path, [&](const Admission& a, Store::Batch& batch) -> absl::Status {
+              // A late admission splits (predecessor, successor): that drift is obsolete.
+              if (a.index > 0 && a.index + 1 < a.steps.size()) {
+                batch.DeleteDrift(name, a.steps[a.index + 1]);
+              }
+              return update.OnAdmission(batch, run, a);
+            }));
+    if (!admission.has_value()) return false;
+    update.Committed();
+    touched = update.TouchedTasks();
+  }
+  metrics_.CheckpointDiscovered(name);
+  RefreshStabilityGauges(touched);
+  return true;
+}
 
 absl::Status Coordinator::PollRun(RunState& state) {
   const std::string& name = state.run.config().name();
@@ -315,12 +495,8 @@ absl::Status Coordinator::PollRun(RunState& state) {
   ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, state.discovery->Poll());
   bool admitted = false;
   for (const DiscoveredCheckpoint& c : found) {
-    ASSIGN_OR_RETURN(std::optional<v1::Job> job,
-                     scheduler_->AdmitCheckpoint(state.run, c.step, c.path));
-    if (job.has_value()) {
-      metrics_.CheckpointDiscovered(name);
-      admitted = true;
-    }
+    ASSIGN_OR_RETURN(bool added, Admit(state.run, c));
+    admitted = admitted || added;
   }
   if (admitted) {
     WakeWaiters();
@@ -418,12 +594,68 @@ absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) co
   leased.set_few_shots(run.config().few_shots());
   leased.set_tokenizer_path(run.config().tokenizer_path());
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
+  if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
+    leased.set_window(*n);
+  }
+  for (const auto& [from, to] : scheduler_->DriftPairs(job)) {
+    std::optional<v1::Checkpoint> a = scheduler_->GetCheckpoint(job.run(), from);
+    std::optional<v1::Checkpoint> b = scheduler_->GetCheckpoint(job.run(), to);
+    if (!a.has_value() || !b.has_value()) continue;
+    v1::DriftTarget* target = leased.add_drift_targets();
+    target->set_from_step(from);
+    target->set_from_path(a->path());
+    target->set_to_step(to);
+    target->set_to_path(b->path());
+  }
   return leased;
+}
+
+LeaseAffinity Coordinator::AffinityFor(const std::string& worker_id) const {
+  const std::map<std::string, uint64_t> leased = scheduler_->LeasedJobByWorker();
+  const int64_t now = clock_->MonotonicNanos();
+  const int64_t ttl = scheduler_->lease_ttl_ms() * 1'000'000;
+  LeaseAffinity affinity;
+  absl::MutexLock lock(&mu_);
+  std::set<std::pair<std::string, uint32_t>> own;
+  if (auto it = workers_.find(worker_id); it != workers_.end()) {
+    affinity.held = it->second.window_sums;
+    for (const HeldWindow& h : affinity.held) own.emplace(h.run, h.window);
+  }
+  for (const auto& [id, w] : workers_) {
+    if (id == worker_id || w.window_sums.empty() || leased.count(id)) continue;  // busy
+    const bool idle_polling = w.polling > 0 || now - w.last_seen_nanos <= ttl;
+    if (!idle_polling) continue;  // lost, or gone quiet: others may take its windows
+    for (const HeldWindow& h : w.window_sums) {
+      if (!own.count({h.run, h.window})) affinity.reserved.emplace(h.run, h.window);
+    }
+  }
+  return affinity;
 }
 
 absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
     const v1::AcquireJobRequest& r, const std::function<bool()>& cancelled) {
   RETURN_IF_ERROR(TouchWorker(r.worker_id()));
+  {
+    absl::MutexLock lock(&mu_);
+    WorkerEntry& w = workers_[r.worker_id()];
+    w.window_sums.clear();
+    for (const v1::WindowSumHeld& held : r.window_sums()) {
+      if (held.window() < 2) continue;
+      w.window_sums.push_back(
+          HeldWindow{held.run(), held.window(),
+                     std::vector<uint64_t>(held.steps().begin(), held.steps().end())});
+    }
+    ++w.polling;
+  }
+  struct PollingGuard {
+    Coordinator* c;
+    std::string id;
+    ~PollingGuard() {
+      absl::MutexLock lock(&c->mu_);
+      auto it = c->workers_.find(id);
+      if (it != c->workers_.end()) --it->second.polling;
+    }
+  } guard{this, r.worker_id()};
   const int64_t wait_ms = std::clamp<int64_t>(r.wait_ms(), 0, options_.max_acquire_wait_ms);
   // The long poll waits in real time (it bounds an RPC); leasing decisions use clock_.
   const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
@@ -434,7 +666,8 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
       absl::MutexLock lock(&wake_mu_);
       generation = wake_generation_;
     }
-    ASSIGN_OR_RETURN(std::optional<v1::Job> job, scheduler_->Lease(r.worker_id()));
+    ASSIGN_OR_RETURN(std::optional<v1::Job> job,
+                     scheduler_->Lease(r.worker_id(), AffinityFor(r.worker_id())));
     if (job.has_value()) {
       RefreshGauges();
       ASSIGN_OR_RETURN(*response.mutable_lease(), BuildLeasedJob(*job));
@@ -583,10 +816,24 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
         absl::StrCat(where, ": no outputs for step ", end_step, " (the job's checkpoint)"));
   }
 
+  // Drift of adjacent checkpoint pairs (a raw job's drift targets), on any message.
+  std::map<uint64_t, v1::ParameterDrift> drifts;  // by to_step
+  for (const v1::ReportResultsRequest& chunk : chunks) {
+    for (const v1::ParameterDrift& d : chunk.drifts()) {
+      if (job.kind() != "raw" || d.from_step() >= d.to_step() || !std::isfinite(d.l2()) ||
+          !std::isfinite(d.relative()) || d.l2() < 0 || d.relative() < 0 ||
+          (d.from_step() != end_step && d.to_step() != end_step)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": drift ", d.from_step(), " -> ", d.to_step(), " (l2 ", d.l2(),
+            ", relative ", d.relative(), ") is not one of this job's drift targets"));
+      }
+      drifts[d.to_step()] = d;
+    }
+  }
+
   const std::string variant = VariantOf(job);
-  Store::Batch batch = store_->NewBatch();
   uint32_t written = 0;
-  std::vector<v1::Score> scores;
+  std::vector<std::pair<v1::Score, std::vector<v1::Prediction>>> values;
   for (uint64_t step : reported_steps) {
     for (const v1::TaskRef& ref : job.tasks()) {
       auto it = acc.find({step, ref.name()});
@@ -614,14 +861,17 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
         return absl::InvalidArgumentError(absl::StrCat(where, " step ", step, ": ",
                                                        scored.status().message()));
       }
+      std::vector<v1::Prediction> predictions;
+      predictions.reserve(outputs.size());
       size_t i = 0;
-      for (const auto& [index, out] : outputs) {
+      for (const auto& [index, out] : outputs) {  // indices 0..size-1, checked above
         v1::Prediction p;
         p.set_output(out->output());
         p.set_normalized(scored->examples[i].normalized);
         p.set_score(scored->examples[i].score);
+        p.set_example(index);
         *p.mutable_option_logliks() = out->option_logliks();
-        batch.PutPrediction(job.run(), ref.name(), variant, step, index, p);
+        predictions.push_back(std::move(p));
         ++written;
         ++i;
       }
@@ -634,30 +884,62 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       score.set_metric(scored->metric);
       score.set_score(scored->score);
       score.set_examples(static_cast<uint32_t>(outputs.size()));
-      batch.PutScore(score);
-      scores.push_back(std::move(score));
+      values.emplace_back(std::move(score), std::move(predictions));
     }
   }
 
-  ASSIGN_OR_RETURN(CompletedJob done, scheduler_->Complete(first.job_id(), first.epoch(),
-                                                           first.worker_id(), std::move(batch)));
-  metrics_.PredictionsIngested(written);
-  metrics_.JobFinished(done.job.kind(), done.duration_seconds);
+  // Commit under the analytics lock: values, pair figures, the ensembles the new raw
+  // values complete, drift, and job DONE in one batch.
+  std::set<std::pair<std::string, std::string>> touched;
+  CompletedJob done;
   {
-    absl::MutexLock lock(&mu_);
-    for (const v1::Score& s : scores) {
-      auto key = std::make_tuple(s.run(), s.task(), s.variant());
-      auto it = latest_score_step_.find(key);
-      if (it == latest_score_step_.end() || s.step() >= it->second) {
-        latest_score_step_[key] = s.step();
-        metrics_.SetScore(s.run(), s.task(), s.variant(), s.score());
+    Analytics::Update update(analytics_.get());
+    ASSIGN_OR_RETURN(ReportCheck again,
+                     scheduler_->CheckReport(first.job_id(), first.epoch(), first.worker_id()));
+    if (again.replay) {  // committed by a concurrent identical report
+      response.set_replay(true);
+      return response;
+    }
+    ASSIGN_OR_RETURN(v1::Run run, FindRun(job.run()));
+    Store::Batch batch = store_->NewBatch();
+    for (auto& [score, predictions] : values) {
+      RETURN_IF_ERROR(Annotate(update.PutValue(batch, score, std::move(predictions)), where));
+    }
+    const std::vector<uint64_t> steps = scheduler_->AdmittedSteps(job.run());
+    if (job.kind() == "raw") {
+      for (uint64_t step : reported_steps) {
+        RETURN_IF_ERROR(Annotate(update.OnRawStored(batch, run, steps, step), where));
       }
     }
+    for (const auto& [to, d] : drifts) {
+      // Only pairs still adjacent (a later admission may have split one since the lease).
+      auto pos = std::lower_bound(steps.begin(), steps.end(), to);
+      if (pos != steps.end() && *pos == to && pos != steps.begin() && *(pos - 1) == d.from_step()) {
+        batch.PutDrift(job.run(), d);
+      }
+    }
+    ASSIGN_OR_RETURN(done, scheduler_->Complete(first.job_id(), first.epoch(), first.worker_id(),
+                                                std::move(batch)));
+    update.Committed();
+    touched = update.TouchedTasks();
   }
+  metrics_.PredictionsIngested(written);
+  metrics_.JobFinished(done.job.kind(), done.duration_seconds);
   WakeWaiters();
   RefreshGauges();
+  RefreshStabilityGauges(touched);
   response.set_predictions_written(written);
   return response;
+}
+
+void Coordinator::RefreshStabilityGauges(
+    const std::set<std::pair<std::string, std::string>>& tasks) {
+  for (const auto& [run, task] : tasks) {
+    for (const Analytics::VariantFigures& f : analytics_->DefaultRangeFigures(run, task)) {
+      metrics_.SetScore(run, task, f.variant, f.latest_score);
+      metrics_.SetStability(run, task, f.variant, f.figures.mtv, f.figures.instability);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "common/task.h"
+#include "server/analytics.h"
 #include "server/discovery.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
@@ -59,6 +61,10 @@ class Coordinator {
   // ---- runs (EvalService) ----
   // Validates the config and task files (errors name the file and line), stores the
   // tasks and the run; INVALID_ARGUMENT for bad input, ALREADY_EXISTS for a taken name.
+  // average_windows / ensemble_windows: each n >= 2, stored deduplicated and sorted.
+  // Categories come from config.tasks: an entry with a name gives that task's category,
+  // an entry without one the category of the task file at its index; each is one of
+  // TaskCategories() (case-insensitive, stored upper-case) or empty.
   absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
                                     const std::vector<v1::TaskContent>& task_files);
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
@@ -74,11 +80,25 @@ class Coordinator {
   absl::Status GetScores(const v1::GetScoresRequest& request,
                          const std::function<bool(const v1::Score&)>& visit) const;
   v1::ListWorkersResponse ListWorkers() const;
+  // Changes window sizes (the `set_*` ones). Added avg@n sizes get a job for every window
+  // that has none; removed sizes' pending and leased jobs become SUPERSEDED, their stored
+  // values are kept (queryable; erased like any value when a late admission changes their
+  // window). Added ens@n sizes are computed for every window from stored raw values;
+  // removed ones are no longer computed (values kept likewise).
+  absl::StatusOr<v1::Run> UpdateRun(const v1::UpdateRunRequest& r);
+  absl::StatusOr<v1::GetStabilityResponse> GetStability(const v1::GetStabilityRequest& r);
+  absl::StatusOr<v1::GetExamplesResponse> GetExamples(const v1::GetExamplesRequest& r);
+  absl::Status ExportPredictions(const v1::ExportPredictionsRequest& r,
+                                 const std::function<bool(const v1::ExportedPrediction&)>& visit);
 
   // ---- workers (WorkerService) ----
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
   // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
   // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.
+  // Remembers the window sums the worker holds (r.window_sums replaces the previous
+  // list): it is offered the avg@n job of a (run, n) it holds first, and other workers
+  // are not given avg@n jobs of that (run, n) while it is idle and polling (seen within a
+  // lease TTL, holding no lease); once it is busy or lost they are.
   absl::StatusOr<v1::AcquireJobResponse> AcquireJob(const v1::AcquireJobRequest& r,
                                                     const std::function<bool()>& cancelled);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
@@ -116,6 +136,8 @@ class Coordinator {
   struct WorkerEntry {
     v1::WorkerInfo info;
     int64_t last_seen_nanos = 0;
+    std::vector<HeldWindow> window_sums;
+    int polling = 0;  // AcquireJob calls in progress
   };
 
   Coordinator(Store* store, Clock* clock, DiscoveryFactory discovery, CoordinatorOptions options);
@@ -126,8 +148,14 @@ class Coordinator {
   absl::Status TouchWorker(const std::string& worker_id);
   absl::StatusOr<std::shared_ptr<const Task>> LoadTask(const v1::TaskRef& ref) const;
   absl::StatusOr<v1::LeasedJob> BuildLeasedJob(const v1::Job& job) const;
+  LeaseAffinity AffinityFor(const std::string& worker_id) const;
+  // Admits one discovered checkpoint with its window jobs and the value erasures a late
+  // admission implies, in one batch. Returns whether it was new.
+  absl::StatusOr<bool> Admit(const v1::Run& run, const DiscoveredCheckpoint& c);
   void WakeWaiters();
   void RefreshGauges();
+  // The score / MTV / IS gauges of these (run, task)s' variants. Call without mu_ held.
+  void RefreshStabilityGauges(const std::set<std::pair<std::string, std::string>>& tasks);
 
   Store* const store_;
   Clock* const clock_;
@@ -136,12 +164,12 @@ class Coordinator {
   const std::string instance_id_;
   CoordinatorMetrics metrics_;
   std::unique_ptr<Scheduler> scheduler_;
+  // Lock order: RunState::poll_mu, then an Analytics::Update, then Scheduler, then mu_.
+  std::unique_ptr<Analytics> analytics_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<RunState>> runs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
-  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> latest_score_step_
-      ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
 
   mutable absl::Mutex task_mu_;

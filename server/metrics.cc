@@ -31,7 +31,17 @@ CoordinatorMetrics::CoordinatorMetrics()
       score_(prometheus::BuildGauge()
                  .Name("steadyeval_score")
                  .Help("Latest task score (newest step) per variant")
-                 .Register(*registry_)) {
+                 .Register(*registry_)),
+      mtv_(prometheus::BuildGauge()
+               .Name("steadyeval_mtv")
+               .Help("Mean Total Variation of the task score over the default range "
+                     "(the last 20% of raw points)")
+               .Register(*registry_)),
+      instability_(prometheus::BuildGauge()
+                       .Name("steadyeval_instability_score")
+                       .Help("Instability Score (mean fraction of examples whose output "
+                             "changes between adjacent points) over the default range")
+                       .Register(*registry_)) {
   predictions_.Add({});
   for (const char* state : {"idle", "busy", "lost"}) workers_.Add({{"state", state}});
 }
@@ -50,9 +60,30 @@ void CoordinatorMetrics::JobFinished(const std::string& kind, double seconds) {
   job_duration_.Add({{"kind", kind}}, *buckets).Observe(seconds);
 }
 
+namespace {
+void SetOrRemove(prometheus::Family<prometheus::Gauge>& family,
+                 const std::map<std::string, std::string>& labels, std::optional<double> value) {
+  prometheus::Gauge& gauge = family.Add(labels);
+  if (value.has_value()) {
+    gauge.Set(*value);
+  } else {
+    family.Remove(&gauge);
+  }
+}
+}  // namespace
+
 void CoordinatorMetrics::SetScore(const std::string& run, const std::string& task,
-                                  const std::string& variant, double score) {
-  score_.Add({{"run", run}, {"task", task}, {"variant", variant}}).Set(score);
+                                  const std::string& variant, std::optional<double> score) {
+  SetOrRemove(score_, {{"run", run}, {"task", task}, {"variant", variant}}, score);
+}
+
+void CoordinatorMetrics::SetStability(const std::string& run, const std::string& task,
+                                      const std::string& variant, std::optional<double> mtv,
+                                      std::optional<double> instability) {
+  const std::map<std::string, std::string> labels = {
+      {"run", run}, {"task", task}, {"variant", variant}};
+  SetOrRemove(mtv_, labels, mtv);
+  SetOrRemove(instability_, labels, instability);
 }
 
 void CoordinatorMetrics::SetEvalLagSteps(const std::string& run, double lag) {

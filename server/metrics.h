@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -28,8 +29,13 @@ class CoordinatorMetrics {
   void CheckpointDiscovered(const std::string& run);
   void PredictionsIngested(uint64_t n);
   void JobFinished(const std::string& kind, double seconds);
+  // The latest score of a (run, task, variant); nullopt removes the series.
   void SetScore(const std::string& run, const std::string& task, const std::string& variant,
-                double score);
+                std::optional<double> score);
+  // steadyeval_mtv / steadyeval_instability_score over the default range; a null figure
+  // (fewer than 2 points) removes its series.
+  void SetStability(const std::string& run, const std::string& task, const std::string& variant,
+                    std::optional<double> mtv, std::optional<double> instability);
   void SetEvalLagSteps(const std::string& run, double lag);
   void SetWorkers(int idle, int busy, int lost);
   // Sets steadyeval_jobs to `counts`; label sets seen before and now absent drop to 0.
@@ -44,6 +50,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& eval_lag_;
   prometheus::Family<prometheus::Histogram>& job_duration_;
   prometheus::Family<prometheus::Gauge>& score_;
+  prometheus::Family<prometheus::Gauge>& mtv_;
+  prometheus::Family<prometheus::Gauge>& instability_;
 
   absl::Mutex mu_;
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> job_gauges_

@@ -18,16 +18,29 @@ constexpr std::pair<JobState, JobState> kLegalTransitions[] = {
     {v1::JOB_LEASED, v1::JOB_DONE},     // results committed
     {v1::JOB_LEASED, v1::JOB_FAILED},   // permanent failure / attempts exhausted
     {v1::JOB_LEASED, v1::JOB_PENDING},  // lease expired / retryable failure
+    // A window whose membership changed, or whose size was removed from the run.
+    {v1::JOB_PENDING, v1::JOB_SUPERSEDED},
+    {v1::JOB_LEASED, v1::JOB_SUPERSEDED},
+    {v1::JOB_DONE, v1::JOB_SUPERSEDED},
+    {v1::JOB_FAILED, v1::JOB_SUPERSEDED},
 };
 
 uint32_t KindRank(const std::string& kind) {
-  if (kind == "raw") return 0;
-  uint32_t n = 0;
-  if (absl::StartsWith(kind, "avg@") && absl::SimpleAtoi(kind.substr(4), &n)) return n;
-  return UINT32_MAX;
+  return AverageWindowOf(kind).value_or(UINT32_MAX);
+}
+
+uint64_t EndStep(const v1::Job& job) {
+  return job.steps().empty() ? 0 : job.steps(job.steps_size() - 1);
 }
 
 }  // namespace
+
+std::optional<uint32_t> AverageWindowOf(const std::string& kind) {
+  if (kind == "raw") return 0;
+  uint32_t n = 0;
+  if (absl::StartsWith(kind, "avg@") && absl::SimpleAtoi(kind.substr(4), &n) && n >= 2) return n;
+  return std::nullopt;
+}
 
 std::string JobStateLabel(v1::JobState state) {
   switch (state) {
@@ -35,6 +48,7 @@ std::string JobStateLabel(v1::JobState state) {
     case v1::JOB_LEASED: return "leased";
     case v1::JOB_DONE: return "done";
     case v1::JOB_FAILED: return "failed";
+    case v1::JOB_SUPERSEDED: return "superseded";
     default: return "unspecified";
   }
 }
@@ -47,8 +61,7 @@ bool Scheduler::IsLegalTransition(v1::JobState from, v1::JobState to) {
 }
 
 Scheduler::PendingKey Scheduler::KeyOf(const v1::Job& job) {
-  uint64_t step = job.steps().empty() ? 0 : job.steps(job.steps_size() - 1);
-  return {-static_cast<int64_t>(step), KindRank(job.kind()), job.id()};
+  return {-static_cast<int64_t>(EndStep(job)), KindRank(job.kind()), job.id()};
 }
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock* clock,
@@ -72,44 +85,182 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock
       s->pending_by_run_[job.run()].insert(KeyOf(job));
     }
     s->next_job_id_ = std::max(s->next_job_id_, job.id() + 1);
+    if (job.kind() == "raw" && !job.steps().empty()) {
+      s->raw_jobs_[{job.run(), job.steps(0)}] = job.id();
+    } else if (auto n = AverageWindowOf(job.kind());
+               n.has_value() && *n > 0 && job.state() != v1::JOB_SUPERSEDED) {
+      s->window_jobs_[{job.run(), *n, EndStep(job)}] = job.id();  // ids ascend: newest wins
+    }
     return true;
   }));
   return s;
 }
 
-absl::StatusOr<std::optional<v1::Job>> Scheduler::AdmitCheckpoint(const v1::Run& run,
-                                                                  uint64_t step,
-                                                                  const std::string& path) {
-  absl::MutexLock lock(&mu_);
-  const std::string& name = run.config().name();
-  if (checkpoints_.count({name, step})) return std::optional<v1::Job>();
-  v1::Checkpoint checkpoint;
-  checkpoint.set_run(name);
-  checkpoint.set_step(step);
-  checkpoint.set_path(path);
-  checkpoint.set_state(v1::CHECKPOINT_PENDING);
-  checkpoint.set_admitted_unix_ms(clock_->UnixMillis());
+std::vector<uint64_t> Scheduler::AdmittedStepsLocked(const std::string& run) const {
+  std::vector<uint64_t> steps;
+  for (auto it = checkpoints_.lower_bound({run, 0});
+       it != checkpoints_.end() && it->first.first == run; ++it) {
+    steps.push_back(it->first.second);
+  }
+  return steps;
+}
 
+v1::Job Scheduler::NewWindowJob(const v1::Run& run, uint32_t n,
+                                const std::vector<uint64_t>& steps, size_t end_index,
+                                uint64_t id) const {
   v1::Job job;
-  job.set_id(next_job_id_);
-  job.set_run(name);
-  job.set_kind("raw");
-  job.add_steps(step);
+  job.set_id(id);
+  job.set_run(run.config().name());
+  job.set_kind(absl::StrCat("avg@", n));
+  for (size_t i = end_index + 1 - n; i <= end_index; ++i) job.add_steps(steps[i]);
   *job.mutable_tasks() = run.config().tasks();
   job.set_state(v1::JOB_PENDING);
   job.set_created_unix_ms(clock_->UnixMillis());
+  return job;
+}
+
+v1::Job Scheduler::Superseded(const Entry& entry, uint64_t by, const std::string& reason) const {
+  v1::Job next = entry.job;
+  next.set_state(v1::JOB_SUPERSEDED);
+  next.set_superseded_by(by);
+  next.set_error(reason);
+  next.set_finished_unix_ms(clock_->UnixMillis());
+  return next;
+}
+
+void Scheduler::Install(v1::Job job) {
+  Entry& entry = jobs_[job.id()];
+  if (entry.job.id() != 0 && entry.job.state() == v1::JOB_PENDING) {
+    auto it = pending_by_run_.find(entry.job.run());
+    if (it != pending_by_run_.end()) it->second.erase(KeyOf(entry.job));
+  }
+  if (job.state() != v1::JOB_LEASED) entry.lease_expiry_nanos = 0;
+  const std::optional<uint32_t> n = AverageWindowOf(job.kind());
+  if (n.has_value() && *n > 0) {
+    const WindowKey key{job.run(), *n, EndStep(job)};
+    auto it = window_jobs_.find(key);
+    if (job.state() == v1::JOB_SUPERSEDED) {
+      if (it != window_jobs_.end() && it->second == job.id()) window_jobs_.erase(it);
+    } else {
+      window_jobs_[key] = job.id();
+    }
+  }
+  if (job.state() == v1::JOB_PENDING) pending_by_run_[job.run()].insert(KeyOf(job));
+  entry.job = std::move(job);
+}
+
+absl::StatusOr<std::optional<Admission>> Scheduler::AdmitCheckpoint(
+    const v1::Run& run, uint64_t step, const std::string& path,
+    const ExtraWrites<Admission>& extra) {
+  absl::MutexLock lock(&mu_);
+  const std::string& name = run.config().name();
+  if (checkpoints_.count({name, step})) return std::optional<Admission>();
+  Admission a;
+  a.checkpoint.set_run(name);
+  a.checkpoint.set_step(step);
+  a.checkpoint.set_path(path);
+  a.checkpoint.set_state(v1::CHECKPOINT_PENDING);
+  a.checkpoint.set_admitted_unix_ms(clock_->UnixMillis());
+
+  uint64_t next_id = next_job_id_;
+  a.raw_job.set_id(next_id++);
+  a.raw_job.set_run(name);
+  a.raw_job.set_kind("raw");
+  a.raw_job.add_steps(step);
+  *a.raw_job.mutable_tasks() = run.config().tasks();
+  a.raw_job.set_state(v1::JOB_PENDING);
+  a.raw_job.set_created_unix_ms(clock_->UnixMillis());
+
+  a.steps = AdmittedStepsLocked(name);
+  a.index = std::lower_bound(a.steps.begin(), a.steps.end(), step) - a.steps.begin();
+  a.steps.insert(a.steps.begin() + a.index, step);
+  const std::set<uint32_t> sizes(run.config().average_windows().begin(),
+                                 run.config().average_windows().end());
+  for (uint32_t n : sizes) {
+    if (n < 2) continue;
+    // Windows ending at positions index .. index+n-1 contain the new checkpoint.
+    for (size_t end = a.index; end < a.steps.size() && end < a.index + n; ++end) {
+      if (end + 1 < n) continue;
+      v1::Job job = NewWindowJob(run, n, a.steps, end, next_id++);
+      auto current = window_jobs_.find({name, n, a.steps[end]});
+      if (current != window_jobs_.end()) {
+        a.superseded.push_back(Superseded(
+            jobs_.at(current->second), job.id(),
+            absl::StrCat("window changed: checkpoint ", step, " was admitted late")));
+      }
+      a.window_jobs.push_back(std::move(job));
+    }
+  }
+  // Windows of sizes no longer configured whose membership changed are superseded too.
+  for (auto it = window_jobs_.lower_bound({name, 0, 0});
+       it != window_jobs_.end() && std::get<0>(it->first) == name; ++it) {
+    const uint32_t n = std::get<1>(it->first);
+    if (sizes.count(n)) continue;
+    auto pos = std::lower_bound(a.steps.begin(), a.steps.end(), std::get<2>(it->first));
+    const size_t end = pos - a.steps.begin();
+    if (end > a.index && end < a.index + n) {
+      a.superseded.push_back(
+          Superseded(jobs_.at(it->second), 0,
+                     absl::StrCat("window changed: checkpoint ", step,
+                                  " was admitted late (avg@", n, " is no longer configured)")));
+    }
+  }
 
   Store::Batch batch = store_->NewBatch();
-  batch.PutCheckpoint(checkpoint);
-  batch.PutJob(job);
-  batch.PutNextJobId(next_job_id_ + 1);
+  batch.PutCheckpoint(a.checkpoint);
+  batch.PutJob(a.raw_job);
+  for (const v1::Job& job : a.window_jobs) batch.PutJob(job);
+  for (const v1::Job& job : a.superseded) batch.PutJob(job);
+  batch.PutNextJobId(next_id);
+  if (extra) RETURN_IF_ERROR(extra(a, batch));
   RETURN_IF_ERROR(store_->Commit(std::move(batch)));
 
-  ++next_job_id_;
-  checkpoints_[{name, step}] = checkpoint;
-  jobs_[job.id()].job = job;
-  pending_by_run_[name].insert(KeyOf(job));
-  return std::optional<v1::Job>(job);
+  next_job_id_ = next_id;
+  checkpoints_[{name, step}] = a.checkpoint;
+  raw_jobs_[{name, step}] = a.raw_job.id();
+  for (const v1::Job& job : a.superseded) Install(job);
+  Install(a.raw_job);
+  for (const v1::Job& job : a.window_jobs) Install(job);
+  return std::optional<Admission>(std::move(a));
+}
+
+absl::StatusOr<WindowUpdate> Scheduler::SetAverageWindows(const v1::Run& run,
+                                                          const ExtraWrites<WindowUpdate>& extra) {
+  absl::MutexLock lock(&mu_);
+  const std::string& name = run.config().name();
+  const std::set<uint32_t> sizes(run.config().average_windows().begin(),
+                                 run.config().average_windows().end());
+  const std::vector<uint64_t> steps = AdmittedStepsLocked(name);
+  WindowUpdate update;
+  uint64_t next_id = next_job_id_;
+  for (uint32_t n : sizes) {
+    if (n < 2) continue;
+    for (size_t end = n - 1; end < steps.size(); ++end) {
+      if (window_jobs_.count({name, n, steps[end]})) continue;
+      update.created.push_back(NewWindowJob(run, n, steps, end, next_id++));
+    }
+  }
+  for (auto it = window_jobs_.lower_bound({name, 0, 0});
+       it != window_jobs_.end() && std::get<0>(it->first) == name; ++it) {
+    const uint32_t n = std::get<1>(it->first);
+    const Entry& entry = jobs_.at(it->second);
+    if (sizes.count(n) || (entry.job.state() != v1::JOB_PENDING &&
+                           entry.job.state() != v1::JOB_LEASED)) {
+      continue;
+    }
+    update.superseded.push_back(
+        Superseded(entry, 0, absl::StrCat("avg@", n, " was removed from the run's windows")));
+  }
+  Store::Batch batch = store_->NewBatch();
+  for (const v1::Job& job : update.created) batch.PutJob(job);
+  for (const v1::Job& job : update.superseded) batch.PutJob(job);
+  batch.PutNextJobId(next_id);
+  if (extra) RETURN_IF_ERROR(extra(update, batch));
+  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  next_job_id_ = next_id;
+  for (const v1::Job& job : update.superseded) Install(job);
+  for (const v1::Job& job : update.created) Install(job);
+  return update;
 }
 
 std::optional<v1::Checkpoint> Scheduler::FollowCheckpoint(const v1::Job& next) const {
@@ -162,10 +313,49 @@ absl::Status Scheduler::CommitTransition(Entry& entry, v1::Job next, Store::Batc
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worker_id) {
+absl::Status Scheduler::LeaseEntry(Entry& entry, const std::string& worker_id, int64_t now) {
+  v1::Job next = entry.job;
+  next.set_state(v1::JOB_LEASED);
+  next.set_epoch(next.epoch() + 1);
+  next.set_attempts(next.attempts() + 1);
+  next.set_worker_id(worker_id);
+  RETURN_IF_ERROR(CommitTransition(entry, std::move(next), store_->NewBatch()));
+  entry.lease_expiry_nanos = now + options_.lease_ttl_ms * 1'000'000;
+  entry.leased_at_nanos = now;
+  entry.not_before_nanos = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worker_id,
+                                                        const LeaseAffinity& affinity) {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_->MonotonicNanos();
   if (pending_by_run_.empty()) return std::optional<v1::Job>();
+
+  // Affinity first: the avg@n job sharing the most members with a sum this worker holds.
+  Entry* best = nullptr;
+  size_t best_overlap = 0;
+  for (const HeldWindow& held : affinity.held) {
+    auto run_it = pending_by_run_.find(held.run);
+    if (run_it == pending_by_run_.end()) continue;
+    const std::set<uint64_t> members(held.steps.begin(), held.steps.end());
+    for (const PendingKey& key : run_it->second) {
+      if (std::get<1>(key) != held.window) continue;
+      Entry& entry = jobs_.at(std::get<2>(key));
+      if (entry.not_before_nanos > now) continue;
+      size_t overlap = 0;
+      for (uint64_t step : entry.job.steps()) overlap += members.count(step);
+      if (best == nullptr || overlap > best_overlap) {
+        best = &entry;
+        best_overlap = overlap;
+      }
+    }
+  }
+  if (best != nullptr) {
+    RETURN_IF_ERROR(LeaseEntry(*best, worker_id, now));
+    return std::optional<v1::Job>(best->job);
+  }
+
   // Round-robin: start with the first run after the one served last, wrapping around.
   auto start = pending_by_run_.upper_bound(last_served_run_);
   std::vector<std::map<std::string, std::set<PendingKey>>::iterator> order;
@@ -175,16 +365,10 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
     for (const PendingKey& key : run_it->second) {
       Entry& entry = jobs_.at(std::get<2>(key));
       if (entry.not_before_nanos > now) continue;
-      v1::Job next = entry.job;
-      next.set_state(v1::JOB_LEASED);
-      next.set_epoch(next.epoch() + 1);
-      next.set_attempts(next.attempts() + 1);
-      next.set_worker_id(worker_id);
+      const uint32_t rank = std::get<1>(key);
+      if (rank > 0 && affinity.reserved.count({run_it->first, rank})) continue;
       std::string run = run_it->first;
-      RETURN_IF_ERROR(CommitTransition(entry, std::move(next), store_->NewBatch()));
-      entry.lease_expiry_nanos = now + options_.lease_ttl_ms * 1'000'000;
-      entry.leased_at_nanos = now;
-      entry.not_before_nanos = 0;
+      RETURN_IF_ERROR(LeaseEntry(entry, worker_id, now));
       last_served_run_ = run;
       return std::optional<v1::Job>(entry.job);
     }
@@ -292,6 +476,8 @@ absl::StatusOr<v1::JobState> Scheduler::Fail(uint64_t job_id, uint64_t epoch,
                                              const std::string& reason, bool retryable) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
+  // A window whose members were rotated away never comes back: fail it for good.
+  if (absl::StrContains(reason, "members_gone")) retryable = false;
   return Release(*entry, reason.empty() ? "worker gave no reason" : reason, retryable);
 }
 
@@ -335,6 +521,36 @@ std::vector<v1::Checkpoint> Scheduler::Checkpoints(const std::string& run) const
     out.push_back(it->second);
   }
   return out;
+}
+
+std::vector<uint64_t> Scheduler::AdmittedSteps(const std::string& run) const {
+  absl::MutexLock lock(&mu_);
+  return AdmittedStepsLocked(run);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Scheduler::DriftPairs(const v1::Job& job) const {
+  std::vector<std::pair<uint64_t, uint64_t>> pairs;
+  if (job.kind() != "raw" || job.steps().empty()) return pairs;
+  absl::MutexLock lock(&mu_);
+  const uint64_t step = job.steps(0);
+  auto it = checkpoints_.find({job.run(), step});
+  if (it == checkpoints_.end()) return pairs;
+  // A pair is measured by the job of whichever of its checkpoints was admitted later.
+  auto admitted_before = [&](const std::pair<std::string, uint64_t>& key) {
+    auto raw = raw_jobs_.find(key);
+    return raw != raw_jobs_.end() && raw->second < job.id();
+  };
+  if (it != checkpoints_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->first.first == job.run() && admitted_before(prev->first)) {
+      pairs.emplace_back(prev->first.second, step);
+    }
+  }
+  auto next = std::next(it);
+  if (next != checkpoints_.end() && next->first.first == job.run() && admitted_before(next->first)) {
+    pairs.emplace_back(step, next->first.second);
+  }
+  return pairs;
 }
 
 std::vector<v1::Job> Scheduler::Jobs() const {

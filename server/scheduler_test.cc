@@ -1,6 +1,7 @@
 #include "server/scheduler.h"
 
 #include <filesystem>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -58,7 +59,7 @@ class SchedulerTest : public ::testing::Test {
     auto job = scheduler_->AdmitCheckpoint(MakeRun(run), step, "/ckpt/" + std::to_string(step));
     EXPECT_OK(job);
     EXPECT_TRUE(job->has_value());
-    return job.ok() && job->has_value() ? (*job)->id() : 0;
+    return job.ok() && job->has_value() ? (*job)->raw_job.id() : 0;
   }
   v1::Job LeaseOrDie(const std::string& worker) {
     auto job = scheduler_->Lease(worker);
@@ -303,6 +304,185 @@ TEST_F(SchedulerTest, RestartGivesLeasedJobsAFreshExpiryAndKeepsEpochAndWorker) 
   EXPECT_EQ(pending.id(), id + 1);
   EXPECT_EQ(pending.epoch(), 2u);
   EXPECT_EQ(Admit("a", 300), id + 2);
+}
+
+// ---- windows (DESIGN §3) ----
+
+v1::Run WindowedRun(const std::string& name, std::vector<uint32_t> windows) {
+  v1::Run run = MakeRun(name);
+  for (uint32_t n : windows) run.mutable_config()->add_average_windows(n);
+  return run;
+}
+
+std::string Describe(const v1::Job& job) {
+  std::string out = job.kind() + "[";
+  for (int i = 0; i < job.steps_size(); ++i) {
+    out += (i ? "," : "") + std::to_string(job.steps(i));
+  }
+  return out + "]";
+}
+
+class WindowSchedulerTest : public SchedulerTest {
+ protected:
+  Admission AdmitWindowed(const v1::Run& run, uint64_t step) {
+    auto a = scheduler_->AdmitCheckpoint(run, step, "/ckpt/" + std::to_string(step));
+    EXPECT_OK(a);
+    EXPECT_TRUE(a.ok() && a->has_value());
+    return a.ok() && a->has_value() ? **a : Admission();
+  }
+  // Current (not superseded) jobs as "kind[steps]".
+  std::vector<std::string> Current() {
+    std::vector<std::string> out;
+    for (const v1::Job& job : scheduler_->Jobs()) {
+      if (job.state() != v1::JOB_SUPERSEDED) out.push_back(Describe(job));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+TEST_F(WindowSchedulerTest, CreatesAWindowJobPerSizeOnceEnoughCheckpointsExist) {
+  const v1::Run run = WindowedRun("a", {2, 3});
+  EXPECT_TRUE(AdmitWindowed(run, 100).window_jobs.empty());
+  Admission second = AdmitWindowed(run, 200);
+  ASSERT_EQ(second.window_jobs.size(), 1u);
+  EXPECT_EQ(Describe(second.window_jobs[0]), "avg@2[100,200]");
+  Admission third = AdmitWindowed(run, 300);
+  std::vector<std::string> made;
+  for (const v1::Job& job : third.window_jobs) made.push_back(Describe(job));
+  EXPECT_THAT(made, ::testing::ElementsAre("avg@2[200,300]", "avg@3[100,200,300]"));
+  EXPECT_TRUE(third.superseded.empty());
+  // Stored in the same batch as the checkpoint, with the run's tasks.
+  v1::Job stored = Stored(third.window_jobs[1].id());
+  EXPECT_EQ(stored.state(), v1::JOB_PENDING);
+  EXPECT_EQ(stored.tasks_size(), 1);
+  // Newest first, raw before avg@n (smaller n first) at the same step.
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) order.push_back(Describe(LeaseOrDie("w")));
+  EXPECT_THAT(order, ::testing::ElementsAre("raw[300]", "avg@2[200,300]", "avg@3[100,200,300]",
+                                            "raw[200]", "avg@2[100,200]", "raw[100]"));
+}
+
+TEST_F(WindowSchedulerTest, LateAdmissionSupersedesExactlyTheNextNMinusOneWindows) {
+  const v1::Run run = WindowedRun("a", {3});
+  for (uint64_t step : {100, 200, 300, 400, 500}) AdmitWindowed(run, step);
+  // The window ending at 400 is being evaluated when 250 turns up.
+  uint64_t leased_id = 0;
+  for (const v1::Job& job : scheduler_->Jobs()) {
+    if (Describe(job) == "avg@3[200,300,400]") leased_id = job.id();
+  }
+  v1::Job leased;
+  while (true) {
+    leased = LeaseOrDie("w");
+    if (leased.id() == leased_id || leased.id() == 0) break;
+  }
+  ASSERT_EQ(leased.id(), leased_id);
+
+  Admission late = AdmitWindowed(run, 250);
+  EXPECT_EQ(late.index, 2u);
+  std::vector<std::string> made, gone;
+  for (const v1::Job& job : late.window_jobs) made.push_back(Describe(job));
+  for (const v1::Job& job : late.superseded) gone.push_back(Describe(job));
+  EXPECT_THAT(made, ::testing::ElementsAre("avg@3[100,200,250]", "avg@3[200,250,300]",
+                                           "avg@3[250,300,400]"));
+  EXPECT_THAT(gone, ::testing::ElementsAre("avg@3[100,200,300]", "avg@3[200,300,400]"));
+  for (size_t i = 0; i < late.superseded.size(); ++i) {
+    const v1::Job stored = Stored(late.superseded[i].id());
+    EXPECT_EQ(stored.state(), v1::JOB_SUPERSEDED);
+    EXPECT_EQ(stored.superseded_by(), late.window_jobs[i + 1].id());
+    EXPECT_THAT(stored.error(), HasSubstr("admitted late"));
+  }
+  EXPECT_THAT(Current(), ::testing::Contains("avg@3[300,400,500]"));  // unchanged
+  // The superseded leased job's holder is told to stop: report and heartbeat are ABORTED.
+  EXPECT_THAT(scheduler_->Heartbeat(leased_id, leased.epoch(), "w"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("superseded")));
+  EXPECT_THAT(scheduler_->CheckReport(leased_id, leased.epoch(), "w"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("superseded")));
+  EXPECT_THAT(scheduler_->Complete(leased_id, leased.epoch(), "w", store_->NewBatch()),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
+  // The memberships survive a restart; a later admission finds the current jobs.
+  Reopen();
+  Admission later = AdmitWindowed(run, 450);
+  gone.clear();
+  for (const v1::Job& job : later.superseded) gone.push_back(Describe(job));
+  EXPECT_THAT(gone, ::testing::ElementsAre("avg@3[300,400,500]"));
+}
+
+TEST_F(WindowSchedulerTest, MembersGoneIsPermanentEvenWhenRetryable) {
+  const v1::Run run = WindowedRun("a", {2});
+  AdmitWindowed(run, 100);
+  AdmitWindowed(run, 200);
+  LeaseOrDie("w");                 // raw@200
+  v1::Job avg = LeaseOrDie("w");   // avg@2
+  ASSERT_EQ(avg.kind(), "avg@2");
+  auto state = scheduler_->Fail(avg.id(), avg.epoch(), "w",
+                                "members_gone: checkpoint 100 was deleted", /*retryable=*/true);
+  ASSERT_OK(state);
+  EXPECT_EQ(*state, v1::JOB_FAILED);
+  EXPECT_THAT(Stored(avg.id()).error(), HasSubstr("members_gone"));
+}
+
+TEST_F(WindowSchedulerTest, AffinityPrefersTheSlidingWindowAndHonoursReservations) {
+  const v1::Run run = WindowedRun("a", {2});
+  for (uint64_t step : {100, 200, 300, 400}) AdmitWindowed(run, step);
+  // Without affinity the newest raw job comes first.
+  LeaseAffinity holder;
+  holder.held.push_back(HeldWindow{"a", 2, {200, 300}});
+  auto job = scheduler_->Lease("holder", holder);
+  ASSERT_OK(job);
+  ASSERT_TRUE(job->has_value());
+  EXPECT_EQ(Describe(**job), "avg@2[200,300]");  // shares both members with the held sum
+  job = scheduler_->Lease("holder", holder);
+  ASSERT_OK(job);
+  EXPECT_EQ(Describe(**job), "avg@2[300,400]");  // slides by one
+  // Another worker skips avg@2 jobs reserved for the holder, takes the rest.
+  LeaseAffinity other;
+  other.reserved.insert({"a", 2});
+  std::vector<std::string> taken;
+  while (true) {
+    auto next = scheduler_->Lease("other", other);
+    ASSERT_OK(next);
+    if (!next->has_value()) break;
+    taken.push_back(Describe(**next));
+  }
+  EXPECT_THAT(taken, ::testing::ElementsAre("raw[400]", "raw[300]", "raw[200]", "raw[100]"));
+  // Unreserved (the holder is busy or lost): it gets the remaining window.
+  EXPECT_EQ(Describe(LeaseOrDie("other")), "avg@2[100,200]");
+}
+
+TEST_F(WindowSchedulerTest, SetAverageWindowsCreatesMissingAndSupersedesRemovedSizes) {
+  v1::Run run = WindowedRun("a", {2});
+  for (uint64_t step : {100, 200, 300}) AdmitWindowed(run, step);
+  run = WindowedRun("a", {3});
+  auto update = scheduler_->SetAverageWindows(run);
+  ASSERT_OK(update);
+  std::vector<std::string> made, gone;
+  for (const v1::Job& job : update->created) made.push_back(Describe(job));
+  for (const v1::Job& job : update->superseded) gone.push_back(Describe(job));
+  EXPECT_THAT(made, ::testing::ElementsAre("avg@3[100,200,300]"));
+  EXPECT_THAT(gone, ::testing::ElementsAre("avg@2[100,200]", "avg@2[200,300]"));
+  EXPECT_EQ(Stored(update->superseded[0].id()).superseded_by(), 0u);
+  // Idempotent.
+  auto again = scheduler_->SetAverageWindows(run);
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->created.empty());
+  EXPECT_TRUE(again->superseded.empty());
+  // Re-adding 2 schedules its windows again (the superseded ones had no results).
+  run = WindowedRun("a", {2, 3});
+  auto readd = scheduler_->SetAverageWindows(run);
+  ASSERT_OK(readd);
+  EXPECT_EQ(readd->created.size(), 2u);
+}
+
+TEST_F(WindowSchedulerTest, DriftPairsAreMeasuredByTheLaterAdmittedCheckpoint) {
+  const v1::Run run = MakeRun("a");
+  const uint64_t first = AdmitWindowed(run, 100).raw_job.id();
+  const uint64_t third = AdmitWindowed(run, 300).raw_job.id();
+  const uint64_t late = AdmitWindowed(run, 200).raw_job.id();
+  using Pairs = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(scheduler_->DriftPairs(Stored(first)), Pairs{});
+  EXPECT_EQ(scheduler_->DriftPairs(Stored(late)), (Pairs{{100, 200}, {200, 300}}));
+  EXPECT_EQ(scheduler_->DriftPairs(Stored(third)), Pairs{});  // 200 measures (200, 300)
 }
 
 }  // namespace

@@ -119,4 +119,28 @@ grpc::Status EvalServiceImpl::GetScores(grpc::ServerContext*, const v1::GetScore
       *request, [writer](const v1::Score& s) { return writer->Write(s); }));
 }
 
+grpc::Status EvalServiceImpl::UpdateRun(grpc::ServerContext*, const v1::UpdateRunRequest* request,
+                                        v1::Run* response) {
+  return Respond(coordinator_->UpdateRun(*request), response);
+}
+
+grpc::Status EvalServiceImpl::GetStability(grpc::ServerContext*,
+                                           const v1::GetStabilityRequest* request,
+                                           v1::GetStabilityResponse* response) {
+  return Respond(coordinator_->GetStability(*request), response);
+}
+
+grpc::Status EvalServiceImpl::GetExamples(grpc::ServerContext*,
+                                          const v1::GetExamplesRequest* request,
+                                          v1::GetExamplesResponse* response) {
+  return Respond(coordinator_->GetExamples(*request), response);
+}
+
+grpc::Status EvalServiceImpl::ExportPredictions(
+    grpc::ServerContext*, const v1::ExportPredictionsRequest* request,
+    grpc::ServerWriter<v1::ExportedPrediction>* writer) {
+  return ToGrpcStatus(coordinator_->ExportPredictions(
+      *request, [writer](const v1::ExportedPrediction& p) { return writer->Write(p); }));
+}
+
 }  // namespace steadyeval

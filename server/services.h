@@ -55,6 +55,14 @@ class EvalServiceImpl final : public v1::EvalService::Service {
                            v1::ListWorkersResponse* response) override;
   grpc::Status GetScores(grpc::ServerContext*, const v1::GetScoresRequest* request,
                          grpc::ServerWriter<v1::Score>* writer) override;
+  grpc::Status UpdateRun(grpc::ServerContext*, const v1::UpdateRunRequest* request,
+                         v1::Run* response) override;
+  grpc::Status GetStability(grpc::ServerContext*, const v1::GetStabilityRequest* request,
+                            v1::GetStabilityResponse* response) override;
+  grpc::Status GetExamples(grpc::ServerContext*, const v1::GetExamplesRequest* request,
+                           v1::GetExamplesResponse* response) override;
+  grpc::Status ExportPredictions(grpc::ServerContext*, const v1::ExportPredictionsRequest* request,
+                                 grpc::ServerWriter<v1::ExportedPrediction>* writer) override;
 
  private:
   Coordinator* const coordinator_;

@@ -257,5 +257,48 @@ TEST_F(ServicesTest, WorkerFlowAndReportsForJobsNotHeld) {
   EXPECT_EQ(s.error_message(), "worker ghost is not registered (register again)");
 }
 
+TEST_F(ServicesTest, WindowAndStabilityRpcsAreServed) {
+  ASSERT_TRUE(CreateRun(RunRequest("r")).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateRunRequest update;
+    update.set_name("r");
+    update.set_set_ensemble_windows(true);
+    update.add_ensemble_windows(2);
+    v1::Run run;
+    ASSERT_TRUE(eval_->UpdateRun(&ctx, update, &run).ok());
+    EXPECT_EQ(run.config().ensemble_windows_size(), 1);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetStabilityRequest request;
+    request.set_run("r");
+    v1::GetStabilityResponse response;
+    ASSERT_TRUE(eval_->GetStability(&ctx, request, &response).ok());
+    EXPECT_FALSE(response.has_range());  // no raw points yet
+    ASSERT_GE(response.rows_size(), 1);
+    EXPECT_EQ(response.rows(0).variant(), "raw");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetExamplesRequest request;
+    request.set_run("r");
+    request.set_task("mc");
+    request.set_example(9);
+    v1::GetExamplesResponse response;
+    EXPECT_EQ(eval_->GetExamples(&ctx, request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ExportPredictionsRequest request;
+    request.set_run("nope");
+    auto reader = eval_->ExportPredictions(&ctx, request);
+    v1::ExportedPrediction p;
+    EXPECT_FALSE(reader->Read(&p));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+}
+
 }  // namespace
 }  // namespace steadyeval

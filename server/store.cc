@@ -11,8 +11,10 @@
 namespace steadyeval {
 namespace {
 
-constexpr const char* kFamilyNames[] = {"meta",  "runs",        "tasks", "checkpoints",
-                                        "jobs",  "predictions", "scores"};
+// By Store::Family. Version 1 had the first kFamiliesV1 of them.
+constexpr const char* kFamilyNames[] = {"meta",        "runs",   "tasks", "checkpoints", "jobs",
+                                        "predictions", "scores", "pairs", "drift"};
+constexpr size_t kFamiliesV1 = 7;
 constexpr absl::string_view kSchemaVersionKey = "schema_version";
 constexpr absl::string_view kNextJobIdKey = "next_job_id";
 
@@ -49,6 +51,19 @@ std::string Store::ScoreKey(absl::string_view run, absl::string_view task,
   return KeyBuilder().Str(run).Str(task).Str(variant).U64(step).Release();
 }
 
+std::string Store::PairKey(absl::string_view run, absl::string_view task,
+                           absl::string_view variant, uint64_t to_step) {
+  return KeyBuilder().Str(run).Str(task).Str(variant).U64(to_step).Release();
+}
+std::string Store::DriftKey(absl::string_view run, uint64_t to_step) {
+  return KeyBuilder().Str(run).U64(to_step).Release();
+}
+
+std::vector<std::string> Store::FamilyNames(uint32_t schema_version) {
+  const size_t n = schema_version <= 1 ? kFamiliesV1 : static_cast<size_t>(kNumFamilies);
+  return std::vector<std::string>(kFamilyNames, kFamilyNames + n);
+}
+
 // ---- batch ----
 
 void Store::Batch::PutRun(const v1::Run& run) {
@@ -75,6 +90,30 @@ void Store::Batch::PutPrediction(absl::string_view run, absl::string_view task,
 void Store::Batch::PutScore(const v1::Score& s) {
   batch_.Put(store_->cf(kScores), ScoreKey(s.run(), s.task(), s.variant(), s.step()),
              Serialize(s));
+}
+
+void Store::Batch::DeleteScore(absl::string_view run, absl::string_view task,
+                               absl::string_view variant, uint64_t step) {
+  batch_.Delete(store_->cf(kScores), ScoreKey(run, task, variant, step));
+}
+void Store::Batch::DeletePredictions(absl::string_view run, absl::string_view task,
+                                     absl::string_view variant, uint64_t step) {
+  const std::string prefix = ScoreKey(run, task, variant, step);
+  batch_.DeleteRange(store_->cf(kPredictions), prefix, PrefixSuccessor(prefix));
+}
+void Store::Batch::PutPair(absl::string_view run, absl::string_view task,
+                           absl::string_view variant, const v1::PairStats& pair) {
+  batch_.Put(store_->cf(kPairs), PairKey(run, task, variant, pair.to_step()), Serialize(pair));
+}
+void Store::Batch::DeletePair(absl::string_view run, absl::string_view task,
+                              absl::string_view variant, uint64_t to_step) {
+  batch_.Delete(store_->cf(kPairs), PairKey(run, task, variant, to_step));
+}
+void Store::Batch::PutDrift(absl::string_view run, const v1::ParameterDrift& drift) {
+  batch_.Put(store_->cf(kDrift), DriftKey(run, drift.to_step()), Serialize(drift));
+}
+void Store::Batch::DeleteDrift(absl::string_view run, uint64_t to_step) {
+  batch_.Delete(store_->cf(kDrift), DriftKey(run, to_step));
 }
 
 // ---- open ----
@@ -145,6 +184,7 @@ absl::Status Store::CheckSchema(const std::string& dir) {
     return absl::DataLossError(absl::StrCat("database in ", dir, ": schema version record '",
                                             *version, "' is not a number (restore a backup)"));
   }
+  if (stored == 1) return MigrateV1ToV2(dir);
   if (stored != kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         "database in ", dir, " has schema version ", stored, "; this steadyeval-server reads ",
@@ -152,6 +192,19 @@ absl::Status Store::CheckSchema(const std::string& dir) {
         " (run the steadyeval-server release that wrote it, or restore a backup)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status Store::MigrateV1ToV2(const std::string& dir) {
+  // Open created `pairs` and `drift` (create_missing_column_families); they start empty
+  // and the coordinator recomputes pair figures for sequences without them at start-up.
+  for (Family f : {kPairs, kDrift}) {
+    if (cf(f) == nullptr) {
+      return absl::InternalError(absl::StrCat("migrating the database in ", dir,
+                                              " to schema 2: column family ", kFamilyNames[f],
+                                              " was not created"));
+    }
+  }
+  return PutMeta(kSchemaVersionKey, std::to_string(kSchemaVersion));
 }
 
 absl::Status Store::Commit(Batch batch) {
@@ -210,6 +263,16 @@ absl::StatusOr<v1::Prediction> Store::GetPrediction(absl::string_view run, absl:
   return GetProto<v1::Prediction>(
       kPredictions, PredictionKey(run, task, variant, step, example),
       absl::StrCat("prediction ", run, "/", task, "/", variant, "@", step, "#", example));
+}
+
+absl::StatusOr<v1::Score> Store::GetScore(absl::string_view run, absl::string_view task,
+                                          absl::string_view variant, uint64_t step) const {
+  return GetProto<v1::Score>(kScores, ScoreKey(run, task, variant, step),
+                             absl::StrCat("score ", run, "/", task, "/", variant, "@", step));
+}
+absl::StatusOr<v1::ParameterDrift> Store::GetDrift(absl::string_view run, uint64_t to_step) const {
+  return GetProto<v1::ParameterDrift>(kDrift, DriftKey(run, to_step),
+                                      absl::StrCat("drift ", run, "@", to_step));
 }
 
 absl::StatusOr<uint64_t> Store::GetNextJobId() const {
@@ -321,6 +384,77 @@ absl::Status Store::ScanPredictions(
                          return visit(*example, p);
                        }));
   return status;
+}
+
+absl::Status Store::ScanAllPredictions(
+    absl::string_view run, absl::string_view task, absl::string_view variant,
+    const std::function<bool(const PredictionKeyParts&, const v1::Prediction&)>& visit) const {
+  KeyBuilder prefix;
+  prefix.Str(run);
+  if (!task.empty()) {
+    prefix.Str(task);
+    if (!variant.empty()) prefix.Str(variant);
+  }
+  const std::string run_prefix = RunKey(run);
+  absl::Status status;
+  RETURN_IF_ERROR(Scan(kPredictions, prefix.key(), prefix.key(),
+                       [&](absl::string_view key, absl::string_view value) {
+                         KeyReader reader(key.substr(run_prefix.size()));
+                         PredictionKeyParts parts;
+                         absl::StatusOr<std::string> t = reader.Str();
+                         absl::StatusOr<std::string> v = t.ok() ? reader.Str() : t;
+                         absl::StatusOr<uint64_t> step = v.ok() ? reader.U64() : v.status();
+                         absl::StatusOr<uint32_t> ex = step.ok() ? reader.U32() : step.status();
+                         v1::Prediction p;
+                         if (!ex.ok() || !reader.done() ||
+                             !p.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+                           status = absl::DataLossError(absl::StrCat(
+                               "stored prediction of run ", run, " is corrupt"));
+                           return false;
+                         }
+                         if (!variant.empty() && *v != variant) return true;
+                         parts.task = std::move(*t);
+                         parts.variant = std::move(*v);
+                         parts.step = *step;
+                         parts.example = *ex;
+                         return visit(parts, p);
+                       }));
+  return status;
+}
+
+absl::Status Store::ScanPairs(
+    absl::string_view run, absl::string_view task, absl::string_view variant,
+    const std::function<bool(const std::string&, const std::string&, const v1::PairStats&)>& visit)
+    const {
+  KeyBuilder prefix;
+  prefix.Str(run);
+  if (!task.empty()) prefix.Str(task).Str(variant);
+  const std::string run_prefix = RunKey(run);
+  absl::Status status;
+  RETURN_IF_ERROR(Scan(kPairs, prefix.key(), prefix.key(),
+                       [&](absl::string_view key, absl::string_view value) {
+                         KeyReader reader(key.substr(run_prefix.size()));
+                         absl::StatusOr<std::string> t = reader.Str();
+                         absl::StatusOr<std::string> v = t.ok() ? reader.Str() : t;
+                         v1::PairStats pair;
+                         if (!v.ok() ||
+                             !pair.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+                           status = absl::DataLossError(
+                               absl::StrCat("stored pair figures of run ", run, " are corrupt"));
+                           return false;
+                         }
+                         return visit(*t, *v, pair);
+                       }));
+  return status;
+}
+
+absl::Status Store::ScanDrifts(absl::string_view run,
+                               const std::function<bool(const v1::ParameterDrift&)>& visit) const {
+  const std::string prefix = RunKey(run);
+  TypedVisit<v1::ParameterDrift> typed{visit, "drift"};
+  RETURN_IF_ERROR(Scan(kDrift, prefix, prefix,
+                       [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
+  return typed.status;
 }
 
 }  // namespace steadyeval

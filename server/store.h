@@ -8,7 +8,16 @@
 //   jobs         id(u64)                                -> Job
 //   predictions  run | task | variant | step | example  -> Prediction
 //   scores       run | task | variant | step            -> Score
+//   pairs        run | task | variant | to_step         -> PairStats   (schema >= 2)
+//   drift        run | to_step                          -> ParameterDrift (schema >= 2)
 // `task` in keys is the task name; a run's task names are unique and fix their sha256.
+// `pairs` holds the adjacent-pair figures of every (run, task, variant) sequence (DESIGN
+// §3), written in the same batch as the predictions that change them; `drift` the
+// parameter drift between adjacent admitted checkpoints, keyed by the later one.
+//
+// Schema versions: 1 (the walking skeleton) lacks `pairs` and `drift`; Open migrates a
+// version-1 database in place to version 2 (creates the families, stamps the version).
+// The coordinator recomputes missing pair figures at start-up (see Coordinator::Create).
 //
 // Every state transition is one Batch committed with sync=true. Reads see committed
 // state only. Thread-safe (RocksDB is); a Batch itself is not.
@@ -36,7 +45,7 @@ namespace v1 = ::steadyeval::v1;
 class Store {
  public:
   // The schema this binary reads and writes.
-  static constexpr uint32_t kSchemaVersion = 1;
+  static constexpr uint32_t kSchemaVersion = 2;
 
   // A set of writes applied atomically by Commit. Not thread-safe.
   class Batch {
@@ -49,6 +58,17 @@ class Store {
     void PutPrediction(absl::string_view run, absl::string_view task, absl::string_view variant,
                        uint64_t step, uint32_t example, const v1::Prediction& prediction);
     void PutScore(const v1::Score& score);
+    void DeleteScore(absl::string_view run, absl::string_view task, absl::string_view variant,
+                     uint64_t step);
+    // Deletes every prediction of one (run, task, variant, step).
+    void DeletePredictions(absl::string_view run, absl::string_view task,
+                           absl::string_view variant, uint64_t step);
+    void PutPair(absl::string_view run, absl::string_view task, absl::string_view variant,
+                 const v1::PairStats& pair);
+    void DeletePair(absl::string_view run, absl::string_view task, absl::string_view variant,
+                    uint64_t to_step);
+    void PutDrift(absl::string_view run, const v1::ParameterDrift& drift);
+    void DeleteDrift(absl::string_view run, uint64_t to_step);
     int count() const { return batch_.Count(); }
 
    private:
@@ -82,6 +102,9 @@ class Store {
                                                uint32_t example) const;
   // 1 on a fresh database.
   absl::StatusOr<uint64_t> GetNextJobId() const;
+  absl::StatusOr<v1::Score> GetScore(absl::string_view run, absl::string_view task,
+                                     absl::string_view variant, uint64_t step) const;
+  absl::StatusOr<v1::ParameterDrift> GetDrift(absl::string_view run, uint64_t to_step) const;
 
   // Range scans in key order. `visit` returns false to stop early (not an error).
   // Runs with name > `after` (all when empty), at most `limit` (0 = no limit).
@@ -98,6 +121,26 @@ class Store {
   absl::Status ScanPredictions(
       absl::string_view run, absl::string_view task, absl::string_view variant, uint64_t step,
       const std::function<bool(uint32_t example, const v1::Prediction&)>& visit) const;
+  // Every prediction of `run` in key order (task, variant, step, example); `task` and
+  // `variant` filter when non-empty.
+  struct PredictionKeyParts {
+    std::string task;
+    std::string variant;
+    uint64_t step = 0;
+    uint32_t example = 0;
+  };
+  absl::Status ScanAllPredictions(
+      absl::string_view run, absl::string_view task, absl::string_view variant,
+      const std::function<bool(const PredictionKeyParts&, const v1::Prediction&)>& visit) const;
+  // One (run, task, variant) sequence's pairs by to_step; every pair of the run (with its
+  // task and variant) when `task` is empty.
+  absl::Status ScanPairs(absl::string_view run, absl::string_view task, absl::string_view variant,
+                         const std::function<bool(const std::string& task,
+                                                  const std::string& variant,
+                                                  const v1::PairStats&)>& visit) const;
+  // A run's drift records by to_step.
+  absl::Status ScanDrifts(absl::string_view run,
+                          const std::function<bool(const v1::ParameterDrift&)>& visit) const;
 
   // Key encodings (exposed for tests).
   static std::string RunKey(absl::string_view name);
@@ -107,11 +150,22 @@ class Store {
                                    absl::string_view variant, uint64_t step, uint32_t example);
   static std::string ScoreKey(absl::string_view run, absl::string_view task,
                               absl::string_view variant, uint64_t step);
+  static std::string PairKey(absl::string_view run, absl::string_view task,
+                             absl::string_view variant, uint64_t to_step);
+  static std::string DriftKey(absl::string_view run, uint64_t to_step);
+
+  // The column families of each schema version (tests build old databases with them).
+  static std::vector<std::string> FamilyNames(uint32_t schema_version);
 
  private:
-  enum Family { kMeta, kRuns, kTasks, kCheckpoints, kJobs, kPredictions, kScores, kNumFamilies };
+  enum Family {
+    kMeta, kRuns, kTasks, kCheckpoints, kJobs, kPredictions, kScores, kPairs, kDrift,
+    kNumFamilies
+  };
   Store() = default;
   absl::Status CheckSchema(const std::string& dir);
+  // Version 1 -> 2: the new families already exist (Open creates missing ones); stamp it.
+  absl::Status MigrateV1ToV2(const std::string& dir);
   rocksdb::ColumnFamilyHandle* cf(Family f) const { return handles_[f]; }
   // Reads and parses one value; NOT_FOUND names `what`.
   template <typename Proto>

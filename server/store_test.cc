@@ -7,6 +7,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 
 namespace steadyeval {
 namespace {
@@ -126,7 +127,7 @@ TEST_F(StoreTest, FreshDatabaseHasSchemaVersionAndFirstJobId) {
   ASSERT_OK(store);
   auto version = (*store)->GetMeta("schema_version");
   ASSERT_OK(version);
-  EXPECT_EQ(version->value_or(""), "1");
+  EXPECT_EQ(version->value_or(""), "2");
   EXPECT_EQ(*(*store)->GetNextJobId(), 1u);
 }
 
@@ -138,7 +139,7 @@ TEST_F(StoreTest, RefusesUnknownSchemaVersion) {
   }
   EXPECT_THAT(Store::Open(dir_),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("has schema version 7; this steadyeval-server reads version 1")));
+                       HasSubstr("has schema version 7; this steadyeval-server reads version 2")));
 }
 
 TEST_F(StoreTest, RefusesUnreadableSchemaVersion) {
@@ -148,6 +149,101 @@ TEST_F(StoreTest, RefusesUnreadableSchemaVersion) {
     ASSERT_OK((*store)->PutMeta("schema_version", "garbage"));
   }
   EXPECT_THAT(Store::Open(dir_), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("garbage")));
+}
+
+// A database written by schema 1 (no `pairs` / `drift` families) is migrated in place.
+TEST_F(StoreTest, MigratesSchemaOneInPlace) {
+  {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+    for (const std::string& name : Store::FamilyNames(1)) {
+      descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(options), dir_, descriptors, &handles, &raw).ok());
+    std::string run;
+    MakeRun("old").SerializeToString(&run);
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[1], "schema_version", "1").ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[2], Store::RunKey("old"), run).ok());
+    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+    delete raw;
+  }
+  std::vector<std::string> before;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::Options(), dir_, &before).ok());
+  EXPECT_THAT(before, ::testing::Not(::testing::Contains("pairs")));
+
+  auto store = Store::Open(dir_);
+  ASSERT_OK(store);
+  EXPECT_EQ((*store)->GetMeta("schema_version")->value_or(""), "2");
+  EXPECT_EQ((*store)->GetRun("old")->config().name(), "old");
+  v1::PairStats pair;
+  pair.set_from_step(1);
+  pair.set_to_step(2);
+  pair.set_flips(3);
+  v1::ParameterDrift drift;
+  drift.set_from_step(1);
+  drift.set_to_step(2);
+  drift.set_l2(0.5);
+  Store::Batch batch = (*store)->NewBatch();
+  batch.PutPair("old", "t", "raw", pair);
+  batch.PutDrift("old", drift);
+  ASSERT_OK((*store)->Commit(std::move(batch)));
+  store->reset();
+
+  std::vector<std::string> after;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::Options(), dir_, &after).ok());
+  EXPECT_THAT(after, ::testing::IsSupersetOf({"pairs", "drift"}));
+  store = Store::Open(dir_);  // now a version-2 database: opens without migrating
+  ASSERT_OK(store);
+  std::vector<uint32_t> flips;
+  ASSERT_OK((*store)->ScanPairs("old", "", "",
+                                [&](const std::string& task, const std::string& variant,
+                                    const v1::PairStats& p) {
+                                  EXPECT_EQ(task, "t");
+                                  EXPECT_EQ(variant, "raw");
+                                  flips.push_back(p.flips());
+                                  return true;
+                                }));
+  EXPECT_THAT(flips, ElementsAre(3u));
+  EXPECT_DOUBLE_EQ((*store)->GetDrift("old", 2)->l2(), 0.5);
+}
+
+TEST_F(StoreTest, DeletesOneStepsValuesAndScansEveryPrediction) {
+  auto store = Store::Open(dir_);
+  ASSERT_OK(store);
+  Store::Batch batch = (*store)->NewBatch();
+  for (uint64_t step : {1, 2}) {
+    for (uint32_t e : {0, 1}) {
+      v1::Prediction p;
+      p.set_output(std::to_string(step * 10 + e));
+      batch.PutPrediction("r", "t", "ens@2", step, e, p);
+      batch.PutPrediction("r", "t", "raw", step, e, p);
+    }
+  }
+  ASSERT_OK((*store)->Commit(std::move(batch)));
+  batch = (*store)->NewBatch();
+  batch.DeletePredictions("r", "t", "ens@2", 1);
+  ASSERT_OK((*store)->Commit(std::move(batch)));
+  std::vector<std::string> seen;
+  ASSERT_OK((*store)->ScanAllPredictions("r", "", "", [&](const Store::PredictionKeyParts& k,
+                                                         const v1::Prediction& p) {
+    seen.push_back(k.variant + "@" + std::to_string(k.step) + "#" + std::to_string(k.example) +
+                   "=" + p.output());
+    return true;
+  }));
+  EXPECT_THAT(seen, ElementsAre("ens@2@2#0=20", "ens@2@2#1=21", "raw@1#0=10", "raw@1#1=11",
+                                "raw@2#0=20", "raw@2#1=21"));
+  seen.clear();
+  ASSERT_OK((*store)->ScanAllPredictions("r", "", "raw", [&](const Store::PredictionKeyParts& k,
+                                                            const v1::Prediction&) {
+    seen.push_back(k.variant);
+    return true;
+  }));
+  EXPECT_EQ(seen.size(), 4u);
 }
 
 TEST(StoreKeysTest, KeysOrderLikeTheirComponents) {
