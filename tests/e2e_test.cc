@@ -265,7 +265,8 @@ TEST_F(EndToEndTest, CheckpointLosingAShardAfterAdmissionFailsWithTheReason) {
     }
   }
   // A permanent load error is not retried.
-  for (const auto& j : Cli({"jobs", "--run", "broken"})["jobs"]) {
+  const json broken_jobs = Cli({"jobs", "--run", "broken"});
+  for (const auto& j : broken_jobs["jobs"]) {
     if (j["steps"][0] == 100) {
       EXPECT_EQ(j["state"], "failed");
       EXPECT_EQ(j["attempts"], 1);

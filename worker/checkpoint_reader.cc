@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -36,22 +37,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   buf << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
   return buf.str();
-}
-
-absl::StatusOr<torch::ScalarType> TorchType(DType dtype) {
-  switch (dtype) {
-    case DType::kF64: return torch::kFloat64;
-    case DType::kF32: return torch::kFloat32;
-    case DType::kF16: return torch::kFloat16;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kI64: return torch::kInt64;
-    case DType::kI32: return torch::kInt32;
-    case DType::kI16: return torch::kInt16;
-    case DType::kI8: return torch::kInt8;
-    case DType::kU8: return torch::kUInt8;
-    case DType::kBool: return torch::kBool;
-  }
-  return absl::InternalError("unhandled dtype");
 }
 
 }  // namespace
@@ -128,6 +113,7 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
   reader->dir_ = dir;
   while (reader->dir_.size() > 1 && reader->dir_.back() == '/') reader->dir_.pop_back();
   const std::string& d = reader->dir_;
+  reader->label_ = absl::StrCat("checkpoint ", d);
 
   const std::string config_path = absl::StrCat(d, "/config.json");
   if (!FileExists(config_path)) {
@@ -221,7 +207,7 @@ absl::StatusOr<torch::Tensor> CheckpointReader::Tensor(absl::string_view name) c
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return Info(name).status();
   const Entry& entry = it->second;
-  ASSIGN_OR_RETURN(torch::ScalarType type, TorchType(entry.info.dtype));
+  const torch::ScalarType type = TorchTypeOf(entry.info.dtype);
   const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
   return GuardTorch(absl::StrCat("checkpoint ", dir_, ": tensor '", name, "'"),
                     [&]() -> absl::StatusOr<torch::Tensor> {
@@ -231,6 +217,36 @@ absl::StatusOr<torch::Tensor> CheckpointReader::Tensor(absl::string_view name) c
                       return view.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true)
                           .contiguous();
                     });
+}
+
+absl::StatusOr<torch::Tensor> CheckpointReader::MappedTensor(absl::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return Info(name).status();
+  const Entry& entry = it->second;
+  const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
+  return GuardTorch(absl::StrCat("checkpoint ", dir_, ": tensor '", name, "'"),
+                    [&]() -> absl::StatusOr<torch::Tensor> {
+                      return torch::from_blob(const_cast<uint8_t*>(data), entry.info.shape,
+                                              torch::TensorOptions()
+                                                  .dtype(TorchTypeOf(entry.info.dtype))
+                                                  .device(torch::kCPU));
+                    });
+}
+
+void CheckpointReader::DropPages(absl::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return;
+  const Entry& entry = it->second;
+  const Shard& shard = *shards_[entry.shard];
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t base = reinterpret_cast<uintptr_t>(shard.base);
+  uintptr_t begin = reinterpret_cast<uintptr_t>(shard.data() + entry.info.begin);
+  uintptr_t end = reinterpret_cast<uintptr_t>(shard.data() + entry.info.end);
+  begin = begin / page * page;
+  end = std::min((end + page - 1) / page * page, (base + shard.size + page - 1) / page * page);
+  if (begin < base || end <= begin) return;
+  // Clean private file pages: dropping them loses nothing; a later read re-faults them.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 }  // namespace steadyeval

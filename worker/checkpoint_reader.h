@@ -10,6 +10,11 @@
 // Non-parameter buffers of older checkpoints (`*.rotary_emb.inv_freq`, `*.attn.bias`,
 // `*.attn.masked_bias`) are left out of TensorNames(); Tensor() still returns them.
 //
+// Implements TensorSource (tensor_source.h), so a model loads from a folder or from memory.
+// For streaming over many checkpoints (averaging, drift), MappedTensor() gives zero-copy
+// views of the mapping and DropPages() returns a tensor's pages to the OS once read, so
+// resident memory stays at about one tensor per open reader however large the folders.
+//
 // Thread-safe: all methods are const after Open() and may be called concurrently.
 #ifndef STEADYEVAL_WORKER_CHECKPOINT_READER_H_
 #define STEADYEVAL_WORKER_CHECKPOINT_READER_H_
@@ -24,10 +29,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/safetensors.h"
+#include "worker/tensor_source.h"
 
 namespace steadyeval {
 
-class CheckpointReader {
+class CheckpointReader : public TensorSource {
  public:
   // Opens and validates the checkpoint folder `dir`. NOT_FOUND when config.json, the
   // weights or a shard listed in the index is missing (the message names it);
@@ -40,18 +46,30 @@ class CheckpointReader {
   CheckpointReader& operator=(const CheckpointReader&) = delete;
 
   const std::string& dir() const { return dir_; }
+  // "checkpoint DIR".
+  const std::string& label() const override { return label_; }
   // The raw text of config.json.
-  const std::string& config_json() const { return config_json_; }
+  const std::string& config_json() const override { return config_json_; }
 
   // Parameter names, sorted, without the ignored buffers.
-  std::vector<std::string> TensorNames() const;
+  std::vector<std::string> TensorNames() const override;
   bool HasTensor(absl::string_view name) const;
   // Stored dtype, shape and offsets. NOT_FOUND naming the tensor when absent.
-  absl::StatusOr<TensorInfo> Info(absl::string_view name) const;
+  absl::StatusOr<TensorInfo> Info(absl::string_view name) const override;
 
   // The tensor converted to a contiguous float32 CPU tensor (always a copy owned by the
   // caller; the mapping is never written). NOT_FOUND naming the tensor when absent.
-  absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const;
+  absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const override;
+
+  // The tensor in its stored dtype as a view of the read-only mapping (no copy). Valid
+  // only while this reader lives; never write to it (the mapping is PROT_READ: a write
+  // faults). NOT_FOUND naming the tensor when absent.
+  absl::StatusOr<torch::Tensor> MappedTensor(absl::string_view name) const;
+  // Gives the tensor's mapped pages back to the OS (madvise DONTNEED); a later read
+  // faults them in again from the file. Drop whole tensors: with large page-cache folios a
+  // fault may map a whole folio again, so dropping part of a tensor being read saves
+  // little. No-op for an unknown name.
+  void DropPages(absl::string_view name) const;
 
  private:
   struct Shard;
@@ -63,6 +81,7 @@ class CheckpointReader {
   absl::Status AddShard(const std::string& file_name);
 
   std::string dir_;
+  std::string label_;
   std::string config_json_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::map<std::string, Entry, std::less<>> tensors_;

@@ -11,6 +11,8 @@
 #include <prometheus/registry.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
@@ -80,6 +82,14 @@ std::string MapPath(const std::vector<PathMapping>& mappings, const std::string&
     }
   }
   return path;
+}
+
+absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind) {
+  if (kind == "raw") return 0u;
+  uint32_t n = 0;
+  if (absl::StartsWith(kind, "avg@") && absl::SimpleAtoi(kind.substr(4), &n) && n >= 1) return n;
+  return absl::UnimplementedError(absl::StrCat(
+      "job kind '", kind, "' is not supported by this worker (it runs raw and avg@n jobs)"));
 }
 
 WorkerDaemon::WorkerDaemon(DaemonOptions options,
@@ -163,6 +173,12 @@ absl::Status WorkerDaemon::Run() {
     v1::AcquireJobRequest req;
     req.set_worker_id(options_.worker_id);
     req.set_wait_ms(options_.acquire_wait_ms);
+    for (const WindowSumInfo& held : backend_->WindowSums()) {
+      v1::WindowSumHeld* w = req.add_window_sums();
+      w->set_run(held.run);
+      w->set_window(held.window);
+      for (uint64_t step : held.steps) w->add_steps(step);
+    }
     v1::AcquireJobResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.acquire_wait_ms + kRpcDeadlineMs);
@@ -233,13 +249,24 @@ void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) 
 
 absl::Status WorkerDaemon::Report(
     const v1::LeasedJob& lease,
-    const std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>>& outputs) {
+    const std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>>& outputs,
+    const std::vector<v1::ParameterDrift>& drifts) {
   const uint64_t step = lease.job().steps(lease.job().steps_size() - 1);
   v1::ReportResultsResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx, kReportDeadlineMs);
   std::unique_ptr<grpc::ClientWriterInterface<v1::ReportResultsRequest>> writer =
       stub_->ReportResults(&ctx, &resp);
+  bool drifts_sent = drifts.empty();
+  if (outputs.empty() && !drifts_sent) {
+    v1::ReportResultsRequest msg;
+    msg.set_worker_id(options_.worker_id);
+    msg.set_job_id(lease.job().id());
+    msg.set_epoch(lease.job().epoch());
+    msg.set_step(step);
+    for (const v1::ParameterDrift& d : drifts) *msg.add_drifts() = d;
+    drifts_sent = writer->Write(msg);
+  }
   for (const auto& [ref, results] : outputs) {
     size_t sent = 0;
     do {
@@ -257,11 +284,62 @@ absl::Status WorkerDaemon::Report(
         for (double ll : results[sent].option_logliks) out->add_option_logliks(ll);
       }
       msg.set_task_complete(sent == results.size());
+      if (!drifts_sent) {
+        for (const v1::ParameterDrift& d : drifts) *msg.add_drifts() = d;
+        drifts_sent = true;
+      }
       if (!writer->Write(msg)) break;  // the final status says why
     } while (sent < results.size());
   }
   writer->WritesDone();
   return FromGrpc(writer->Finish());
+}
+
+absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
+  const v1::Job& job = lease.job();
+  ASSIGN_OR_RETURN(uint32_t window, WindowOfJobKind(job.kind()));
+  const std::string tokenizer =
+      lease.tokenizer_path().empty() ? "" : MapPath(options_.path_map, lease.tokenizer_path());
+  if (window == 0) {
+    if (lease.checkpoint_paths_size() != 1) {
+      return absl::InvalidArgumentError("raw job must name exactly one checkpoint");
+    }
+    return backend_->Load(MapPath(options_.path_map, lease.checkpoint_paths(0)), tokenizer);
+  }
+  if (lease.window() != 0 && lease.window() != window) {
+    return absl::InvalidArgumentError(absl::StrCat("job kind ", job.kind(), " but lease window ",
+                                                   lease.window()));
+  }
+  if (static_cast<uint32_t>(lease.checkpoint_paths_size()) != window ||
+      static_cast<uint32_t>(job.steps_size()) != window) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        job.kind(), " job names ", lease.checkpoint_paths_size(), " checkpoints and ",
+        job.steps_size(), " steps; expected ", window, " of each (oldest first)"));
+  }
+  std::vector<std::string> dirs;
+  std::vector<uint64_t> steps(job.steps().begin(), job.steps().end());
+  for (const std::string& path : lease.checkpoint_paths()) dirs.push_back(MapPath(options_.path_map, path));
+  return backend_->LoadAverage(job.run(), window, dirs, steps, tokenizer);
+}
+
+std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob& lease) {
+  std::vector<v1::ParameterDrift> drifts;
+  for (const v1::DriftTarget& target : lease.drift_targets()) {
+    auto drift = backend_->ComputeDrift(MapPath(options_.path_map, target.from_path()),
+                                        MapPath(options_.path_map, target.to_path()));
+    if (!drift.ok()) {
+      Log(absl::StrCat("job ", lease.job().id(), ": parameter drift ", target.from_step(), " -> ",
+                       target.to_step(), " skipped: ", drift.status().message()));
+      continue;
+    }
+    v1::ParameterDrift d;
+    d.set_from_step(target.from_step());
+    d.set_to_step(target.to_step());
+    d.set_l2(drift->l2);
+    d.set_relative(drift->relative);
+    drifts.push_back(std::move(d));
+  }
+  return drifts;
 }
 
 void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
@@ -308,16 +386,7 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
   };
 
   absl::Status status = [&]() -> absl::Status {
-    if (job.kind() != "raw") {
-      return absl::UnimplementedError(absl::StrCat("job kind '", job.kind(), "' is not supported by this worker"));
-    }
-    if (lease.checkpoint_paths_size() != 1) {
-      return absl::InvalidArgumentError("raw job must name exactly one checkpoint");
-    }
-    std::string path = MapPath(options_.path_map, lease.checkpoint_paths(0));
-    ASSIGN_OR_RETURN(LoadStats load, backend_->Load(path, lease.tokenizer_path().empty()
-                                                              ? ""
-                                                              : MapPath(options_.path_map, lease.tokenizer_path())));
+    ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
     if (metrics_) {
       metrics_->load_seconds->Observe(load.seconds);
       metrics_->load_bytes->Increment(static_cast<double>(load.bytes));
@@ -334,10 +403,11 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
       if (metrics_) metrics_->tokens->Increment(static_cast<double>(backend_->tokens_processed() - tokens_before));
       outputs.emplace_back(header.ref(), std::move(results));
     }
+    const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
     // Report, retrying through coordinator restarts: the outputs are kept until accepted.
     for (int attempt = 0;; ++attempt) {
       if (lost) return absl::AbortedError("lease lost");
-      absl::Status s = Report(lease, outputs);
+      absl::Status s = Report(lease, outputs, drifts);
       if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || attempt >= 20 || stopping_) return s;
       Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying"));
       if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();

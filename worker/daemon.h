@@ -41,6 +41,10 @@ absl::StatusOr<PathMapping> ParsePathMapping(const std::string& spec);
 // Rewrites the first mapping whose `from` is a path prefix of `path`.
 std::string MapPath(const std::vector<PathMapping>& mappings, const std::string& path);
 
+// The window size of a job kind: 0 for "raw", n for "avg@n" (n >= 1). UNIMPLEMENTED for a
+// kind this worker does not run (ens@n is computed by the coordinator, not workers).
+absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind);
+
 struct WorkerMetrics;  // defined in daemon.cc; null when metrics are off
 
 struct DaemonOptions {
@@ -75,7 +79,13 @@ class WorkerDaemon {
   void RunJob(const steadyeval::v1::LeasedJob& lease);
   absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header);
   absl::Status Report(const steadyeval::v1::LeasedJob& lease,
-                      const std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>& outputs);
+                      const std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>& outputs,
+                      const std::vector<steadyeval::v1::ParameterDrift>& drifts);
+  // Loads the job's model: one checkpoint (raw) or the average of its window (avg@n).
+  absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease);
+  // The job's drift targets that could be computed (a failure is logged and skipped:
+  // drift is a side measurement and must not fail the evaluation).
+  std::vector<steadyeval::v1::ParameterDrift> ComputeDrifts(const steadyeval::v1::LeasedJob& lease);
   void FailJob(const steadyeval::v1::LeasedJob& lease, const absl::Status& why);
   // Sleeps up to `ms` unless Stop() is called first. Returns false when stopping.
   bool WaitMs(int64_t ms);

@@ -28,6 +28,21 @@ struct LoadStats {
   uint64_t bytes = 0;
 };
 
+// ||θ_to − θ_from||₂ over all floating parameters, and its ratio to ||θ_from||₂ (DESIGN §3
+// "Parameter drift").
+struct ParameterDriftResult {
+  double l2 = 0;
+  double relative = 0;
+};
+
+// A window sum the backend holds (DESIGN §6): avg@n jobs of `run` whose window is
+// `steps` shifted by one are cheap on this worker.
+struct WindowSumInfo {
+  std::string run;
+  uint32_t window = 0;
+  std::vector<uint64_t> steps;  // the members the sum covers, oldest first
+};
+
 // Called after each example; return false to cancel (the evaluation then fails with
 // CANCELLED).
 using ProgressFn = std::function<bool(size_t done, size_t total)>;
@@ -42,6 +57,29 @@ class EvalBackend {
   // (permanent), others are retryable.
   virtual absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer_path) = 0;
 
+  // Loads the uniform average of the window `member_dirs` (oldest first, at
+  // `member_steps`) of `run`, through the backend's window-sum cache when it has one; the
+  // tokenizer is `tokenizer_path`, else the newest member's. Errors as Load(); a member
+  // folder that no longer exists is NOT_FOUND with "members_gone" in the message; members
+  // that disagree (tensor names, shapes, dtypes, config.json) are FAILED_PRECONDITION.
+  virtual absl::StatusOr<LoadStats> LoadAverage(const std::string& run, uint32_t window,
+                                                const std::vector<std::string>& member_dirs,
+                                                const std::vector<uint64_t>& member_steps,
+                                                const std::string& tokenizer_path) {
+    return absl::UnimplementedError("this backend cannot average checkpoints");
+  }
+
+  // The window sums held now (reported in AcquireJob so avg@n jobs are routed here).
+  virtual std::vector<WindowSumInfo> WindowSums() const { return {}; }
+
+  // Parameter drift from checkpoint folder `from_dir` to `to_dir`, streamed tensor by
+  // tensor (does not touch the loaded model). Errors as Load(); FAILED_PRECONDITION when
+  // the two checkpoints' parameters differ in names or shapes.
+  virtual absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& from_dir,
+                                                            const std::string& to_dir) {
+    return absl::UnimplementedError("this backend cannot compute parameter drift");
+  }
+
   // Evaluates every example of `task` with the loaded model.
   virtual absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, int few_shots,
                                                               const ProgressFn& progress) = 0;
@@ -50,10 +88,16 @@ class EvalBackend {
   virtual uint64_t tokens_processed() const = 0;
 };
 
+// Window-sum cache settings of the libtorch backend (averager.h WindowSumCache).
+struct WindowCacheSettings {
+  uint64_t budget_bytes = 2ull << 30;  // all held sums together; 0 disables the cache
+  int rebuild_every = 8;               // after this many consecutive slides, re-sum
+};
+
 // Creates the libtorch backend on `device` ("cpu", "cuda", "cuda:1") with `threads`
 // intra-op threads. Defined in torch_backend.cc.
-absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(const std::string& device,
-                                                                    int threads);
+absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
+    const std::string& device, int threads, const WindowCacheSettings& window_cache = {});
 
 }  // namespace steadyeval
 

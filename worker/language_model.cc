@@ -2,14 +2,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/checkpoint_reader.h"
+#include "worker/tensor_source.h"
 #include "worker/llama_model.h"
 #include "worker/model_config.h"
 
 namespace steadyeval {
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(const CheckpointReader& reader) {
-  const std::string context = absl::StrCat("checkpoint ", reader.dir());
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(const TensorSource& reader) {
+  const std::string& context = reader.label();
   auto model_type = ModelTypeOf(reader.config_json());
   if (!model_type.ok()) return Annotate(model_type.status(), context);
   if (*model_type == "llama" || *model_type == "mistral" || *model_type == "qwen2") {

@@ -21,7 +21,7 @@
 
 namespace steadyeval {
 
-class CheckpointReader;
+class TensorSource;
 
 // Per-layer keys and values of the tokens seen so far ([B, n_kv_heads, length, head_dim]
 // each, after RoPE). A model replaces the stored tensors by new ones when appending and
@@ -68,9 +68,10 @@ class LanguageModel {
   virtual const std::vector<int64_t>& eos_token_ids() const = 0;
 };
 
-// Builds the model for the checkpoint's config.json `model_type` and loads its weights.
-// UNIMPLEMENTED naming the model_type for an unsupported family.
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(const CheckpointReader& reader);
+// Builds the model for the source's config.json `model_type` and loads its weights from
+// `source` (a CheckpointReader, or a TensorMap such as a window average); the source may
+// be destroyed afterwards. UNIMPLEMENTED naming the model_type for an unsupported family.
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(const TensorSource& source);
 
 }  // namespace steadyeval
 

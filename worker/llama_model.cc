@@ -16,12 +16,12 @@ std::string ShapeString(c10::IntArrayRef shape) {
 }
 
 // Loads `name` and checks its shape.
-absl::StatusOr<torch::Tensor> LoadWeight(const CheckpointReader& reader, const std::string& name,
+absl::StatusOr<torch::Tensor> LoadWeight(const TensorSource& reader, const std::string& name,
                                          std::vector<int64_t> shape) {
   ASSIGN_OR_RETURN(torch::Tensor t, reader.Tensor(name));
   if (t.sizes() != c10::IntArrayRef(shape)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint ", reader.dir(), ": tensor '", name, "' has shape ", ShapeString(t.sizes()),
+        reader.label(), ": tensor '", name, "' has shape ", ShapeString(t.sizes()),
         " but config.json implies ", ShapeString(shape)));
   }
   return t;
@@ -39,7 +39,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const LlamaConfig& config,
-                                                               const CheckpointReader& reader) {
+                                                               const TensorSource& reader) {
   std::unique_ptr<LlamaModel> model(new LlamaModel(config));
   const int64_t H = config.hidden_size, I = config.intermediate_size, V = config.vocab_size;
   const int64_t q_dim = config.num_attention_heads * config.head_dim;

@@ -17,7 +17,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
-#include "worker/checkpoint_reader.h"
+#include "worker/tensor_source.h"
 #include "worker/language_model.h"
 #include "worker/model_config.h"
 
@@ -25,11 +25,12 @@ namespace steadyeval {
 
 class LlamaModel : public LanguageModel {
  public:
-  // Loads every weight from `reader` (which may be closed afterwards) and checks its
+  // Loads every weight from `reader` (a folder or tensors in memory; it may be destroyed
+  // afterwards) and checks its
   // shape against `config`. NOT_FOUND naming a missing tensor; INVALID_ARGUMENT for a
   // shape that disagrees with config.json.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const LlamaConfig& config,
-                                                            const CheckpointReader& reader);
+                                                            const TensorSource& reader);
 
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
                                         KVCache* cache) const override;

@@ -1,5 +1,5 @@
 // steadyeval-worker: the evaluation worker daemon, plus offline commands for people and
-// tests (`logprobs`, `eval`).
+// tests (`logprobs`, `eval`, `average`).
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,6 +29,12 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
       {"threads", false, "intra-op CPU threads (default: all cores)", "N"},
       {"acquire_wait_ms", false, "long-poll wait per AcquireJob (default 5000)", "MS"},
+      {"window_cache_bytes", false,
+       "memory for held avg@n window sums, all runs together (default 2147483648 = 2 GiB; "
+       "0 disables); a window whose sum is larger is averaged from scratch",
+       "BYTES"},
+      {"window_rebuild_every", false,
+       "re-sum a window from scratch after this many consecutive slides (default 8)", "K"},
       {"help", true, "show this help"},
   };
   return *flags;
@@ -41,9 +47,11 @@ void PrintUsage() {
           "  steadyeval-worker --coordinator HOST:PORT [--device cpu] [--name N]\n"
           "                    [--metrics_listen HOST:PORT] [--path_map FROM=TO]\n"
           "  steadyeval-worker logprobs --checkpoint DIR (--tokens 1,2,3 | --text \"...\") [--json]\n"
-          "  steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]\n\n"
+          "  steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]\n"
+          "  steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]\n\n"
           "Daemon flags:\n%s\n"
-          "Run `steadyeval-worker logprobs --help` or `eval --help` for the offline commands.\n",
+          "Run `steadyeval-worker logprobs --help`, `eval --help` or `average --help` for the\n"
+          "offline commands.\n",
           FlagsHelp(DaemonFlags()).c_str());
 }
 
@@ -72,7 +80,7 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 0;
   }
   if (!parsed->positionals().empty()) {
-    fprintf(stderr, "steadyeval-worker: unknown command '%s' (commands: logprobs, eval; see --help)\n",
+    fprintf(stderr, "steadyeval-worker: unknown command '%s' (commands: logprobs, eval, average; see --help)\n",
             parsed->positionals()[0].c_str());
     return 2;
   }
@@ -101,8 +109,22 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 2;
   }
   options.acquire_wait_ms = *wait;
+  WindowCacheSettings window_cache;
+  auto cache_bytes = parsed->GetInt("window_cache_bytes", static_cast<int64_t>(window_cache.budget_bytes));
+  auto rebuild_every = parsed->GetInt("window_rebuild_every", window_cache.rebuild_every);
+  if (!cache_bytes.ok() || !rebuild_every.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n",
+            std::string((!cache_bytes.ok() ? cache_bytes.status() : rebuild_every.status()).message()).c_str());
+    return 2;
+  }
+  if (*cache_bytes < 0 || *rebuild_every < 0 || *rebuild_every > 1000000) {
+    fprintf(stderr, "steadyeval-worker: --window_cache_bytes and --window_rebuild_every must not be negative\n");
+    return 2;
+  }
+  window_cache.budget_bytes = static_cast<uint64_t>(*cache_bytes);
+  window_cache.rebuild_every = static_cast<int>(*rebuild_every);
 
-  auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads));
+  auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads), window_cache);
   if (!backend.ok()) {
     fprintf(stderr, "steadyeval-worker: %s\n", std::string(backend.status().message()).c_str());
     return 1;
@@ -156,6 +178,9 @@ int main(int argc, char** argv) {
   }
   if (!args.empty() && args[0] == "eval") {
     return steadyeval::RunEvalCommand({args.begin() + 1, args.end()});
+  }
+  if (!args.empty() && args[0] == "average") {
+    return steadyeval::RunAverageCommand({args.begin() + 1, args.end()});
   }
   return steadyeval::RunDaemon(args);
 }

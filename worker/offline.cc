@@ -20,7 +20,9 @@
 #include "common/status.h"
 #include "common/task.h"
 #include "nlohmann/json.hpp"
+#include "worker/averager.h"
 #include "worker/checkpoint_reader.h"
+#include "worker/checkpoint_writer.h"
 #include "worker/evaluator.h"
 #include "worker/language_model.h"
 #include "worker/tokenizer.h"
@@ -260,6 +262,47 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   }
   std::cout << absl::StrFormat("%s: %s = %.6f over %d examples\n", task->name, score->metric,
                                score->score, outputs->size());
+  return kExitOk;
+}
+
+int RunAverageCommand(const std::vector<std::string>& argv) {
+  const std::vector<FlagSpec> specs = {
+      {"checkpoint", false, "a checkpoint folder to average (repeat; oldest first)", "DIR"},
+      {"out", false, "folder to create for the average (must not exist)", "DIR"},
+      {"shards", false, "safetensors files to write (default 1: model.safetensors)", "K"},
+      kThreadsFlag, kHelpFlag};
+  auto args = ParseArgs(argv, specs);
+  if (!args.ok()) return UsageError(args.status().message(), "average");
+  if (args->Has("help")) {
+    std::cout << "usage: steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR"
+                 " [options]\n\n"
+                 "Writes the uniform average of the checkpoints (fp32 accumulated in fp64, bf16/fp16\n"
+                 "in fp32, cast back to their dtype) as a new Hugging Face checkpoint folder, with\n"
+                 "config.json and tokenizer files copied from the last (newest) checkpoint. The\n"
+                 "checkpoints must agree in tensor names, shapes, dtypes and config.json.\n\n"
+              << FlagsHelp(specs);
+    return kExitOk;
+  }
+  if (!args->positionals().empty()) {
+    return UsageError(absl::StrCat("unexpected argument '", args->positionals()[0], "'"),
+                      "average");
+  }
+  const std::vector<std::string> members = args->GetAll("checkpoint");
+  if (members.empty() || !args->Has("out")) {
+    return UsageError("at least one --checkpoint and --out are required", "average");
+  }
+  auto shards = args->GetInt("shards", 1);
+  if (!shards.ok()) return UsageError(shards.status().message(), "average");
+  if (*shards < 1 || *shards > 100000) return UsageError("--shards must be at least 1", "average");
+  if (absl::Status s = ApplyThreads(*args); !s.ok()) return UsageError(s.message(), "average");
+
+  auto average = AverageCheckpoints(members);
+  if (!average.ok()) return Fail(average.status());
+  const std::string out = args->Get("out");
+  absl::Status written = WriteCheckpoint(**average, out, static_cast<int>(*shards), members.back());
+  if (!written.ok()) return Fail(written);
+  std::cout << "wrote the average of " << members.size() << " checkpoints to " << out << " ("
+            << (*average)->bytes() << " bytes of weights)" << std::endl;
   return kExitOk;
 }
 

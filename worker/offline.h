@@ -4,6 +4,8 @@
 //                              [--json] [--tokenizer FILE] [--threads N]
 //   steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]
 //                          [--tokenizer FILE] [--threads N]
+//   steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]
+//                             [--threads N]
 //
 // Each Run*Command takes the arguments after the subcommand word and returns the exit
 // code: 0 success, 1 failure (one line on stderr), 2 usage error. Data goes to stdout
@@ -21,6 +23,10 @@ namespace steadyeval {
 
 int RunLogprobsCommand(const std::vector<std::string>& args);
 int RunEvalCommand(const std::vector<std::string>& args);
+// Writes the uniform average of the given checkpoints (oldest first; the newest's
+// config.json and tokenizer files are copied) as a new checkpoint folder (averager.h,
+// checkpoint_writer.h).
+int RunAverageCommand(const std::vector<std::string>& args);
 
 // Sets libtorch's intra-op thread count to `threads` and pins OpenBLAS to one thread (so
 // the two pools do not oversubscribe the cores). INVALID_ARGUMENT when threads < 1.

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/prompt.h"
 #include "common/status.h"
+#include "worker/averager.h"
 #include "worker/checkpoint_reader.h"
 #include "worker/eval_backend.h"
 #include "worker/evaluator.h"
@@ -16,8 +17,26 @@
 namespace steadyeval {
 namespace {
 
+uint64_t SafetensorsBytes(const std::string& dir) {
+  uint64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file(ec) && absl::EndsWith(entry.path().filename().string(), ".safetensors")) {
+      bytes += entry.file_size(ec);
+    }
+  }
+  return bytes;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 class TorchEvalBackend : public EvalBackend {
  public:
+  explicit TorchEvalBackend(const WindowCacheSettings& window_cache)
+      : window_sums_(WindowSumCache::Options{window_cache.budget_bytes, window_cache.rebuild_every}) {}
+
   absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer_path) override {
     const auto start = std::chrono::steady_clock::now();
     model_.reset();
@@ -26,14 +45,48 @@ class TorchEvalBackend : public EvalBackend {
     ASSIGN_OR_RETURN(model_, LoadLanguageModel(*reader));
     ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(dir, tokenizer_path));
     LoadStats stats;
-    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      if (entry.is_regular_file(ec) && absl::EndsWith(entry.path().filename().string(), ".safetensors")) {
-        stats.bytes += entry.file_size(ec);
-      }
+    stats.seconds = SecondsSince(start);
+    stats.bytes = SafetensorsBytes(dir);
+    return stats;
+  }
+
+  absl::StatusOr<LoadStats> LoadAverage(const std::string& run, uint32_t window,
+                                        const std::vector<std::string>& member_dirs,
+                                        const std::vector<uint64_t>& member_steps,
+                                        const std::string& tokenizer_path) override {
+    const auto start = std::chrono::steady_clock::now();
+    model_.reset();
+    tokenizer_.reset();
+    if (member_dirs.empty() || member_dirs.size() != member_steps.size() ||
+        (window != 0 && member_dirs.size() != window)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "avg@", window, " job has ", member_dirs.size(), " checkpoint paths and ",
+          member_steps.size(), " steps; expected ", window, " of each"));
+    }
+    std::vector<WindowMember> members;
+    for (size_t i = 0; i < member_dirs.size(); ++i) members.push_back({member_dirs[i], member_steps[i]});
+    {
+      ASSIGN_OR_RETURN(std::unique_ptr<TensorMap> average, window_sums_.Average(run, members));
+      ASSIGN_OR_RETURN(model_, LoadLanguageModel(*average));
+    }
+    ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(member_dirs.back(), tokenizer_path));
+    LoadStats stats;
+    stats.seconds = SecondsSince(start);
+    // Bytes read from disk: the whole window, or the added and dropped members.
+    const WindowSumCache::Path path = window_sums_.last_path();
+    if (path == WindowSumCache::Path::kSlid) {
+      stats.bytes = 2 * SafetensorsBytes(member_dirs.back());
+    } else if (path != WindowSumCache::Path::kReused) {
+      for (const std::string& dir : member_dirs) stats.bytes += SafetensorsBytes(dir);
     }
     return stats;
+  }
+
+  std::vector<WindowSumInfo> WindowSums() const override { return window_sums_.Held(); }
+
+  absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& from_dir,
+                                                    const std::string& to_dir) override {
+    return ComputeParameterDrift(from_dir, to_dir);
   }
 
   absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, int few_shots,
@@ -80,6 +133,7 @@ class TorchEvalBackend : public EvalBackend {
     return n;
   }
 
+  WindowSumCache window_sums_;
   std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   uint64_t tokens_ = 0;
@@ -87,14 +141,14 @@ class TorchEvalBackend : public EvalBackend {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(const std::string& device,
-                                                                    int threads) {
+absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
+    const std::string& device, int threads, const WindowCacheSettings& window_cache) {
   if (device != "cpu") {
     return absl::UnimplementedError(absl::StrCat(
         "--device ", device, ": this build evaluates on cpu only (CUDA support is a later issue)"));
   }
   RETURN_IF_ERROR(ConfigureThreads(threads));
-  return std::unique_ptr<EvalBackend>(new TorchEvalBackend());
+  return std::unique_ptr<EvalBackend>(new TorchEvalBackend(window_cache));
 }
 
 }  // namespace steadyeval
