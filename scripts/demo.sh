@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The steadyeval demo: a coordinator with an embedded data dir, one local worker, and a
 # "trainer" that writes a series of small Llama checkpoints into a folder over time. The
-# run is registered on two sample tasks and the score table is printed as results arrive.
+# run is registered on two sample tasks with averaging (avg@2, avg@3) and ensemble (ens@3)
+# windows; the raw score table is printed as results arrive, then every variant's scores
+# and the stability table (MTV, IS).
 #
 #   scripts/demo.sh            build (if needed) and run the demo
 #   DEMO_STEPS=8 DEMO_INTERVAL_MS=3000 scripts/demo.sh
@@ -54,25 +56,33 @@ echo "== trainer writing $STEPS checkpoints (steps $step_list), one every ${INTE
 
 "$BIN/steadyeval" runs add demo --source "$DEMO/checkpoints" \
   --tasks "$ROOT/examples/tasks/arith_mc.jsonl,$ROOT/examples/tasks/qa_gen.json" \
-  --few_shots 4 --settle_seconds 0.5 >/dev/null
+  --few_shots 4 --settle_seconds 0.5 --average 2,3 --ensemble 3 >/dev/null
 echo "== run 'demo' registered; waiting for evaluations"
 
 last=""
 deadline=$((SECONDS + 600))
 while true; do
   evaluated=$("$BIN/steadyeval" checkpoints demo --json | grep -o '"state": *"evaluated"' | wc -l || true)
-  table=$("$BIN/steadyeval" scores demo 2>/dev/null || true)
+  open_jobs=$("$BIN/steadyeval" jobs --run demo --json | grep -o '"state": *"\(pending\|leased\)"' | wc -l || true)
+  table=$("$BIN/steadyeval" scores demo --variant raw 2>/dev/null || true)
   if [ "$table" != "$last" ]; then
     echo
     echo "-- $(date +%T): $evaluated/$STEPS checkpoints evaluated"
     echo "$table"
     last=$table
   fi
-  if [ "$evaluated" -ge "$STEPS" ] && ! kill -0 "$TRAINER" 2>/dev/null; then break; fi
+  if [ "$evaluated" -ge "$STEPS" ] && [ "$open_jobs" -eq 0 ] && ! kill -0 "$TRAINER" 2>/dev/null; then break; fi
   if [ $SECONDS -gt $deadline ]; then echo "demo: timed out waiting for evaluations" >&2; exit 1; fi
   sleep 1
 done
 
+echo
+echo "== scores of every variant (raw, avg@n: averaged checkpoints, ens@n: ensembles)"
+"$BIN/steadyeval" scores demo --variant all
+echo
+echo "== stability over all points (MTV: mean |score change| between neighbours; IS: share of"
+echo "   examples whose answer changes between neighbours)"
+"$BIN/steadyeval" stability demo --steps "0:$((STEPS * 100))"
 echo
 echo "== checkpoints"
 "$BIN/steadyeval" checkpoints demo
