@@ -21,7 +21,7 @@ namespace {
 const std::vector<FlagSpec>& Flags() {
   static const auto* flags = new std::vector<FlagSpec>{
       {"data_dir", false, "RocksDB folder holding runs, jobs and results (required)", "DIR"},
-      {"listen", false, "gRPC address (default 127.0.0.1:7000; port 0 picks one)", "HOST:PORT"},
+      {"listen", false, "gRPC address (default 127.0.0.1:50051; port 0 picks one)", "HOST:PORT"},
       {"metrics_listen", false,
        "Prometheus /metrics address (default 127.0.0.1:9100; port 0 picks one)", "HOST:PORT"},
       {"poll_interval_ms", false, "checkpoint polling period per run (default 1000)", "N"},
@@ -76,7 +76,7 @@ absl::Status Run(int argc, char** argv) {
   if (options.data_dir.empty()) {
     return absl::InvalidArgumentError("--data_dir is required (see --help)");
   }
-  options.listen = args.Get("listen", "127.0.0.1:7000");
+  options.listen = args.Get("listen", "127.0.0.1:50051");
   options.metrics_listen = args.Get("metrics_listen", "127.0.0.1:9100");
   ASSIGN_OR_RETURN(options.coordinator.poll_interval_ms, args.GetInt("poll_interval_ms", 1000));
   ASSIGN_OR_RETURN(options.coordinator.scheduler.lease_ttl_ms, args.GetInt("lease_ttl_ms", 30000));
