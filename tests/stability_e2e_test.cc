@@ -88,7 +88,7 @@ class StabilityEndToEndTest : public ::testing::Test {
     ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
     auto server = ChildProcess::Start(
         {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", "127.0.0.1:0",
-         "--ready_file", tmp_ / "ready.json", "--poll_interval_ms", "200", "--lease_ttl_ms", "5000"},
+         "--metrics_listen", "127.0.0.1:0", "--ready_file", tmp_ / "ready.json", "--poll_interval_ms", "200", "--lease_ttl_ms", "5000"},
         tmp_ / "server");
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
