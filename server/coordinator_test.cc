@@ -18,32 +18,12 @@ using ::testing::HasSubstr;
 
 constexpr int64_t kTtlMs = 10'000;
 
-class CoordinatorTest : public ::testing::Test {
+class CoordinatorTest : public CoordinatorFixture {
  protected:
   void SetUp() override {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            ("coordinator_test_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
-    std::filesystem::create_directories(root_ / "ckpt");
     options_.scheduler.lease_ttl_ms = kTtlMs;
     options_.scheduler.backoff_initial_ms = 1000;
-    Restart();
-  }
-  void TearDown() override {
-    coordinator_.reset();
-    store_.reset();
-    std::filesystem::remove_all(root_);
-  }
-  void Restart() {
-    coordinator_.reset();
-    store_.reset();
-    auto store = Store::Open((root_ / "db").string());
-    ASSERT_OK(store);
-    store_ = std::move(*store);
-    auto c = Coordinator::Create(store_.get(), &clock_, checkpoints_.Factory(), options_);
-    ASSERT_OK(c);
-    coordinator_ = std::move(*c);
+    StartFresh("coordinator_test_");
   }
   v1::RunConfig Config(const std::string& name) {
     v1::RunConfig config;
@@ -116,13 +96,6 @@ class CoordinatorTest : public ::testing::Test {
     }
     return n;
   }
-
-  std::filesystem::path root_;
-  FakeClock clock_;
-  FakeCheckpoints checkpoints_;
-  CoordinatorOptions options_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Coordinator> coordinator_;
 };
 
 TEST_F(CoordinatorTest, LeasedJobCarriesPathsTaskHeadersAndRunSettings) {

@@ -8,8 +8,15 @@
 #include <string>
 #include <vector>
 
+#include <filesystem>
+
 #include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/status_matchers.h"
+#include "gtest/gtest.h"
+#include "server/coordinator.h"
 #include "server/discovery.h"
+#include "server/store.h"
 
 namespace steadyeval {
 
@@ -75,6 +82,43 @@ inline v1::TaskContent QaTaskFile() {
           "samples": [{"input": "1+1", "output": "2"}, {"input": "2+2", "output": "4"}]})");
   return t;
 }
+
+// A coordinator over a fresh RocksDB in a per-test temp folder (with an empty `ckpt/`
+// source folder), a FakeClock and scripted discovery. Subclasses set options_ and call
+// StartFresh() from SetUp(); Restart() reopens the store with a new coordinator, as a
+// process restart would.
+class CoordinatorFixture : public ::testing::Test {
+ protected:
+  void StartFresh(const std::string& prefix) {
+    root_ = std::filesystem::path(::testing::TempDir()) /
+            (prefix + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ / "ckpt");
+    Restart();
+  }
+  void TearDown() override {
+    coordinator_.reset();
+    store_.reset();
+    std::filesystem::remove_all(root_);
+  }
+  virtual void Restart() {
+    coordinator_.reset();
+    store_.reset();
+    auto store = Store::Open((root_ / "db").string());
+    ASSERT_OK(store);
+    store_ = std::move(*store);
+    auto c = Coordinator::Create(store_.get(), &clock_, checkpoints_.Factory(), options_);
+    ASSERT_OK(c);
+    coordinator_ = std::move(*c);
+  }
+
+  std::filesystem::path root_;
+  FakeClock clock_;
+  FakeCheckpoints checkpoints_;
+  CoordinatorOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
 
 }  // namespace steadyeval
 

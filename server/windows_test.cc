@@ -41,31 +41,15 @@ struct Outputs {
   std::map<std::string, std::vector<std::vector<double>>> logliks;
 };
 
-class WindowsTest : public ::testing::Test {
+class WindowsTest : public CoordinatorFixture {
  protected:
   void SetUp() override {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            ("windows_test_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
-    std::filesystem::create_directories(root_ / "ckpt");
     options_.scheduler.lease_ttl_ms = kTtlMs;
-    Restart();
+    StartFresh("windows_test_");
   }
-  void TearDown() override {
-    coordinator_.reset();
-    store_.reset();
-    std::filesystem::remove_all(root_);
-  }
-  void Restart() {
-    coordinator_.reset();
-    store_.reset();
-    auto store = Store::Open((root_ / "db").string());
-    ASSERT_OK(store);
-    store_ = std::move(*store);
-    auto c = Coordinator::Create(store_.get(), &clock_, checkpoints_.Factory(), options_);
-    ASSERT_OK(c);
-    coordinator_ = std::move(*c);
+  void Restart() override {
+    CoordinatorFixture::Restart();
+    if (HasFatalFailure()) return;
     Register("w");
   }
   v1::RunConfig Config(std::vector<uint32_t> average, std::vector<uint32_t> ensemble) {
@@ -170,13 +154,6 @@ class WindowsTest : public ::testing::Test {
     EXPECT_OK(response);
     return response.ok() ? *response : v1::GetStabilityResponse();
   }
-
-  std::filesystem::path root_;
-  FakeClock clock_;
-  FakeCheckpoints checkpoints_;
-  CoordinatorOptions options_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Coordinator> coordinator_;
 };
 
 Outputs McQa(std::vector<std::string> mc, std::vector<std::string> qa,
