@@ -165,36 +165,6 @@ std::string FormatTable(const std::vector<std::string>& header,
   return out;
 }
 
-std::string CheckpointStateName(v1::CheckpointState state) {
-  switch (state) {
-    case v1::CHECKPOINT_PENDING: return "pending";
-    case v1::CHECKPOINT_EVALUATING: return "evaluating";
-    case v1::CHECKPOINT_EVALUATED: return "evaluated";
-    case v1::CHECKPOINT_FAILED: return "failed";
-    default: return "unspecified";
-  }
-}
-
-std::string JobStateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_PENDING: return "pending";
-    case v1::JOB_LEASED: return "leased";
-    case v1::JOB_DONE: return "done";
-    case v1::JOB_FAILED: return "failed";
-    case v1::JOB_SUPERSEDED: return "superseded";
-    default: return "unspecified";
-  }
-}
-
-std::string WorkerStateName(v1::WorkerState state) {
-  switch (state) {
-    case v1::WORKER_IDLE: return "idle";
-    case v1::WORKER_BUSY: return "busy";
-    case v1::WORKER_LOST: return "lost";
-    default: return "unspecified";
-  }
-}
-
 std::string FormatUnixMillis(int64_t unix_ms) {
   if (unix_ms == 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(unix_ms),

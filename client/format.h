@@ -12,6 +12,7 @@
 
 #include "nlohmann/json.hpp"
 #include "steadyeval/v1/eval_service.pb.h"
+#include "steadyeval/v1/state_names.h"
 #include "steadyeval/v1/types.pb.h"
 
 namespace steadyeval::client {
@@ -24,9 +25,9 @@ std::string FormatTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows,
                         const std::vector<bool>& right_aligned = {});
 
-std::string CheckpointStateName(v1::CheckpointState state);
-std::string JobStateName(v1::JobState state);
-std::string WorkerStateName(v1::WorkerState state);
+using ::steadyeval::CheckpointStateName;  // steadyeval/v1/state_names.h
+using ::steadyeval::JobStateName;
+using ::steadyeval::WorkerStateName;
 
 // "2025-01-31 12:00:00Z", or "-" for 0.
 std::string FormatUnixMillis(int64_t unix_ms);

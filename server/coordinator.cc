@@ -338,7 +338,7 @@ absl::StatusOr<v1::GetRunResponse> Coordinator::GetRun(const std::string& name) 
   }
   auto& by_state = *response.mutable_jobs_by_state();
   for (const v1::Job& job : scheduler_->Jobs()) {
-    if (job.run() == name) ++by_state[JobStateLabel(job.state())];
+    if (job.run() == name) ++by_state[JobStateName(job.state())];
   }
   return response;
 }

@@ -101,7 +101,7 @@ void CoordinatorMetrics::SetJobs(const JobCounts& counts) {
   for (auto& [labels, gauge] : job_gauges_) gauge->Set(0);
   for (const auto& [key, n] : counts.by_run_kind_state) {
     const auto& [run, kind, state] = key;
-    std::string label = JobStateLabel(state);
+    std::string label = JobStateName(state);
     auto& gauge = job_gauges_[{run, kind, label}];
     if (gauge == nullptr) {
       gauge = &jobs_.Add({{"run", run}, {"kind", kind}, {"state", label}});

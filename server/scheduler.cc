@@ -42,17 +42,6 @@ std::optional<uint32_t> AverageWindowOf(const std::string& kind) {
   return std::nullopt;
 }
 
-std::string JobStateLabel(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_PENDING: return "pending";
-    case v1::JOB_LEASED: return "leased";
-    case v1::JOB_DONE: return "done";
-    case v1::JOB_FAILED: return "failed";
-    case v1::JOB_SUPERSEDED: return "superseded";
-    default: return "unspecified";
-  }
-}
-
 bool Scheduler::IsLegalTransition(v1::JobState from, v1::JobState to) {
   for (const auto& [f, t] : kLegalTransitions) {
     if (f == from && t == to) return true;
@@ -293,8 +282,8 @@ std::optional<v1::Checkpoint> Scheduler::FollowCheckpoint(const v1::Job& next) c
 absl::Status Scheduler::CommitTransition(Entry& entry, v1::Job next, Store::Batch batch) {
   if (!IsLegalTransition(entry.job.state(), next.state())) {
     return absl::InternalError(absl::StrCat("job ", entry.job.id(), ": illegal transition ",
-                                            JobStateLabel(entry.job.state()), " -> ",
-                                            JobStateLabel(next.state())));
+                                            JobStateName(entry.job.state()), " -> ",
+                                            JobStateName(next.state())));
   }
   std::optional<v1::Checkpoint> checkpoint = FollowCheckpoint(next);
   batch.PutJob(next);
@@ -396,7 +385,7 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindHeld(uint64_t job_id, uint64_t 
   const v1::Job& job = it->second.job;
   if (job.state() != v1::JOB_LEASED) {
     return absl::AbortedError(absl::StrCat(
-        "job ", job_id, " is ", JobStateLabel(job.state()), " (epoch ", job.epoch(),
+        "job ", job_id, " is ", JobStateName(job.state()), " (epoch ", job.epoch(),
         "), not leased to worker ", worker_id, " with epoch ", epoch, "; stop working on it"));
   }
   if (job.epoch() != epoch || job.worker_id() != worker_id) {

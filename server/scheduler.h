@@ -51,6 +51,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "server/store.h"
+#include "steadyeval/v1/state_names.h"
 
 namespace steadyeval {
 
@@ -244,9 +245,6 @@ class Scheduler {
   uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
-// "pending", "leased", "done", "failed", "superseded" (GetRun's jobs_by_state keys, metric
-// labels).
-std::string JobStateLabel(v1::JobState state);
 
 }  // namespace steadyeval
 
