@@ -231,8 +231,11 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
       },
       seconds(180), milliseconds(500)))
       << checkpoints.dump(2) << Logs();
-  json workers = Cli({"workers"});
-  EXPECT_EQ(workers["workers"].size(), 2u) << workers.dump(2);
+  json workers;
+  EXPECT_TRUE(WaitFor([&] {
+    workers = Cli({"workers"});
+    return workers["workers"].size() == 2u;
+  }, seconds(60))) << workers.dump(2) << Logs();
   for (auto& w : workers_) EXPECT_TRUE(w.running()) << w.Logs();
 }
 

@@ -132,6 +132,9 @@ int RunDaemon(const std::vector<std::string>& args) {
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(64 << 20);
   channel_args.SetMaxSendMessageSize(64 << 20);
+  // Reconnect quickly after a coordinator restart (gRPC's default backoff grows to 120 s).
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto channel = grpc::CreateCustomChannel(parsed->Get("coordinator"),
                                            grpc::InsecureChannelCredentials(), channel_args);
   std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub =
