@@ -32,6 +32,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "bench/bench_flags.h"
 #include "worker/averager.h"
 #include "worker/offline.h"
 #include "worker/test_checkpoints.h"
@@ -64,28 +65,15 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Usage("missing value for " + arg);
-      return argv[++i];
-    };
-    auto positive = [&]() -> int {
-      const std::string v = value();
-      char* end = nullptr;
-      long x = std::strtol(v.c_str(), &end, 10);
-      if (end == v.c_str() || *end != '\0' || x < 1 || x > 1 << 20) {
-        Usage("bad value for " + arg + ": " + v);
-      }
-      return static_cast<int>(x);
-    };
-    if (arg == "--checkpoints") f.checkpoints = positive();
-    else if (arg == "--window") f.window = positive();
-    else if (arg == "--mib") f.mib = positive();
-    else if (arg == "--repeats") f.repeats = positive();
-    else if (arg == "--out") f.out = value();
-    else if (arg == "--help" || arg == "-h") Usage("help");
-    else Usage("unknown flag " + arg);
+  BenchFlags flags(argc, argv, Usage);
+  while (flags.Next()) {
+    const std::string& arg = flags.flag();
+    if (arg == "--checkpoints") f.checkpoints = flags.Positive();
+    else if (arg == "--window") f.window = flags.Positive();
+    else if (arg == "--mib") f.mib = flags.Positive();
+    else if (arg == "--repeats") f.repeats = flags.Positive();
+    else if (arg == "--out") f.out = flags.Value();
+    else flags.Unknown();
   }
   if (f.window > f.checkpoints) Usage("--window must be <= --checkpoints");
   return f;

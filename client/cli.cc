@@ -20,6 +20,8 @@
 #include "client/format.h"
 #include "common/cli_args.h"
 #include "common/status.h"
+#include "common/prompt.h"
+#include "common/scoring.h"
 #include "common/task.h"
 
 namespace steadyeval::client {
@@ -55,6 +57,21 @@ const std::vector<FlagSpec>& CommandFlags() {
        "ensemble windows: ens@n (and ens-soft@n) variants per size n >= 2; 'none' for none",
        "N[,N...]"},
       {"few_shots", false, "few-shot examples for generation tasks (default 4)", "K"},
+      {"few_shots_from", false,
+       "take generation tasks' shots from llm-jp-eval's train split: a folder holding a "
+       "file of the same name per task (its first K samples are the shots), or one file",
+       "DIR|FILE"},
+      {"max_samples", false,
+       "evaluate only the first N samples of every task (default: all; llm-jp-eval uses 100)",
+       "N"},
+      {"metric", false,
+       "primary metric of a task, whose value is its score (default: the file's first; acc "
+       "for multiple choice)", "TASK=METRIC[,...]"},
+      {"prompt_language", false, "prompt template: ja (default) or en", "ja|en"},
+      {"bos", false, "BOS token before prompts: auto (tokenizer config, default), add, none",
+       "auto|add|none"},
+      {"max_new_tokens_delta", false, "tokens added to each task's output_length (default 0)",
+       "N"},
       {"pattern", false, "regex with one capture group for the step (default: common names)",
        "REGEX"},
       {"marker", false, "file that must exist in a complete checkpoint (e.g. .complete)", "NAME"},
@@ -88,8 +105,9 @@ const std::vector<CommandSpec>& Commands() {
   static const auto* commands = new std::vector<CommandSpec>{
       {{"runs", "add"},
        {"NAME"},
-       {"source", "tasks", "few_shots", "pattern", "marker", "settle_seconds", "tokenizer",
-        "average", "ensemble"},
+       {"source", "tasks", "few_shots", "few_shots_from", "max_samples", "metric",
+        "prompt_language", "bos", "max_new_tokens_delta", "pattern", "marker", "settle_seconds",
+        "tokenizer", "average", "ensemble"},
        "start watching a checkpoint folder and evaluating each new checkpoint on the tasks; "
        "the task files are read here and sent to the server",
        {"steadyeval runs add demo --source ./demo-data/ckpt --tasks "
@@ -97,7 +115,10 @@ const std::vector<CommandSpec>& Commands() {
         "steadyeval runs add run42 --source /mnt/ckpt/run42 --tasks "
         "jnli.json:NLI,jsquad.json:RC,jcqa.jsonl:MC --average 2,5,10,20 --ensemble 3,5,10",
         "steadyeval runs add run43 --source /mnt/ckpt/run43 --tasks jcqa.jsonl --marker "
-        ".complete --settle_seconds 30"},
+        ".complete --settle_seconds 30",
+        "steadyeval runs add run44 --source /mnt/ckpt/run44 --tasks "
+        "eval/test/jsquad.json:RC,eval/test/jnli.json:NLI --few_shots_from eval/train "
+        "--max_samples 100 --metric jcqa=acc_norm"},
        {"source", "tasks"}},
       {{"runs", "update"},
        {"NAME"},
@@ -147,6 +168,12 @@ const std::vector<CommandSpec>& Commands() {
        {"steadyeval examples run42 --task jnli --example 17",
         "steadyeval examples run42 --task jnli --flippiest 5 --json"},
        {"task"}},
+      {{"rescore"},
+       {"NAME"},
+       {"task"},
+       "re-score a run's stored outputs with this server's metric code (after a metric "
+       "fix) and recompute its ensembles and stability figures; no worker is involved",
+       {"steadyeval rescore run42", "steadyeval rescore run42 --task jsquad"}},
       {{"export"},
        {"NAME"},
        {"task", "variant", "format"},
@@ -290,27 +317,101 @@ absl::Status SetExampleSelection(const Invocation& inv, v1::GetExamplesRequest* 
   return absl::OkStatus();
 }
 
-// Reads one --tasks entry into `req`: the file's content, and its TaskRef with the
-// category at the same index in the run config.
-absl::Status AddTaskFile(const TaskSpec& spec, std::set<std::string>& names,
-                         v1::CreateRunRequest& req) {
+// Per-task settings of `runs add` beyond the file itself.
+struct TaskSettings {
+  std::map<std::string, std::string> metric_by_task;  // --metric TASK=METRIC
+  uint32_t max_samples = 0;                            // --max_samples
+  std::string few_shots_from;                          // --few_shots_from DIR|FILE
+};
+
+// The train file for a generation task under --few_shots_from (empty when unused).
+absl::StatusOr<std::string> TrainFileFor(const TaskSettings& settings, const std::string& task_path) {
+  if (settings.few_shots_from.empty()) return std::string();
+  std::error_code ec;
+  if (!fs::is_directory(settings.few_shots_from, ec)) return settings.few_shots_from;
+  const fs::path candidate = fs::path(settings.few_shots_from) / fs::path(task_path).filename();
+  if (!fs::exists(candidate, ec)) {
+    return absl::NotFoundError(absl::StrCat(
+        "--few_shots_from ", settings.few_shots_from, " has no ", candidate.filename().string(),
+        " for task file ", task_path, " (llm-jp-eval keeps each task's train split under the "
+        "same file name)"));
+  }
+  return candidate.string();
+}
+
+// Reads one --tasks entry into `req`: the file's content (and its few-shot train file),
+// and its TaskRef with the category, metric and sample cap.
+absl::Status AddTaskFile(const TaskSpec& spec, const TaskSettings& settings,
+                         std::set<std::string>& names, v1::CreateRunRequest& req,
+                         std::ostream& err) {
   ASSIGN_OR_RETURN(std::string content, ReadFile(spec.path));
   const std::string filename = fs::path(spec.path).filename().string();
-  ASSIGN_OR_RETURN(Task task, ParseTask(filename, content));
+  const std::string name = TaskNameFromFilename(filename);
+  TaskOptions options;
+  if (auto m = settings.metric_by_task.find(name); m != settings.metric_by_task.end()) {
+    options.metric = m->second;
+  }
+  options.max_samples = settings.max_samples;
+  if (absl::EndsWith(filename, ".json")) {
+    absl::StatusOr<std::string> train = TrainFileFor(settings, spec.path);
+    if (absl::IsNotFound(train.status())) {
+      // No train split for this task: its own few_shots serve, if it has any.
+      ASSIGN_OR_RETURN(Task own, ParseTask(spec.path, content, options));
+      if (own.few_shots.empty()) {
+        return absl::NotFoundError(
+            absl::StrCat(train.status().message(), ", and the task file has no few_shots"));
+      }
+      err << "note: " << train.status().message() << "; using the " << own.few_shots.size()
+          << " few_shots in " << spec.path << "\n";
+      train = std::string();
+    }
+    RETURN_IF_ERROR(train.status());
+    options.train_filename = *train;
+    if (!options.train_filename.empty()) {
+      ASSIGN_OR_RETURN(options.train_content, ReadFile(options.train_filename));
+    }
+  }
+  ASSIGN_OR_RETURN(Task task, ParseTask(spec.path, content, options));
+  RETURN_IF_ERROR(CheckMetricsSupported(task));
   if (!names.insert(task.name).second) {
     return absl::InvalidArgumentError(
         absl::StrCat("two task files are named '", task.name, "' (", spec.path,
                      "): task names must be unique within a run"));
   }
   v1::TaskRef* ref = req.mutable_config()->add_tasks();
-  ref->set_name(TaskNameFromFilename(filename));
+  ref->set_name(name);
   ref->set_category(spec.category);
+  ref->set_metric(options.metric);
+  ref->set_max_samples(options.max_samples);
   v1::TaskContent* tc = req.add_task_files();
   tc->set_filename(filename);
   tc->set_kind(task.kind == TaskKind::kMultipleChoice ? v1::TASK_KIND_MULTIPLE_CHOICE
                                                       : v1::TASK_KIND_GENERATION);
   tc->set_content(std::move(content));
+  if (!options.train_filename.empty()) {
+    tc->set_train_filename(fs::path(options.train_filename).filename().string());
+    tc->set_train_content(std::move(options.train_content));
+  }
   return absl::OkStatus();
+}
+
+// Parses --metric TASK=METRIC[,...] (repeatable).
+absl::StatusOr<std::map<std::string, std::string>> ParseMetricFlags(
+    const std::vector<std::string>& values) {
+  std::map<std::string, std::string> out;
+  for (const std::string& value : values) {
+    for (absl::string_view piece : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(piece, absl::MaxSplits('=', 1));
+      absl::StripAsciiWhitespace(&kv.first);
+      absl::StripAsciiWhitespace(&kv.second);
+      if (kv.first.empty() || kv.second.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "bad --metric '", piece, "': give TASK=METRIC, e.g. jcommonsenseqa=acc_norm"));
+      }
+      out[kv.first] = kv.second;
+    }
+  }
+  return out;
 }
 
 void PrintRun(const Invocation& inv, const v1::Run& run, const std::string& verb,
@@ -350,12 +451,33 @@ absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub
     field->Add(windows.begin(), windows.end());
   }
 
+  config.set_prompt_language(inv.HasFlag("prompt_language") ? inv.Flag("prompt_language") : "ja");
+  config.set_bos(inv.HasFlag("bos") ? inv.Flag("bos") : "auto");
+  int64_t delta = 0;
+  if (inv.HasFlag("max_new_tokens_delta")) absl::SimpleAtoi(inv.Flag("max_new_tokens_delta"), &delta);
+  config.set_max_new_tokens_delta(static_cast<int32_t>(delta));
+
+  TaskSettings settings;
+  if (inv.HasFlag("metric")) {
+    ASSIGN_OR_RETURN(settings.metric_by_task, ParseMetricFlags(inv.flags.at("metric")));
+  }
+  int64_t max_samples = 0;
+  if (inv.HasFlag("max_samples")) absl::SimpleAtoi(inv.Flag("max_samples"), &max_samples);
+  settings.max_samples = static_cast<uint32_t>(max_samples);
+  if (inv.HasFlag("few_shots_from")) settings.few_shots_from = inv.Flag("few_shots_from");
   std::set<std::string> names;
   for (const std::string& value : inv.flags.at("tasks")) {
     for (absl::string_view piece : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
       ASSIGN_OR_RETURN(TaskSpec spec, ParseTaskSpec(std::string(absl::StripAsciiWhitespace(piece)),
                                                     FileExists));
-      RETURN_IF_ERROR(AddTaskFile(spec, names, req));
+      RETURN_IF_ERROR(AddTaskFile(spec, settings, names, req, err));
+    }
+  }
+  for (const auto& [task, metric] : settings.metric_by_task) {
+    if (!names.count(task)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--metric names task '", task, "', which is not among --tasks (task names are the "
+          "file names without extension)"));
     }
   }
   if (req.task_files_size() == 0) return absl::InvalidArgumentError("--tasks names no file");
@@ -549,6 +671,28 @@ absl::Status Examples(const Invocation& inv, v1::EvalService::StubInterface* stu
   } else {
     out << ExamplesText(resp);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Rescore(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                     std::ostream& out) {
+  v1::RescoreRequest req;
+  req.set_run(inv.args[0]);
+  req.set_task(inv.Flag("task"));
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::RescoreResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->Rescore(&ctx, req, &resp)));
+  if (inv.json) {
+    PrintJson({{"values", resp.values()},
+               {"predictions", resp.predictions()},
+               {"scores_changed", resp.scores_changed()}},
+              out);
+    return absl::OkStatus();
+  }
+  out << "rescored " << resp.values() << " values (" << resp.predictions() << " predictions) of run "
+      << req.run() << (req.task().empty() ? "" : absl::StrCat(", task ", req.task())) << "; "
+      << resp.scores_changed() << " task scores changed; ensembles and stability recomputed\n";
   return absl::OkStatus();
 }
 
@@ -859,6 +1003,26 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
     auto few = parsed.GetInt("few_shots", 4);
     if (!few.ok()) return UsageError(std::string(few.status().message()), command);
     if (*few < 0 || *few > 64) return UsageError("--few_shots must be in 0..64", command);
+    auto max_samples = parsed.GetInt("max_samples", 0);
+    if (!max_samples.ok() || *max_samples < 0 || *max_samples > 100000000) {
+      return UsageError("--max_samples must be a count N >= 1", command);
+    }
+    auto delta = parsed.GetInt("max_new_tokens_delta", 0);
+    if (!delta.ok() || *delta < 0 || *delta > 4096) {
+      return UsageError("--max_new_tokens_delta must be in 0..4096", command);
+    }
+    if (inv.HasFlag("prompt_language") && !ParsePromptLanguage(inv.Flag("prompt_language"))) {
+      return UsageError(absl::StrCat("bad --prompt_language '", inv.Flag("prompt_language"),
+                                     "': use ja or en"), command);
+    }
+    if (inv.HasFlag("bos") && !ParseBosMode(inv.Flag("bos"))) {
+      return UsageError(absl::StrCat("bad --bos '", inv.Flag("bos"), "': use auto, add or none"),
+                        command);
+    }
+    if (inv.HasFlag("metric")) {
+      auto metrics = ParseMetricFlags(inv.flags.at("metric"));
+      if (!metrics.ok()) return UsageError(std::string(metrics.status().message()), command);
+    }
     auto settle = parsed.GetDouble("settle_seconds", 0);
     if (!settle.ok()) return UsageError(std::string(settle.status().message()), command);
     if (*settle < 0) return UsageError("--settle_seconds must not be negative", command);
@@ -928,6 +1092,7 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
   if (name == "stability") return Stability(inv, stub, out);
   if (name == "examples") return Examples(inv, stub, out);
   if (name == "export") return Export(inv, stub, out);
+  if (name == "rescore") return Rescore(inv, stub, out);
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", name, "'"));
 }
 

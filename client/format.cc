@@ -192,7 +192,11 @@ Json RunToJson(const v1::Run& run) {
   const v1::RunConfig& c = run.config();
   Json tasks = Json::array();
   for (const v1::TaskRef& t : c.tasks()) {
-    tasks.push_back({{"name", t.name()}, {"sha256", t.sha256()}, {"category", t.category()}});
+    tasks.push_back({{"name", t.name()},
+                     {"sha256", t.sha256()},
+                     {"category", t.category()},
+                     {"metric", t.metric()},
+                     {"max_samples", t.max_samples()}});
   }
   Json average = Json::array();
   for (uint32_t n : c.average_windows()) average.push_back(n);
@@ -204,6 +208,9 @@ Json RunToJson(const v1::Run& run) {
               {"marker", c.marker()},
               {"tasks", std::move(tasks)},
               {"few_shots", c.few_shots()},
+              {"prompt_language", c.prompt_language()},
+              {"bos", c.bos()},
+              {"max_new_tokens_delta", c.max_new_tokens_delta()},
               {"tokenizer_path", c.tokenizer_path()},
               {"settle_seconds", c.settle_seconds()},
               {"average_windows", std::move(average)},
@@ -258,6 +265,7 @@ Json JobsToJson(const std::vector<v1::Job>& jobs) {
                         {"error", j.error()},
                         {"worker", j.worker_id()},
                         {"epoch", j.epoch()},
+                        {"bos", j.bos()},
                         {"tasks", std::move(tasks)},
                         {"created_unix_ms", j.created_unix_ms()},
                         {"finished_unix_ms", j.finished_unix_ms()},
@@ -314,6 +322,9 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"pattern", OrDash(c.pattern())},
       {"marker", OrDash(c.marker())},
       {"few_shots", absl::StrCat(c.few_shots())},
+      {"prompt_language", OrDash(c.prompt_language())},
+      {"bos", OrDash(c.bos())},
+      {"max_new_tokens_delta", absl::StrCat(c.max_new_tokens_delta())},
       {"tokenizer", OrDash(c.tokenizer_path())},
       {"settle_seconds", absl::StrCat(c.settle_seconds())},
       {"average_windows", OrDash(absl::StrJoin(c.average_windows(), ","))},
@@ -323,6 +334,8 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
   for (const v1::TaskRef& t : c.tasks()) {
     std::string text = t.name();
     if (!t.category().empty()) absl::StrAppend(&text, " [", t.category(), "]");
+    if (!t.metric().empty()) absl::StrAppend(&text, "  metric:", t.metric());
+    if (t.max_samples() > 0) absl::StrAppend(&text, "  max_samples:", t.max_samples());
     if (!t.sha256().empty()) absl::StrAppend(&text, "  sha256:", t.sha256().substr(0, 12));
     rows.push_back({"task", text});
   }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/status.h"
 #include "gmock/gmock.h"
 
 namespace steadyeval {
@@ -39,5 +40,14 @@ MATCHER_P2(StatusIs, code, message_matcher,
 
 #define ASSERT_OK(expr) ASSERT_THAT((expr), ::steadyeval::IsOk())
 #define EXPECT_OK(expr) EXPECT_THAT((expr), ::steadyeval::IsOk())
+
+// Asserts `expr` (a StatusOr) is OK and moves its value into `lhs` (a declaration or an
+// lvalue): ASSERT_OK_AND_ASSIGN(Task task, ParseTask(...));
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  ASSERT_OK_AND_ASSIGN_IMPL_(STEADYEVAL_CONCAT_(steadyeval_assert_, __LINE__), lhs, expr)
+#define ASSERT_OK_AND_ASSIGN_IMPL_(statusor, lhs, expr) \
+  auto statusor = (expr);                               \
+  ASSERT_OK(statusor);                                  \
+  lhs = std::move(statusor).value()
 
 #endif  // STEADYEVAL_COMMON_STATUS_MATCHERS_H_

@@ -2,7 +2,10 @@
 #ifndef STEADYEVAL_COMMON_TEXT_H_
 #define STEADYEVAL_COMMON_TEXT_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include "absl/strings/string_view.h"
 
 namespace steadyeval {
@@ -10,12 +13,23 @@ namespace steadyeval {
 // Unicode NFKC through ICU. Invalid UTF-8 is replaced (U+FFFD) rather than failing.
 std::string NormalizeNfkc(absl::string_view text);
 
-// llm-jp-eval's answer extraction: the text before the first "\n\n", whitespace-stripped,
-// then NFKC.
+// llm-jp-eval's answer extraction: the text before the first "\n\n", NFKC, then
+// str.strip() (in that order: NFKC can create edge whitespace).
 std::string NormalizeGenerated(absl::string_view text);
 
-// Unicode whitespace-stripped both ends (Python's str.strip()).
+// Whitespace stripped from both ends as Python's str.strip() does (IsPythonSpace).
 std::string StripUnicode(absl::string_view text);
+
+// Python's str.isspace() for one code point.
+bool IsPythonSpace(uint32_t code_point);
+
+// lm-evaluation-harness's split of (context, continuation): trailing whitespace of the
+// context (str.isspace() characters) moves to the start of the continuation.
+std::pair<std::string, std::string> MoveTrailingWhitespace(const std::string& context,
+                                                           const std::string& continuation);
+
+// Number of code points in UTF-8 `text` (a malformed byte counts as one).
+size_t CodePointCount(absl::string_view text);
 
 }  // namespace steadyeval
 

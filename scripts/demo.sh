@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The steadyeval demo: a coordinator with an embedded data dir, one local worker, and a
 # "trainer" that writes a series of small Llama checkpoints into a folder over time. The
-# run is registered on two sample tasks with averaging (avg@2, avg@3) and ensemble (ens@3)
+# run is registered on four sample tasks (examples/tasks: multiple choice scored by acc and
+# acc_norm, generation scored by exact_match and char_f1 with shots from a train split) with averaging (avg@2, avg@3) and ensemble (ens@3)
 # windows; the raw score table is printed as results arrive, then every variant's scores
 # and the stability table (MTV, IS).
 #
@@ -55,7 +56,8 @@ PIDS+=($TRAINER)
 echo "== trainer writing $STEPS checkpoints (steps $step_list), one every ${INTERVAL_MS} ms"
 
 "$BIN/steadyeval" runs add demo --source "$DEMO/checkpoints" \
-  --tasks "$ROOT/examples/tasks/arith_mc.jsonl,$ROOT/examples/tasks/qa_gen.json" \
+  --tasks "$ROOT/examples/tasks/arith_mc.jsonl,$ROOT/examples/tasks/qa_gen.json,$ROOT/examples/tasks/ja_qa.json:QA,$ROOT/examples/tasks/en_commonsense_mc.jsonl:MC" \
+  --few_shots_from "$ROOT/examples/tasks/train" --metric en_commonsense_mc=acc_norm \
   --few_shots 4 --settle_seconds 0.5 --average 2,3 --ensemble 3 >/dev/null
 echo "== run 'demo' registered; waiting for evaluations"
 

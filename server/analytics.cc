@@ -43,7 +43,7 @@ StepPoint PointOf(uint64_t step, const v1::Score& score,
   StepPoint point;
   point.step = step;
   point.score = score.score();
-  const bool per_example = HasExampleScores(score.metric());
+  const bool per_example = MetricHasExampleValues(score.metric());
   point.outputs.reserve(predictions.size());
   for (const v1::Prediction& p : predictions) {
     point.outputs.push_back(p.normalized());
@@ -121,8 +121,24 @@ const std::vector<std::string>& TaskCategories() {
   return *categories;
 }
 
-bool HasExampleScores(absl::string_view metric) {
-  return !(absl::StartsWith(metric, "bleu") || metric == "pearson" || metric == "spearman");
+absl::StatusOr<std::vector<v1::Prediction>> ScoredVotes(const Task& task,
+                                                        const std::vector<std::string>& votes,
+                                                        v1::Score& score) {
+  ASSIGN_OR_RETURN(TaskScore scored, ScoreNormalized(task, votes));
+  score.set_metric(scored.metric);
+  score.set_score(scored.score);
+  score.clear_metric_scores();
+  score.mutable_metric_scores()->insert(scored.metric_scores.begin(), scored.metric_scores.end());
+  std::vector<v1::Prediction> predictions(votes.size());
+  for (size_t e = 0; e < votes.size(); ++e) {
+    predictions[e].set_output(votes[e]);
+    predictions[e].set_normalized(scored.examples[e].normalized);
+    predictions[e].set_score(scored.examples[e].score);
+    predictions[e].set_example(static_cast<uint32_t>(e));
+    predictions[e].mutable_metric_values()->insert(scored.examples[e].metric_values.begin(),
+                                                   scored.examples[e].metric_values.end());
+  }
+  return predictions;
 }
 
 // ---- Analytics ----
@@ -388,27 +404,21 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
       score.set_metric(task->primary_metric());
       score.set_examples(static_cast<uint32_t>(task->size()));
 
-      std::vector<v1::Prediction> voted(task->size());
-      double sum = 0;
+      std::vector<std::string> votes(task->size());
       for (size_t e = 0; e < task->size(); ++e) {
         std::vector<std::string> outputs;
         for (const auto& m : members) outputs.push_back(m[e].normalized());
-        const std::string vote = MajorityVote(outputs);
-        ASSIGN_OR_RETURN(ScoredExample scored, ScoreExample(*task, e, vote));
-        voted[e].set_output(vote);
-        voted[e].set_normalized(scored.normalized);
-        voted[e].set_score(scored.score);
-        sum += scored.score;
+        votes[e] = MajorityVote(outputs);
       }
       score.set_variant(hard);
-      score.set_score(task->size() == 0 ? 0 : sum / task->size());
+      ASSIGN_OR_RETURN(std::vector<v1::Prediction> voted, ScoredVotes(*task, votes, score));
       RETURN_IF_ERROR(PutValue(batch, score, std::move(voted)));
       if (!multiple_choice) continue;
 
-      // ens-soft@n: the option scores of the primary metric (`acc`: summed log-likelihoods).
-      std::vector<v1::Prediction> soft_voted(task->size());
+      // ens-soft@n: per member, the option scores the primary metric ranks (acc: summed
+      // log-likelihoods; acc_norm: per character).
+      std::vector<std::string> soft_votes(task->size());
       bool soft_ok = true;
-      sum = 0;
       for (size_t e = 0; soft_ok && e < task->size(); ++e) {
         std::vector<std::vector<double>> option_scores;
         for (const auto& m : members) {
@@ -417,22 +427,22 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
             soft_ok = false;  // a member without log-likelihoods: no soft vote
             break;
           }
-          option_scores.emplace_back(m[e].option_logliks().begin(), m[e].option_logliks().end());
+          ASSIGN_OR_RETURN(std::vector<double> scores,
+                           OptionScores(*task, e,
+                                        {m[e].option_logliks().begin(), m[e].option_logliks().end()},
+                                        task->primary_metric()));
+          option_scores.push_back(std::move(scores));
         }
         if (!soft_ok) break;
         ASSIGN_OR_RETURN(int chosen, SoftVote(option_scores));
-        ASSIGN_OR_RETURN(ScoredExample scored, ScoreExample(*task, e, std::to_string(chosen)));
-        soft_voted[e].set_output(std::to_string(chosen));
-        soft_voted[e].set_normalized(scored.normalized);
-        soft_voted[e].set_score(scored.score);
-        sum += scored.score;
+        soft_votes[e] = std::to_string(chosen);
       }
       if (!soft_ok) {
         RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), soft, window_end));
         continue;
       }
       score.set_variant(soft);
-      score.set_score(task->size() == 0 ? 0 : sum / task->size());
+      ASSIGN_OR_RETURN(std::vector<v1::Prediction> soft_voted, ScoredVotes(*task, soft_votes, score));
       RETURN_IF_ERROR(PutValue(batch, score, std::move(soft_voted)));
     }
   }
@@ -781,8 +791,14 @@ absl::Status Analytics::ExportPredictions(
         out.set_output(p.output());
         out.set_normalized_output(p.normalized());
         out.set_score(p.score());
-        auto m = metrics.find(k.task);
-        (*out.mutable_metrics())[m == metrics.end() ? "score" : m->second] = p.score();
+        if (p.metric_values().empty()) {  // stored before per-metric values existed
+          auto m = metrics.find(k.task);
+          if (m != metrics.end() && MetricHasExampleValues(m->second)) {
+            (*out.mutable_metrics())[m->second] = p.score();
+          }
+        } else {
+          *out.mutable_metrics() = p.metric_values();
+        }
         return visit(out);
       });
 }

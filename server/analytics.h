@@ -172,9 +172,11 @@ class Analytics {
   std::map<SeqKey, StabilityIndex> indexes_ ABSL_GUARDED_BY(mu_);
 };
 
-// The example-level figures need per-example values of the primary metric; corpus-level
-// metrics (BLEU, correlations) have none.
-bool HasExampleScores(absl::string_view metric);
+// Scores ensemble votes (normalised outputs) as a value: fills `score`'s metric fields and
+// returns one prediction per example.
+absl::StatusOr<std::vector<v1::Prediction>> ScoredVotes(const Task& task,
+                                                        const std::vector<std::string>& votes,
+                                                        v1::Score& score);
 
 }  // namespace steadyeval
 

@@ -15,10 +15,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/prompt.h"
 #include "common/scoring.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/steps.h"
+#include "steadyeval/v1/task_content.h"
 
 namespace steadyeval {
 namespace {
@@ -223,45 +225,69 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
   SetWindows(average, config.mutable_average_windows());
   SetWindows(ensemble, config.mutable_ensemble_windows());
 
-  // Categories as the CLI sends them: by task name, or by task file index when unnamed.
+  if (!ParsePromptLanguage(config.prompt_language()).has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", name, ": prompt language '", config.prompt_language(), "' is not ja or en"));
+  }
+  if (config.prompt_language().empty()) config.set_prompt_language("ja");
+  if (config.bos().empty()) config.set_bos("auto");
+  if (config.bos() != "auto" && config.bos() != "add" && config.bos() != "none") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run ", name, ": bos '", config.bos(), "' is not auto, add or none"));
+  }
+  if (config.max_new_tokens_delta() < 0 || config.max_new_tokens_delta() > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", name, ": max_new_tokens_delta is ", config.max_new_tokens_delta(),
+        "; it must be in 0..4096"));
+  }
+
+  // Per-task settings (category, metric, max_samples) as the CLI sends them: by task
+  // name, or by task file index when unnamed.
   const std::vector<v1::TaskRef> given(config.tasks().begin(), config.tasks().end());
-  std::map<std::string, std::string> category_by_name;
+  std::map<std::string, v1::TaskRef> given_by_name;
   for (const v1::TaskRef& ref : given) {
-    if (!ref.name().empty()) category_by_name[ref.name()] = ref.category();
+    if (!ref.name().empty()) given_by_name[ref.name()] = ref;
   }
   config.clear_tasks();
   std::vector<v1::TaskContent> contents;
   std::set<std::string> task_names;
   for (size_t file_index = 0; file_index < task_files.size(); ++file_index) {
     const v1::TaskContent& file = task_files[file_index];
-    ASSIGN_OR_RETURN(Task task, ParseTask(file.filename(), file.content()));
+    v1::TaskRef settings;
+    const std::string stem = TaskNameFromFilename(file.filename());
+    if (auto named = given_by_name.find(stem); named != given_by_name.end()) {
+      settings = named->second;
+      given_by_name.erase(named);
+    } else if (file_index < given.size() && given[file_index].name().empty()) {
+      settings = given[file_index];
+    }
+    settings.set_name(stem);
+    settings.clear_sha256();
+    ASSIGN_OR_RETURN(Task task, ParseTaskContent(file, settings));
     RETURN_IF_ERROR(CheckMetricsSupported(task));
     if (!task_names.insert(task.name).second) {
       return absl::InvalidArgumentError(absl::StrCat(
           "run ", name, ": two task files are named '", task.name,
           "' (", file.filename(), "); task names (file stems) must be unique within a run"));
     }
+    ASSIGN_OR_RETURN(std::string category, NormalizeCategory(settings.category(), task.name));
+    v1::TaskRef ref = settings;
+    ref.set_sha256(task.sha256);
+    ref.set_category(category);
     v1::TaskContent content;
     content.mutable_ref()->set_name(task.name);
     content.mutable_ref()->set_sha256(task.sha256);
     content.set_filename(file.filename());
     content.set_kind(ToProtoKind(task.kind));
     content.set_content(file.content());
-    std::string category;
-    if (auto named = category_by_name.find(task.name); named != category_by_name.end()) {
-      category = named->second;
-      category_by_name.erase(named);
-    } else if (file_index < given.size() && given[file_index].name().empty()) {
-      category = given[file_index].category();
-    }
-    ASSIGN_OR_RETURN(category, NormalizeCategory(category, task.name));
-    *config.add_tasks() = content.ref();
-    config.mutable_tasks()->rbegin()->set_category(category);
+    content.set_train_filename(file.train_filename());
+    content.set_train_content(file.train_content());
+    *config.add_tasks() = ref;
     contents.push_back(std::move(content));
   }
-  if (!category_by_name.empty()) {
+  if (!given_by_name.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "run ", name, ": a category is given for task '", category_by_name.begin()->first,
+        "run ", name, ": settings are given for task '", given_by_name.begin()->first,
         "' but no task file has that name"));
   }
 
@@ -439,6 +465,81 @@ absl::StatusOr<v1::GetStabilityResponse> Coordinator::GetStability(
   return analytics_->GetStability(run, r);
 }
 
+absl::StatusOr<v1::RescoreResponse> Coordinator::Rescore(const v1::RescoreRequest& r) {
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
+  const std::string& name = run.config().name();
+  std::vector<v1::TaskRef> refs;
+  for (const v1::TaskRef& ref : run.config().tasks()) {
+    if (r.task().empty() || ref.name() == r.task()) refs.push_back(ref);
+  }
+  if (refs.empty()) {
+    return absl::NotFoundError(absl::StrCat("run ", name, " has no task '", r.task(), "'"));
+  }
+  v1::RescoreResponse response;
+  std::set<std::pair<std::string, std::string>> touched;
+  const std::vector<uint64_t> steps = scheduler_->AdmittedSteps(name);
+  for (const v1::TaskRef& ref : refs) {
+    ASSIGN_OR_RETURN(std::shared_ptr<const Task> task, LoadTask(ref));
+    std::vector<v1::Score> stored;
+    RETURN_IF_ERROR(store_->ScanScores(name, ref.name(), [&](const v1::Score& s) {
+      std::optional<Variant> v = ParseVariant(s.variant());
+      if (v && (v->kind == Variant::Kind::kRaw || v->kind == Variant::Kind::kAverage)) {
+        stored.push_back(s);
+      }
+      return true;
+    }));
+    Analytics::Update update(analytics_.get());
+    Store::Batch batch = store_->NewBatch();
+    for (const v1::Score& old : stored) {
+      std::vector<v1::Prediction> predictions;
+      RETURN_IF_ERROR(store_->ScanPredictions(
+          name, ref.name(), old.variant(), old.step(), [&](uint32_t, const v1::Prediction& p) {
+            predictions.push_back(p);
+            return true;
+          }));
+      std::vector<RawOutput> raw;
+      raw.reserve(predictions.size());
+      for (const v1::Prediction& p : predictions) {
+        raw.push_back({p.output(), {p.option_logliks().begin(), p.option_logliks().end()}});
+      }
+      const std::string where = absl::StrCat("rescore ", name, "/", ref.name(), " ",
+                                             old.variant(), "@", old.step());
+      absl::StatusOr<TaskScore> scored = ScoreTask(*task, raw);
+      if (!scored.ok()) return Annotate(scored.status(), where);
+      v1::Score score = old;
+      score.set_metric(scored->metric);
+      score.set_score(scored->score);
+      score.clear_metric_scores();
+      score.mutable_metric_scores()->insert(scored->metric_scores.begin(),
+                                            scored->metric_scores.end());
+      for (size_t i = 0; i < predictions.size(); ++i) {
+        v1::Prediction& p = predictions[i];
+        p.set_normalized(scored->examples[i].normalized);
+        p.set_score(scored->examples[i].score);
+        p.clear_metric_values();
+        p.mutable_metric_values()->insert(scored->examples[i].metric_values.begin(),
+                                          scored->examples[i].metric_values.end());
+      }
+      if (score.score() != old.score() || score.metric() != old.metric()) {
+        response.set_scores_changed(response.scores_changed() + 1);
+      }
+      response.set_values(response.values() + 1);
+      response.set_predictions(response.predictions() + static_cast<uint32_t>(predictions.size()));
+      RETURN_IF_ERROR(Annotate(update.PutValue(batch, score, std::move(predictions)), where));
+    }
+    for (uint32_t n : run.config().ensemble_windows()) {
+      std::vector<size_t> ends;
+      for (size_t end = n - 1; end < steps.size(); ++end) ends.push_back(end);
+      RETURN_IF_ERROR(update.UpdateEnsembles(batch, run, steps, n, ends));
+    }
+    if (batch.count() > 0) RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+    update.Committed();
+    for (const auto& t : update.TouchedTasks()) touched.insert(t);
+  }
+  RefreshStabilityGauges(touched);
+  return response;
+}
+
 absl::StatusOr<v1::GetExamplesResponse> Coordinator::GetExamples(const v1::GetExamplesRequest& r) {
   ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
   return analytics_->GetExamples(run, r);
@@ -589,9 +690,14 @@ absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) co
   for (const v1::TaskRef& ref : job.tasks()) {
     ASSIGN_OR_RETURN(v1::TaskContent header, store_->GetTask(ref.sha256()));
     header.clear_content();
+    header.clear_train_content();
+    *header.mutable_ref() = ref;  // with the run's metric and max_samples
     *leased.add_task_headers() = std::move(header);
   }
   leased.set_few_shots(run.config().few_shots());
+  leased.set_prompt_language(run.config().prompt_language());
+  leased.set_bos(run.config().bos());
+  leased.set_max_new_tokens_delta(run.config().max_new_tokens_delta());
   leased.set_tokenizer_path(run.config().tokenizer_path());
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
   if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
@@ -723,20 +829,21 @@ absl::StatusOr<v1::TaskContent> Coordinator::GetTask(const std::string& sha256) 
 // Results
 
 absl::StatusOr<std::shared_ptr<const Task>> Coordinator::LoadTask(const v1::TaskRef& ref) const {
+  const std::string key = TaskCacheKey(ref);
   {
     absl::MutexLock lock(&task_mu_);
-    auto it = tasks_.find(ref.sha256());
+    auto it = tasks_.find(key);
     if (it != tasks_.end()) return it->second;
   }
   ASSIGN_OR_RETURN(v1::TaskContent content, store_->GetTask(ref.sha256()));
-  absl::StatusOr<Task> task = ParseTask(content.filename(), content.content());
+  absl::StatusOr<Task> task = ParseTaskContent(content, ref);
   if (!task.ok()) {
     return absl::DataLossError(absl::StrCat("stored task ", ref.name(), " (", ref.sha256(),
                                             ") no longer parses: ", task.status().message()));
   }
   auto parsed = std::make_shared<const Task>(std::move(*task));
   absl::MutexLock lock(&task_mu_);
-  tasks_.emplace(ref.sha256(), parsed);
+  tasks_.emplace(key, parsed);
   return parsed;
 }
 
@@ -853,10 +960,12 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
             " distinct outputs (indices 0..", task->size() == 0 ? 0 : task->size() - 1,
             " expected)"));
       }
-      std::vector<std::string> texts;
-      texts.reserve(outputs.size());
-      for (const auto& [index, out] : outputs) texts.push_back(out->output());
-      absl::StatusOr<TaskScore> scored = ScoreTask(*task, texts);
+      std::vector<RawOutput> raw;
+      raw.reserve(outputs.size());
+      for (const auto& [index, out] : outputs) {
+        raw.push_back({out->output(), {out->option_logliks().begin(), out->option_logliks().end()}});
+      }
+      absl::StatusOr<TaskScore> scored = ScoreTask(*task, raw);
       if (!scored.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(where, " step ", step, ": ",
                                                        scored.status().message()));
@@ -871,6 +980,8 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
         p.set_score(scored->examples[i].score);
         p.set_example(index);
         *p.mutable_option_logliks() = out->option_logliks();
+        p.mutable_metric_values()->insert(scored->examples[i].metric_values.begin(),
+                                          scored->examples[i].metric_values.end());
         predictions.push_back(std::move(p));
         ++written;
         ++i;
@@ -884,6 +995,8 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       score.set_metric(scored->metric);
       score.set_score(scored->score);
       score.set_examples(static_cast<uint32_t>(outputs.size()));
+      score.mutable_metric_scores()->insert(scored->metric_scores.begin(),
+                                            scored->metric_scores.end());
       values.emplace_back(std::move(score), std::move(predictions));
     }
   }
@@ -919,7 +1032,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       }
     }
     ASSIGN_OR_RETURN(done, scheduler_->Complete(first.job_id(), first.epoch(), first.worker_id(),
-                                                std::move(batch)));
+                                                std::move(batch), first.bos()));
     update.Committed();
     touched = update.TouchedTasks();
   }

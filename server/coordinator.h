@@ -87,6 +87,10 @@ class Coordinator {
   // removed ones are no longer computed (values kept likewise).
   absl::StatusOr<v1::Run> UpdateRun(const v1::UpdateRunRequest& r);
   absl::StatusOr<v1::GetStabilityResponse> GetStability(const v1::GetStabilityRequest& r);
+  // Re-scores every stored raw and avg@n value of the run's tasks (or of `r.task()`) from
+  // the stored outputs with the current metric code, then recomputes the ensembles; pair
+  // figures follow. One committed batch per task. NOT_FOUND for an unknown run or task.
+  absl::StatusOr<v1::RescoreResponse> Rescore(const v1::RescoreRequest& r);
   absl::StatusOr<v1::GetExamplesResponse> GetExamples(const v1::GetExamplesRequest& r);
   absl::Status ExportPredictions(const v1::ExportPredictionsRequest& r,
                                  const std::function<bool(const v1::ExportedPrediction&)>& visit);

@@ -1,10 +1,13 @@
 #include "server/coordinator.h"
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
+#include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
@@ -47,6 +50,7 @@ class CoordinatorTest : public CoordinatorFixture {
     r.set_wait_ms(0);
     return coordinator_->AcquireJob(r, nullptr);
   }
+  static size_t McTaskOptions(uint32_t example) { return example == 2 ? 3 : 2; }
   // A full report for `lease`: mc outputs in two chunks, qa in one.
   std::vector<v1::ReportResultsRequest> Report(const v1::LeasedJob& lease,
                                                const std::string& worker) {
@@ -62,9 +66,11 @@ class CoordinatorTest : public CoordinatorFixture {
         v1::ExampleOutput* o = r.add_outputs();
         o->set_index(i);
         o->set_output(text);
-        if (task == 0) {
-          o->add_option_logliks(-1.5);
-          o->add_option_logliks(-0.5);
+        if (task == 0) {  // log-likelihoods whose argmax is the reported option
+          const size_t options = McTaskOptions(i);
+          for (size_t k = 0; k < options; ++k) {
+            o->add_option_logliks(std::to_string(k) == text ? -0.5 : -1.5 - k);
+          }
         }
       }
       r.set_task_complete(done);
@@ -145,6 +151,7 @@ TEST_F(CoordinatorTest, ReportScoresAndCommitsEverythingThenReplays) {
   EXPECT_EQ(p->output(), "5\n\nmore");
   EXPECT_EQ(p->normalized(), "5");
   EXPECT_EQ(store_->GetPrediction("r", "mc", "raw", 100, 0)->option_logliks_size(), 2);
+  EXPECT_EQ(store_->GetPrediction("r", "mc", "raw", 100, 2)->option_logliks_size(), 3);
   EXPECT_EQ(store_->GetJob(lease.job().id())->state(), v1::JOB_DONE);
   EXPECT_EQ(store_->GetCheckpoint("r", 100)->state(), v1::CHECKPOINT_EVALUATED);
 
@@ -382,6 +389,212 @@ TEST_F(CoordinatorTest, CreateRunValidatesAndStoresTasks) {
   EXPECT_OK(store_->GetTask(created->config().tasks(0).sha256()));
   EXPECT_THAT(coordinator_->CreateRun(Config("r"), {McTaskFile()}),
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("run 'r' already exists")));
+}
+
+TEST_F(CoordinatorTest, TaskSettingsTravelWithTheLeaseAndShapeTheTask) {
+  v1::RunConfig config = Config("r");
+  config.set_prompt_language("en");
+  config.set_bos("none");
+  config.set_max_new_tokens_delta(3);
+  v1::TaskRef* mc = config.add_tasks();
+  mc->set_name("mc");
+  mc->set_metric("acc_norm");
+  mc->set_max_samples(2);
+  v1::TaskContent qa = QaTaskFile();
+  qa.set_train_filename("qa.json");
+  qa.set_train_content(R"({"samples": [{"input": "3+3", "output": "6"}]})");
+  ASSERT_OK_AND_ASSIGN(v1::Run run, coordinator_->CreateRun(config, {McTaskFile(), qa}));
+  ASSERT_EQ(run.config().tasks_size(), 2);
+  EXPECT_EQ(run.config().tasks(0).metric(), "acc_norm");
+  EXPECT_EQ(run.config().tasks(0).max_samples(), 2u);
+  EXPECT_EQ(run.config().tasks(1).sha256(),
+            TaskContentHash(QaTaskFile().content(), qa.train_content()));
+  EXPECT_EQ(run.config().prompt_language(), "en");
+
+  Register("w1");
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  EXPECT_EQ(lease.prompt_language(), "en");
+  EXPECT_EQ(lease.bos(), "none");
+  EXPECT_EQ(lease.max_new_tokens_delta(), 3);
+  EXPECT_EQ(lease.task_headers(0).ref().metric(), "acc_norm");
+  EXPECT_EQ(lease.task_headers(0).ref().max_samples(), 2u);
+  EXPECT_TRUE(lease.task_headers(1).train_content().empty());  // fetched with GetTask
+  ASSERT_OK_AND_ASSIGN(v1::TaskContent stored, coordinator_->GetTask(lease.task_headers(1).ref().sha256()));
+  EXPECT_EQ(stored.train_content(), qa.train_content());
+
+  // Two mc examples now; the report must match.
+  v1::ReportResultsRequest r;
+  r.set_worker_id("w1");
+  r.set_job_id(lease.job().id());
+  r.set_epoch(lease.job().epoch());
+  r.set_step(100);
+  r.set_bos("no bos");
+  *r.mutable_task() = lease.task_headers(0).ref();
+  for (uint32_t i = 0; i < 2; ++i) {
+    v1::ExampleOutput* o = r.add_outputs();
+    o->set_index(i);
+    o->set_output("1");
+    // Option "a" and "b" are one character each: acc_norm ranks like acc here.
+    o->add_option_logliks(i == 0 ? -2.0 : -0.1);
+    o->add_option_logliks(i == 0 ? -0.2 : -3.0);
+  }
+  r.set_task_complete(true);
+  v1::ReportResultsRequest q = r;
+  q.clear_outputs();
+  *q.mutable_task() = lease.task_headers(1).ref();
+  for (uint32_t i = 0; i < 2; ++i) {
+    v1::ExampleOutput* o = q.add_outputs();
+    o->set_index(i);
+    o->set_output(i == 0 ? "2" : "4");
+  }
+  ASSERT_OK(coordinator_->ReportResults({r, q}));
+  ASSERT_OK_AND_ASSIGN(v1::Prediction p0, store_->GetPrediction("r", "mc", "raw", 100, 0));
+  ASSERT_OK_AND_ASSIGN(v1::Prediction p1, store_->GetPrediction("r", "mc", "raw", 100, 1));
+  EXPECT_EQ(p0.normalized(), "1");  // picked from the log-likelihoods
+  EXPECT_EQ(p1.normalized(), "0");  // although the worker said "1"
+  EXPECT_EQ(p1.metric_values().at("acc_norm"), 1.0);
+  EXPECT_EQ(p1.metric_values().at("acc"), 1.0);
+  ASSERT_OK_AND_ASSIGN(v1::Score score, store_->GetScore("r", "mc", "raw", 100));
+  EXPECT_EQ(score.metric(), "acc_norm");
+  EXPECT_EQ(score.examples(), 2u);
+  EXPECT_EQ(score.metric_scores().at("acc"), 1.0);
+  EXPECT_EQ(store_->GetJob(lease.job().id())->bos(), "no bos");
+}
+
+TEST_F(CoordinatorTest, CreateRunRejectsBadPromptSettings) {
+  v1::RunConfig config = Config("r");
+  config.set_prompt_language("fr");
+  EXPECT_THAT(coordinator_->CreateRun(config, {McTaskFile()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'fr'")));
+  config = Config("r");
+  config.set_bos("sometimes");
+  EXPECT_THAT(coordinator_->CreateRun(config, {McTaskFile()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auto, add or none")));
+  config = Config("r");
+  config.add_tasks()->set_name("elsewhere");
+  EXPECT_THAT(coordinator_->CreateRun(config, {McTaskFile()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'elsewhere'")));
+  config = Config("r");
+  v1::TaskRef* mc = config.add_tasks();
+  mc->set_name("mc");
+  mc->set_metric("char_f1");
+  EXPECT_THAT(coordinator_->CreateRun(config, {McTaskFile()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("acc or acc_norm")));
+  v1::TaskContent invalid = QaTaskFile();
+  invalid.set_content("{\"instruction\": \"\xff\"}");
+  EXPECT_THAT(coordinator_->CreateRun(Config("r"), {invalid}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("qa.json: invalid UTF-8")));
+  int runs = 0;
+  ASSERT_OK(store_->ScanRuns("", 100, [&](const v1::Run&) { return ++runs, true; }));
+  EXPECT_EQ(runs, 0);  // nothing created, nothing scheduled
+}
+
+TEST_F(CoordinatorTest, RescoreRestoresScoresFromStoredOutputs) {
+  v1::RunConfig config = Config("r");
+  config.add_ensemble_windows(2);
+  ASSERT_OK(coordinator_->CreateRun(config, {McTaskFile(), QaTaskFile()}));
+  Register("w1");
+  for (uint64_t step : {100, 200}) {
+    v1::LeasedJob lease = AdmitAndLease("r", step, "w1");
+    ASSERT_OK(coordinator_->ReportResults(Report(lease, "w1")));
+  }
+  auto snapshot = [&] {
+    std::map<std::string, double> out;
+    v1::GetScoresRequest request;
+    request.set_run("r");
+    EXPECT_OK(coordinator_->GetScores(request, [&](const v1::Score& s) {
+      out[absl::StrCat(s.task(), "/", s.variant(), "@", s.step())] = s.score();
+      return true;
+    }));
+    return out;
+  };
+  const std::map<std::string, double> before = snapshot();
+  ASSERT_EQ(before.size(), 7u);  // 2 tasks x (raw@100, raw@200, ens@2@200), mc ens-soft@2@200
+  v1::GetStabilityRequest stability;
+  stability.set_run("r");
+  stability.set_last_points(2);
+  ASSERT_OK_AND_ASSIGN(v1::GetStabilityResponse table_before, coordinator_->GetStability(stability));
+
+  // Corrupt what scoring wrote (as a metric bug would have): the qa value at 200.
+  ASSERT_OK_AND_ASSIGN(v1::Score bad, store_->GetScore("r", "qa", "raw", 200));
+  ASSERT_OK_AND_ASSIGN(v1::Prediction wrong, store_->GetPrediction("r", "qa", "raw", 200, 0));
+  bad.set_score(0.0);
+  wrong.set_score(0.0);
+  wrong.set_normalized("garbage");
+  Store::Batch batch = store_->NewBatch();
+  batch.PutScore(bad);
+  batch.PutPrediction("r", "qa", "raw", 200, 0, wrong);
+  ASSERT_OK(store_->Commit(std::move(batch)));
+
+  v1::RescoreRequest request;
+  request.set_run("r");
+  request.set_task("qa");
+  ASSERT_OK_AND_ASSIGN(v1::RescoreResponse response, coordinator_->Rescore(request));
+  EXPECT_EQ(response.values(), 2u);       // qa raw@100, raw@200
+  EXPECT_EQ(response.predictions(), 4u);
+  EXPECT_EQ(response.scores_changed(), 1u);
+  EXPECT_EQ(snapshot(), before);
+  EXPECT_EQ(store_->GetPrediction("r", "qa", "raw", 200, 0)->normalized(), "2");
+  ASSERT_OK_AND_ASSIGN(v1::GetStabilityResponse table_after, coordinator_->GetStability(stability));
+  EXPECT_EQ(table_after.DebugString(), table_before.DebugString());
+
+  request.set_task("");
+  ASSERT_OK_AND_ASSIGN(response, coordinator_->Rescore(request));
+  EXPECT_EQ(response.values(), 4u);
+  EXPECT_EQ(response.scores_changed(), 0u);
+  request.set_task("nope");
+  EXPECT_THAT(coordinator_->Rescore(request),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task 'nope'")));
+}
+
+TEST_F(CoordinatorTest, CorpusLevelMetricHasTaskFiguresButNoExampleMtv) {
+  v1::TaskContent sts;
+  sts.set_filename("sts.json");
+  sts.set_content(R"({"instruction": "rate", "output_length": 3, "metrics": ["pearson", "exact_match"],
+      "samples": [{"input": "a", "output": "1.0"}, {"input": "b", "output": "2.0"},
+                  {"input": "c", "output": "4.0"}]})");
+  ASSERT_OK(coordinator_->CreateRun(Config("r"), {sts}));
+  Register("w1");
+  const std::vector<std::vector<std::string>> outputs = {{"1.0", "2.0", "4.0"},   // r = 1
+                                                         {"3.0", "2.0", "1.0"}};  // r < 0
+  for (size_t k = 0; k < 2; ++k) {
+    v1::LeasedJob lease = AdmitAndLease("r", 100 * (k + 1), "w1");
+    v1::ReportResultsRequest r;
+    r.set_worker_id("w1");
+    r.set_job_id(lease.job().id());
+    r.set_epoch(lease.job().epoch());
+    r.set_step(100 * (k + 1));
+    *r.mutable_task() = lease.task_headers(0).ref();
+    for (uint32_t i = 0; i < 3; ++i) {
+      v1::ExampleOutput* o = r.add_outputs();
+      o->set_index(i);
+      o->set_output(outputs[k][i]);
+    }
+    r.set_task_complete(true);
+    ASSERT_OK(coordinator_->ReportResults({r}));
+  }
+  ASSERT_OK_AND_ASSIGN(v1::Score first, store_->GetScore("r", "sts", "raw", 100));
+  ASSERT_OK_AND_ASSIGN(v1::Score second, store_->GetScore("r", "sts", "raw", 200));
+  EXPECT_EQ(first.metric(), "pearson");
+  EXPECT_NEAR(first.score(), 1.0, 1e-12);
+  EXPECT_LT(second.score(), 0.0);
+  EXPECT_NEAR(second.metric_scores().at("exact_match"), 1.0 / 3, 1e-12);
+  ASSERT_OK_AND_ASSIGN(v1::Prediction p, store_->GetPrediction("r", "sts", "raw", 200, 1));
+  EXPECT_FALSE(p.metric_values().contains("pearson"));  // no per-example value
+  EXPECT_EQ(p.metric_values().at("exact_match"), 1.0);
+
+  v1::GetStabilityRequest request;
+  request.set_run("r");
+  request.set_last_points(2);
+  ASSERT_OK_AND_ASSIGN(v1::GetStabilityResponse table, coordinator_->GetStability(request));
+  const v1::StabilityRow* raw = nullptr;
+  for (const v1::StabilityRow& row : table.rows()) {
+    if (row.kind() == "task" && row.variant() == "raw") raw = &row;
+  }
+  ASSERT_NE(raw, nullptr) << table.DebugString();
+  EXPECT_NEAR(raw->mtv(), std::abs(second.score() - first.score()), 1e-12);
+  EXPECT_FALSE(raw->has_example_mtv());          // corpus level: null, not 0
+  EXPECT_NEAR(raw->instability(), 2.0 / 3, 1e-12);  // examples 0 and 2 changed output
 }
 
 TEST_F(CoordinatorTest, ListRunsPages) {

@@ -419,11 +419,12 @@ absl::StatusOr<ReportCheck> Scheduler::CheckReport(uint64_t job_id, uint64_t epo
 
 absl::StatusOr<CompletedJob> Scheduler::Complete(uint64_t job_id, uint64_t epoch,
                                                  const std::string& worker_id,
-                                                 Store::Batch results) {
+                                                 Store::Batch results, const std::string& bos) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   v1::Job next = entry->job;
   next.set_state(v1::JOB_DONE);
+  next.set_bos(bos);
   next.clear_error();
   next.set_finished_unix_ms(clock_->UnixMillis());
   const int64_t now = clock_->MonotonicNanos();

@@ -152,9 +152,11 @@ class Scheduler {
 
   // Commits `results` (predictions, scores) together with job DONE and, for a raw job,
   // checkpoint EVALUATED, in one synced batch. Fails like CheckReport; a replay here is
-  // ABORTED too (the caller checks first).
+  // ABORTED too (the caller checks first). `bos` (how the worker applied BOS) is
+  // recorded on the job.
   absl::StatusOr<CompletedJob> Complete(uint64_t job_id, uint64_t epoch,
-                                        const std::string& worker_id, Store::Batch results);
+                                        const std::string& worker_id, Store::Batch results,
+                                        const std::string& bos = "");
 
   // A worker gives up on its lease. Retryable with attempts left -> PENDING after a
   // backoff; otherwise FAILED with `reason`. Returns the new state.

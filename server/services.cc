@@ -124,6 +124,11 @@ grpc::Status EvalServiceImpl::UpdateRun(grpc::ServerContext*, const v1::UpdateRu
   return Respond(coordinator_->UpdateRun(*request), response);
 }
 
+grpc::Status EvalServiceImpl::Rescore(grpc::ServerContext*, const v1::RescoreRequest* request,
+                                      v1::RescoreResponse* response) {
+  return Respond(coordinator_->Rescore(*request), response);
+}
+
 grpc::Status EvalServiceImpl::GetStability(grpc::ServerContext*,
                                            const v1::GetStabilityRequest* request,
                                            v1::GetStabilityResponse* response) {

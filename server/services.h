@@ -63,6 +63,8 @@ class EvalServiceImpl final : public v1::EvalService::Service {
                            v1::GetExamplesResponse* response) override;
   grpc::Status ExportPredictions(grpc::ServerContext*, const v1::ExportPredictionsRequest* request,
                                  grpc::ServerWriter<v1::ExportedPrediction>* writer) override;
+  grpc::Status Rescore(grpc::ServerContext*, const v1::RescoreRequest* request,
+                       v1::RescoreResponse* response) override;
 
  private:
   Coordinator* const coordinator_;

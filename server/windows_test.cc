@@ -348,14 +348,15 @@ TEST_F(WindowsTest, EnsembleValuesMatchAHandComputationIncludingTiesToTheNewest)
   for (uint64_t step : {100, 200, 300}) Admit(step);
   auto leases = LeaseAll();
   // mc golds 1, 0, 1; qa golds "2", "4".
+  // Option log-likelihoods agree with the reported options (scoring picks by them).
   ReportOk(leases["raw@100"], McQa({"1", "0", "0"}, {"2", "3"},
-                                   {{0, -1}, {0, -1}, {-1, -1, -1}}));
+                                   {{-0.5, 0}, {0, -1}, {0, -5, -5}}));
   EXPECT_TRUE(Scores("ens@2").empty());  // no window is complete yet
   ReportOk(leases["raw@300"], McQa({"1", "1", "2"}, {"5", "3"},
-                                   {{0, -0.5}, {0, -1}, {-1, -1, -1}}));
+                                   {{-0.5, 0}, {-1, 0}, {-1, -1, 0}}));
   EXPECT_TRUE(Scores("ens@2").empty());  // [200, 300] lacks 200
   ReportOk(leases["raw@200"], McQa({"0", "0", "1"}, {"5", "4"},
-                                   {{-5, 0}, {0, -1}, {-1, -1, -1}}));
+                                   {{0, -1}, {0, -1}, {-1, 0, -1}}));
   auto ens2 = Scores("ens@2");
   auto ens3 = Scores("ens@3");
   // ens@2@200: mc votes (1,0) (0,0) (0,1) -> ties to newest: 0, 0, 1 -> 0+1+1
@@ -373,8 +374,9 @@ TEST_F(WindowsTest, EnsembleValuesMatchAHandComputationIncludingTiesToTheNewest)
   auto p = store_->GetPrediction("r", "mc", "ens@3", 300, 2);
   ASSERT_OK(p);
   EXPECT_EQ(p->normalized(), "2");
-  // ens-soft@3@300 (mc only): e0 mean p(0) = (.731 + .0067 + .622) / 3 < .5 -> 1 (right);
-  // e1 -> 0 (right); e2 uniform -> lowest index 0 (wrong).
+  // ens-soft@3@300 (mc only): e0 mean p(0) = (.378 + .731 + .378) / 3 < .5 -> 1 (right);
+  // e1 mean p(0) = (.731 + .731 + .269) / 3 > .5 -> 0 (right); e2 mean p = (.468, .265,
+  // .265): step 100's confident 0 wins -> 0 (wrong).
   auto soft = Scores("ens-soft@3");
   EXPECT_EQ(soft.size(), 1u);
   EXPECT_DOUBLE_EQ(soft["mc@300"], 2.0 / 3);

@@ -145,9 +145,13 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
     }
     std::ofstream(self_task) << task.dump();
   }
+  // A sample task scored by char_f1 (and exact_match) whose shots come from a train split.
+  const std::string ja_qa_task = SourceDir() + "/examples/tasks/ja_qa.json";
+  const std::string train_dir = SourceDir() + "/examples/tasks/train";
   json created = Cli({"runs", "add", "e2e", "--source", ckpts_, "--tasks",
-                      absl::StrCat(mc_task, ",", gen_task, ",", self_task), "--few_shots", "2",
-                      "--settle_seconds", "0.3"});
+                      absl::StrCat(mc_task, ",", gen_task, ",", self_task, ",", ja_qa_task),
+                      "--few_shots", "2", "--few_shots_from", train_dir, "--settle_seconds",
+                      "0.3"});
   ASSERT_FALSE(created.is_null());
 
   // Step 300 is written slowly, shard by shard, while the coordinator polls; then 400.
@@ -198,13 +202,15 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
     EXPECT_EQ(s["variant"], "raw");
     served[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
   }
-  ASSERT_EQ(served.size(), 12u) << scores.dump(2);
+  ASSERT_EQ(served.size(), 16u) << scores.dump(2);
   EXPECT_EQ((served[{100, "qa_self"}]), 1.0) << scores.dump(2);
   for (uint64_t step : {100, 200, 300, 400}) {
-    for (const std::string& task : {mc_task, gen_task, self_task}) {
-      CommandResult offline = RunCommand({bin_ + "/steadyeval-worker", "eval", "--checkpoint",
-                                          CheckpointDir(step), "--task", task, "--few_shots", "2",
-                                          "--threads", "1", "--json"});
+    for (const std::string& task : {mc_task, gen_task, self_task, ja_qa_task}) {
+      std::vector<std::string> args = {bin_ + "/steadyeval-worker", "eval", "--checkpoint",
+                                       CheckpointDir(step), "--task", task, "--few_shots", "2",
+                                       "--threads", "1", "--json"};
+      if (task == ja_qa_task) args.insert(args.end(), {"--few_shots_from", train_dir + "/ja_qa.json"});
+      CommandResult offline = RunCommand(args);
       ASSERT_EQ(offline.exit_code, 0) << offline.err;
       json result = json::parse(offline.out);
       auto key = std::make_pair(step, result["task"].get<std::string>());
@@ -221,6 +227,11 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
   EXPECT_EQ(Cli({"checkpoints", "e2e"}), checkpoints);
   EXPECT_EQ(Cli({"scores", "e2e"}), scores);
   EXPECT_EQ(Cli({"jobs", "--run", "e2e"}), jobs);
+  // Re-scoring the stored outputs (no worker involved) reproduces every score.
+  json rescored = Cli({"rescore", "e2e"});
+  EXPECT_EQ(rescored["values"], 16) << rescored.dump();
+  EXPECT_EQ(rescored["scores_changed"], 0) << rescored.dump();
+  EXPECT_EQ(Cli({"scores", "e2e"}), scores);
 
   // The running workers register again by themselves and evaluate a new checkpoint.
   ASSERT_EQ(RunCommand(WriteCheckpointArgs(500)).exit_code, 0);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
+#include "steadyeval/v1/task_content.h"
 
 namespace steadyeval {
 
@@ -201,25 +202,38 @@ absl::Status WorkerDaemon::Run() {
 }
 
 absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
-  const std::string& sha = header.ref().sha256();
-  if (auto it = task_cache_.find(sha); it != task_cache_.end()) return it->second;
+  const std::string key = TaskCacheKey(header.ref());
+  if (auto it = task_cache_.find(key); it != task_cache_.end()) return it->second;
   v1::GetTaskRequest req;
-  req.set_sha256(sha);
+  req.set_sha256(header.ref().sha256());
   v1::TaskContent content;
   grpc::ClientContext ctx;
   SetDeadline(ctx, kRpcDeadlineMs);
   RETURN_IF_ERROR(Annotate(FromGrpc(stub_->GetTask(&ctx, req, &content)),
                            absl::StrCat("fetching task ", header.ref().name())));
-  ASSIGN_OR_RETURN(Task task, ParseTask(content.filename(), content.content()));
-  if (task.sha256 != sha) {
-    return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": content hash ",
-                                            task.sha256, " does not match requested ", sha));
-  }
+  ASSIGN_OR_RETURN(Task task, ParseTaskContent(content, header.ref()));
   if (task.kind != FromProto(content.kind()) && content.kind() != v1::TASK_KIND_UNSPECIFIED) {
     return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": kind mismatch"));
   }
-  task_cache_.emplace(sha, task);
+  task_cache_.emplace(key, task);
   return task;
+}
+
+absl::StatusOr<EvalSettings> SettingsForLease(const v1::LeasedJob& lease, int batch_size) {
+  EvalSettings settings;
+  settings.prompt.few_shots = lease.few_shots();
+  std::optional<PromptLanguage> language = ParsePromptLanguage(lease.prompt_language());
+  std::optional<BosMode> bos = ParseBosMode(lease.bos());
+  if (!language.has_value() || !bos.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job ", lease.job().id(), ": unknown prompt language '", lease.prompt_language(),
+        "' or bos mode '", lease.bos(), "' (is this worker older than the coordinator?)"));
+  }
+  settings.prompt.language = *language;
+  settings.bos = *bos;
+  settings.max_new_tokens_delta = lease.max_new_tokens_delta();
+  settings.batch_size = batch_size;
+  return settings;
 }
 
 void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) {
@@ -264,6 +278,7 @@ absl::Status WorkerDaemon::Report(
     msg.set_job_id(lease.job().id());
     msg.set_epoch(lease.job().epoch());
     msg.set_step(step);
+    msg.set_bos(backend_->BosDescription());
     for (const v1::ParameterDrift& d : drifts) *msg.add_drifts() = d;
     drifts_sent = writer->Write(msg);
   }
@@ -275,6 +290,7 @@ absl::Status WorkerDaemon::Report(
       msg.set_job_id(lease.job().id());
       msg.set_epoch(lease.job().epoch());
       msg.set_step(step);
+      msg.set_bos(backend_->BosDescription());
       *msg.mutable_task() = ref;
       size_t end = std::min(results.size(), sent + static_cast<size_t>(options_.report_chunk));
       for (; sent < end; ++sent) {
@@ -392,11 +408,12 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
       metrics_->load_bytes->Increment(static_cast<double>(load.bytes));
     }
     std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>> outputs;
+    ASSIGN_OR_RETURN(const EvalSettings settings, SettingsForLease(lease, options_.batch_size));
     for (const v1::TaskContent& header : lease.task_headers()) {
       ASSIGN_OR_RETURN(Task task, GetTask(header));
       const uint64_t tokens_before = backend_->tokens_processed();
       ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
-                       backend_->Evaluate(task, lease.few_shots(), [&](size_t, size_t) {
+                       backend_->Evaluate(task, settings, [&](size_t, size_t) {
                          if (metrics_) metrics_->examples->Increment();
                          return !lost && !stopping_;
                        }));

@@ -45,6 +45,11 @@ std::string MapPath(const std::vector<PathMapping>& mappings, const std::string&
 // kind this worker does not run (ens@n is computed by the coordinator, not workers).
 absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind);
 
+// The evaluation settings a lease carries (the run's prompt language, BOS mode, shots and
+// max_new_tokens delta) plus this worker's batch size. INVALID_ARGUMENT for values this
+// worker does not know.
+absl::StatusOr<EvalSettings> SettingsForLease(const steadyeval::v1::LeasedJob& lease, int batch_size);
+
 struct WorkerMetrics;  // defined in daemon.cc; null when metrics are off
 
 struct DaemonOptions {
@@ -55,6 +60,7 @@ struct DaemonOptions {
   int64_t acquire_wait_ms = 5000;
   int64_t retry_backoff_ms = 500;
   int report_chunk = 64;  // outputs per ReportResults message
+  int batch_size = 8;     // generation examples decoded together (EvalSettings)
   std::string metrics_listen;  // empty: no metrics endpoint
 };
 

@@ -59,18 +59,28 @@ class FakeBackend : public EvalBackend {
     if (from == "/ckpt/gone") return absl::NotFoundError("gone");
     return ParameterDriftResult{2.5, 0.125};
   }
-  absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, int, const ProgressFn&) override {
-    return std::vector<ExampleResult>{{0, "0", {-1.0, -2.0}}};
+  absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, const EvalSettings& s,
+                                                      const ProgressFn&) override {
+    settings.push_back(s);
+    task_sizes.push_back(task.size());
+    std::vector<ExampleResult> out;
+    for (uint32_t i = 0; i < task.size(); ++i) out.push_back({i, "0", {-1.0, -2.0}});
+    return out;
   }
+  std::string BosDescription() const override { return "bos 7"; }
   uint64_t tokens_processed() const override { return 0; }
 
   std::vector<std::string> loaded;
   std::vector<WindowSumInfo> held;
+  std::vector<EvalSettings> settings;
+  std::vector<size_t> task_sizes;
 };
 
 TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   namespace v1 = ::steadyeval::v1;
   const std::string task_text = R"({"id": "a", "query": "q", "choices": ["x", "y"], "gold": 0})"
+                                "\n"
+                                R"({"id": "b", "query": "r", "choices": ["x", "y"], "gold": 1})"
                                 "\n";
   auto task = ParseTask("mc.jsonl", task_text);
   ASSERT_OK(task);
@@ -94,6 +104,10 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   }
   avg.set_window(3);
   avg.set_lease_ttl_ms(600000);
+  avg.set_few_shots(2);
+  avg.set_prompt_language("en");
+  avg.set_bos("add");
+  avg.set_max_new_tokens_delta(5);
   v1::TaskContent* header = avg.add_task_headers();
   header->mutable_ref()->set_name("mc");
   header->mutable_ref()->set_sha256(task->sha256);
@@ -107,6 +121,9 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   raw.clear_checkpoint_paths();
   raw.add_checkpoint_paths("/mnt/step_400");
   raw.set_window(0);
+  raw.set_prompt_language("");  // an older coordinator: defaults
+  raw.set_bos("");
+  raw.mutable_task_headers(0)->mutable_ref()->set_max_samples(1);
   v1::DriftTarget* target = raw.add_drift_targets();
   target->set_from_step(300);
   target->set_from_path("/mnt/step_300");
@@ -158,7 +175,18 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   EXPECT_EQ(daemon.jobs_done(), 2);
   EXPECT_THAT(fake->loaded, ::testing::ElementsAre("avg r 3 /ckpt/step_100../ckpt/step_300",
                                                    "raw /ckpt/step_400"));
+  // The run's evaluation settings reach the backend; max_samples shapes the task.
+  ASSERT_EQ(fake->settings.size(), 2u);
+  EXPECT_EQ(fake->settings[0].prompt.few_shots, 2);
+  EXPECT_EQ(fake->settings[0].prompt.language, PromptLanguage::kEnglish);
+  EXPECT_EQ(fake->settings[0].bos, BosMode::kAdd);
+  EXPECT_EQ(fake->settings[0].max_new_tokens_delta, 5);
+  EXPECT_EQ(fake->settings[0].batch_size, options.batch_size);
+  EXPECT_EQ(fake->settings[1].prompt.language, PromptLanguage::kJapanese);
+  EXPECT_EQ(fake->settings[1].bos, BosMode::kAuto);
+  EXPECT_THAT(fake->task_sizes, ::testing::ElementsAre(2u, 1u));
   ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].bos(), "bos 7");  // recorded on the job by the coordinator
   EXPECT_EQ(reports[0].step(), 300u);  // the window-end step
   EXPECT_EQ(reports[0].drifts_size(), 0);
   EXPECT_EQ(reports[1].step(), 400u);
@@ -174,6 +202,17 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   EXPECT_EQ(acquires[1].window_sums(0).run(), "r");
   EXPECT_EQ(acquires[1].window_sums(0).window(), 3u);
   EXPECT_THAT(acquires[1].window_sums(0).steps(), ::testing::ElementsAre(100u, 200u, 300u));
+}
+
+TEST(WorkerDaemonTest, SettingsForLeaseRejectsUnknownValues) {
+  steadyeval::v1::LeasedJob lease;
+  lease.set_prompt_language("fr");
+  EXPECT_THAT(SettingsForLease(lease, 8),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("'fr'")));
+  lease.set_prompt_language("ja");
+  lease.set_bos("always");
+  EXPECT_THAT(SettingsForLease(lease, 8),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("'always'")));
 }
 
 }  // namespace

@@ -9,13 +9,23 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/prompt.h"
 #include "common/task.h"
 
 namespace steadyeval {
+
+// How a job's tasks are evaluated (from the run's configuration).
+struct EvalSettings {
+  PromptOptions prompt;
+  int max_new_tokens_delta = 0;  // added to each generation task's output_length
+  int batch_size = 8;            // generation examples decoded together
+  BosMode bos = BosMode::kAuto;
+};
 
 struct ExampleResult {
   uint32_t index = 0;
@@ -81,8 +91,13 @@ class EvalBackend {
   }
 
   // Evaluates every example of `task` with the loaded model.
-  virtual absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, int few_shots,
+  virtual absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task,
+                                                              const EvalSettings& settings,
                                                               const ProgressFn& progress) = 0;
+
+  // How the loaded tokenizer handles BOS under the last Evaluate()'s settings, for the
+  // job record: "bos <id>" or "no bos".
+  virtual std::string BosDescription() const { return ""; }
 
   // Tokens processed (prompt + generated) since creation, for metrics.
   virtual uint64_t tokens_processed() const = 0;

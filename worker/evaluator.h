@@ -9,13 +9,19 @@
 // context is the example's query verbatim and the option text verbatim (put any
 // separating space in the task file). Output = index of the best option (ties: lowest).
 //
-// Generation: prompt = BuildPrompt(task, i, few_shots); greedy decoding with a KV cache
+// Generation: prompt = BuildPrompt(task, i, options.prompt); greedy decoding with a KV cache
 // for up to task.output_length + max_new_tokens_delta tokens, stopping at an EOS token
-// (the tokenizer's or config.json's) or once the decoded continuation contains "\n\n".
+// (the tokenizer's or config.json's; not part of the output) or once the decoded
+// continuation contains "\n\n"; argmax ties go to the lowest token id.
 // Output = the decoded continuation, raw (scoring extracts and normalizes the answer).
-// The shared prompt prefix is computed once per task and its KV cache reused for every
-// example whose tokenization starts with the prefix's tokens; other examples are
-// encoded and run whole, so the result never depends on the reuse.
+// Examples are decoded options.batch_size at a time, in example order: each prompt runs on
+// its own (continuing the shared prefix's KV cache when its tokenization starts with the
+// prefix's tokens and reuse is on, else whole), then the batch's caches are stacked into
+// one left-padded KV cache and every step runs one token for each example still
+// generating; finished examples leave the batch. Each token sees exactly the positions
+// and context it would alone, so outputs do not depend on the batch size or the reuse
+// (batched kernels round differently, ~1e-6 in the logits, which could matter only for
+// an argmax between two near-equal logits).
 //
 // Thread-safe: model and tokenizer are only read, so concurrent calls are fine; the
 // progress callback runs on the calling thread.
@@ -28,19 +34,25 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/prompt.h"
 #include "common/task.h"
+#include "common/text.h"  // MoveTrailingWhitespace, used for the split
 #include "worker/language_model.h"
 #include "worker/tokenizer.h"
 
 namespace steadyeval {
 
 struct EvalOptions {
-  int few_shots = 4;
+  PromptOptions prompt;          // few-shot count and template language (generation)
   int max_new_tokens_delta = 0;  // added to the task's output_length
+  // Generation: examples decoded together in one batch (one left-padded KV cache; see
+  // above). Must be >= 1 (INVALID_ARGUMENT otherwise). Outputs do not depend on it.
+  int batch_size = 8;
   // Reuse the shared prompt prefix's KV cache (generation). Off only to test that it
   // changes nothing.
   bool reuse_prefix_cache = true;
-  // Called after each example with (examples done, total). Optional.
+  // Called after each example with (examples done, total). Optional. Within a generation
+  // batch examples finish in any order; `done` counts them.
   std::function<void(size_t done, size_t total)> progress;
 };
 
@@ -52,7 +64,8 @@ struct EvalOutput {
 
 // Evaluates every example of `task`, in order. FAILED_PRECONDITION when the tokenizer's
 // vocabulary does not fit the model's; INVALID_ARGUMENT for an option that tokenizes to
-// no continuation tokens; model errors as returned by Forward().
+// no continuation tokens, a prompt that encodes to no tokens or (generation tasks)
+// batch_size < 1; model errors as returned by Forward().
 absl::StatusOr<std::vector<EvalOutput>> EvaluateTask(const LanguageModel& model,
                                                      const Tokenizer& tokenizer,
                                                      const Task& task,
@@ -62,11 +75,6 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateTask(const LanguageModel& model,
 absl::StatusOr<double> ContinuationLoglik(const LanguageModel& model, const Tokenizer& tokenizer,
                                           const std::string& context,
                                           const std::string& continuation);
-
-// Splits (context, continuation) per lm-evaluation-harness: trailing whitespace of the
-// context (Python str.isspace() characters) moves to the start of the continuation.
-std::pair<std::string, std::string> MoveTrailingWhitespace(const std::string& context,
-                                                           const std::string& continuation);
 
 // Per-token log-probs of `tokens` (a whole sequence from position 0): entry i is
 // log p(tokens[i] | tokens[:i]) for i >= 1; entry 0 is NaN (nothing conditions it).

@@ -140,7 +140,7 @@ TEST_F(EvaluatorTest, GenerationEqualsUncachedGreedyAndIgnoresPrefixReuse) {
   ASSERT_OK(task);
   for (int shots : {0, 2}) {
     EvalOptions with_reuse;
-    with_reuse.few_shots = shots;
+    with_reuse.prompt.few_shots = shots;
     EvalOptions without_reuse = with_reuse;
     without_reuse.reuse_prefix_cache = false;
     auto reused = EvaluateTask(*model_, *tokenizer_, *task, with_reuse);

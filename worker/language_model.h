@@ -1,55 +1,233 @@
 // LanguageModel: the interface the evaluator scores and generates through, one
 // implementation per model family (DESIGN §6), plus the per-sequence KV cache.
 //
-// Forward(input_ids [B, T] int64, cache) returns logits [B, T, V] float32 on CPU. With a
-// cache, the tokens continue the cached sequence: their positions start at
-// cache->length(), they attend to everything cached, and their keys/values are appended.
-// Without a cache, the tokens are a whole sequence starting at position 0.
+// Forward(input_ids [B, T] int64, token_mask, cache) returns logits [B, T, V] float32 on
+// CPU. Row b of the batch is an independent sequence; its result never depends on the
+// other rows (up to floating-point rounding of batched kernels, ~1e-6).
+//
+// Padding. `token_mask` is either undefined (every token is real: the unpadded form,
+// also spelled Forward(input_ids, cache)) or a [B, T] bool tensor, true for a real token
+// and false for padding. Padding may sit anywhere in a row (the evaluator left-pads) and a
+// row may be all padding. A padding token
+//   - takes no position: the RoPE / absolute position of a real token is the number of
+//     real tokens before it in its row (cached ones included), so a left-padded row gives
+//     the same logits as the same row run alone without padding;
+//   - is never attended to by a real token (of this call or of any later call through the
+//     cache), so its id is ignored (it may be any value, in or out of the vocabulary);
+//   - still gets a finite query, key and value: it attends to the real tokens before it
+//     and always to itself, so a row that is all padding cannot produce NaN (NaN in a
+//     padding key/value would poison real rows through 0·NaN in the attention product).
+//     Its logits are meaningless; callers read only the logits of real tokens.
+//
+// Cache. With a cache, the tokens continue the cached sequences: they attend to every
+// cached real key of their row, and their keys/values (padding included) are appended, so
+// cache->length() grows by T for every row. Without a cache, the tokens are whole
+// sequences starting at position 0. A non-empty cache must have the batch size B of
+// input_ids; KVCache::ExpandBatch turns a batch-1 cache (a shared prompt prefix) into B
+// rows, KVCache::StackRows joins batch-1 caches of different lengths into one left-padded
+// batch, and KVCache::SelectRows keeps a subset of rows (drop finished sequences).
 //
 // Thread-safety: models are immutable after creation; Forward() may run concurrently
 // from several threads as long as each uses its own KVCache.
 #ifndef STEADYEVAL_WORKER_LANGUAGE_MODEL_H_
 #define STEADYEVAL_WORKER_LANGUAGE_MODEL_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "worker/torch_status.h"
 
 namespace steadyeval {
 
 class TensorSource;
 
-// Per-layer keys and values of the tokens seen so far ([B, n_kv_heads, length, head_dim]
-// each, after RoPE). A model replaces the stored tensors by new ones when appending and
-// never modifies them in place, so copying a cache (Fork) is cheap and the copies evolve
-// independently: compute a shared prefix once, then Fork() it per continuation.
+// Per-layer keys and values of the tokens seen so far, and which of them are padding.
+//
+// Layout contract (for model implementations): keys()[i] / values()[i] hold layer i's keys
+// and values with the batch on dim 0 and the token slots on dim 2 (the attention families
+// store [B, n_kv_heads, capacity, head_dim], after RoPE); every layer has both. Only the
+// first length() slots are valid: a buffer may be longer (capacity >= length()), and slots
+// beyond length() are scratch that nothing reads. key_mask() is undefined while no cached
+// slot is padding; otherwise it is [B, length] bool, true where the slot holds a real
+// token. A row's next position is the number of real slots in it (length() when
+// key_mask() is undefined). A model appends along dim 2 and keeps key_mask() in step
+// (set_key_mask after a forward that involved padding; leaving it undefined only when
+// every slot is real). It never modifies valid slots, and it writes scratch slots in
+// place only when this cache alone holds the buffer (no other tensor shares its storage,
+// e.g. a fork, an ExpandBatch view or a caller's copy; the buffer is contiguous);
+// otherwise it moves to a new buffer. So copying a cache (Fork) is cheap and the copies
+// evolve independently: compute a shared prefix once, then Fork() or ExpandBatch() it per
+// continuation. Padding slots' keys and values must be finite (a model's own padding
+// tokens get finite ones; StackRows uses zeros).
 // Not thread-safe: one cache per thread.
 class KVCache {
  public:
   KVCache() = default;
 
+  // Slots per row, padding included.
   int64_t length() const { return length_; }
   bool empty() const { return length_ == 0; }
+  // Rows of the cached batch; 0 when empty (an empty cache takes the batch of its first
+  // Forward).
+  int64_t batch_size() const {
+    return empty() || keys_.empty() || !keys_.front().defined() ? 0 : keys_.front().size(0);
+  }
   // An independent cache that starts from this one's contents (shares storage).
   KVCache Fork() const { return *this; }
   void Clear() {
     keys_.clear();
     values_.clear();
+    key_mask_ = torch::Tensor();
     length_ = 0;
   }
 
-  // For model implementations.
+  // An independent cache whose `rows` rows each equal this batch-1 cache's only row (e.g.
+  // a shared prompt prefix, before a batch of continuations). No data is copied: the rows
+  // are expanded views until the next Forward appends (which copies them). An empty cache
+  // stays empty. INVALID_ARGUMENT when rows < 1 or this cache holds more than one row; INTERNAL for
+  // libtorch failures.
+  absl::StatusOr<KVCache> ExpandBatch(int64_t rows) const {
+    if (rows < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache: cannot expand to ", rows, " rows"));
+    }
+    if (empty()) return KVCache();
+    if (batch_size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache: only a batch-1 cache can be expanded; this one has ",
+                       batch_size(), " rows"));
+    }
+    return GuardTorch("KV cache expand", [&]() -> absl::StatusOr<KVCache> {
+      KVCache out = *this;
+      auto expand = [rows](torch::Tensor& t) {
+        if (!t.defined()) return;
+        std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+        sizes[0] = rows;
+        t = t.expand(sizes);
+      };
+      for (torch::Tensor& k : out.keys_) expand(k);
+      for (torch::Tensor& v : out.values_) expand(v);
+      expand(out.key_mask_);
+      return out;
+    });
+  }
+
+  // An independent cache holding rows `rows` of this one, in that order (e.g. the rows of
+  // a batch that are still generating). Slots that are padding in every kept row are
+  // dropped (they can never be attended to), so length() may shrink; if no kept row has a
+  // real slot the result is empty. An empty cache stays empty. INVALID_ARGUMENT for an
+  // empty `rows` or a row outside [0, batch_size()); INTERNAL for libtorch failures.
+  absl::StatusOr<KVCache> SelectRows(const std::vector<int64_t>& rows) const {
+    if (rows.empty()) return absl::InvalidArgumentError("KV cache: no rows to select");
+    if (empty()) return KVCache();
+    for (int64_t r : rows) {
+      if (r < 0 || r >= batch_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KV cache: row ", r, " is outside the cached batch of ", batch_size()));
+      }
+    }
+    return GuardTorch("KV cache select rows", [&]() -> absl::StatusOr<KVCache> {
+      c10::InferenceMode inference;
+      KVCache out = *this;
+      const torch::Tensor index = torch::tensor(rows, torch::kInt64);
+      for (torch::Tensor& k : out.keys_) k = k.narrow(2, 0, length_).index_select(0, index);
+      for (torch::Tensor& v : out.values_) v = v.narrow(2, 0, length_).index_select(0, index);
+      if (!key_mask_.defined()) return out;
+      out.key_mask_ = key_mask_.index_select(0, index);
+      const torch::Tensor used = out.key_mask_.any(0);  // [length]: real in some kept row
+      if (used.all().item<bool>()) return out;
+      const torch::Tensor slots = used.nonzero().view({-1});
+      if (slots.numel() == 0) return KVCache();
+      for (torch::Tensor& k : out.keys_) k = k.index_select(2, slots);
+      for (torch::Tensor& v : out.values_) v = v.index_select(2, slots);
+      out.key_mask_ = out.key_mask_.index_select(1, slots);
+      out.length_ = slots.numel();
+      if (out.key_mask_.all().item<bool>()) out.key_mask_ = torch::Tensor();
+      return out;
+    });
+  }
+
+  // One cache whose row b is rows[b]'s only row, left-padded to the longest with padding
+  // slots (zero keys and values, false in key_mask()), e.g. prompts run one at a time and
+  // then decoded together. Copies the data into buffers with `spare_slots` unused slots,
+  // so that many appends (e.g. the decoding steps still to come) need not move them.
+  // INVALID_ARGUMENT for no rows, negative spare_slots, or a row that is empty, holds
+  // more than one row or has another number of layers; INTERNAL for libtorch failures
+  // (e.g. layers of different shapes).
+  static absl::StatusOr<KVCache> StackRows(const std::vector<KVCache>& rows,
+                                           int64_t spare_slots = 0) {
+    if (rows.empty()) return absl::InvalidArgumentError("KV cache: no rows to stack");
+    if (spare_slots < 0) return absl::InvalidArgumentError("KV cache: negative spare slots");
+    int64_t longest = 0;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      if (rows[b].batch_size() != 1 || rows[b].keys_.size() != rows[0].keys_.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KV cache: cannot stack row ", b, ": ", rows[b].batch_size(), " rows and ",
+            rows[b].keys_.size(), " layers (need 1 row and ", rows[0].keys_.size(), ")"));
+      }
+      longest = std::max(longest, rows[b].length());
+    }
+    return GuardTorch("KV cache stack rows", [&]() -> absl::StatusOr<KVCache> {
+      c10::InferenceMode inference;
+      const int64_t n = static_cast<int64_t>(rows.size());
+      // Row b's valid slots go to the end of [0, longest); the rest stays zero.
+      auto stack = [&](const std::vector<torch::Tensor> KVCache::*member, size_t layer) {
+        const torch::Tensor& first = (rows[0].*member)[layer];
+        std::vector<int64_t> sizes(first.sizes().begin(), first.sizes().end());
+        sizes[0] = n;
+        sizes[2] = longest + spare_slots;
+        torch::Tensor out = torch::zeros(sizes, first.options());
+        for (int64_t b = 0; b < n; ++b) {
+          const KVCache& row = rows[b];
+          out.narrow(0, b, 1)
+              .narrow(2, longest - row.length_, row.length_)
+              .copy_((row.*member)[layer].narrow(2, 0, row.length_));
+        }
+        return out;
+      };
+      KVCache out;
+      out.length_ = longest;
+      const size_t layers = rows[0].keys_.size();
+      for (size_t i = 0; i < layers; ++i) {
+        out.keys_.push_back(stack(&KVCache::keys_, i));
+        out.values_.push_back(stack(&KVCache::values_, i));
+      }
+      bool padded = false;
+      for (const KVCache& row : rows) padded |= row.length_ != longest || row.key_mask_.defined();
+      if (padded) {
+        out.key_mask_ = torch::zeros({n, longest}, torch::kBool);
+        for (int64_t b = 0; b < n; ++b) {
+          const KVCache& row = rows[b];
+          torch::Tensor real = out.key_mask_[b].narrow(0, longest - row.length_, row.length_);
+          if (row.key_mask_.defined()) {
+            real.copy_(row.key_mask_[0]);
+          } else {
+            real.fill_(true);
+          }
+        }
+      }
+      return out;
+    });
+  }
+
+  // For model implementations (see the layout contract above).
   std::vector<torch::Tensor>& keys() { return keys_; }
   std::vector<torch::Tensor>& values() { return values_; }
+  const torch::Tensor& key_mask() const { return key_mask_; }
+  void set_key_mask(torch::Tensor key_mask) { key_mask_ = std::move(key_mask); }
   void set_length(int64_t length) { length_ = length; }
 
  private:
   std::vector<torch::Tensor> keys_;
   std::vector<torch::Tensor> values_;
+  torch::Tensor key_mask_;  // [B, length] bool, or undefined: every slot is real
   int64_t length_ = 0;
 };
 
@@ -57,10 +235,19 @@ class LanguageModel {
  public:
   virtual ~LanguageModel() = default;
 
-  // See the file comment. INVALID_ARGUMENT for a bad shape/dtype, a token id outside
-  // [0, vocab_size) or a cache of another batch size; INTERNAL for libtorch failures.
-  // The cache is unchanged when an error is returned.
+  // Unpadded: every token of input_ids is real. See the file comment.
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids, KVCache* cache) const {
+    return Forward(input_ids, torch::Tensor(), cache);
+  }
+
+  // See the file comment. `token_mask`: undefined, or [B, T] bool (true = real token).
+  // INVALID_ARGUMENT for a bad shape/dtype of input_ids or token_mask, a real token's id
+  // outside [0, vocab_size) or a non-empty cache of another batch size; INTERNAL for
+  // libtorch failures. The cache's contents (length, valid slots, mask) are unchanged when
+  // an error is returned.
+  // Implementations override this overload and add `using LanguageModel::Forward;`.
   virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
+                                                const torch::Tensor& token_mask,
                                                 KVCache* cache) const = 0;
 
   virtual int64_t vocab_size() const = 0;

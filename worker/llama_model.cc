@@ -1,6 +1,8 @@
 #include "worker/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -34,6 +36,26 @@ torch::Tensor RotateHalf(const torch::Tensor& x) {
 
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   return torch::nn::functional::linear(x, w, b.defined() ? b : torch::Tensor());
+}
+
+// Appends `fresh` ([B, nkv, T, hd]) after the `past` valid slots of a cache buffer and
+// returns the valid [B, nkv, past + T, hd] view. Writes in place into the buffer's spare
+// slots when this cache alone holds it (no fork, expansion or view shares its storage);
+// otherwise, or when it is full, moves to a new buffer with room to grow, so decoding
+// does not copy the whole cache at every token. Slots < past are never written.
+torch::Tensor AppendSlots(torch::Tensor& buffer, int64_t past, const torch::Tensor& fresh) {
+  const int64_t total = past + fresh.size(2);
+  const bool owned = buffer.defined() && buffer.is_contiguous() && buffer.use_count() == 1 &&
+                     buffer.storage().use_count() == 1;
+  if (!owned || buffer.size(2) < total) {
+    std::vector<int64_t> sizes(fresh.sizes().begin(), fresh.sizes().end());
+    sizes[2] = total + std::max<int64_t>(64, total / 4);
+    torch::Tensor grown = torch::empty(sizes, fresh.options());
+    if (past > 0) grown.narrow(2, 0, past).copy_(buffer.narrow(2, 0, past));
+    buffer = grown;
+  }
+  buffer.narrow(2, past, fresh.size(2)).copy_(fresh);
+  return buffer.narrow(2, 0, total);
 }
 
 }  // namespace
@@ -94,47 +116,76 @@ torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::Forward(const torch::Tensor& input_ids,
+                                                  const torch::Tensor& token_mask,
                                                   KVCache* cache) const {
   if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64 ||
       input_ids.size(1) == 0 || input_ids.size(0) == 0) {
     return absl::InvalidArgumentError(
         "llama forward: input_ids must be a non-empty [batch, tokens] int64 tensor");
   }
-  const int64_t past = cache != nullptr ? cache->length() : 0;
-  if (cache != nullptr && !cache->empty() && cache->keys().front().size(0) != input_ids.size(0)) {
+  if (token_mask.defined() &&
+      (token_mask.scalar_type() != torch::kBool || token_mask.sizes() != input_ids.sizes())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama forward: token_mask must be a bool tensor shaped like input_ids ",
+        ShapeString(input_ids.sizes()), ", got ", ShapeString(token_mask.sizes()), " ",
+        c10::toString(token_mask.scalar_type())));
+  }
+  if (cache != nullptr && !cache->empty() && cache->batch_size() != input_ids.size(0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "llama forward: batch size ", input_ids.size(0), " does not match the cache's ",
-        cache->keys().front().size(0)));
-  }
-  if (config_.sliding_window && past + input_ids.size(1) > *config_.sliding_window) {
-    return absl::UnimplementedError(absl::StrCat(
-        "llama forward: sequence of ", past + input_ids.size(1),
-        " tokens exceeds mistral sliding_window ", *config_.sliding_window,
-        " (sliding-window attention is not implemented)"));
+        cache->batch_size()));
   }
   return GuardTorch("llama forward", [&]() -> absl::StatusOr<torch::Tensor> {
     c10::InferenceMode inference;
     torch::Tensor ids = input_ids.to(torch::kCPU);
+    torch::Tensor mask;
+    if (token_mask.defined() && !token_mask.all().item<bool>()) {
+      mask = token_mask.to(torch::kCPU);
+      ids = ids.masked_fill(mask.logical_not(), 0);  // padding ids are ignored
+    }
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= config_.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "llama forward: token id ", lo < 0 ? lo : hi, " is outside the vocabulary [0, ",
           config_.vocab_size, ")"));
     }
-    if (cache == nullptr) return ForwardUnchecked(ids, nullptr);
-    KVCache updated = cache->Fork();  // the caller's cache changes only on success
-    torch::Tensor logits = ForwardUnchecked(ids, &updated);
-    *cache = std::move(updated);
-    return logits;
+    if (config_.sliding_window) {
+      // The longest row in real tokens (positions count only those).
+      const int64_t past = cache != nullptr ? cache->length() : 0;
+      int64_t longest = past + ids.size(1);
+      if (mask.defined() || (cache != nullptr && cache->key_mask().defined())) {
+        torch::Tensor real = mask.defined()
+                                 ? mask.sum(1)
+                                 : torch::full({ids.size(0)}, ids.size(1), torch::kInt64);
+        if (cache != nullptr && cache->key_mask().defined()) {
+          real = real + cache->key_mask().sum(1);
+        } else {
+          real = real + past;
+        }
+        longest = real.max().item<int64_t>();
+      }
+      if (longest > *config_.sliding_window) {
+        return absl::UnimplementedError(absl::StrCat(
+            "llama forward: sequence of ", longest, " tokens exceeds mistral sliding_window ",
+            *config_.sliding_window, " (sliding-window attention is not implemented)"));
+      }
+    }
+    // On a libtorch failure part-way the cache keeps its length and mask; its buffers may
+    // have grown and have scratch slots written, which changes nothing it holds.
+    return ForwardUnchecked(ids, mask, cache);
   });
 }
 
-torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, KVCache* cache) const {
+torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids,
+                                           const torch::Tensor& token_mask,
+                                           KVCache* cache) const {
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
   const int64_t hd = config_.head_dim;
   const int64_t past = cache != nullptr ? cache->length() : 0;
   const int64_t total = past + T;
+  const torch::Tensor cached_mask =
+      cache != nullptr && !cache->empty() ? cache->key_mask() : torch::Tensor();
   if (cache != nullptr && cache->empty()) {
     cache->keys().assign(layers_.size(), torch::Tensor());
     cache->values().assign(layers_.size(), torch::Tensor());
@@ -142,15 +193,47 @@ torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, KVCache* ca
 
   torch::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
 
-  torch::Tensor positions = torch::arange(past, total, torch::kFloat32);
-  torch::Tensor angles = torch::outer(positions, inv_freq_);  // [T, hd/2]
-  torch::Tensor emb = torch::cat({angles, angles}, -1);        // [T, hd]
-  torch::Tensor cos = emb.cos(), sin = emb.sin();
-  // Query t (absolute position past + t) sees keys 0..past + t.
-  torch::Tensor mask =
-      torch::full({T, total}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
-          .triu(past + 1);
+  torch::Tensor cos, sin, mask;
+  torch::Tensor key_mask;  // [B, total] bool when any slot is padding
+  if (!token_mask.defined() && !cached_mask.defined()) {
+    // No padding anywhere: every row's token t sits at position past + t.
+    torch::Tensor positions = torch::arange(past, total, torch::kFloat32);
+    torch::Tensor angles = torch::outer(positions, inv_freq_);  // [T, hd/2]
+    torch::Tensor emb = torch::cat({angles, angles}, -1);        // [T, hd]
+    cos = emb.cos();
+    sin = emb.sin();
+    // Query t (slot past + t) sees keys 0..past + t.
+    mask = torch::full({T, total}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
+               .triu(past + 1);
+  } else {
+    torch::Tensor new_real =
+        token_mask.defined() ? token_mask : torch::ones({B, T}, torch::kBool);
+    torch::Tensor past_real = cached_mask.defined()
+                                  ? cached_mask
+                                  : torch::ones({B, past}, torch::kBool);
+    key_mask = torch::cat({past_real, new_real}, 1);  // [B, total]
+    // A token's position = the real tokens before it in its row (a padding token gets the
+    // position of the next real one; it is never attended to, so that does not matter).
+    torch::Tensor real = new_real.to(torch::kInt64);
+    torch::Tensor positions =
+        (past_real.sum(1, /*keepdim=*/true, torch::kInt64) + real.cumsum(1) - real)
+            .to(torch::kFloat32);                                       // [B, T]
+    torch::Tensor angles = positions.unsqueeze(-1) * inv_freq_;         // [B, T, hd/2]
+    torch::Tensor emb = torch::cat({angles, angles}, -1).unsqueeze(1);  // [B, 1, T, hd]
+    cos = emb.cos();
+    sin = emb.sin();
+    // Query t (slot past + t) sees the real keys among slots 0..past + t, and always
+    // itself, so a padding query has a non-empty softmax and stays finite.
+    torch::Tensor slots = torch::arange(total, torch::kInt64).view({1, total});
+    torch::Tensor query_slots = torch::arange(past, total, torch::kInt64).view({T, 1});
+    torch::Tensor allowed = ((slots <= query_slots).unsqueeze(0) & key_mask.unsqueeze(1)) |
+                            (slots == query_slots).unsqueeze(0);  // [B, T, total]
+    mask = torch::zeros({B, T, total}, torch::kFloat32)
+               .masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity())
+               .view({B, 1, 1, T, total});
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const int64_t group = nh / nkv;
 
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
@@ -161,25 +244,29 @@ torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, KVCache* ca
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
     if (cache != nullptr) {
-      torch::Tensor& ck = cache->keys()[i];
-      torch::Tensor& cv = cache->values()[i];
-      k = ck.defined() ? torch::cat({ck, k}, 2) : k.contiguous();
-      v = cv.defined() ? torch::cat({cv, v}, 2) : v.contiguous();
-      ck = k;
-      cv = v;
+      k = AppendSlots(cache->keys()[i], past, k);
+      v = AppendSlots(cache->values()[i], past, v);
     }
-    if (nkv != nh) {
-      k = k.repeat_interleave(nh / nkv, 1);
-      v = v.repeat_interleave(nh / nkv, 1);
-    }
-    torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale + mask;
-    torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat32);
-    torch::Tensor attn = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, nh * hd});
+    // Grouped-query attention without repeating k/v: the `group` query heads of one kv
+    // head (consecutive, as in repeat_interleave) become `group` x T rows against it.
+    torch::Tensor qg = q.reshape({B, nkv, group * T, hd});
+    torch::Tensor scores =
+        (torch::matmul(qg, k.transpose(-2, -1)) * scale).view({B, nkv, group, T, total}) +
+        mask;
+    torch::Tensor probs =
+        torch::softmax(scores, -1, torch::kFloat32).view({B, nkv, group * T, total});
+    torch::Tensor attn = torch::matmul(probs, v)
+                             .view({B, nh, T, hd})
+                             .transpose(1, 2)
+                             .reshape({B, T, nh * hd});
     x = x + Linear(attn, l.o, l.o_bias);
     torch::Tensor h2 = RmsNorm(x, l.post_norm);
     x = x + Linear(torch::silu(Linear(h2, l.gate, {})) * Linear(h2, l.up, {}), l.down, {});
   }
-  if (cache != nullptr) cache->set_length(total);
+  if (cache != nullptr) {
+    cache->set_length(total);
+    cache->set_key_mask(key_mask);
+  }
   return Linear(RmsNorm(x, norm_), lm_head_, {});
 }
 

@@ -7,6 +7,11 @@
 // (rejected by ParseLlamaConfig) and mistral's sliding window beyond `sliding_window`
 // tokens (Forward returns UNIMPLEMENTED for longer sequences).
 //
+// Cache appends write into spare slots of a buffer the cache alone holds and grow it by a
+// quarter (at least 64 slots) when full, so a decoding step does not copy the cache;
+// grouped-query attention runs each kv head against its group of query heads without
+// repeating keys/values.
+//
 // Thread-safety: see LanguageModel.
 #ifndef STEADYEVAL_WORKER_LLAMA_MODEL_H_
 #define STEADYEVAL_WORKER_LLAMA_MODEL_H_
@@ -32,7 +37,11 @@ class LlamaModel : public LanguageModel {
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const LlamaConfig& config,
                                                             const TensorSource& reader);
 
+  using LanguageModel::Forward;
+  // Padded batches and the cache as LanguageModel describes; positions count only real
+  // tokens, so mistral's sliding-window limit applies to each row's real tokens.
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
+                                        const torch::Tensor& token_mask,
                                         KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
@@ -45,7 +54,10 @@ class LlamaModel : public LanguageModel {
   };
   explicit LlamaModel(LlamaConfig config) : config_(std::move(config)) {}
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
-  torch::Tensor ForwardUnchecked(const torch::Tensor& input_ids, KVCache* cache) const;
+  // `token_mask`: undefined (no padding among the new tokens) or [B, T] bool with at least
+  // one false; `ids` valid everywhere.
+  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const torch::Tensor& token_mask,
+                                 KVCache* cache) const;
 
   LlamaConfig config_;
   torch::Tensor embed_;    // [V, H]

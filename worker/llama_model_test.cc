@@ -20,6 +20,7 @@
 #include "worker/model_config.h"
 #include "worker/offline.h"
 #include "worker/test_fixtures.h"
+#include "worker/test_models.h"
 
 namespace steadyeval {
 namespace {
@@ -29,19 +30,6 @@ using namespace testing_fixtures;
 
 constexpr double kReferenceTolerance = 1e-4;
 constexpr double kCacheTolerance = 1e-5;
-
-std::unique_ptr<LanguageModel> LoadFixtureModel(const std::string& name) {
-  auto reader = CheckpointReader::Open(LlamaFixture(name));
-  EXPECT_OK(reader);
-  if (!reader.ok()) return nullptr;
-  auto model = LoadLanguageModel(**reader);
-  EXPECT_OK(model);
-  return model.ok() ? *std::move(model) : nullptr;
-}
-
-torch::Tensor Ids(const std::vector<int64_t>& ids) {
-  return torch::tensor(ids, torch::kInt64).view({1, -1});
-}
 
 class LlamaReferenceTest : public ::testing::TestWithParam<std::string> {
  protected:

@@ -29,6 +29,9 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
       {"threads", false, "intra-op CPU threads (default: all cores)", "N"},
       {"acquire_wait_ms", false, "long-poll wait per AcquireJob (default 5000)", "MS"},
+      {"batch_size", false,
+       "generation examples decoded together, left-padded in one KV cache (default 8); "
+       "outputs do not depend on it", "N"},
       {"window_cache_bytes", false,
        "memory for held avg@n window sums, all runs together (default 2147483648 = 2 GiB; "
        "0 disables); a window whose sum is larger is averaged from scratch",
@@ -109,6 +112,12 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 2;
   }
   options.acquire_wait_ms = *wait;
+  auto batch_size = parsed->GetInt("batch_size", 8);
+  if (!batch_size.ok() || *batch_size < 1 || *batch_size > 1024) {
+    fprintf(stderr, "steadyeval-worker: --batch_size must be in 1..1024\n");
+    return 2;
+  }
+  options.batch_size = static_cast<int>(*batch_size);
   WindowCacheSettings window_cache;
   auto cache_bytes = parsed->GetInt("window_cache_bytes", static_cast<int64_t>(window_cache.budget_bytes));
   auto rebuild_every = parsed->GetInt("window_rebuild_every", window_cache.rebuild_every);

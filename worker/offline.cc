@@ -186,12 +186,24 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
       {"task", false, "task file: llm-jp-eval .json (generation) or .jsonl (multiple choice)",
        "FILE"},
       {"few_shots", false, "few-shot examples in generation prompts (default 4)", "K"},
+      {"few_shots_from", false,
+       "take the shots from this llm-jp-eval file's first K samples (its train split) "
+       "instead of the task file's few_shots", "FILE"},
+      {"max_samples", false, "evaluate only the first N samples (default: all; llm-jp-eval uses 100)",
+       "N"},
+      {"metric", false, "primary metric (default: the task's first; acc for multiple choice)",
+       "NAME"},
+      {"prompt_language", false, "prompt template: ja (default) or en", "LANG"},
+      {"bos", false, "BOS token: auto (tokenizer config, default), add or none", "MODE"},
+      {"max_new_tokens_delta", false, "tokens added to each task's output_length (default 0)", "N"},
+      {"batch_size", false, "generation examples decoded together (default 8)", "N"},
       kTokenizerFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
   auto args = ParseArgs(argv, specs);
   if (!args.ok()) return UsageError(args.status().message(), "eval");
   if (args->Has("help")) {
     std::cout << "usage: steadyeval-worker eval --checkpoint DIR --task FILE [options]\n\n"
-                 "Evaluates one checkpoint on one task file and prints the score.\n\n"
+                 "Evaluates one checkpoint on one task file and prints every metric the task\n"
+                 "lists (the primary one first) and the per-example outputs.\n\n"
               << FlagsHelp(specs);
     return kExitOk;
   }
@@ -206,18 +218,49 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   if (*few_shots < 0 || *few_shots > 1000) {
     return UsageError("--few_shots must be between 0 and 1000", "eval");
   }
+  auto max_samples = args->GetInt("max_samples", 0);
+  if (!max_samples.ok() || *max_samples < 0 || *max_samples > 100000000) {
+    return UsageError("--max_samples must be a count >= 1 (or 0 for all)", "eval");
+  }
+  auto delta = args->GetInt("max_new_tokens_delta", 0);
+  if (!delta.ok() || *delta < 0 || *delta > 4096) {
+    return UsageError("--max_new_tokens_delta must be in 0..4096", "eval");
+  }
+  auto batch_size = args->GetInt("batch_size", 8);
+  if (!batch_size.ok() || *batch_size < 1 || *batch_size > 1024) {
+    return UsageError("--batch_size must be in 1..1024", "eval");
+  }
+  std::optional<PromptLanguage> language = ParsePromptLanguage(args->Get("prompt_language"));
+  if (!language.has_value()) return UsageError("--prompt_language must be ja or en", "eval");
+  std::optional<BosMode> bos = ParseBosMode(args->Get("bos"));
+  if (!bos.has_value()) return UsageError("--bos must be auto, add or none", "eval");
   if (absl::Status s = ApplyThreads(*args); !s.ok()) return UsageError(s.message(), "eval");
 
   const std::string task_path = args->Get("task");
   auto content = ReadFile(task_path);
   if (!content.ok()) return Fail(content.status());
-  auto task = ParseTask(task_path, *content);
+  TaskOptions task_options;
+  task_options.metric = args->Get("metric");
+  task_options.max_samples = static_cast<uint32_t>(*max_samples);
+  if (args->Has("few_shots_from")) {
+    task_options.train_filename = args->Get("few_shots_from");
+    auto train = ReadFile(task_options.train_filename);
+    if (!train.ok()) return Fail(train.status());
+    task_options.train_content = *std::move(train);
+  }
+  auto task = ParseTask(task_path, *content, task_options);
   if (!task.ok()) return Fail(task.status());
   if (absl::Status s = CheckMetricsSupported(*task); !s.ok()) return Fail(s);
+  for (const std::string& m : UnsupportedMetrics(*task)) {
+    std::cerr << "note: " << task->name << " lists metric '" << m << "', which is not supported; skipped\n";
+  }
 
   const std::string dir = args->Get("checkpoint");
   auto tokenizer = Tokenizer::LoadForCheckpoint(dir, args->Get("tokenizer"));
   if (!tokenizer.ok()) return Fail(tokenizer.status());
+  if (*bos != BosMode::kAuto) {
+    if (absl::Status s = (*tokenizer)->SetAddBos(*bos == BosMode::kAdd); !s.ok()) return Fail(s);
+  }
   std::unique_ptr<LanguageModel> model;
   {
     auto reader = CheckpointReader::Open(dir);
@@ -228,28 +271,41 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   }
 
   EvalOptions options;
-  options.few_shots = static_cast<int>(*few_shots);
+  options.prompt.few_shots = static_cast<int>(*few_shots);
+  options.prompt.language = *language;
+  options.max_new_tokens_delta = static_cast<int>(*delta);
+  options.batch_size = static_cast<int>(*batch_size);
   options.progress = [&](size_t done, size_t total) {
     std::cerr << "\r" << task->name << ": " << done << "/" << total << " examples"
               << (done == total ? "\n" : "") << std::flush;
   };
   auto outputs = EvaluateTask(*model, **tokenizer, *task, options);
   if (!outputs.ok()) return Fail(outputs.status());
-  std::vector<std::string> texts;
-  for (const EvalOutput& o : *outputs) texts.push_back(o.output);
-  auto score = ScoreTask(*task, texts);
+  std::vector<RawOutput> raw;
+  for (const EvalOutput& o : *outputs) raw.push_back({o.output, o.option_logliks});
+  auto score = ScoreTask(*task, raw);
   if (!score.ok()) return Fail(score.status());
+  const std::string bos_used =
+      (*tokenizer)->add_bos() ? absl::StrCat("bos ", (*tokenizer)->bos_id()) : "no bos";
 
   if (args->Has("json")) {
     nlohmann::json out;
     out["task"] = task->name;
+    out["task_sha256"] = task->sha256;
     out["metric"] = score->metric;
     out["score"] = score->score;
+    out["metrics"] = score->metric_scores;
+    out["bos"] = bos_used;
+    out["prompt_language"] = std::string(PromptLanguageName(*language));
     nlohmann::json examples = nlohmann::json::array();
     for (size_t i = 0; i < outputs->size(); ++i) {
-      examples.push_back({{"index", (*outputs)[i].index},
+      nlohmann::json e = {{"index", (*outputs)[i].index},
                           {"output", (*outputs)[i].output},
-                          {"score", score->examples[i].score}});
+                          {"normalized", score->examples[i].normalized},
+                          {"metrics", score->examples[i].metric_values}};
+      if (score->per_example) e["score"] = score->examples[i].score;
+      if (!(*outputs)[i].option_logliks.empty()) e["option_logliks"] = (*outputs)[i].option_logliks;
+      examples.push_back(std::move(e));
     }
     out["examples"] = std::move(examples);
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
@@ -260,8 +316,11 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
                                  score->examples[i].score,
                                  JsonEscapePiece((*outputs)[i].output));
   }
-  std::cout << absl::StrFormat("%s: %s = %.6f over %d examples\n", task->name, score->metric,
-                               score->score, outputs->size());
+  std::cout << absl::StrFormat("%s: %s = %.6f over %d examples (%s)\n", task->name, score->metric,
+                               score->score, outputs->size(), bos_used);
+  for (const auto& [metric, value] : score->metric_scores) {
+    if (metric != score->metric) std::cout << absl::StrFormat("  %s = %.6f\n", metric, value);
+  }
   return kExitOk;
 }
 

@@ -139,6 +139,59 @@ TEST(EvalCommandTest, MultipleChoiceAndGenerationJson) {
   EXPECT_THAT(table.out, HasSubstr("mc: acc = "));
 }
 
+TEST(EvalCommandTest, TaskAndPromptOptions) {
+  std::string dir = ScratchDir("tasks_options");
+  WriteText(dir + "/mc.jsonl",
+            R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris."], "gold": 0}
+{"id": "b", "query": "1 + 2 =", "choices": [" 3", " 4"], "gold": 0}
+{"id": "c", "query": "Snow is ", "choices": ["white.", "green."], "gold": 0}
+)");
+  WriteText(dir + "/gen.json", R"({"instruction": "Answer.", "output_length": 4,
+      "metrics": ["char_f1", "exact_match"],
+      "samples": [{"input": "富士山", "output": "山"}, {"input": "fox", "output": "dog"},
+                  {"input": "cat", "output": "neko"}]})");
+  WriteText(dir + "/train.json", R"({"samples": [{"input": "日本", "output": "東京"}]})");
+
+  CommandResult mc = RunCommand(RunEvalCommand,
+                                {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/mc.jsonl",
+                                 "--tokenizer", TokenizerFixture(), "--json", "--metric",
+                                 "acc_norm", "--max_samples", "2", "--bos", "none"});
+  ASSERT_EQ(mc.exit_code, 0) << mc.err;
+  nlohmann::json out = nlohmann::json::parse(mc.out);
+  EXPECT_EQ(out["metric"], "acc_norm");
+  EXPECT_EQ(out["examples"].size(), 2u);
+  EXPECT_EQ(out["bos"], "no bos");
+  ASSERT_TRUE(out["metrics"].contains("acc"));
+  ASSERT_TRUE(out["metrics"].contains("acc_norm"));
+  EXPECT_EQ(out["examples"][0]["option_logliks"].size(), 2u);
+
+  CommandResult gen = RunCommand(
+      RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/gen.json",
+                       "--tokenizer", TokenizerFixture(), "--few_shots_from", dir + "/train.json",
+                       "--prompt_language", "en", "--batch_size", "2", "--json"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  out = nlohmann::json::parse(gen.out);
+  EXPECT_EQ(out["metric"], "char_f1");
+  EXPECT_EQ(out["prompt_language"], "en");
+  EXPECT_EQ(out["examples"].size(), 3u);
+  ASSERT_TRUE(out["metrics"].contains("exact_match"));
+  EXPECT_TRUE(out["examples"][0]["metrics"].contains("char_f1"));
+
+  EXPECT_EQ(RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task",
+                                        dir + "/gen.json", "--prompt_language", "de"})
+                .exit_code,
+            2);
+  EXPECT_EQ(RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task",
+                                        dir + "/gen.json", "--batch_size", "0"})
+                .exit_code,
+            2);
+  CommandResult bad_metric = RunCommand(
+      RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/mc.jsonl",
+                       "--tokenizer", TokenizerFixture(), "--metric", "bleu_en"});
+  EXPECT_EQ(bad_metric.exit_code, 1);
+  EXPECT_THAT(bad_metric.err, HasSubstr("acc or acc_norm"));
+}
+
 TEST(EvalCommandTest, Errors) {
   EXPECT_EQ(RunCommand(RunEvalCommand, {"--help"}).exit_code, 0);
   EXPECT_EQ(RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa")}).exit_code, 2);

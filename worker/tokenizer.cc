@@ -94,6 +94,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadForCheckpoint(
   return Load(model_path, rule);
 }
 
+absl::Status Tokenizer::SetAddBos(bool add) {
+  if (add && (bos_rule_.bos_id < 0 || bos_rule_.bos_id >= backend_->piece_size())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tokenizer ", path_, " has no BOS token (neither config.json's bos_token_id nor the "
+        "model defines one); create the run with --bos auto or --bos none"));
+  }
+  bos_rule_.add_bos = add;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(absl::string_view text) const {
   std::vector<int> ids;
   std::string error;

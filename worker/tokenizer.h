@@ -51,6 +51,10 @@ class Tokenizer {
   // Text of `ids`. INVALID_ARGUMENT for an id outside the vocabulary.
   absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids) const;
 
+  // Overrides whether EncodeWithBos prepends BOS (a run's `--bos add|none`).
+  // FAILED_PRECONDITION naming the file when adding is asked of a tokenizer with no BOS.
+  absl::Status SetAddBos(bool add);
+
   int64_t vocab_size() const;
   bool add_bos() const { return bos_rule_.add_bos; }
   int64_t bos_id() const { return bos_rule_.bos_id; }

@@ -44,6 +44,7 @@ class TorchEvalBackend : public EvalBackend {
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, CheckpointReader::Open(dir));
     ASSIGN_OR_RETURN(model_, LoadLanguageModel(*reader));
     ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(dir, tokenizer_path));
+    default_add_bos_ = tokenizer_->add_bos();
     LoadStats stats;
     stats.seconds = SecondsSince(start);
     stats.bytes = SafetensorsBytes(dir);
@@ -70,6 +71,7 @@ class TorchEvalBackend : public EvalBackend {
       ASSIGN_OR_RETURN(model_, LoadLanguageModel(*average));
     }
     ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(member_dirs.back(), tokenizer_path));
+    default_add_bos_ = tokenizer_->add_bos();
     LoadStats stats;
     stats.seconds = SecondsSince(start);
     // Bytes read from disk: the whole window, or the added and dropped members.
@@ -89,13 +91,17 @@ class TorchEvalBackend : public EvalBackend {
     return ComputeParameterDrift(from_dir, to_dir);
   }
 
-  absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, int few_shots,
+  absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, const EvalSettings& settings,
                                                       const ProgressFn& progress) override {
     if (model_ == nullptr || tokenizer_ == nullptr) {
       return absl::FailedPreconditionError("no checkpoint loaded");
     }
+    RETURN_IF_ERROR(tokenizer_->SetAddBos(settings.bos == BosMode::kAuto ? default_add_bos_
+                                                                          : settings.bos == BosMode::kAdd));
     EvalOptions options;
-    options.few_shots = few_shots;
+    options.prompt = settings.prompt;
+    options.max_new_tokens_delta = settings.max_new_tokens_delta;
+    options.batch_size = settings.batch_size;
     bool cancelled = false;
     options.progress = [&](size_t done, size_t total) {
       if (progress && !progress(done, total)) cancelled = true;
@@ -105,10 +111,15 @@ class TorchEvalBackend : public EvalBackend {
     std::vector<ExampleResult> results;
     results.reserve(outputs.size());
     for (EvalOutput& o : outputs) {
-      tokens_ += CountTokens(task, few_shots, o);
+      tokens_ += CountTokens(task, settings.prompt, o);
       results.push_back({o.index, std::move(o.output), std::move(o.option_logliks)});
     }
     return results;
+  }
+
+  std::string BosDescription() const override {
+    if (tokenizer_ == nullptr) return "";
+    return tokenizer_->add_bos() ? absl::StrCat("bos ", tokenizer_->bos_id()) : "no bos";
   }
 
   uint64_t tokens_processed() const override { return tokens_; }
@@ -116,10 +127,11 @@ class TorchEvalBackend : public EvalBackend {
  private:
   // Tokens the model read for one example: the prompt (or every option's sequence) plus
   // the generated continuation. Counted by re-tokenizing, which is cheap next to a forward.
-  uint64_t CountTokens(const Task& task, int few_shots, const EvalOutput& o) const {
+  uint64_t CountTokens(const Task& task, const PromptOptions& prompt_options,
+                       const EvalOutput& o) const {
     uint64_t n = 0;
     if (task.kind == TaskKind::kGeneration) {
-      auto prompt = tokenizer_->EncodeWithBos(BuildPrompt(task, o.index, {few_shots}));
+      auto prompt = tokenizer_->EncodeWithBos(BuildPrompt(task, o.index, prompt_options));
       auto generated = tokenizer_->Encode(o.output);
       if (prompt.ok()) n += prompt->size();
       if (generated.ok()) n += generated->size();
@@ -136,6 +148,7 @@ class TorchEvalBackend : public EvalBackend {
   WindowSumCache window_sums_;
   std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  bool default_add_bos_ = false;  // the loaded tokenizer's own rule (BosMode::kAuto)
   uint64_t tokens_ = 0;
 };
 
