@@ -92,6 +92,10 @@ class ContextScorer {
           "continuation '", continuation, "' adds no tokens to its context"));
     }
     std::vector<int64_t> cont(whole.begin() + skip, whole.end());
+    const int64_t limit = model_.length_dependent_beyond();
+    if (limit > 0 && static_cast<int64_t>(ctx_ids_.size() + cont.size()) > limit) {
+      return ScoreInOnePass(cont);
+    }
     return GuardTorch("evaluator", [&]() -> absl::StatusOr<double> {
       double total = next_logprobs_[cont[0]].item<double>();
       if (cont.size() > 1) {
@@ -108,6 +112,24 @@ class ContextScorer {
   }
 
  private:
+  // Context and continuation as one sequence without the context's cache: for models whose
+  // positions depend on the total length (dynamic RoPE past its limit).
+  absl::StatusOr<double> ScoreInOnePass(const std::vector<int64_t>& cont) const {
+    std::vector<int64_t> seq = ctx_ids_;
+    seq.insert(seq.end(), cont.begin(), cont.end());
+    // The whole sequence, last token included: L is the full scored sequence (MODELS.md),
+    // as `steadyeval-worker logprobs` computes it.
+    ASSIGN_OR_RETURN(torch::Tensor lp, ForwardLogprobs(model_, seq, nullptr));
+    return GuardTorch("evaluator", [&]() -> absl::StatusOr<double> {
+      // Row t holds log p(· | seq[0..t]); continuation token k sits at ctx + k.
+      double total = 0;
+      for (size_t k = 0; k < cont.size(); ++k) {
+        total += lp[static_cast<int64_t>(ctx_ids_.size() + k - 1)][cont[k]].item<double>();
+      }
+      return total;
+    });
+  }
+
   ContextScorer(const LanguageModel& model, const Tokenizer& tokenizer, std::string context)
       : model_(model), tokenizer_(tokenizer), context_(std::move(context)) {}
 
@@ -347,7 +369,11 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateTask(const LanguageModel& model,
         return absl::InvalidArgumentError(
             absl::StrCat(task_context, " sample ", i, ": the prompt encodes to no tokens"));
       }
-      if (!prefix.cache.empty() && ids->size() > prefix.ids.size() &&
+      // A model whose positions depend on the total length must see a long prompt in
+      // one pass, as a reference would.
+      const int64_t limit = model.length_dependent_beyond();
+      const bool length_dependent = limit > 0 && static_cast<int64_t>(ids->size()) > limit;
+      if (!prefix.cache.empty() && !length_dependent && ids->size() > prefix.ids.size() &&
           std::equal(prefix.ids.begin(), prefix.ids.end(), ids->begin())) {
         rows.push_back({i, true, std::vector<int64_t>(ids->begin() + prefix.ids.size(),
                                                       ids->end())});

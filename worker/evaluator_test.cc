@@ -16,6 +16,7 @@
 #include "worker/checkpoint_reader.h"
 #include "worker/offline.h"
 #include "worker/test_fixtures.h"
+#include "worker/test_models.h"
 
 namespace steadyeval {
 namespace {
@@ -182,6 +183,66 @@ TEST(EvaluatorErrorsTest, TokenizerLargerThanModelVocabulary) {
   ASSERT_OK(task);
   EXPECT_THAT(EvaluateTask(**model, **tokenizer, *task, EvalOptions{}),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("420")));
+}
+
+// Dynamic RoPE past max_position_embeddings makes positions depend on the total length: a
+// context scored alone and then continued is not the reference. The scorer must then score
+// context + continuation in one pass. The gqa weights with a dynamic rope_scaling config
+// (limit 8 tokens) show both: the cached computation differs, the scorer does not.
+TEST(DynamicRopeScoringTest, LongSequencesAreScoredInOnePass) {
+  ASSERT_OK(ConfigureThreads(1));
+  const std::string dir = CopyFixture(LlamaFixture("gqa"), "dynamic");
+  nlohmann::json config = ReadJson(dir + "/config.json");
+  config["max_position_embeddings"] = 8;
+  config["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  WriteText(dir + "/config.json", config.dump());
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_OK(reader);
+  auto model = LoadLanguageModel(**reader);
+  ASSERT_OK(model);
+  ASSERT_EQ((*model)->length_dependent_beyond(), 8);
+  auto tokenizer = Tokenizer::LoadForCheckpoint(dir, TokenizerFixture());
+  ASSERT_OK(tokenizer);
+
+  const std::string context = "Tokyo";
+  const std::string continuation = " is a very large city.";
+  std::vector<int64_t> ctx = (*tokenizer)->EncodeWithBos(context).value();
+  std::vector<int64_t> whole = (*tokenizer)->EncodeWithBos(context + continuation).value();
+  ASSERT_LT(ctx.size(), 8u);
+  ASSERT_GT(whole.size(), 12u);
+  ASSERT_TRUE(std::equal(ctx.begin(), ctx.end(), whole.begin()));
+  std::vector<double> one_pass = TokenLogprobs(**model, whole).value();
+  double reference = 0;
+  for (size_t i = ctx.size(); i < whole.size(); ++i) reference += one_pass[i];
+
+  // The cached way: context alone (under 8 tokens, plain RoPE), then the continuation.
+  KVCache cache;
+  torch::Tensor ctx_logits = (*model)->Forward(Ids(ctx), &cache).value();
+  std::vector<int64_t> rest(whole.begin() + ctx.size(), whole.end());
+  torch::Tensor rest_logits = (*model)->Forward(Ids(rest), &cache).value();
+  torch::Tensor lp = torch::log_softmax(
+      torch::cat({ctx_logits[0], rest_logits[0]}, 0).to(torch::kFloat64), -1);
+  double chunked = 0;
+  for (size_t i = ctx.size(); i < whole.size(); ++i) chunked += lp[i - 1][whole[i]].item<double>();
+  EXPECT_GT(std::abs(chunked - reference), 1e-4);  // the shortcut would be wrong here
+
+  auto scored = ContinuationLoglik(**model, **tokenizer, context, continuation);
+  ASSERT_OK(scored);
+  EXPECT_NEAR(*scored, reference, 1e-6);
+
+  // Generation: prompts longer than the limit run whole, so reusing the shared prefix
+  // changes nothing here either.
+  auto task = ParseTask("tiny_gen.json", kGenerationTask);
+  ASSERT_OK(task);
+  EvalOptions reuse;
+  reuse.prompt.few_shots = 2;
+  EvalOptions no_reuse = reuse;
+  no_reuse.reuse_prefix_cache = false;
+  auto with = EvaluateTask(**model, **tokenizer, *task, reuse);
+  auto without = EvaluateTask(**model, **tokenizer, *task, no_reuse);
+  ASSERT_OK(with);
+  ASSERT_OK(without);
+  for (size_t i = 0; i < task->size(); ++i) EXPECT_EQ((*with)[i].output, (*without)[i].output) << i;
 }
 
 }  // namespace

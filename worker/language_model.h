@@ -253,6 +253,12 @@ class LanguageModel {
   virtual int64_t vocab_size() const = 0;
   // Token ids that end generation according to config.json (may be empty).
   virtual const std::vector<int64_t>& eos_token_ids() const = 0;
+
+  // Sequences longer than this many tokens get positions that depend on the total length
+  // (dynamic RoPE scaling): a prefix computed alone then differs from the same prefix
+  // inside a longer sequence, so callers must not reuse such a prefix's cache for a longer
+  // sequence they want to score exactly. 0 = no such dependence (the default).
+  virtual int64_t length_dependent_beyond() const { return 0; }
 };
 
 // Builds the model for the source's config.json `model_type` and loads its weights from

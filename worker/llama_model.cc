@@ -58,7 +58,41 @@ torch::Tensor AppendSlots(torch::Tensor& buffer, int64_t past, const torch::Tens
   return buffer.narrow(2, 0, total);
 }
 
+constexpr double kPi = 3.14159265358979323846;
+
+// inv_freq[j] = base^(-2j/hd), j < hd/2, in double.
+std::vector<double> RopeInvFreq(const LlamaConfig& config, double base) {
+  const int64_t half = config.head_dim / 2;
+  std::vector<double> inv_freq(half);
+  for (int64_t j = 0; j < half; ++j) {
+    inv_freq[j] = std::pow(base, -2.0 * static_cast<double>(j) / config.head_dim);
+  }
+  return inv_freq;
+}
+
+// Rounded to float32 once.
+torch::Tensor ToFloatTensor(const std::vector<double>& values) {
+  return torch::tensor(values, torch::kFloat64).to(torch::kFloat32);
+}
+
 }  // namespace
+
+torch::Tensor LlamaModel::InvFreqForLength(int64_t length) const {
+  const int64_t max_positions = config_.max_position_embeddings;
+  if (config_.rope_scaling.kind != RopeScaling::Kind::kDynamic || length <= max_positions) {
+    return inv_freq_;
+  }
+  // transformers' _compute_dynamic_ntk_parameters:
+  // base' = theta * (factor * L / M - (factor - 1)) ^ (hd / (hd - 2)).
+  const double factor = config_.rope_scaling.factor;
+  const double hd = static_cast<double>(config_.head_dim);
+  const double base =
+      config_.rope_theta *
+      std::pow(factor * static_cast<double>(length) / static_cast<double>(max_positions) -
+                   (factor - 1.0),
+               hd / (hd - 2.0));
+  return ToFloatTensor(RopeInvFreq(config_, base));
+}
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const LlamaConfig& config,
                                                                const TensorSource& reader) {
@@ -96,15 +130,33 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const LlamaConfig
   } else {
     ASSIGN_OR_RETURN(model->lm_head_, LoadWeight(reader, "lm_head.weight", {V, H}));
   }
-  // inv_freq[j] = theta^(-2j/hd), computed in double and rounded once.
-  const int64_t half = config.head_dim / 2;
-  std::vector<float> inv_freq(half);
-  for (int64_t j = 0; j < half; ++j) {
-    inv_freq[j] = static_cast<float>(
-        std::pow(config.rope_theta, -2.0 * static_cast<double>(j) / config.head_dim));
+  // Static scaling (linear, llama3) is folded into inv_freq_ here; dynamic NTK scaling
+  // depends on the sequence length and is applied per forward (InvFreqForLength).
+  std::vector<double> inv_freq = RopeInvFreq(config, config.rope_theta);
+  const RopeScaling& scaling = config.rope_scaling;
+  if (scaling.kind == RopeScaling::Kind::kLinear) {
+    for (double& f : inv_freq) f /= scaling.factor;
+  } else if (scaling.kind == RopeScaling::Kind::kLlama3) {
+    // transformers' _compute_llama3_parameters: wavelengths shorter than
+    // original_max / high_freq_factor keep their frequency, longer than
+    // original_max / low_freq_factor are divided by factor, and in between blend
+    // smoothly with s = (original_max / wavelen - low) / (high - low).
+    const double original_max = static_cast<double>(scaling.original_max_position_embeddings);
+    const double low_freq_wavelen = original_max / scaling.low_freq_factor;
+    const double high_freq_wavelen = original_max / scaling.high_freq_factor;
+    for (double& f : inv_freq) {
+      const double wavelen = 2.0 * kPi / f;
+      if (wavelen > low_freq_wavelen) {
+        f /= scaling.factor;
+      } else if (wavelen >= high_freq_wavelen) {
+        const double s = (original_max / wavelen - scaling.low_freq_factor) /
+                         (scaling.high_freq_factor - scaling.low_freq_factor);
+        f = (1.0 - s) * f / scaling.factor + s * f;
+      }
+    }
   }
   RETURN_IF_ERROR(GuardTorch("llama: rope tables", [&]() -> absl::Status {
-    model->inv_freq_ = torch::tensor(inv_freq, torch::kFloat32);
+    model->inv_freq_ = ToFloatTensor(inv_freq);
     return absl::OkStatus();
   }));
   return model;
@@ -198,7 +250,7 @@ torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids,
   if (!token_mask.defined() && !cached_mask.defined()) {
     // No padding anywhere: every row's token t sits at position past + t.
     torch::Tensor positions = torch::arange(past, total, torch::kFloat32);
-    torch::Tensor angles = torch::outer(positions, inv_freq_);  // [T, hd/2]
+    torch::Tensor angles = torch::outer(positions, InvFreqForLength(total));  // [T, hd/2]
     torch::Tensor emb = torch::cat({angles, angles}, -1);        // [T, hd]
     cos = emb.cos();
     sin = emb.sin();
@@ -218,7 +270,19 @@ torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids,
     torch::Tensor positions =
         (past_real.sum(1, /*keepdim=*/true, torch::kInt64) + real.cumsum(1) - real)
             .to(torch::kFloat32);                                       // [B, T]
-    torch::Tensor angles = positions.unsqueeze(-1) * inv_freq_;         // [B, T, hd/2]
+    // Dynamic NTK scaling uses each row's own length in real tokens (what one unpadded
+    // forward of that row computes), so a row does not depend on its batchmates.
+    torch::Tensor inv_freq = inv_freq_.view({1, 1, -1});
+    if (config_.rope_scaling.kind == RopeScaling::Kind::kDynamic) {
+      torch::Tensor row_lengths = past_real.sum(1, /*keepdim=*/false, torch::kInt64) +
+                                  new_real.sum(1, /*keepdim=*/false, torch::kInt64);
+      std::vector<torch::Tensor> rows;
+      for (int64_t b = 0; b < B; ++b) {
+        rows.push_back(InvFreqForLength(row_lengths[b].item<int64_t>()));
+      }
+      inv_freq = torch::stack(rows).unsqueeze(1);                       // [B, 1, hd/2]
+    }
+    torch::Tensor angles = positions.unsqueeze(-1) * inv_freq;          // [B, T, hd/2]
     torch::Tensor emb = torch::cat({angles, angles}, -1).unsqueeze(1);  // [B, 1, T, hd]
     cos = emb.cos();
     sin = emb.sin();

@@ -3,9 +3,16 @@
 // Computes exactly the published architecture (MODELS.md): RMSNorm in fp32, rotate-half
 // RoPE, grouped-query attention (each kv head serves nh/nkv consecutive query heads),
 // causal softmax attention in fp32, SwiGLU MLP, tied or untied LM head. Weights stored
-// as fp32/bf16/fp16 are converted to fp32 at load. Not yet supported: rope_scaling
-// (rejected by ParseLlamaConfig) and mistral's sliding window beyond `sliding_window`
-// tokens (Forward returns UNIMPLEMENTED for longer sequences).
+// as fp32/bf16/fp16 are converted to fp32 at load. rope_scaling as transformers applies
+// it: linear and llama3 rescale inv_freq once; dynamic (NTK) recomputes inv_freq from the
+// row's total length L in real tokens (cached + new) whenever L > max_position_embeddings.
+// With a KV cache, dynamic scaling rotates each chunk's keys/queries with the inv_freq for
+// the length reached at that chunk and never re-rotates cached keys (what transformers'
+// generate does), so a chunked forward past max_position_embeddings differs from one pass
+// over the whole sequence; score a sequence in one pass (or reuse no prefix computed under
+// another length) to get the reference logits. Not yet supported: mistral's sliding
+// window beyond `sliding_window` tokens (Forward returns UNIMPLEMENTED for longer
+// sequences).
 //
 // Cache appends write into spare slots of a buffer the cache alone holds and grow it by a
 // quarter (at least 64 slots) when full, so a decoding step does not copy the cache;
@@ -45,6 +52,11 @@ class LlamaModel : public LanguageModel {
                                         KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
+  int64_t length_dependent_beyond() const override {
+    return config_.rope_scaling.kind == RopeScaling::Kind::kDynamic
+               ? config_.max_position_embeddings
+               : 0;
+  }
   const LlamaConfig& config() const { return config_; }
 
  private:
@@ -54,6 +66,9 @@ class LlamaModel : public LanguageModel {
   };
   explicit LlamaModel(LlamaConfig config) : config_(std::move(config)) {}
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  // inv_freq_ or, for dynamic rope_scaling past max_position_embeddings, the [hd/2]
+  // frequencies for a sequence of `length` tokens.
+  torch::Tensor InvFreqForLength(int64_t length) const;
   // `token_mask`: undefined (no padding among the new tokens) or [B, T] bool with at least
   // one false; `ids` valid everywhere.
   torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const torch::Tensor& token_mask,
@@ -64,7 +79,7 @@ class LlamaModel : public LanguageModel {
   std::vector<Layer> layers_;
   torch::Tensor norm_;     // [H]
   torch::Tensor lm_head_;  // [V, H]; the embedding when tied
-  torch::Tensor inv_freq_; // [hd/2]
+  torch::Tensor inv_freq_; // [hd/2], linear/llama3 scaling applied
 };
 
 }  // namespace steadyeval

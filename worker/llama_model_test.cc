@@ -67,7 +67,9 @@ TEST_P(LlamaReferenceTest, MatchesReferenceLogprobs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaReferenceTest,
-                         ::testing::Values("gqa", "tied", "mha", "bf16", "fp16", "sharded"));
+                         ::testing::Values("gqa", "tied", "mha", "bf16", "fp16", "sharded",
+                                           "rope_linear", "rope_dynamic", "rope_llama3",
+                                           "head_dim", "attn_bias", "qwen2"));
 
 double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
@@ -75,7 +77,10 @@ double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
 
 TEST(LlamaKVCacheTest, TokenByTokenEqualsOnePass) {
   ASSERT_OK(ConfigureThreads(1));
-  for (const char* name : {"gqa", "mha"}) {
+  // rope_llama3: static scaling must survive chunking; rope_dynamic is not here (its
+  // 16 tokens exceed max_position_embeddings; see LlamaDynamicRopeTest).
+  for (const char* name : {"gqa", "mha", "rope_linear", "rope_llama3", "head_dim", "attn_bias",
+                           "qwen2"}) {
     auto model = LoadFixtureModel(name);
     ASSERT_NE(model, nullptr);
     std::vector<int64_t> tokens =
@@ -116,6 +121,83 @@ TEST(LlamaKVCacheTest, ForkedPrefixEqualsOnePass) {
     EXPECT_LT(MaxAbsDiff(full->narrow(1, prefix.size(), tail.size()), *chunked), kCacheTolerance);
   }
   EXPECT_EQ(shared.length(), static_cast<int64_t>(prefix.size()));  // forks left it alone
+}
+
+std::vector<int64_t> FixtureTokens(const std::string& name) {
+  return ReadJson(LlamaFixture(name) + "/expected.json")["tokens"].get<std::vector<int64_t>>();
+}
+
+// rope_dynamic: max_position_embeddings 8, factor 2, 16 reference tokens.
+TEST(LlamaDynamicRopeTest, CacheWithinMaxPositionsEqualsOnePass) {
+  ASSERT_OK(ConfigureThreads(1));
+  auto model = LoadFixtureModel("rope_dynamic");
+  ASSERT_NE(model, nullptr);
+  std::vector<int64_t> tokens = FixtureTokens("rope_dynamic");
+  tokens.resize(8);  // L <= max_position_embeddings: plain RoPE throughout
+  auto full = model->Forward(Ids(tokens), nullptr);
+  ASSERT_OK(full);
+  KVCache cache;
+  std::vector<torch::Tensor> steps;
+  for (int64_t token : tokens) {
+    auto step = model->Forward(Ids({token}), &cache);
+    ASSERT_OK(step);
+    steps.push_back(*step);
+  }
+  EXPECT_LT(MaxAbsDiff(*full, torch::cat(steps, 1)), kCacheTolerance);
+}
+
+// Past max_position_embeddings each chunk uses the inv_freq of the length reached with
+// it and cached keys are not re-rotated (as transformers' generate does), so a chunked
+// pass is not the one-pass result: the documented reason to score in one pass.
+TEST(LlamaDynamicRopeTest, CacheBeyondMaxPositionsKeepsEarlierRotation) {
+  ASSERT_OK(ConfigureThreads(1));
+  auto model = LoadFixtureModel("rope_dynamic");
+  ASSERT_NE(model, nullptr);
+  const std::vector<int64_t> tokens = FixtureTokens("rope_dynamic");
+  const std::vector<int64_t> head(tokens.begin(), tokens.begin() + 8);
+  const std::vector<int64_t> tail(tokens.begin() + 8, tokens.end());
+  auto full = model->Forward(Ids(tokens), nullptr);
+  ASSERT_OK(full);
+  KVCache cache;
+  auto first = model->Forward(Ids(head), &cache);
+  ASSERT_OK(first);
+  auto second = model->Forward(Ids(tail), &cache);
+  ASSERT_OK(second);
+  // The head chunk ran with L = 8 (no scaling): the head run alone.
+  auto head_alone = model->Forward(Ids(head), nullptr);
+  ASSERT_OK(head_alone);
+  EXPECT_LT(MaxAbsDiff(*head_alone, *first), kCacheTolerance);
+  // The tail ran with L = 16 against keys rotated for L = 8: not the one-pass logits.
+  EXPECT_GT(MaxAbsDiff(full->narrow(1, 8, tail.size()), *second), 1e-3);
+}
+
+// Each row of a left-padded batch is scaled for its own length, so it matches the row
+// run alone (and the reference for the full-length row).
+TEST(LlamaDynamicRopeTest, PaddedRowsUseTheirOwnLength) {
+  ASSERT_OK(ConfigureThreads(1));
+  auto model = LoadFixtureModel("rope_dynamic");
+  ASSERT_NE(model, nullptr);
+  const std::vector<int64_t> tokens = FixtureTokens("rope_dynamic");
+  const std::vector<std::vector<int64_t>> rows = {
+      tokens, std::vector<int64_t>(tokens.begin(), tokens.begin() + 6),
+      std::vector<int64_t>(tokens.begin() + 2, tokens.begin() + 13)};
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  torch::Tensor ids = torch::zeros({3, T}, torch::kInt64);
+  torch::Tensor mask = torch::zeros({3, T}, torch::kBool);
+  for (int64_t b = 0; b < 3; ++b) {
+    const int64_t n = static_cast<int64_t>(rows[b].size());
+    ids[b].narrow(0, T - n, n).copy_(torch::tensor(rows[b], torch::kInt64));
+    mask[b].narrow(0, T - n, n).fill_(true);
+  }
+  auto batch = model->Forward(ids, mask, nullptr);
+  ASSERT_OK(batch);
+  for (int64_t b = 0; b < 3; ++b) {
+    const int64_t n = static_cast<int64_t>(rows[b].size());
+    auto alone = model->Forward(Ids(rows[b]), nullptr);
+    ASSERT_OK(alone);
+    EXPECT_LT(MaxAbsDiff((*batch)[b].narrow(0, T - n, n), (*alone)[0]), kCacheTolerance)
+        << "row " << b;
+  }
 }
 
 TEST(LlamaModelTest, RejectsBadInputAndKeepsCache) {
@@ -187,13 +269,96 @@ TEST(ModelConfigTest, ParsesFieldsAndDefaults) {
   EXPECT_EQ(qwen->eos_token_ids, (std::vector<int64_t>{3}));
 }
 
+// A minimal llama config.json with `extra` (JSON members, leading comma) appended.
+std::string LlamaJson(const std::string& extra) {
+  return R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 1, "num_attention_heads": 8, "vocab_size": 10,
+      "max_position_embeddings": 2048)" +
+         extra + "}";
+}
+
+TEST(ModelConfigTest, ParsesRopeScalingInBothSpellings) {
+  auto linear = ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"type": "linear",
+      "factor": 4.0})"));
+  ASSERT_OK(linear);
+  EXPECT_EQ(linear->rope_scaling.kind, RopeScaling::Kind::kLinear);
+  EXPECT_EQ(linear->rope_scaling.factor, 4.0);
+
+  auto dynamic = ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "dynamic",
+      "factor": 2})"));
+  ASSERT_OK(dynamic);
+  EXPECT_EQ(dynamic->rope_scaling.kind, RopeScaling::Kind::kDynamic);
+  EXPECT_EQ(dynamic->rope_scaling.factor, 2.0);
+
+  auto llama3 = ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "llama3",
+      "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192})"));
+  ASSERT_OK(llama3);
+  EXPECT_EQ(llama3->rope_scaling.kind, RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(llama3->rope_scaling.factor, 8.0);
+  EXPECT_EQ(llama3->rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(llama3->rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(llama3->rope_scaling.original_max_position_embeddings, 8192);
+
+  // Both spellings: rope_type wins.
+  auto both = ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"type": "linear",
+      "rope_type": "dynamic", "factor": 2.0})"));
+  ASSERT_OK(both);
+  EXPECT_EQ(both->rope_scaling.kind, RopeScaling::Kind::kDynamic);
+
+  for (const char* none : {R"(, "rope_scaling": null)", R"(, "rope_scaling": {"rope_type":
+      "default"})", ""}) {
+    auto plain = ParseLlamaConfig(LlamaJson(none));
+    ASSERT_OK(plain);
+    EXPECT_EQ(plain->rope_scaling.kind, RopeScaling::Kind::kNone) << none;
+  }
+}
+
+TEST(ModelConfigTest, RejectsBadRopeScaling) {
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"type": "yarn",
+      "factor": 4.0})")),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("'yarn'")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "linear"})")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_scaling.factor")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"type": "dynamic",
+      "factor": "2"})")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_scaling.factor")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"type": "linear",
+      "factor": 0})")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_scaling.factor")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"factor": 2.0})")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_type")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "llama3",
+      "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("rope_scaling.original_max_position_embeddings")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "llama3",
+      "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("rope_scaling.low_freq_factor")));
+  EXPECT_THAT(ParseLlamaConfig(LlamaJson(R"(, "rope_scaling": {"rope_type": "llama3",
+      "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("rope_scaling.high_freq_factor")));
+  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
+      "vocab_size": 10, "rope_scaling": {"type": "dynamic", "factor": 2.0}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("max_position_embeddings")));
+}
+
+TEST(ModelConfigTest, ParsesHeadDimAndAttentionBias) {
+  auto config = ParseLlamaConfig(LlamaJson(R"(, "head_dim": 12, "attention_bias": true)"));
+  ASSERT_OK(config);
+  EXPECT_EQ(config->head_dim, 12);
+  EXPECT_TRUE(config->qkv_bias);
+  EXPECT_TRUE(config->o_bias);
+}
+
 TEST(ModelConfigTest, RejectsUnsupported) {
   EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "gpt_neox"})"),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("gpt_neox")));
-  EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
-      "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
-      "vocab_size": 10, "rope_scaling": {"type": "linear", "factor": 2.0}})"),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("rope_scaling")));
   EXPECT_THAT(ParseLlamaConfig(R"({"model_type": "llama", "hidden_size": 64,
       "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
       "num_key_value_heads": 3, "vocab_size": 10})"),

@@ -57,6 +57,72 @@ absl::StatusOr<std::optional<int64_t>> OptionalTokenId(const json& doc, const ch
   return std::optional<int64_t>(v.get<int64_t>());
 }
 
+absl::Status RopeFieldError(absl::string_view field, absl::string_view what) {
+  return FieldError(absl::StrCat("rope_scaling.", field), what);
+}
+
+// A positive number inside rope_scaling; required.
+absl::StatusOr<double> RopeNumber(const json& scaling, const char* field) {
+  if (!scaling.contains(field) || scaling[field].is_null()) {
+    return RopeFieldError(field, "is required");
+  }
+  const json& v = scaling[field];
+  if (!v.is_number() || !(v.get<double>() > 0)) {
+    return RopeFieldError(field, "must be a positive number");
+  }
+  return v.get<double>();
+}
+
+// Hugging Face's rope_scaling; `max_position_embeddings` is 0 when absent.
+absl::StatusOr<RopeScaling> ParseRopeScaling(const json& doc, int64_t max_position_embeddings) {
+  RopeScaling r;
+  if (!doc.contains("rope_scaling") || doc["rope_scaling"].is_null()) return r;
+  const json& scaling = doc["rope_scaling"];
+  if (!scaling.is_object()) return FieldError("rope_scaling", "must be an object or null");
+  // Newer configs spell the kind `rope_type`, older ones `type`. When both are given,
+  // `rope_type` wins (as in transformers' rope_parameters standardisation).
+  const char* key = scaling.contains("rope_type") && !scaling["rope_type"].is_null()
+                        ? "rope_type"
+                        : "type";
+  if (!scaling.contains(key) || scaling[key].is_null()) {
+    return RopeFieldError("rope_type", "is required (or 'type')");
+  }
+  if (!scaling[key].is_string()) return RopeFieldError(key, "must be a string");
+  const std::string kind = scaling[key].get<std::string>();
+  if (kind == "default") return r;
+  if (kind == "linear") {
+    r.kind = RopeScaling::Kind::kLinear;
+  } else if (kind == "dynamic") {
+    r.kind = RopeScaling::Kind::kDynamic;
+    if (max_position_embeddings <= 0) {
+      return FieldError("max_position_embeddings", "is required for rope_scaling 'dynamic'");
+    }
+  } else if (kind == "llama3") {
+    r.kind = RopeScaling::Kind::kLlama3;
+  } else {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: rope_scaling type '", kind,
+        "' is not supported (supported: default, linear, dynamic, llama3)"));
+  }
+  ASSIGN_OR_RETURN(r.factor, RopeNumber(scaling, "factor"));
+  if (r.kind == RopeScaling::Kind::kLlama3) {
+    ASSIGN_OR_RETURN(r.low_freq_factor, RopeNumber(scaling, "low_freq_factor"));
+    ASSIGN_OR_RETURN(r.high_freq_factor, RopeNumber(scaling, "high_freq_factor"));
+    if (!(r.high_freq_factor > r.low_freq_factor)) {
+      return RopeFieldError("high_freq_factor", "must be greater than low_freq_factor");
+    }
+    const char* field = "original_max_position_embeddings";
+    if (!scaling.contains(field) || scaling[field].is_null()) {
+      return RopeFieldError(field, "is required");
+    }
+    if (!scaling[field].is_number_integer() || scaling[field].get<int64_t>() <= 0) {
+      return RopeFieldError(field, "must be a positive integer");
+    }
+    r.original_max_position_embeddings = scaling[field].get<int64_t>();
+  }
+  return r;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ModelTypeOf(absl::string_view config_json) {
@@ -75,11 +141,6 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type '", c.model_type,
         "' is not a Llama-family model (supported here: llama, mistral, qwen2)"));
-  }
-  if (doc.contains("rope_scaling") && !doc["rope_scaling"].is_null()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "config.json: rope_scaling ", doc["rope_scaling"].dump(),
-        " is not supported yet (only checkpoints with rope_scaling null)"));
   }
   if (doc.contains("hidden_act") && doc["hidden_act"].is_string() &&
       doc["hidden_act"].get<std::string>() != "silu") {
@@ -129,6 +190,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
     c.torch_dtype = doc["torch_dtype"].get<std::string>();
   }
   ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(doc, "max_position_embeddings", 0));
+  ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(doc, c.max_position_embeddings));
   if (c.model_type == "mistral" && doc.contains("sliding_window") &&
       !doc["sliding_window"].is_null()) {
     ASSIGN_OR_RETURN(int64_t window, PositiveInt(doc, "sliding_window"));

@@ -3,8 +3,11 @@
 // ParseLlamaConfig() accepts the Llama family (`model_type` llama, mistral, qwen2) and
 // fills defaults the way Hugging Face does (num_key_value_heads = num_attention_heads,
 // head_dim = hidden_size / num_attention_heads, rope_theta = 10000, untied embeddings).
-// Errors: INVALID_ARGUMENT naming the field; UNIMPLEMENTED for features not supported yet
-// (rope_scaling) or another model family. Thread-safe (pure functions).
+// `rope_scaling` (kind under `rope_type` or the older `type`; `rope_type` wins when both
+// are given) may be null/"default", "linear", "dynamic" or "llama3" (see RopeScaling).
+// Errors: INVALID_ARGUMENT naming the field (also a missing or invalid rope_scaling
+// field); UNIMPLEMENTED for another rope_scaling kind (named), another hidden_act or
+// another model family. Thread-safe (pure functions).
 #ifndef STEADYEVAL_WORKER_MODEL_CONFIG_H_
 #define STEADYEVAL_WORKER_MODEL_CONFIG_H_
 
@@ -17,6 +20,22 @@
 #include "absl/strings/string_view.h"
 
 namespace steadyeval {
+
+// Hugging Face's `rope_scaling` (transformers modeling_rope_utils.py).
+struct RopeScaling {
+  enum class Kind {
+    kNone,     // absent, null or "default"
+    kLinear,   // inv_freq / factor (positions divided by factor)
+    kDynamic,  // NTK-aware: base rescaled from the sequence length when it exceeds
+               // max_position_embeddings
+    kLlama3,   // per-frequency interpolation between inv_freq and inv_freq / factor
+  };
+  Kind kind = Kind::kNone;
+  double factor = 1.0;                          // linear, dynamic, llama3
+  double low_freq_factor = 0.0;                 // llama3
+  double high_freq_factor = 0.0;                // llama3
+  int64_t original_max_position_embeddings = 0; // llama3
+};
 
 struct LlamaConfig {
   std::string model_type;  // llama | mistral | qwen2
@@ -37,6 +56,7 @@ struct LlamaConfig {
   std::optional<int64_t> sliding_window;  // mistral only, when set
   bool qkv_bias = false;  // qwen2, or llama with attention_bias
   bool o_bias = false;    // llama with attention_bias
+  RopeScaling rope_scaling;
 };
 
 // The `model_type` of a config.json text. INVALID_ARGUMENT when unreadable or absent.
