@@ -125,20 +125,28 @@ absl::StatusOr<std::vector<v1::Prediction>> ScoredVotes(const Task& task,
                                                         const std::vector<std::string>& votes,
                                                         v1::Score& score) {
   ASSIGN_OR_RETURN(TaskScore scored, ScoreNormalized(task, votes));
+  std::vector<v1::Prediction> predictions(votes.size());
+  for (size_t e = 0; e < votes.size(); ++e) {
+    predictions[e].set_output(votes[e]);
+    predictions[e].set_example(static_cast<uint32_t>(e));
+  }
+  ApplyTaskScore(scored, score, predictions);
+  return predictions;
+}
+
+void ApplyTaskScore(const TaskScore& scored, v1::Score& score,
+                    std::vector<v1::Prediction>& predictions) {
   score.set_metric(scored.metric);
   score.set_score(scored.score);
   score.clear_metric_scores();
   score.mutable_metric_scores()->insert(scored.metric_scores.begin(), scored.metric_scores.end());
-  std::vector<v1::Prediction> predictions(votes.size());
-  for (size_t e = 0; e < votes.size(); ++e) {
-    predictions[e].set_output(votes[e]);
-    predictions[e].set_normalized(scored.examples[e].normalized);
-    predictions[e].set_score(scored.examples[e].score);
-    predictions[e].set_example(static_cast<uint32_t>(e));
-    predictions[e].mutable_metric_values()->insert(scored.examples[e].metric_values.begin(),
-                                                   scored.examples[e].metric_values.end());
+  for (size_t i = 0; i < predictions.size(); ++i) {
+    const ScoredExample& e = scored.examples[i];
+    predictions[i].set_normalized(e.normalized);
+    predictions[i].set_score(e.score);
+    predictions[i].clear_metric_values();
+    predictions[i].mutable_metric_values()->insert(e.metric_values.begin(), e.metric_values.end());
   }
-  return predictions;
 }
 
 // ---- Analytics ----

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/scoring.h"
 #include "common/stability.h"
 #include "common/task.h"
 #include "server/scheduler.h"
@@ -171,6 +172,11 @@ class Analytics {
   absl::Mutex mu_;
   std::map<SeqKey, StabilityIndex> indexes_ ABSL_GUARDED_BY(mu_);
 };
+
+// Writes `scored` into a value: `score`'s metric, score and metric_scores, and each
+// prediction's normalised output, score and metric_values (predictions[i] is example i).
+void ApplyTaskScore(const TaskScore& scored, v1::Score& score,
+                    std::vector<v1::Prediction>& predictions);
 
 // Scores ensemble votes (normalised outputs) as a value: fills `score`'s metric fields and
 // returns one prediction per example.

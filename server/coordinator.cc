@@ -507,19 +507,7 @@ absl::StatusOr<v1::RescoreResponse> Coordinator::Rescore(const v1::RescoreReques
       absl::StatusOr<TaskScore> scored = ScoreTask(*task, raw);
       if (!scored.ok()) return Annotate(scored.status(), where);
       v1::Score score = old;
-      score.set_metric(scored->metric);
-      score.set_score(scored->score);
-      score.clear_metric_scores();
-      score.mutable_metric_scores()->insert(scored->metric_scores.begin(),
-                                            scored->metric_scores.end());
-      for (size_t i = 0; i < predictions.size(); ++i) {
-        v1::Prediction& p = predictions[i];
-        p.set_normalized(scored->examples[i].normalized);
-        p.set_score(scored->examples[i].score);
-        p.clear_metric_values();
-        p.mutable_metric_values()->insert(scored->examples[i].metric_values.begin(),
-                                          scored->examples[i].metric_values.end());
-      }
+      ApplyTaskScore(*scored, score, predictions);
       if (score.score() != old.score() || score.metric() != old.metric()) {
         response.set_scores_changed(response.scores_changed() + 1);
       }
@@ -972,19 +960,13 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       }
       std::vector<v1::Prediction> predictions;
       predictions.reserve(outputs.size());
-      size_t i = 0;
       for (const auto& [index, out] : outputs) {  // indices 0..size-1, checked above
         v1::Prediction p;
         p.set_output(out->output());
-        p.set_normalized(scored->examples[i].normalized);
-        p.set_score(scored->examples[i].score);
         p.set_example(index);
         *p.mutable_option_logliks() = out->option_logliks();
-        p.mutable_metric_values()->insert(scored->examples[i].metric_values.begin(),
-                                          scored->examples[i].metric_values.end());
         predictions.push_back(std::move(p));
         ++written;
-        ++i;
       }
       v1::Score score;
       score.set_run(job.run());
@@ -992,11 +974,8 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       score.set_task_sha256(ref.sha256());
       score.set_variant(variant);
       score.set_step(step);
-      score.set_metric(scored->metric);
-      score.set_score(scored->score);
       score.set_examples(static_cast<uint32_t>(outputs.size()));
-      score.mutable_metric_scores()->insert(scored->metric_scores.begin(),
-                                            scored->metric_scores.end());
+      ApplyTaskScore(*scored, score, predictions);
       values.emplace_back(std::move(score), std::move(predictions));
     }
   }

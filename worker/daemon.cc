@@ -271,26 +271,23 @@ absl::Status WorkerDaemon::Report(
   SetDeadline(ctx, kReportDeadlineMs);
   std::unique_ptr<grpc::ClientWriterInterface<v1::ReportResultsRequest>> writer =
       stub_->ReportResults(&ctx, &resp);
+  // Every message names the job, its epoch and step, and how BOS was applied.
+  v1::ReportResultsRequest header;
+  header.set_worker_id(options_.worker_id);
+  header.set_job_id(lease.job().id());
+  header.set_epoch(lease.job().epoch());
+  header.set_step(step);
+  header.set_bos(backend_->BosDescription());
   bool drifts_sent = drifts.empty();
   if (outputs.empty() && !drifts_sent) {
-    v1::ReportResultsRequest msg;
-    msg.set_worker_id(options_.worker_id);
-    msg.set_job_id(lease.job().id());
-    msg.set_epoch(lease.job().epoch());
-    msg.set_step(step);
-    msg.set_bos(backend_->BosDescription());
+    v1::ReportResultsRequest msg = header;
     for (const v1::ParameterDrift& d : drifts) *msg.add_drifts() = d;
     drifts_sent = writer->Write(msg);
   }
   for (const auto& [ref, results] : outputs) {
     size_t sent = 0;
     do {
-      v1::ReportResultsRequest msg;
-      msg.set_worker_id(options_.worker_id);
-      msg.set_job_id(lease.job().id());
-      msg.set_epoch(lease.job().epoch());
-      msg.set_step(step);
-      msg.set_bos(backend_->BosDescription());
+      v1::ReportResultsRequest msg = header;
       *msg.mutable_task() = ref;
       size_t end = std::min(results.size(), sent + static_cast<size_t>(options_.report_chunk));
       for (; sent < end; ++sent) {
