@@ -212,6 +212,8 @@ Json RunToJson(const v1::Run& run) {
               {"bos", c.bos()},
               {"max_new_tokens_delta", c.max_new_tokens_delta()},
               {"tokenizer_path", c.tokenizer_path()},
+              {"tokenizer_sha256", run.tokenizer_sha256()},
+              {"tokenizer_pinned_step", run.tokenizer_pinned_step()},
               {"settle_seconds", c.settle_seconds()},
               {"average_windows", std::move(average)},
               {"ensemble_windows", std::move(ensemble)},
@@ -326,6 +328,11 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"bos", OrDash(c.bos())},
       {"max_new_tokens_delta", absl::StrCat(c.max_new_tokens_delta())},
       {"tokenizer", OrDash(c.tokenizer_path())},
+      {"tokenizer_pinned",
+       d.run().tokenizer_sha256().empty()
+           ? "- (pinned by the first result)"
+           : absl::StrCat("sha256 ", d.run().tokenizer_sha256().substr(0, 16), "… at step ",
+                          d.run().tokenizer_pinned_step())},
       {"settle_seconds", absl::StrCat(c.settle_seconds())},
       {"average_windows", OrDash(absl::StrJoin(c.average_windows(), ","))},
       {"ensemble_windows", OrDash(absl::StrJoin(c.ensemble_windows(), ","))},

@@ -409,6 +409,7 @@ absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r) {
   }
   // Serialises with admissions: window jobs are created against one list of checkpoints.
   absl::MutexLock poll_lock(&state->poll_mu);
+  std::optional<absl::MutexLock> write_lock(std::in_place, &state->write_mu);
   v1::Run run;
   {
     absl::MutexLock lock(&mu_);
@@ -438,6 +439,7 @@ absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r) {
     absl::MutexLock lock(&mu_);
     state->run = run;
   }
+  write_lock.reset();
   WakeWaiters();
 
   // Ensembles of the added sizes, one batch per window.
@@ -687,6 +689,7 @@ absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) co
   leased.set_bos(run.config().bos());
   leased.set_max_new_tokens_delta(run.config().max_new_tokens_delta());
   leased.set_tokenizer_path(run.config().tokenizer_path());
+  leased.set_tokenizer_sha256(run.tokenizer_sha256());
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
   if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
     leased.set_window(*n);
@@ -984,6 +987,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
   // values complete, drift, and job DONE in one batch.
   std::set<std::pair<std::string, std::string>> touched;
   CompletedJob done;
+  bool pinned_tokenizer = false;
   {
     Analytics::Update update(analytics_.get());
     ASSIGN_OR_RETURN(ReportCheck again,
@@ -994,6 +998,32 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     }
     ASSIGN_OR_RETURN(v1::Run run, FindRun(job.run()));
     Store::Batch batch = store_->NewBatch();
+    // One tokenizer per run: the first result that names one pins it (under the analytics
+    // lock, so two first reports cannot pin different ones; under the run's write lock,
+    // re-reading the record, so a concurrent UpdateRun is not overwritten).
+    const std::string& tokenizer = first.tokenizer_sha256();
+    std::optional<absl::MutexLock> write_lock;
+    if (!tokenizer.empty() && run.tokenizer_sha256().empty()) {
+      RunState* state = nullptr;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = runs_.find(job.run());
+        if (it == runs_.end()) return RunNotFound(job.run());
+        state = it->second.get();
+      }
+      write_lock.emplace(&state->write_mu);
+      ASSIGN_OR_RETURN(run, FindRun(job.run()));
+      run.set_tokenizer_sha256(tokenizer);
+      run.set_tokenizer_pinned_step(end_step);
+      batch.PutRun(run);
+      pinned_tokenizer = true;
+    } else if (!tokenizer.empty() && run.tokenizer_sha256() != tokenizer) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, " step ", end_step, ": the checkpoint's tokenizer (sha256 ", tokenizer,
+          ") differs from the one run ", job.run(), " is pinned to (sha256 ",
+          run.tokenizer_sha256(), ", first seen at step ", run.tokenizer_pinned_step(),
+          "); scores under another tokenizer are not comparable: evaluate it in a new run"));
+    }
     for (auto& [score, predictions] : values) {
       RETURN_IF_ERROR(Annotate(update.PutValue(batch, score, std::move(predictions)), where));
     }
@@ -1012,6 +1042,13 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     }
     ASSIGN_OR_RETURN(done, scheduler_->Complete(first.job_id(), first.epoch(), first.worker_id(),
                                                 std::move(batch), first.bos()));
+    if (pinned_tokenizer) {
+      absl::MutexLock lock(&mu_);
+      if (auto it = runs_.find(job.run()); it != runs_.end()) {
+        it->second->run.set_tokenizer_sha256(first.tokenizer_sha256());
+        it->second->run.set_tokenizer_pinned_step(end_step);
+      }
+    }
     update.Committed();
     touched = update.TouchedTasks();
   }

@@ -134,6 +134,9 @@ class Coordinator {
   struct RunState {
     v1::Run run;
     absl::Mutex poll_mu;  // serialises polls of `discovery`
+    // Serialises read-modify-writes of the stored Run record (UpdateRun, the tokenizer
+    // pin). Lock order: poll_mu, then the analytics lock, then write_mu, then mu_.
+    absl::Mutex write_mu;
     std::unique_ptr<CheckpointDiscovery> discovery ABSL_GUARDED_BY(poll_mu);
     std::thread poller;
   };

@@ -334,6 +334,39 @@ TEST_F(CoordinatorTest, RestartKeepsLeasesForWorkersThatRegisterAgain) {
   EXPECT_EQ(response->predictions_written(), 5u);
 }
 
+TEST_F(CoordinatorTest, TheFirstReportedTokenizerPinsTheRunAndOthersAreRejected) {
+  CreateRun("r");
+  Register("w1");
+  const std::string pinned(64, 'a'), other(64, 'b');
+  v1::LeasedJob first = AdmitAndLease("r", 100, "w1");
+  EXPECT_TRUE(first.tokenizer_sha256().empty());  // nothing pinned yet
+  std::vector<v1::ReportResultsRequest> chunks = Report(first, "w1");
+  for (v1::ReportResultsRequest& c : chunks) c.set_tokenizer_sha256(pinned);
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  auto run = coordinator_->GetRun("r");
+  ASSERT_OK(run);
+  EXPECT_EQ(run->run().tokenizer_sha256(), pinned);
+  EXPECT_EQ(run->run().tokenizer_pinned_step(), 100u);
+
+  // The pin survives a restart and travels with every later lease.
+  Restart();
+  Register("w1");
+  v1::LeasedJob second = AdmitAndLease("r", 200, "w1");
+  EXPECT_EQ(second.tokenizer_sha256(), pinned);
+  chunks = Report(second, "w1");
+  for (v1::ReportResultsRequest& c : chunks) c.set_tokenizer_sha256(other);
+  EXPECT_THAT(coordinator_->ReportResults(chunks),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr(other), HasSubstr(pinned),
+                                        HasSubstr("first seen at step 100"),
+                                        HasSubstr("new run"))));
+  EXPECT_EQ(PredictionCount("r", 200), 0);
+  // The pinned tokenizer is accepted.
+  for (v1::ReportResultsRequest& c : chunks) c.set_tokenizer_sha256(pinned);
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  EXPECT_EQ(PredictionCount("r", 200), 5);
+}
+
 TEST_F(CoordinatorTest, FailJobRetriesThenFails) {
   CreateRun("r");
   Register("w1");

@@ -219,6 +219,12 @@ TEST_F(EndToEndTest, CheckpointsInScoresOutSurvivesRestart) {
     }
   }
 
+  // The run is pinned to the checkpoints' tokenizer (the fixture tool writes the same
+  // tokenizer.model into every checkpoint), by the first accepted result.
+  const json shown = Cli({"runs", "show", "e2e"});
+  EXPECT_EQ(shown["run"]["tokenizer_sha256"].get<std::string>().size(), 64u) << shown.dump(2);
+  EXPECT_GE(shown["run"]["tokenizer_pinned_step"].get<uint64_t>(), 100u) << shown.dump(2);
+
   // Restart the coordinator: runs, checkpoints, jobs and scores are all still there.
   json runs_before = Cli({"runs", "list"});
   ASSERT_EQ(server_.Stop(SIGTERM), 0) << server_.Logs();

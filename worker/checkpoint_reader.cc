@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "worker/pytorch_checkpoint.h"
 #include "worker/torch_status.h"
 
 namespace steadyeval {
@@ -24,6 +25,8 @@ namespace {
 
 constexpr char kSingleFile[] = "model.safetensors";
 constexpr char kIndexFile[] = "model.safetensors.index.json";
+constexpr char kPytorchFile[] = "pytorch_model.bin";
+constexpr char kPytorchIndexFile[] = "pytorch_model.bin.index.json";
 
 bool FileExists(const std::string& path) {
   struct stat st;
@@ -41,10 +44,11 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 
 }  // namespace
 
-// One read-only mapping of a safetensors file.
+// One weights file: a read-only mapping of a safetensors file, or (base == nullptr) a .bin
+// file whose tensors were loaded into the entries.
 struct CheckpointReader::Shard {
   std::string path;
-  SafetensorsHeader header;
+  SafetensorsHeader header;  // safetensors only
   void* base = nullptr;
   size_t size = 0;
 
@@ -94,16 +98,91 @@ absl::Status CheckpointReader::AddShard(const std::string& file_name) {
   shard->base = base;
 
   const size_t index = shards_.size();
-  for (const TensorInfo& info : shard->header.tensors) {
-    auto [it, inserted] = tensors_.emplace(info.name, Entry{index, info});
-    if (!inserted) {
-      return absl::DataLossError(absl::StrCat("checkpoint ", dir_, ": tensor '", info.name,
-                                              "' appears in both ",
-                                              shards_[it->second.shard]->path, " and ",
-                                              shard->path));
+  shards_.push_back(std::move(shard));
+  for (const TensorInfo& info : shards_.back()->header.tensors) {
+    RETURN_IF_ERROR(AddEntry(info.name, Entry{index, info, torch::Tensor()}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointReader::AddPytorchShard(const std::string& file_name) {
+  auto shard = std::make_unique<Shard>();
+  shard->path = absl::StrCat(dir_, "/", file_name);
+  ASSIGN_OR_RETURN(NamedTensorList tensors, ReadPytorchStateDict(shard->path));
+  const size_t index = shards_.size();
+  shards_.push_back(std::move(shard));
+  for (auto& [name, tensor] : tensors) {
+    Entry entry{index, TensorInfo(), std::move(tensor)};
+    entry.info.name = name;
+    auto dtype = DTypeOfTorch(entry.loaded.scalar_type());
+    if (!dtype.ok()) {  // ReadPytorchStateDict returns only storable dtypes
+      return Annotate(dtype.status(),
+                      absl::StrCat(shards_.back()->path, ": tensor '", name, "'"));
+    }
+    entry.info.dtype = *dtype;
+    entry.info.shape.assign(entry.loaded.sizes().begin(), entry.loaded.sizes().end());
+    entry.info.end = static_cast<uint64_t>(entry.loaded.numel()) * entry.loaded.element_size();
+    RETURN_IF_ERROR(AddEntry(name, std::move(entry)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointReader::AddEntry(const std::string& name, Entry entry) {
+  const size_t shard = entry.shard;
+  auto [it, inserted] = tensors_.emplace(name, std::move(entry));
+  if (!inserted) {
+    return absl::DataLossError(absl::StrCat("tensor '", name, "' appears in both ",
+                                            shards_[it->second.shard]->path, " and ",
+                                            shards_[shard]->path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointReader::OpenIndexed(
+    const std::string& index_name, absl::Status (CheckpointReader::*add)(const std::string&)) {
+  const std::string& d = dir_;
+  const std::string index_path = absl::StrCat(d, "/", index_name);
+  ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_path));
+  nlohmann::json index = nlohmann::json::parse(index_text, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(index_path, ": not valid JSON with a 'weight_map' object"));
+  }
+  std::map<std::string, std::string> weight_map;
+  std::set<std::string> shard_names;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string()) {
+      return absl::DataLossError(
+          absl::StrCat(index_path, ": weight_map entry '", tensor, "' is not a file name"));
+    }
+    std::string name = file.get<std::string>();
+    if (name.empty() || absl::StrContains(name, "/")) {
+      return absl::DataLossError(absl::StrCat(index_path, ": weight_map entry '", tensor,
+                                              "' names '", name,
+                                              "', which is not a file in the folder"));
+    }
+    weight_map[tensor] = name;
+    shard_names.insert(name);
+  }
+  if (shard_names.empty()) {
+    return absl::DataLossError(absl::StrCat(index_path, ": weight_map is empty"));
+  }
+  for (const std::string& name : shard_names) {
+    if (!FileExists(absl::StrCat(d, "/", name))) {
+      return absl::NotFoundError(
+          absl::StrCat("shard ", name, " listed in ", index_name,
+                       " is missing (still being written, or an incomplete copy?)"));
     }
   }
-  shards_.push_back(std::move(shard));
+  for (const std::string& name : shard_names) RETURN_IF_ERROR((this->*add)(name));
+  for (const auto& [tensor, file] : weight_map) {
+    auto it = tensors_.find(tensor);
+    if (it == tensors_.end() || shards_[it->second.shard]->path != absl::StrCat(d, "/", file)) {
+      return absl::DataLossError(absl::StrCat(index_name, " puts tensor '", tensor, "' in ",
+                                              file, ", but that shard does not hold it"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -122,60 +201,21 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
   }
   ASSIGN_OR_RETURN(reader->config_json_, ReadWholeFile(config_path));
 
-  const std::string index_path = absl::StrCat(d, "/", kIndexFile);
-  const std::string single_path = absl::StrCat(d, "/", kSingleFile);
-  if (FileExists(index_path)) {
-    ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_path));
-    nlohmann::json index = nlohmann::json::parse(index_text, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
-        !index["weight_map"].is_object()) {
-      return absl::DataLossError(absl::StrCat(index_path,
-                                              ": not valid JSON with a 'weight_map' object"));
-    }
-    std::map<std::string, std::string> weight_map;
-    std::set<std::string> shard_names;
-    for (const auto& [tensor, file] : index["weight_map"].items()) {
-      if (!file.is_string()) {
-        return absl::DataLossError(
-            absl::StrCat(index_path, ": weight_map entry '", tensor, "' is not a file name"));
-      }
-      std::string name = file.get<std::string>();
-      if (name.empty() || absl::StrContains(name, "/")) {
-        return absl::DataLossError(absl::StrCat(index_path, ": weight_map entry '", tensor,
-                                                "' names '", name,
-                                                "', which is not a file in the folder"));
-      }
-      weight_map[tensor] = name;
-      shard_names.insert(name);
-    }
-    if (shard_names.empty()) {
-      return absl::DataLossError(absl::StrCat(index_path, ": weight_map is empty"));
-    }
-    for (const std::string& name : shard_names) {
-      if (!FileExists(absl::StrCat(d, "/", name))) {
-        return absl::NotFoundError(absl::StrCat(
-            "checkpoint ", d, ": shard ", name, " listed in ", kIndexFile,
-            " is missing (still being written, or an incomplete copy?)"));
-      }
-    }
-    for (const std::string& name : shard_names) {
-      RETURN_IF_ERROR(Annotate(reader->AddShard(name), absl::StrCat("checkpoint ", d)));
-    }
-    for (const auto& [tensor, file] : weight_map) {
-      auto it = reader->tensors_.find(tensor);
-      if (it == reader->tensors_.end() ||
-          reader->shards_[it->second.shard]->path != absl::StrCat(d, "/", file)) {
-        return absl::DataLossError(absl::StrCat("checkpoint ", d, ": ", kIndexFile,
-                                                " puts tensor '", tensor, "' in ", file,
-                                                ", but that shard does not hold it"));
-      }
-    }
-  } else if (FileExists(single_path)) {
-    RETURN_IF_ERROR(Annotate(reader->AddShard(kSingleFile), absl::StrCat("checkpoint ", d)));
+  const std::string context = absl::StrCat("checkpoint ", d);
+  if (FileExists(absl::StrCat(d, "/", kIndexFile))) {
+    RETURN_IF_ERROR(
+        Annotate(reader->OpenIndexed(kIndexFile, &CheckpointReader::AddShard), context));
+  } else if (FileExists(absl::StrCat(d, "/", kSingleFile))) {
+    RETURN_IF_ERROR(Annotate(reader->AddShard(kSingleFile), context));
+  } else if (FileExists(absl::StrCat(d, "/", kPytorchIndexFile))) {
+    RETURN_IF_ERROR(Annotate(
+        reader->OpenIndexed(kPytorchIndexFile, &CheckpointReader::AddPytorchShard), context));
+  } else if (FileExists(absl::StrCat(d, "/", kPytorchFile))) {
+    RETURN_IF_ERROR(Annotate(reader->AddPytorchShard(kPytorchFile), context));
   } else {
-    return absl::NotFoundError(absl::StrCat("checkpoint ", d, ": neither ", kSingleFile,
-                                            " nor ", kIndexFile,
-                                            " found (only safetensors weights are supported)"));
+    return absl::NotFoundError(absl::StrCat(context, ": no weights: none of ", kIndexFile, ", ",
+                                            kSingleFile, ", ", kPytorchIndexFile, ", ",
+                                            kPytorchFile, " found"));
   }
   return reader;
 }
@@ -206,25 +246,28 @@ absl::StatusOr<TensorInfo> CheckpointReader::Info(absl::string_view name) const 
 absl::StatusOr<torch::Tensor> CheckpointReader::Tensor(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return Info(name).status();
-  const Entry& entry = it->second;
-  const torch::ScalarType type = TorchTypeOf(entry.info.dtype);
-  const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
-  return GuardTorch(absl::StrCat("checkpoint ", dir_, ": tensor '", name, "'"),
+  ASSIGN_OR_RETURN(torch::Tensor stored, MappedTensor(name));
+  return GuardTorch(absl::StrCat(Origin(name), ": tensor '", name, "'"),
                     [&]() -> absl::StatusOr<torch::Tensor> {
-                      torch::Tensor view = torch::from_blob(
-                          const_cast<uint8_t*>(data), entry.info.shape,
-                          torch::TensorOptions().dtype(type).device(torch::kCPU));
-                      return view.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true)
+                      return stored
+                          .to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true)
                           .contiguous();
                     });
+}
+
+std::string CheckpointReader::Origin(absl::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return label_;
+  return shards_[it->second.shard]->path;
 }
 
 absl::StatusOr<torch::Tensor> CheckpointReader::MappedTensor(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return Info(name).status();
   const Entry& entry = it->second;
+  if (entry.loaded.defined()) return entry.loaded;
   const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
-  return GuardTorch(absl::StrCat("checkpoint ", dir_, ": tensor '", name, "'"),
+  return GuardTorch(absl::StrCat(Origin(name), ": tensor '", name, "'"),
                     [&]() -> absl::StatusOr<torch::Tensor> {
                       return torch::from_blob(const_cast<uint8_t*>(data), entry.info.shape,
                                               torch::TensorOptions()
@@ -237,6 +280,7 @@ void CheckpointReader::DropPages(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return;
   const Entry& entry = it->second;
+  if (entry.loaded.defined()) return;  // held in memory, not mapped
   const Shard& shard = *shards_[entry.shard];
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t base = reinterpret_cast<uintptr_t>(shard.base);

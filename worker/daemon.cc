@@ -278,6 +278,7 @@ absl::Status WorkerDaemon::Report(
   header.set_epoch(lease.job().epoch());
   header.set_step(step);
   header.set_bos(backend_->BosDescription());
+  header.set_tokenizer_sha256(backend_->TokenizerSha256());
   bool drifts_sent = drifts.empty();
   if (outputs.empty() && !drifts_sent) {
     v1::ReportResultsRequest msg = header;
@@ -306,6 +307,18 @@ absl::Status WorkerDaemon::Report(
   }
   writer->WritesDone();
   return FromGrpc(writer->Finish());
+}
+
+absl::Status WorkerDaemon::CheckPinnedTokenizer(const v1::LeasedJob& lease) const {
+  const std::string loaded = backend_->TokenizerSha256();
+  if (lease.tokenizer_sha256().empty() || loaded.empty() || loaded == lease.tokenizer_sha256()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "tokenizer ", backend_->TokenizerPath(), " (sha256 ", loaded, ") differs from the one run ",
+      lease.job().run(), " is pinned to (sha256 ", lease.tokenizer_sha256(),
+      "); scores under another tokenizer are not comparable: evaluate this checkpoint in a "
+      "new run"));
 }
 
 absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
@@ -400,6 +413,7 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
 
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
+    RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
     if (metrics_) {
       metrics_->load_seconds->Observe(load.seconds);
       metrics_->load_bytes->Increment(static_cast<double>(load.bytes));

@@ -88,6 +88,9 @@ class WorkerDaemon {
                       const std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>& outputs,
                       const std::vector<steadyeval::v1::ParameterDrift>& drifts);
   // Loads the job's model: one checkpoint (raw) or the average of its window (avg@n).
+  // FAILED_PRECONDITION when the lease pins the run to another tokenizer than the one
+  // just loaded.
+  absl::Status CheckPinnedTokenizer(const v1::LeasedJob& lease) const;
   absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease);
   // The job's drift targets that could be computed (a failure is logged and skipped:
   // drift is a side measurement and must not fail the evaluation).

@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
+#include "worker/test_daemon.h"
 
 namespace steadyeval {
 namespace {
@@ -160,16 +161,11 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
         return grpc::Status::OK;
       });
   std::vector<v1::ReportResultsRequest> reports;
-  EXPECT_CALL(*stub, ReportResultsRaw(_, _)).Times(2).WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
-    auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
-    EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly([&](const v1::ReportResultsRequest& msg, grpc::WriteOptions) {
-      reports.push_back(msg);
-      return true;
-    });
-    EXPECT_CALL(*writer, WritesDone()).WillOnce(::testing::Return(true));
-    EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(grpc::Status::OK));
-    return writer;
-  });
+  EXPECT_CALL(*stub, ReportResultsRaw(_, _))
+      .Times(2)
+      .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
+        return testing_daemon::RecordingReportWriter(&reports);
+      });
 
   ASSERT_OK(daemon.Run());
   EXPECT_EQ(daemon.jobs_done(), 2);

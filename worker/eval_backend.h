@@ -99,6 +99,11 @@ class EvalBackend {
   // job record: "bos <id>" or "no bos".
   virtual std::string BosDescription() const { return ""; }
 
+  // The loaded tokenizer's content hash (Tokenizer::content_sha256), and the file it came
+  // from, for pinning a run to one tokenizer; empty when none is loaded.
+  virtual std::string TokenizerSha256() const { return ""; }
+  virtual std::string TokenizerPath() const { return ""; }
+
   // Tokens processed (prompt + generated) since creation, for metrics.
   virtual uint64_t tokens_processed() const = 0;
 };

@@ -45,31 +45,6 @@ std::vector<int64_t> Concat(std::vector<int64_t> a, const std::vector<int64_t>& 
   return a;
 }
 
-double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
-
-// Rows left-padded to the longest; padding ids are `pad_id` (ignored by the model).
-struct PaddedBatch {
-  torch::Tensor ids;   // [B, T] int64
-  torch::Tensor mask;  // [B, T] bool
-};
-
-PaddedBatch LeftPad(const std::vector<std::vector<int64_t>>& rows, int64_t pad_id) {
-  size_t longest = 0;
-  for (const auto& row : rows) longest = std::max(longest, row.size());
-  const int64_t B = static_cast<int64_t>(rows.size()), T = static_cast<int64_t>(longest);
-  PaddedBatch batch{torch::full({B, T}, pad_id, torch::kInt64),
-                    torch::zeros({B, T}, torch::kBool)};
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = static_cast<int64_t>(rows[b].size());
-    if (n == 0) continue;
-    batch.ids[b].narrow(0, T - n, n).copy_(torch::tensor(rows[b], torch::kInt64));
-    batch.mask[b].narrow(0, T - n, n).fill_(true);
-  }
-  return batch;
-}
-
 // Logits of `tokens` appended to `prefix`, each run alone (batch 1, no padding).
 torch::Tensor AloneLogits(const LanguageModel& model, const std::vector<int64_t>& prefix,
                           const std::vector<int64_t>& tokens) {

@@ -2,7 +2,7 @@
 // implementation per model family (DESIGN §6), plus the per-sequence KV cache.
 //
 // Forward(input_ids [B, T] int64, token_mask, cache) returns logits [B, T, V] float32 on
-// CPU. Row b of the batch is an independent sequence; its result never depends on the
+// CPU, wherever the model computes (WeightPlacement). Row b of the batch is an independent sequence; its result never depends on the
 // other rows (up to floating-point rounding of batched kernels, ~1e-6).
 //
 // Padding. `token_mask` is either undefined (every token is real: the unpadded form,
@@ -42,6 +42,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "worker/torch_status.h"
 
 namespace steadyeval {
@@ -136,7 +137,8 @@ class KVCache {
     return GuardTorch("KV cache select rows", [&]() -> absl::StatusOr<KVCache> {
       c10::InferenceMode inference;
       KVCache out = *this;
-      const torch::Tensor index = torch::tensor(rows, torch::kInt64);
+      const torch::Tensor index =
+          torch::tensor(rows, torch::kInt64).to(out.keys_.front().device());
       for (torch::Tensor& k : out.keys_) k = k.narrow(2, 0, length_).index_select(0, index);
       for (torch::Tensor& v : out.values_) v = v.narrow(2, 0, length_).index_select(0, index);
       if (!key_mask_.defined()) return out;
@@ -202,7 +204,9 @@ class KVCache {
       bool padded = false;
       for (const KVCache& row : rows) padded |= row.length_ != longest || row.key_mask_.defined();
       if (padded) {
-        out.key_mask_ = torch::zeros({n, longest}, torch::kBool);
+        out.key_mask_ = torch::zeros(
+            {n, longest}, torch::TensorOptions().dtype(torch::kBool).device(
+                              rows[0].keys_.front().device()));
         for (int64_t b = 0; b < n; ++b) {
           const KVCache& row = rows[b];
           torch::Tensor real = out.key_mask_[b].narrow(0, longest - row.length_, row.length_);
@@ -261,10 +265,29 @@ class LanguageModel {
   virtual int64_t length_dependent_beyond() const { return 0; }
 };
 
+// Where a model keeps its weights and computes: float32 on the CPU (the default); on a
+// CUDA device, the checkpoint's own floating dtype (ChoosePlacement), with norms, softmax
+// and the logits in float32.
+struct WeightPlacement {
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat32;
+};
+
+// Parses a `--device` value: "cpu", "cuda" (= cuda:0) or "cuda:K". INVALID_ARGUMENT for
+// anything else; FAILED_PRECONDITION when CUDA is asked for and this libtorch has no CUDA
+// or no such device (the message says how many there are).
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
+
+// The placement for `source` on `device`: float32 on CPU; on CUDA the dtype of the
+// source's floating tensors when they all share fp16/bf16, else float32.
+absl::StatusOr<WeightPlacement> ChoosePlacement(const TensorSource& source, torch::Device device);
+
 // Builds the model for the source's config.json `model_type` and loads its weights from
-// `source` (a CheckpointReader, or a TensorMap such as a window average); the source may
-// be destroyed afterwards. UNIMPLEMENTED naming the model_type for an unsupported family.
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(const TensorSource& source);
+// `source` (a CheckpointReader, or a TensorMap such as a window average) per `placement`;
+// the source may be destroyed afterwards. UNIMPLEMENTED naming the model_type for an
+// unsupported family.
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(
+    const TensorSource& source, const WeightPlacement& placement = {});
 
 }  // namespace steadyeval
 

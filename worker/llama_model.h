@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "worker/tensor_source.h"
 #include "worker/language_model.h"
+#include "worker/model_common.h"
 #include "worker/model_config.h"
 
 namespace steadyeval {
@@ -41,8 +42,9 @@ class LlamaModel : public LanguageModel {
   // afterwards) and checks its
   // shape against `config`. NOT_FOUND naming a missing tensor; INVALID_ARGUMENT for a
   // shape that disagrees with config.json.
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const LlamaConfig& config,
-                                                            const TensorSource& reader);
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(
+      const LlamaConfig& config, const TensorSource& reader,
+      const WeightPlacement& placement = {});
 
   using LanguageModel::Forward;
   // Padded batches and the cache as LanguageModel describes; positions count only real
@@ -69,12 +71,12 @@ class LlamaModel : public LanguageModel {
   // inv_freq_ or, for dynamic rope_scaling past max_position_embeddings, the [hd/2]
   // frequencies for a sequence of `length` tokens.
   torch::Tensor InvFreqForLength(int64_t length) const;
-  // `token_mask`: undefined (no padding among the new tokens) or [B, T] bool with at least
-  // one false; `ids` valid everywhere.
-  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const torch::Tensor& token_mask,
+  // `ids` valid everywhere (padding ids replaced), on the model's device.
+  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
                                  KVCache* cache) const;
 
   LlamaConfig config_;
+  WeightPlacement placement_;
   torch::Tensor embed_;    // [V, H]
   std::vector<Layer> layers_;
   torch::Tensor norm_;     // [H]

@@ -39,41 +39,13 @@ class LlamaReferenceTest : public ::testing::TestWithParam<std::string> {
 TEST_P(LlamaReferenceTest, MatchesReferenceLogprobs) {
   auto model = LoadFixtureModel(GetParam());
   ASSERT_NE(model, nullptr);
-  nlohmann::json expected = ReadJson(LlamaFixture(GetParam()) + "/expected.json");
-  std::vector<int64_t> tokens = expected["tokens"].get<std::vector<int64_t>>();
-
-  auto logprobs = TokenLogprobs(*model, tokens);
-  ASSERT_OK(logprobs);
-  ASSERT_EQ(logprobs->size(), tokens.size());
-  EXPECT_TRUE(std::isnan((*logprobs)[0]));
-  for (size_t i = 1; i < tokens.size(); ++i) {
-    EXPECT_NEAR((*logprobs)[i], expected["token_logprobs"][i].get<double>(), kReferenceTolerance)
-        << "token " << i;
-  }
-
-  // The whole distribution at the last position.
-  auto logits = model->Forward(Ids(tokens), nullptr);
-  ASSERT_OK(logits);
-  ASSERT_EQ(logits->sizes(), (std::vector<int64_t>{1, static_cast<int64_t>(tokens.size()),
-                                                   model->vocab_size()}));
-  torch::Tensor last = torch::log_softmax((*logits)[0][-1].to(torch::kFloat64), -1);
-  std::vector<double> want = expected["last_logprobs"].get<std::vector<double>>();
-  ASSERT_EQ(static_cast<int64_t>(want.size()), model->vocab_size());
-  double worst = 0;
-  for (size_t v = 0; v < want.size(); ++v) {
-    worst = std::max(worst, std::abs(last[v].item<double>() - want[v]));
-  }
-  EXPECT_LT(worst, kReferenceTolerance);
+  ExpectMatchesReference(*model, LlamaFixture(GetParam()), kReferenceTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaReferenceTest,
                          ::testing::Values("gqa", "tied", "mha", "bf16", "fp16", "sharded",
                                            "rope_linear", "rope_dynamic", "rope_llama3",
                                            "head_dim", "attn_bias", "qwen2"));
-
-double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
 
 TEST(LlamaKVCacheTest, TokenByTokenEqualsOnePass) {
   ASSERT_OK(ConfigureThreads(1));
@@ -83,20 +55,8 @@ TEST(LlamaKVCacheTest, TokenByTokenEqualsOnePass) {
                            "qwen2"}) {
     auto model = LoadFixtureModel(name);
     ASSERT_NE(model, nullptr);
-    std::vector<int64_t> tokens =
-        ReadJson(LlamaFixture(name) + "/expected.json")["tokens"].get<std::vector<int64_t>>();
-    auto full = model->Forward(Ids(tokens), nullptr);
-    ASSERT_OK(full);
-
-    KVCache cache;
-    std::vector<torch::Tensor> steps;
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      auto step = model->Forward(Ids({tokens[i]}), &cache);
-      ASSERT_OK(step);
-      EXPECT_EQ(cache.length(), static_cast<int64_t>(i + 1));
-      steps.push_back(*step);
-    }
-    EXPECT_LT(MaxAbsDiff(*full, torch::cat(steps, 1)), kCacheTolerance) << name;
+    const std::vector<int64_t> tokens = ReferenceTokens(LlamaFixture(name));
+    ASSERT_NO_FATAL_FAILURE(ExpectStepwiseMatchesOnePass(*model, tokens, kCacheTolerance, name));
   }
 }
 
@@ -124,7 +84,7 @@ TEST(LlamaKVCacheTest, ForkedPrefixEqualsOnePass) {
 }
 
 std::vector<int64_t> FixtureTokens(const std::string& name) {
-  return ReadJson(LlamaFixture(name) + "/expected.json")["tokens"].get<std::vector<int64_t>>();
+  return ReferenceTokens(LlamaFixture(name));
 }
 
 // rope_dynamic: max_position_embeddings 8, factor 2, 16 reference tokens.

@@ -2,63 +2,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "nlohmann/json.hpp"
+#include "worker/config_fields.h"
 
 namespace steadyeval {
 namespace {
 
 using nlohmann::json;
 
-absl::StatusOr<json> ParseObject(absl::string_view text) {
-  json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
-    return absl::InvalidArgumentError("config.json: not a JSON object");
-  }
-  return doc;
-}
-
-absl::Status FieldError(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("config.json: field '", field, "' ", what));
-}
-
-// A positive integer field; `fallback` when absent or null (nullopt = required).
-absl::StatusOr<int64_t> PositiveInt(const json& doc, const char* field,
-                                    std::optional<int64_t> fallback = std::nullopt) {
-  if (!doc.contains(field) || doc[field].is_null()) {
-    if (fallback) return *fallback;
-    return FieldError(field, "is required");
-  }
-  const json& v = doc[field];
-  if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
-    return FieldError(field, "must be a positive integer");
-  }
-  return v.get<int64_t>();
-}
-
-absl::StatusOr<double> PositiveNumber(const json& doc, const char* field, double fallback) {
-  if (!doc.contains(field) || doc[field].is_null()) return fallback;
-  const json& v = doc[field];
-  if (!v.is_number() || v.get<double>() <= 0) return FieldError(field, "must be a positive number");
-  return v.get<double>();
-}
-
-absl::StatusOr<bool> Bool(const json& doc, const char* field, bool fallback) {
-  if (!doc.contains(field) || doc[field].is_null()) return fallback;
-  if (!doc[field].is_boolean()) return FieldError(field, "must be true or false");
-  return doc[field].get<bool>();
-}
-
-absl::StatusOr<std::optional<int64_t>> OptionalTokenId(const json& doc, const char* field) {
-  if (!doc.contains(field) || doc[field].is_null()) return std::optional<int64_t>();
-  const json& v = doc[field];
-  if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-    return FieldError(field, "must be a non-negative integer");
-  }
-  return std::optional<int64_t>(v.get<int64_t>());
-}
-
 absl::Status RopeFieldError(absl::string_view field, absl::string_view what) {
-  return FieldError(absl::StrCat("rope_scaling.", field), what);
+  return ConfigFieldError(absl::StrCat("rope_scaling.", field), what);
 }
 
 // A positive number inside rope_scaling; required.
@@ -78,7 +30,9 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& doc, int64_t max_positi
   RopeScaling r;
   if (!doc.contains("rope_scaling") || doc["rope_scaling"].is_null()) return r;
   const json& scaling = doc["rope_scaling"];
-  if (!scaling.is_object()) return FieldError("rope_scaling", "must be an object or null");
+  if (!scaling.is_object()) {
+    return ConfigFieldError("rope_scaling", "must be an object or null");
+  }
   // Newer configs spell the kind `rope_type`, older ones `type`. When both are given,
   // `rope_type` wins (as in transformers' rope_parameters standardisation).
   const char* key = scaling.contains("rope_type") && !scaling["rope_type"].is_null()
@@ -95,7 +49,8 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& doc, int64_t max_positi
   } else if (kind == "dynamic") {
     r.kind = RopeScaling::Kind::kDynamic;
     if (max_position_embeddings <= 0) {
-      return FieldError("max_position_embeddings", "is required for rope_scaling 'dynamic'");
+      return ConfigFieldError("max_position_embeddings",
+                              "is required for rope_scaling 'dynamic'");
     }
   } else if (kind == "llama3") {
     r.kind = RopeScaling::Kind::kLlama3;
@@ -126,17 +81,14 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& doc, int64_t max_positi
 }  // namespace
 
 absl::StatusOr<std::string> ModelTypeOf(absl::string_view config_json) {
-  ASSIGN_OR_RETURN(json doc, ParseObject(config_json));
-  if (!doc.contains("model_type") || !doc["model_type"].is_string()) {
-    return FieldError("model_type", "is required (a string)");
-  }
-  return doc["model_type"].get<std::string>();
+  ASSIGN_OR_RETURN(json doc, ParseConfigObject(config_json));
+  return ConfigModelType(doc);
 }
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
-  ASSIGN_OR_RETURN(json doc, ParseObject(config_json));
+  ASSIGN_OR_RETURN(json doc, ParseConfigObject(config_json));
   LlamaConfig c;
-  ASSIGN_OR_RETURN(c.model_type, ModelTypeOf(config_json));
+  ASSIGN_OR_RETURN(c.model_type, ConfigModelType(doc));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type '", c.model_type,
@@ -148,12 +100,12 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
                                                  doc["hidden_act"].get<std::string>(),
                                                  "' is not supported (only silu)"));
   }
-  ASSIGN_OR_RETURN(c.hidden_size, PositiveInt(doc, "hidden_size"));
-  ASSIGN_OR_RETURN(c.intermediate_size, PositiveInt(doc, "intermediate_size"));
-  ASSIGN_OR_RETURN(c.num_hidden_layers, PositiveInt(doc, "num_hidden_layers"));
-  ASSIGN_OR_RETURN(c.num_attention_heads, PositiveInt(doc, "num_attention_heads"));
+  ASSIGN_OR_RETURN(c.hidden_size, ConfigPositiveInt(doc, "hidden_size"));
+  ASSIGN_OR_RETURN(c.intermediate_size, ConfigPositiveInt(doc, "intermediate_size"));
+  ASSIGN_OR_RETURN(c.num_hidden_layers, ConfigPositiveInt(doc, "num_hidden_layers"));
+  ASSIGN_OR_RETURN(c.num_attention_heads, ConfigPositiveInt(doc, "num_attention_heads"));
   ASSIGN_OR_RETURN(c.num_key_value_heads,
-                   PositiveInt(doc, "num_key_value_heads", c.num_attention_heads));
+                   ConfigPositiveInt(doc, "num_key_value_heads", c.num_attention_heads));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.json: num_attention_heads (", c.num_attention_heads,
@@ -165,38 +117,26 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view config_json) {
         "num_attention_heads (", c.num_attention_heads, ") and there is no head_dim"));
   }
   ASSIGN_OR_RETURN(c.head_dim,
-                   PositiveInt(doc, "head_dim", c.hidden_size / c.num_attention_heads));
-  if (c.head_dim % 2 != 0) return FieldError("head_dim", "must be even for RoPE");
-  ASSIGN_OR_RETURN(c.rms_norm_eps, PositiveNumber(doc, "rms_norm_eps", 1e-6));
-  ASSIGN_OR_RETURN(c.rope_theta, PositiveNumber(doc, "rope_theta", 10000.0));
-  ASSIGN_OR_RETURN(c.vocab_size, PositiveInt(doc, "vocab_size"));
-  ASSIGN_OR_RETURN(c.tie_word_embeddings, Bool(doc, "tie_word_embeddings", false));
-  ASSIGN_OR_RETURN(c.bos_token_id, OptionalTokenId(doc, "bos_token_id"));
-  if (doc.contains("eos_token_id") && !doc["eos_token_id"].is_null()) {
-    const json& eos = doc["eos_token_id"];
-    if (eos.is_array()) {
-      for (const json& id : eos) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-          return FieldError("eos_token_id", "must be an integer or a list of integers");
-        }
-        c.eos_token_ids.push_back(id.get<int64_t>());
-      }
-    } else {
-      ASSIGN_OR_RETURN(std::optional<int64_t> id, OptionalTokenId(doc, "eos_token_id"));
-      c.eos_token_ids.push_back(*id);
-    }
-  }
+                   ConfigPositiveInt(doc, "head_dim", c.hidden_size / c.num_attention_heads));
+  if (c.head_dim % 2 != 0) return ConfigFieldError("head_dim", "must be even for RoPE");
+  ASSIGN_OR_RETURN(c.rms_norm_eps, ConfigPositiveNumber(doc, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(c.rope_theta, ConfigPositiveNumber(doc, "rope_theta", 10000.0));
+  ASSIGN_OR_RETURN(c.vocab_size, ConfigPositiveInt(doc, "vocab_size"));
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, ConfigBool(doc, "tie_word_embeddings", false));
+  ASSIGN_OR_RETURN(c.bos_token_id, ConfigOptionalTokenId(doc, "bos_token_id"));
+  ASSIGN_OR_RETURN(c.eos_token_ids, ConfigEosTokenIds(doc));
   if (doc.contains("torch_dtype") && doc["torch_dtype"].is_string()) {
     c.torch_dtype = doc["torch_dtype"].get<std::string>();
   }
-  ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(doc, "max_position_embeddings", 0));
+  ASSIGN_OR_RETURN(c.max_position_embeddings,
+                   ConfigPositiveInt(doc, "max_position_embeddings", 0));
   ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(doc, c.max_position_embeddings));
   if (c.model_type == "mistral" && doc.contains("sliding_window") &&
       !doc["sliding_window"].is_null()) {
-    ASSIGN_OR_RETURN(int64_t window, PositiveInt(doc, "sliding_window"));
+    ASSIGN_OR_RETURN(int64_t window, ConfigPositiveInt(doc, "sliding_window"));
     c.sliding_window = window;
   }
-  ASSIGN_OR_RETURN(bool attention_bias, Bool(doc, "attention_bias", false));
+  ASSIGN_OR_RETURN(bool attention_bias, ConfigBool(doc, "attention_bias", false));
   if (c.model_type == "qwen2") {
     c.qkv_bias = true;
   } else if (attention_bias) {

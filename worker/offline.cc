@@ -41,8 +41,15 @@ constexpr int kExitUsage = 2;
 
 const FlagSpec kHelpFlag{"help", true, "print this help and exit"};
 const FlagSpec kCheckpointFlag{"checkpoint", false, "Hugging Face checkpoint folder", "DIR"};
-const FlagSpec kTokenizerFlag{"tokenizer", false,
-                              "SentencePiece model (default: DIR/tokenizer.model)", "FILE"};
+const FlagSpec kTokenizerFlag{
+    "tokenizer", false,
+    "tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE) to use instead of the "
+    "checkpoint's (default: DIR/tokenizer.model, else DIR/tokenizer.json)",
+    "FILE"};
+const FlagSpec kDeviceFlag{"device", false,
+                           "cpu (default), cuda or cuda:K; CUDA keeps fp16/bf16 weights in "
+                           "their dtype, the CPU computes in float32",
+                           "DEVICE"};
 const FlagSpec kThreadsFlag{"threads", false, "CPU threads for libtorch (default: all cores)",
                             "N"};
 const FlagSpec kJsonFlag{"json", true, "print JSON instead of a table"};
@@ -50,6 +57,14 @@ const FlagSpec kJsonFlag{"json", true, "print JSON instead of a table"};
 int Fail(const absl::Status& status) {
   std::cerr << "error: " << status.message() << std::endl;
   return kExitFailure;
+}
+
+// The checkpoint's model on the --device of `args` (default cpu).
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelOnDevice(const TensorSource& source,
+                                                                 const ParsedArgs& args) {
+  ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(args.Get("device", "cpu")));
+  ASSIGN_OR_RETURN(const WeightPlacement placement, ChoosePlacement(source, device));
+  return LoadLanguageModel(source, placement);
 }
 
 int UsageError(absl::string_view message, absl::string_view command) {
@@ -112,7 +127,7 @@ int RunLogprobsCommand(const std::vector<std::string>& argv) {
       kCheckpointFlag,
       {"tokens", false, "comma-separated token ids (no tokenizer needed, no BOS added)", "IDS"},
       {"text", false, "text to tokenize (BOS added per the checkpoint's rule)", "TEXT"},
-      kTokenizerFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
+      kTokenizerFlag, kDeviceFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
   auto args = ParseArgs(argv, specs);
   if (!args.ok()) return UsageError(args.status().message(), "logprobs");
   if (args->Has("help")) {
@@ -150,7 +165,7 @@ int RunLogprobsCommand(const std::vector<std::string>& argv) {
     tokens = *std::move(ids);
     if (tokens.empty()) return Fail(absl::InvalidArgumentError("--text encodes to no tokens"));
   }
-  auto model = LoadLanguageModel(**reader);
+  auto model = LoadModelOnDevice(**reader, *args);
   if (!model.ok()) return Fail(model.status());
   reader->reset();  // weights are copied; release the mapping
   auto logprobs = TokenLogprobs(**model, tokens);
@@ -197,7 +212,7 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
       {"bos", false, "BOS token: auto (tokenizer config, default), add or none", "MODE"},
       {"max_new_tokens_delta", false, "tokens added to each task's output_length (default 0)", "N"},
       {"batch_size", false, "generation examples decoded together (default 8)", "N"},
-      kTokenizerFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
+      kTokenizerFlag, kDeviceFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
   auto args = ParseArgs(argv, specs);
   if (!args.ok()) return UsageError(args.status().message(), "eval");
   if (args->Has("help")) {
@@ -265,7 +280,7 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   {
     auto reader = CheckpointReader::Open(dir);
     if (!reader.ok()) return Fail(reader.status());
-    auto loaded = LoadLanguageModel(**reader);
+    auto loaded = LoadModelOnDevice(**reader, *args);
     if (!loaded.ok()) return Fail(loaded.status());
     model = *std::move(loaded);
   }

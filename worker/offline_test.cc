@@ -2,6 +2,8 @@
 // (see llama_model_test.cc / tokenizer_test.cc for how they were produced).
 #include "worker/offline.h"
 
+#include <filesystem>
+
 #include <torch/torch.h>
 
 #include "common/status_matchers.h"
@@ -54,6 +56,61 @@ TEST(LogprobsCommandTest, TokensJsonMatchesReference) {
     EXPECT_NEAR(out["token_logprobs"][i].get<double>(),
                 expected["token_logprobs"][i].get<double>(), 1e-4);
   }
+}
+
+// Every committed reference fixture, through the command a user runs: the Llama family
+// (tests/reference/llama_reference.py), GPT-NeoX (gpt_neox_reference.py), GPT-2
+// (gpt2_reference.py) and the same gqa model in every file format
+// (make_format_fixtures.py; bf16 is compared with its own rounding, see
+// checkpoint_formats_test.cc). Each expected.json was computed by an independent NumPy
+// float64 implementation.
+TEST(LogprobsCommandTest, EveryFamilyAndFormatMatchesItsReference) {
+  const std::string root = SourceDir() + "/tests/fixtures/";
+  int checked = 0;
+  for (const char* family : {"llama", "gpt_neox", "gpt2", "formats"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(root + family)) {
+      const std::string dir = entry.path().string();
+      const bool own_expected = std::filesystem::exists(dir + "/expected.json");
+      if (!std::filesystem::exists(dir + "/config.json")) continue;
+      const bool bf16 = entry.path().filename() == "bf16" && std::string(family) == "formats";
+      nlohmann::json expected =
+          ReadJson(own_expected ? dir + "/expected.json" : LlamaFixture("gqa") + "/expected.json");
+      std::string tokens;
+      for (const auto& t : expected["tokens"]) {
+        tokens += (tokens.empty() ? "" : ",") + std::to_string(t.get<int64_t>());
+      }
+      CommandResult r = RunCommand(RunLogprobsCommand, {"--checkpoint", dir, "--tokens", tokens,
+                                                        "--json", "--threads", "1"});
+      ASSERT_EQ(r.exit_code, 0) << dir << ": " << r.err;
+      nlohmann::json out = nlohmann::json::parse(r.out);
+      ASSERT_EQ(out["token_logprobs"].size(), expected["tokens"].size()) << dir;
+      for (size_t i = 1; i < out["token_logprobs"].size(); ++i) {
+        // The fp32 reference of the gqa weights vs their bf16 rounding: see
+        // checkpoint_formats_test.cc for the measured 0.03 and the bound.
+        EXPECT_NEAR(out["token_logprobs"][i].get<double>(),
+                    expected["token_logprobs"][i].get<double>(), bf16 ? 0.1 : 1e-4)
+            << dir << " token " << i;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 25);
+}
+
+TEST(LogprobsCommandTest, DeviceFlagIsValidated) {
+  CommandResult bad = RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"),
+                                                      "--tokens", "1,2", "--device", "tpu"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("'tpu' is not one of cpu, cuda, cuda:K"));
+  if (!torch::cuda::is_available()) {
+    CommandResult cuda = RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"),
+                                                         "--tokens", "1,2", "--device", "cuda:0"});
+    EXPECT_EQ(cuda.exit_code, 1);
+    EXPECT_THAT(cuda.err, HasSubstr("no CUDA device"));
+  }
+  CommandResult cpu = RunCommand(RunLogprobsCommand, {"--checkpoint", LlamaFixture("gqa"),
+                                                      "--tokens", "1,2", "--device", "cpu"});
+  EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
 }
 
 TEST(LogprobsCommandTest, TextAddsBosAndTableIsReadable) {

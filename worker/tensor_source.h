@@ -36,6 +36,9 @@ class TensorSource {
   virtual absl::StatusOr<TensorInfo> Info(absl::string_view name) const = 0;
   // See the file comment. NOT_FOUND naming the tensor when absent.
   virtual absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const = 0;
+  // Where tensor `name` is stored, for error messages: the file path for a checkpoint
+  // folder (the shard that holds it), label() otherwise or when the tensor is absent.
+  virtual std::string Origin(absl::string_view name) const { return label(); }
 };
 
 // The torch dtype of a safetensors dtype, and back (INVALID_ARGUMENT for a torch dtype

@@ -104,6 +104,65 @@ TEST_F(CheckpointBosRuleTest, ExplicitPathOverridesFolder) {
   EXPECT_TRUE((*tokenizer)->add_bos());
 }
 
+// Byte-level BPE folders (tests/fixtures/bpe, see bpe_tokenizer_test.cc): the BOS comes
+// from the post-processor template or tokenizer_config.json, the EOS from
+// tokenizer_config.json's eos_token.
+TEST(BpeCheckpointTokenizerTest, TemplateAndConfigDecideBosAndEos) {
+  const std::string dir = CopyFixture(SourceDir() + "/tests/fixtures/bpe/llama3_style", "llama3");
+  auto tokenizer = Tokenizer::LoadForCheckpoint(dir);
+  ASSERT_OK(tokenizer);
+  EXPECT_STREQ((*tokenizer)->kind(), "bpe");
+  const int64_t begin = (*tokenizer)->bos_id();
+  EXPECT_EQ((*tokenizer)->IdToPiece(begin), "<|begin_of_text|>");
+  EXPECT_EQ((*tokenizer)->IdToPiece((*tokenizer)->eos_id()), "<|end_of_text|>");
+  EXPECT_TRUE((*tokenizer)->add_bos());
+  auto plain = (*tokenizer)->Encode("Tokyo is big.");
+  auto with_bos = (*tokenizer)->EncodeWithBos("Tokyo is big.");
+  ASSERT_OK(plain);
+  ASSERT_OK(with_bos);
+  ASSERT_EQ(with_bos->size(), plain->size() + 1);
+  EXPECT_EQ(with_bos->front(), begin);
+  EXPECT_EQ((*tokenizer)->Decode(*plain).value(), "Tokyo is big.");
+  const std::string sha = (*tokenizer)->content_sha256();
+
+  // add_bos_token false in tokenizer_config.json wins over the template, and changes the
+  // content hash (the pin covers the config).
+  nlohmann::json config = ReadJson(dir + "/tokenizer_config.json");
+  config["add_bos_token"] = false;
+  WriteText(dir + "/tokenizer_config.json", config.dump());
+  auto off = Tokenizer::LoadForCheckpoint(dir);
+  ASSERT_OK(off);
+  EXPECT_FALSE((*off)->add_bos());
+  EXPECT_EQ((*off)->EncodeWithBos("Tokyo is big.").value(), *plain);
+  EXPECT_NE((*off)->content_sha256(), sha);
+
+  // GPT-2 style: no template BOS, so none is added.
+  auto gpt2 = Tokenizer::LoadForCheckpoint(SourceDir() + "/tests/fixtures/bpe/gpt2_style");
+  ASSERT_OK(gpt2);
+  EXPECT_FALSE((*gpt2)->add_bos());
+  EXPECT_EQ((*gpt2)->IdToPiece((*gpt2)->eos_id()), "<|endoftext|>");
+}
+
+TEST(BpeCheckpointTokenizerTest, SentencePieceIsPreferredAndHashesDifferByContent) {
+  const std::string dir = CopyFixture(SourceDir() + "/tests/fixtures/bpe/gpt2_style", "both");
+  auto bpe = Tokenizer::LoadForCheckpoint(dir);
+  ASSERT_OK(bpe);
+  EXPECT_STREQ((*bpe)->kind(), "bpe");
+  std::filesystem::copy_file(TokenizerFixture(), dir + "/tokenizer.model");
+  auto spm = Tokenizer::LoadForCheckpoint(dir);
+  ASSERT_OK(spm);
+  EXPECT_STREQ((*spm)->kind(), "sentencepiece");
+  EXPECT_NE((*spm)->content_sha256(), (*bpe)->content_sha256());
+  // The same files elsewhere hash the same.
+  const std::string copy = CopyFixture(dir, "copy");
+  EXPECT_EQ(Tokenizer::LoadForCheckpoint(copy).value()->content_sha256(),
+            (*spm)->content_sha256());
+  // An explicit .json path loads BPE even beside a tokenizer.model.
+  auto forced = Tokenizer::LoadForCheckpoint(dir, dir + "/tokenizer.json");
+  ASSERT_OK(forced);
+  EXPECT_STREQ((*forced)->kind(), "bpe");
+}
+
 TEST(TokenizerTest, Errors) {
   std::string dir = ScratchDir("bad");
   WriteText(dir + "/tokenizer.model", "definitely not a protobuf");

@@ -17,11 +17,14 @@
 namespace steadyeval {
 namespace {
 
-uint64_t SafetensorsBytes(const std::string& dir) {
+// Bytes of the weight files (safetensors or PyTorch .bin) in checkpoint folder `dir`.
+uint64_t WeightBytes(const std::string& dir) {
   uint64_t bytes = 0;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (entry.is_regular_file(ec) && absl::EndsWith(entry.path().filename().string(), ".safetensors")) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) &&
+        (absl::EndsWith(name, ".safetensors") || absl::EndsWith(name, ".bin"))) {
       bytes += entry.file_size(ec);
     }
   }
@@ -34,20 +37,22 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 class TorchEvalBackend : public EvalBackend {
  public:
-  explicit TorchEvalBackend(const WindowCacheSettings& window_cache)
-      : window_sums_(WindowSumCache::Options{window_cache.budget_bytes, window_cache.rebuild_every}) {}
+  TorchEvalBackend(torch::Device device, const WindowCacheSettings& window_cache)
+      : device_(device),
+        window_sums_(WindowSumCache::Options{window_cache.budget_bytes, window_cache.rebuild_every}) {}
 
   absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer_path) override {
     const auto start = std::chrono::steady_clock::now();
     model_.reset();
     tokenizer_.reset();
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, CheckpointReader::Open(dir));
-    ASSIGN_OR_RETURN(model_, LoadLanguageModel(*reader));
+    ASSIGN_OR_RETURN(const WeightPlacement placement, ChoosePlacement(*reader, device_));
+    ASSIGN_OR_RETURN(model_, LoadLanguageModel(*reader, placement));
     ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(dir, tokenizer_path));
     default_add_bos_ = tokenizer_->add_bos();
     LoadStats stats;
     stats.seconds = SecondsSince(start);
-    stats.bytes = SafetensorsBytes(dir);
+    stats.bytes = WeightBytes(dir);
     return stats;
   }
 
@@ -68,7 +73,8 @@ class TorchEvalBackend : public EvalBackend {
     for (size_t i = 0; i < member_dirs.size(); ++i) members.push_back({member_dirs[i], member_steps[i]});
     {
       ASSIGN_OR_RETURN(std::unique_ptr<TensorMap> average, window_sums_.Average(run, members));
-      ASSIGN_OR_RETURN(model_, LoadLanguageModel(*average));
+      ASSIGN_OR_RETURN(const WeightPlacement placement, ChoosePlacement(*average, device_));
+      ASSIGN_OR_RETURN(model_, LoadLanguageModel(*average, placement));
     }
     ASSIGN_OR_RETURN(tokenizer_, Tokenizer::LoadForCheckpoint(member_dirs.back(), tokenizer_path));
     default_add_bos_ = tokenizer_->add_bos();
@@ -77,9 +83,9 @@ class TorchEvalBackend : public EvalBackend {
     // Bytes read from disk: the whole window, or the added and dropped members.
     const WindowSumCache::Path path = window_sums_.last_path();
     if (path == WindowSumCache::Path::kSlid) {
-      stats.bytes = 2 * SafetensorsBytes(member_dirs.back());
+      stats.bytes = 2 * WeightBytes(member_dirs.back());
     } else if (path != WindowSumCache::Path::kReused) {
-      for (const std::string& dir : member_dirs) stats.bytes += SafetensorsBytes(dir);
+      for (const std::string& dir : member_dirs) stats.bytes += WeightBytes(dir);
     }
     return stats;
   }
@@ -122,6 +128,13 @@ class TorchEvalBackend : public EvalBackend {
     return tokenizer_->add_bos() ? absl::StrCat("bos ", tokenizer_->bos_id()) : "no bos";
   }
 
+  std::string TokenizerSha256() const override {
+    return tokenizer_ == nullptr ? "" : tokenizer_->content_sha256();
+  }
+  std::string TokenizerPath() const override {
+    return tokenizer_ == nullptr ? "" : tokenizer_->path();
+  }
+
   uint64_t tokens_processed() const override { return tokens_; }
 
  private:
@@ -145,6 +158,7 @@ class TorchEvalBackend : public EvalBackend {
     return n;
   }
 
+  const torch::Device device_;
   WindowSumCache window_sums_;
   std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -156,12 +170,9 @@ class TorchEvalBackend : public EvalBackend {
 
 absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
     const std::string& device, int threads, const WindowCacheSettings& window_cache) {
-  if (device != "cpu") {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", device, ": this build evaluates on cpu only (CUDA support is a later issue)"));
-  }
+  ASSIGN_OR_RETURN(const torch::Device parsed, ParseDevice(device));
   RETURN_IF_ERROR(ConfigureThreads(threads));
-  return std::unique_ptr<EvalBackend>(new TorchEvalBackend(window_cache));
+  return std::unique_ptr<EvalBackend>(new TorchEvalBackend(parsed, window_cache));
 }
 
 }  // namespace steadyeval

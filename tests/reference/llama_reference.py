@@ -22,54 +22,13 @@ expected.json: {"tokens": [...], "token_logprobs": [null, lp_1, ...],
 """
 import json
 import os
-import struct
 
 import numpy as np
 
+from reference_common import (TORCH_DTYPE, fresh_fixture_dir, log_softmax, rotate_half,
+                               store_all, write_config, write_expected, write_safetensors)
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "llama")
-
-
-def to_bf16_bits(x):
-    """float32 array -> uint16 bf16 bits, round to nearest even."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    rounding = ((bits >> 16) & 1) + 0x7FFF
-    return ((bits + rounding) >> 16).astype(np.uint16)
-
-
-def from_bf16_bits(b):
-    return (b.astype(np.uint32) << 16).view(np.float32)
-
-
-def stored(x, dtype):
-    """(bytes, the float64 values the file really holds)."""
-    if dtype == "F32":
-        a = x.astype(np.float32)
-        return a.astype("<f4").tobytes(), a.astype(np.float64)
-    if dtype == "F16":
-        a = x.astype(np.float16)
-        return a.astype("<f2").tobytes(), a.astype(np.float64)
-    if dtype == "BF16":
-        b = to_bf16_bits(x.astype(np.float32))
-        return b.astype("<u2").tobytes(), from_bf16_bits(b).astype(np.float64)
-    raise ValueError(dtype)
-
-
-def write_safetensors(path, entries):
-    """entries: list of (name, dtype, shape, bytes)."""
-    header = {}
-    offset = 0
-    for name, dtype, shape, data in entries:
-        header[name] = {"dtype": dtype, "shape": list(shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    header["__metadata__"] = {"format": "pt"}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for _, _, _, data in entries:
-            f.write(data)
 
 
 def attention_biases(cfg):
@@ -113,16 +72,6 @@ def make_weights(rng, cfg):
 
 def rms_norm(x, weight, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
-
-
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-
-
-def log_softmax(x):
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def rope_inv_freq(cfg, hd, T):
@@ -206,17 +155,9 @@ def forward(w, cfg, tokens):
 
 
 def write_fixture(name, cfg, dtype, seed, shards=1, extra_buffers=False):
-    d = os.path.join(ROOT, name)
-    os.makedirs(d, exist_ok=True)
-    for f in os.listdir(d):
-        os.remove(os.path.join(d, f))
+    d = fresh_fixture_dir(ROOT, name)
     rng = np.random.default_rng(seed)
-    raw = make_weights(rng, cfg)
-    entries, real = [], {}
-    for k, v in raw.items():
-        data, values = stored(v, dtype)
-        entries.append((k, dtype, v.shape, data))
-        real[k] = values
+    entries, real = store_all(make_weights(rng, cfg), dtype)
     if extra_buffers:  # a non-parameter buffer older checkpoints carry; must be ignored
         hd = cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
         inv = (10000.0 ** (-np.arange(0, hd, 2) / hd)).astype(np.float32)
@@ -241,19 +182,11 @@ def write_fixture(name, cfg, dtype, seed, shards=1, extra_buffers=False):
     full_cfg = dict(cfg)
     full_cfg["architectures"] = [
         {"qwen2": "Qwen2ForCausalLM"}.get(cfg["model_type"], "LlamaForCausalLM")]
-    full_cfg["torch_dtype"] = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype]
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(full_cfg, f, indent=2, sort_keys=True)
+    full_cfg["torch_dtype"] = TORCH_DTYPE[dtype]
+    write_config(d, full_cfg)
     trng = np.random.default_rng(seed + 1000)
     tokens = [1] + [int(t) for t in trng.integers(3, cfg["vocab_size"], size=15)]
-    lp = forward(real, cfg, tokens)
-    expected = {
-        "tokens": tokens,
-        "token_logprobs": [None] + [float(lp[i - 1, tokens[i]]) for i in range(1, len(tokens))],
-        "last_logprobs": [float(v) for v in lp[-1]],
-    }
-    with open(os.path.join(d, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1)
+    write_expected(d, tokens, forward(real, cfg, tokens))
 
 
 def base_cfg(**over):
