@@ -258,9 +258,10 @@ torch::Tensor GptNeoxModel::ForwardUnchecked(const torch::Tensor& ids,
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadGptNeoxModel(const TensorSource& source,
                                                                  const WeightPlacement& placement) {
-  ASSIGN_OR_RETURN(GptNeoxConfig config, ParseGptNeoxConfig(source.config_json()));
+  auto config = ParseGptNeoxConfig(source.config_json());
+  if (!config.ok()) return Annotate(config.status(), source.label());
   ASSIGN_OR_RETURN(std::unique_ptr<GptNeoxModel> model,
-                   GptNeoxModel::Create(config, source, placement));
+                   GptNeoxModel::Create(*config, source, placement));
   return std::unique_ptr<LanguageModel>(std::move(model));
 }
 

@@ -38,6 +38,7 @@
 namespace steadyeval {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using namespace testing_fixtures;
 
@@ -332,6 +333,18 @@ TEST(GptNeoxConfigTest, ErrorsNameTheField) {
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("'llama'")));
   EXPECT_THAT(ParseGptNeoxConfig("[1, 2]"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("config.json")));
+}
+
+TEST(GptNeoxConfigTest, LoadLanguageModelNamesTheCheckpointOnConfigErrors) {
+  std::string dir = CopyFixture(NeoxFixture("parallel"), "ckpt");
+  nlohmann::json config = ReadJson(dir + "/config.json");
+  config.erase("num_attention_heads");
+  WriteText(dir + "/config.json", config.dump());
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_OK(reader);
+  EXPECT_THAT(LoadLanguageModel(**reader),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("num_attention_heads"), HasSubstr("checkpoint " + dir))));
 }
 
 }  // namespace
