@@ -66,8 +66,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
   }
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
   tokenizer->path_ = model_path;
+  // Read once: the bytes are hashed, and a tokenizer.json is parsed from them.
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(model_path));
+  tokenizer->content_sha256_ = Sha256Hex(bytes);
   if (IsBpePath(model_path)) {
-    ASSIGN_OR_RETURN(tokenizer->bpe_, BpeTokenizer::Load(model_path));
+    ASSIGN_OR_RETURN(tokenizer->bpe_, BpeTokenizer::FromJson(bytes, model_path));
   } else {
     std::string error;
     tokenizer->spm_ = internal::SentencePieceBackend::Load(model_path, &error);
@@ -83,8 +86,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
         tokenizer->vocab_size()));
   }
   tokenizer->bos_rule_ = bos_rule;
-  ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
-  tokenizer->content_sha256_ = Sha256Hex(bytes);
   return tokenizer;
 }
 
