@@ -18,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
+#include "client/plot.h"
+#include "client/watch.h"
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "common/prompt.h"
@@ -88,6 +90,13 @@ const std::vector<FlagSpec>& CommandFlags() {
       {"flippiest", false, "the K examples whose raw output changes most often", "K"},
       {"format", false, "jsonl (one JSON object per line) or csv (RFC 4180, with a header)",
        "jsonl|csv"},
+      {"out", false, "the image to write: .svg (vector) or .png", "FILE.svg|FILE.png"},
+      {"variants", false,
+       "variants to draw, comma-separated (default: raw and every variant with scores)",
+       "V[,V...]"},
+      {"interval_s", false, "seconds between refreshes (default 2)", "S"},
+      {"once", true, "print one frame (or with --line one line) and exit"},
+      {"line", true, "one compact status line per refresh, printed when it changes"},
   };
   return *flags;
 }
@@ -183,6 +192,35 @@ const std::vector<CommandSpec>& Commands() {
        {"steadyeval export run42 --format jsonl > run42.jsonl",
         "steadyeval export run42 --task jsquad --variant avg@5 --format csv > jsquad.csv"},
        {"format"}},
+      {{"plot"},
+       {"NAME"},
+       {"out", "task", "variants", "last", "steps"},
+       "draw score over step per variant with the stability range shaded, and a per-example "
+       "correctness strip, as SVG or PNG; one line per variant (raw thin, averaged and "
+       "ensembled bold), the stability range shaded (by default the last 20% of raw points, "
+       "as in the stability table, or --last / --steps), and under each chart the raw "
+       "variant's per-example correctness (examples x steps: green correct, red incorrect, "
+       "amber partial, grey missing; at most the 60 examples that flip most); one chart per "
+       "task, stacked, unless --task picks one",
+       {"steadyeval plot demo --out demo.svg",
+        "steadyeval plot run42 --task jsquad --out jsquad.png",
+        "steadyeval plot run42 --task jnli --variants raw,avg@5,ens@5 --out jnli.png",
+        "steadyeval plot run42 --last 50% --out run42-half.svg"},
+       {"out"}},
+      {{"watch"},
+       {"NAME"},
+       {"interval_s", "once", "line"},
+       "a live view of a run's progress, eval lag and latest scores with sparklines; it "
+       "shows checkpoints admitted and evaluated, the eval lag (newest admitted step - newest "
+       "fully evaluated step), jobs and workers, and per task and variant the "
+       "latest score, MTV, IS and a sparkline of recent scores (scale 0..1 for scores in "
+       "[0, 1]); on a terminal the frame redraws in place until Ctrl-C, otherwise a frame is "
+       "printed only when it changes; a lost server is shown and retried; with --json, one "
+       "JSON object per line each time the data changes",
+       {"steadyeval watch demo", "steadyeval watch demo --interval_s 10",
+        "steadyeval watch demo --once", "steadyeval watch demo --line >> demo-progress.log",
+        "steadyeval watch demo --line --once",
+        "steadyeval watch demo --once --json | jq .eval_lag_steps"}},
   };
   return *commands;
 }
@@ -203,7 +241,8 @@ std::string UsageLine(const CommandSpec& c) {
     const FlagSpec* spec = FindFlag(f);
     const bool required =
         std::find(c.required_flags.begin(), c.required_flags.end(), f) != c.required_flags.end();
-    absl::StrAppend(&line, required ? " " : " [", "--", f, " ", spec->value_name,
+    absl::StrAppend(&line, required ? " " : " [", "--", f,
+                    spec->boolean ? "" : absl::StrCat(" ", spec->value_name),
                     required ? "" : "]");
   }
   return line;
@@ -986,6 +1025,20 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
     absl::Status select = SetExampleSelection(inv, nullptr);
     if (!select.ok()) return UsageError(std::string(select.message()), command);
   }
+  if (name == "watch") {
+    absl::Status flags = ValidateWatchFlags(inv);
+    if (!flags.ok()) return UsageError(std::string(flags.message()), command);
+  }
+  if (name == "plot") {
+    if (!IsPlotPath(inv.Flag("out"))) {
+      return UsageError(absl::StrCat("bad --out '", inv.Flag("out"),
+                                     "': the file name must end in .svg or .png"),
+                        command);
+    }
+    v1::GetStabilityRequest unused;
+    absl::Status range = SetStabilityRange(inv, unused);
+    if (!range.ok()) return UsageError(std::string(range.message()), command);
+  }
   if (name == "export") {
     const std::string format = absl::AsciiStrToLower(inv.Flag("format"));
     if (format != "jsonl" && format != "csv") {
@@ -1073,6 +1126,7 @@ std::string UsageText(const std::vector<std::string>& command) {
                   "  steadyeval scores demo --variant raw\n"
                   "  steadyeval stability demo --last 20%\n"
                   "  steadyeval export demo --format jsonl > demo.jsonl\n"
+                  "  steadyeval plot demo --out demo.png\n"
                   "  STEADYEVAL_SERVER=coord:50051 steadyeval jobs --json\n\n"
                   "Run 'steadyeval COMMAND --help' for a command's flags and examples.\n");
   return out;
@@ -1093,6 +1147,8 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
   if (name == "examples") return Examples(inv, stub, out);
   if (name == "export") return Export(inv, stub, out);
   if (name == "rescore") return Rescore(inv, stub, out);
+  if (name == "plot") return PlotCommand(inv, stub, out, err);
+  if (name == "watch") return ExecuteWatch(inv, stub, out);
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", name, "'"));
 }
 

@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libicu-dev
   libssl-dev
+  libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
 )
 
