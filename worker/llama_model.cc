@@ -120,18 +120,61 @@ absl::StatusOr<torch::Tensor> LlamaModel::Forward(const torch::Tensor& input_ids
   return RunForward(
       "llama", input_ids, token_mask, cache, config_.vocab_size, placement_.device,
       [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
-        if (config_.sliding_window) {
-          // The longest row in real tokens (positions count only those).
-          const int64_t longest = plan.RowLengths().max().item<int64_t>();
-          if (longest > *config_.sliding_window) {
-            return absl::UnimplementedError(absl::StrCat(
-                "llama forward: sequence of ", longest,
-                " tokens exceeds mistral sliding_window ", *config_.sliding_window,
-                " (sliding-window attention is not implemented)"));
-          }
-        }
-        return ForwardUnchecked(in.ids, plan, cache);
+        return ForwardChecked(in, plan, cache);
       });
+}
+
+absl::StatusOr<torch::Tensor> LlamaModel::ForwardForTraining(const torch::Tensor& input_ids) const {
+  RETURN_IF_ERROR(CheckForwardShapes("llama", input_ids, torch::Tensor(), nullptr));
+  return GuardTorch("llama training forward", [&]() -> absl::StatusOr<torch::Tensor> {
+    ASSIGN_OR_RETURN(ForwardInputs in,
+                     CheckForwardInputs("llama", input_ids, torch::Tensor(), nullptr,
+                                        config_.vocab_size, placement_.device));
+    return ForwardChecked(in, PlanAttention(in, nullptr), nullptr);
+  });
+}
+
+absl::StatusOr<torch::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in,
+                                                         const AttentionPlan& plan,
+                                                         KVCache* cache) const {
+  if (config_.sliding_window) {
+    // The longest row in real tokens (positions count only those).
+    const int64_t longest = plan.RowLengths().max().item<int64_t>();
+    if (longest > *config_.sliding_window) {
+      return absl::UnimplementedError(absl::StrCat(
+          "llama forward: sequence of ", longest, " tokens exceeds mistral sliding_window ",
+          *config_.sliding_window, " (sliding-window attention is not implemented)"));
+    }
+  }
+  return ForwardUnchecked(in.ids, plan, cache);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::NamedWeights() const {
+  std::vector<std::pair<std::string, torch::Tensor>> weights;
+  auto add = [&](std::string name, const torch::Tensor& t) {
+    if (t.defined()) weights.emplace_back(std::move(name), t);
+  };
+  add("model.embed_tokens.weight", embed_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    add(p + "input_layernorm.weight", l.input_norm);
+    add(p + "self_attn.q_proj.weight", l.q);
+    add(p + "self_attn.k_proj.weight", l.k);
+    add(p + "self_attn.v_proj.weight", l.v);
+    add(p + "self_attn.o_proj.weight", l.o);
+    add(p + "self_attn.q_proj.bias", l.q_bias);
+    add(p + "self_attn.k_proj.bias", l.k_bias);
+    add(p + "self_attn.v_proj.bias", l.v_bias);
+    add(p + "self_attn.o_proj.bias", l.o_bias);
+    add(p + "post_attention_layernorm.weight", l.post_norm);
+    add(p + "mlp.gate_proj.weight", l.gate);
+    add(p + "mlp.up_proj.weight", l.up);
+    add(p + "mlp.down_proj.weight", l.down);
+  }
+  add("model.norm.weight", norm_);
+  if (!config_.tie_word_embeddings) add("lm_head.weight", lm_head_);
+  return weights;
 }
 
 torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,

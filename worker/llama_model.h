@@ -24,6 +24,8 @@
 #define STEADYEVAL_WORKER_LLAMA_MODEL_H_
 
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -61,6 +63,20 @@ class LlamaModel : public LanguageModel {
   }
   const LlamaConfig& config() const { return config_; }
 
+  // Training surface (examples/toy_pretrain). Every weight the forward reads, by its
+  // Hugging Face name in checkpoint order; a tied LM head is listed once, as
+  // model.embed_tokens.weight. The handles share their TensorImpl with the model, so
+  // requires_grad_() and in-place optimizer updates on them change what Forward computes.
+  // fp32 CPU weights share storage with the TensorSource the model was created from
+  // (TensorSource contract): train a model created from tensors you own (a TensorMap).
+  std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const;
+  // The logits [B, T, V] (float32, CPU) of `input_ids` ([B, T] int64, every token real,
+  // positions 0..T-1, no cache) with autograd enabled: the same computation as Forward,
+  // differentiable with respect to the weights that require grad. INVALID_ARGUMENT for
+  // bad ids (as Forward); INTERNAL for a libtorch error. Not thread-safe with an optimizer
+  // step on the weights.
+  absl::StatusOr<torch::Tensor> ForwardForTraining(const torch::Tensor& input_ids) const;
+
  private:
   struct Layer {
     torch::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
@@ -71,6 +87,10 @@ class LlamaModel : public LanguageModel {
   // inv_freq_ or, for dynamic rope_scaling past max_position_embeddings, the [hd/2]
   // frequencies for a sequence of `length` tokens.
   torch::Tensor InvFreqForLength(int64_t length) const;
+  // The sliding-window check, then ForwardUnchecked: the body Forward and
+  // ForwardForTraining share.
+  absl::StatusOr<torch::Tensor> ForwardChecked(const ForwardInputs& in, const AttentionPlan& plan,
+                                               KVCache* cache) const;
   // `ids` valid everywhere (padding ids replaced), on the model's device.
   torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
                                  KVCache* cache) const;

@@ -9,7 +9,10 @@
 // absolute (the C++ side computes in fp32).
 #include "worker/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -19,6 +22,7 @@
 #include "worker/language_model.h"
 #include "worker/model_config.h"
 #include "worker/offline.h"
+#include "worker/tensor_source.h"
 #include "worker/test_fixtures.h"
 #include "worker/test_models.h"
 
@@ -338,6 +342,104 @@ TEST(LanguageModelTest, UnknownFamilyIsAClearError) {
   ASSERT_OK(reader);
   EXPECT_THAT(LoadLanguageModel(**reader),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("'mamba'")));
+}
+
+// ---- Training surface (examples/toy_pretrain) ----------------------------------------------
+
+// A model built from clones of fixture `name`'s weights (a TensorMap), so training may
+// update them in place; null (with a test failure) when it does not load.
+std::unique_ptr<LlamaModel> TrainableFixtureModel(const std::string& name) {
+  auto reader = CheckpointReader::Open(LlamaFixture(name));
+  EXPECT_OK(reader);
+  if (!reader.ok()) return nullptr;
+  TensorMap map("trainable " + name, (*reader)->config_json());
+  for (const std::string& tensor : (*reader)->TensorNames()) {
+    auto t = (*reader)->Tensor(tensor);
+    EXPECT_OK(t);
+    if (!t.ok() || !map.Add(tensor, t->clone()).ok()) return nullptr;
+  }
+  auto config = ParseLlamaConfig(map.config_json());
+  EXPECT_OK(config);
+  if (!config.ok()) return nullptr;
+  auto model = LlamaModel::Create(*config, map);
+  EXPECT_OK(model);
+  return model.ok() ? *std::move(model) : nullptr;
+}
+
+TEST(LlamaTrainingTest, NamedWeightsListEveryStoredTensorOnce) {
+  for (const std::string name : {"tied", "attn_bias", "gqa"}) {
+    SCOPED_TRACE(name);
+    auto model = TrainableFixtureModel(name);
+    ASSERT_NE(model, nullptr);
+    auto reader = CheckpointReader::Open(LlamaFixture(name));
+    ASSERT_OK(reader);
+    std::vector<std::string> names;
+    for (const auto& [weight, tensor] : model->NamedWeights()) {
+      names.push_back(weight);
+      EXPECT_TRUE(tensor.defined());
+    }
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (*reader)->TensorNames());
+  }
+}
+
+TEST(LlamaTrainingTest, ForwardForTrainingEqualsForward) {
+  for (const std::string name : {"gqa", "tied", "attn_bias"}) {
+    SCOPED_TRACE(name);
+    auto model = TrainableFixtureModel(name);
+    ASSERT_NE(model, nullptr);
+    for (auto& [weight, tensor] : model->NamedWeights()) tensor.requires_grad_(true);
+    const torch::Tensor ids = torch::tensor({1, 5, 9, 13, 40, 2, 7, 7, 3, 1, 4, 6}, torch::kInt64)
+                                  .view({2, 6});
+    auto inference = model->Forward(ids, nullptr);
+    auto training = model->ForwardForTraining(ids);
+    ASSERT_OK(inference);
+    ASSERT_OK(training);
+    EXPECT_TRUE(training->requires_grad());
+    EXPECT_EQ(training->sizes(), inference->sizes());
+    EXPECT_LT(MaxAbsDiff(training->detach(), *inference), kCacheTolerance);
+  }
+}
+
+TEST(LlamaTrainingTest, RejectsBadTrainingInput) {
+  auto model = TrainableFixtureModel("gqa");
+  ASSERT_NE(model, nullptr);
+  EXPECT_THAT(model->ForwardForTraining(torch::tensor({1, 100000}, torch::kInt64).view({1, 2})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside the vocabulary")));
+  EXPECT_THAT(model->ForwardForTraining(torch::tensor({1.0, 2.0}).view({1, 2})),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+}
+
+TEST(LlamaTrainingTest, AdamWStepsLowerTheLossAndChangeForward) {
+  auto model = TrainableFixtureModel("gqa");
+  ASSERT_NE(model, nullptr);
+  std::vector<torch::Tensor> params;
+  for (auto& [weight, tensor] : model->NamedWeights()) params.push_back(tensor.requires_grad_(true));
+  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(1e-2));
+  const torch::Tensor batch =
+      torch::tensor({1, 5, 9, 13, 40, 2, 7, 7, 3, 1, 4, 6, 8, 9, 10, 11}, torch::kInt64).view({2, 8});
+  const torch::Tensor inputs = batch.narrow(1, 0, 7), targets = batch.narrow(1, 1, 7);
+  auto before = model->Forward(inputs, nullptr);
+  ASSERT_OK(before);
+  auto loss_of = [&]() {
+    auto logits = model->ForwardForTraining(inputs);
+    EXPECT_OK(logits);
+    return torch::nn::functional::cross_entropy(logits->reshape({-1, logits->size(-1)}),
+                                                targets.reshape({-1}));
+  };
+  const double initial = loss_of().item<double>();
+  for (int step = 0; step < 10; ++step) {
+    torch::Tensor loss = loss_of();
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+  }
+  const double final_loss = loss_of().item<double>();
+  EXPECT_LT(final_loss, initial - 0.5) << "initial " << initial;
+  // The optimizer updated the very tensors Forward (inference) reads.
+  auto after = model->Forward(inputs, nullptr);
+  ASSERT_OK(after);
+  EXPECT_GT(MaxAbsDiff(*after, *before), 1e-3);
 }
 
 }  // namespace
