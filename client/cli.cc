@@ -270,31 +270,17 @@ absl::Status UsageError(const std::string& reason, const CommandSpec* command) {
                                                  " --help')"));
 }
 
-absl::Status ToAbsl(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-
 std::string OneLine(absl::string_view s) {
   std::string out = absl::StrReplaceAll(s, {{"\r\n", " "}, {"\n", " "}, {"\r", " "}});
   return out;
 }
 
 void SetDeadline(const Invocation& inv, grpc::ClientContext& ctx) {
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(inv.timeout_s * 1000)));
+  ::steadyeval::client::SetDeadline(inv.timeout_s, ctx);
 }
 
 void PrintJson(const Json& doc, std::ostream& out) {
   out << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-}
-
-template <typename T>
-absl::Status ReadAll(grpc::ClientReaderInterface<T>* reader, std::vector<T>& items) {
-  if (reader == nullptr) return absl::InternalError("stream could not be opened");
-  T item;
-  while (reader->Read(&item)) items.push_back(item);
-  return ToAbsl(reader->Finish());
 }
 
 std::string MakeAbsolute(const std::string& path) {
@@ -796,6 +782,17 @@ absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
 }
 
 }  // namespace
+
+absl::Status ToAbsl(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+void SetDeadline(double timeout_s, grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+}
 
 absl::StatusOr<TaskSpec> ParseTaskSpec(const std::string& spec,
                                        const std::function<bool(const std::string&)>& exists) {

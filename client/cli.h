@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 
@@ -118,6 +119,25 @@ using StubFactory =
 // The whole CLI: parse, print help, execute, map errors. Returns the process exit code.
 int RunCli(const std::vector<std::string>& args, const std::string& env_server,
            const StubFactory& make_stub, std::ostream& out, std::ostream& err);
+
+// ---- Request helpers shared by the commands (cli.cc, plot.cc, watch.cc) ----
+
+// The same code and message as an absl::Status.
+absl::Status ToAbsl(const grpc::Status& status);
+
+// Sets `ctx`'s deadline `timeout_s` seconds from now (wall clock).
+void SetDeadline(double timeout_s, grpc::ClientContext& ctx);
+
+// Appends every message of a server stream to `items`, then returns the stream's final
+// status. INTERNAL when the stub returned no stream (`reader` null). Does not take
+// ownership of `reader`.
+template <typename T>
+absl::Status ReadAll(grpc::ClientReaderInterface<T>* reader, std::vector<T>& items) {
+  if (reader == nullptr) return absl::InternalError("stream could not be opened");
+  T item;
+  while (reader->Read(&item)) items.push_back(item);
+  return ToAbsl(reader->Finish());
+}
 
 }  // namespace steadyeval::client
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "client/test_util.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -19,7 +20,6 @@
 #include "nlohmann/json.hpp"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
-#include "steadyeval/v1/eval_service_mock.grpc.pb.h"
 
 namespace steadyeval::client {
 namespace {
@@ -35,54 +35,10 @@ using ::testing::SaveArg;
 using ::testing::SetArgPointee;
 using ::testing::StartsWith;
 using json = nlohmann::json;
-using MockStub = v1::MockEvalServiceStub;
-
-// A server stream that yields `items` and then finishes with `status`.
-template <typename T>
-class FakeReader : public grpc::ClientReaderInterface<T> {
- public:
-  FakeReader(std::vector<T> items, grpc::Status status)
-      : items_(std::move(items)), status_(std::move(status)) {}
-  bool Read(T* msg) override {
-    if (next_ >= items_.size()) return false;
-    *msg = items_[next_++];
-    return true;
-  }
-  grpc::Status Finish() override { return status_; }
-  bool NextMessageSize(uint32_t* size) override {
-    if (next_ >= items_.size()) return false;
-    *size = static_cast<uint32_t>(items_[next_].ByteSizeLong());
-    return true;
-  }
-  void WaitForInitialMetadata() override {}
-
- private:
-  std::vector<T> items_;
-  grpc::Status status_;
-  size_t next_ = 0;
-};
-
-struct CliResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-  std::string server;  // the address the stub was made for
-};
-
-CliResult RunWith(const std::vector<std::string>& args, std::unique_ptr<MockStub> stub,
-                  const std::string& env_server = "") {
-  CliResult result;
-  std::ostringstream out, err;
-  auto factory = [&](const std::string& server)
-      -> std::unique_ptr<v1::EvalService::StubInterface> {
-    result.server = server;
-    return std::move(stub);
-  };
-  result.code = RunCli(args, env_server, factory, out, err);
-  result.out = out.str();
-  result.err = err.str();
-  return result;
-}
+using ::steadyeval::client::testing::CliResult;
+using ::steadyeval::client::testing::FakeReader;
+using ::steadyeval::client::testing::MockStub;
+using ::steadyeval::client::testing::RunWith;
 
 // Exactly one line on stderr, starting with "steadyeval: ".
 void ExpectOneErrorLine(const CliResult& r) {

@@ -19,6 +19,11 @@ namespace steadyeval::client {
 
 using Json = nlohmann::ordered_json;
 
+// Terminal columns `s` takes: East Asian wide characters (CJK, kana, Hangul, full-width
+// forms) count two, other code points one. With `skip_ansi_escapes`, ANSI CSI sequences
+// (ESC [ params final-byte, e.g. colours) take none.
+size_t DisplayWidth(const std::string& s, bool skip_ansi_escapes = false);
+
 // Columns separated by two spaces, each as wide as its widest cell (in terminal columns:
 // East Asian wide characters count two); `right_aligned[i]` right-aligns column i (numbers). Ends with a newline.
 std::string FormatTable(const std::vector<std::string>& header,

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/cli.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -799,24 +800,6 @@ absl::Status RenderPlot(const PlotDocument& doc, const std::string& path,
 
 namespace {
 
-absl::Status ToAbslStatus(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-
-void SetTimeout(double timeout_s, grpc::ClientContext& ctx) {
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-}
-
-template <typename T>
-absl::Status ReadStream(grpc::ClientReaderInterface<T>* reader, std::vector<T>& items) {
-  if (reader == nullptr) return absl::InternalError("stream could not be opened");
-  T item;
-  while (reader->Read(&item)) items.push_back(item);
-  return ToAbslStatus(reader->Finish());
-}
-
 // raw, then avg@n, ens@n, ens-soft@n, each by ascending n.
 bool VariantLess(const std::string& a, const std::string& b) {
   auto key = [](const std::string& v) -> std::pair<int, uint64_t> {
@@ -858,10 +841,10 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
   v1::GetRunResponse run;
   {
     grpc::ClientContext ctx;
-    SetTimeout(request.timeout_s, ctx);
+    SetDeadline(request.timeout_s, ctx);
     v1::GetRunRequest req;
     req.set_name(request.run);
-    RETURN_IF_ERROR(ToAbslStatus(stub->GetRun(&ctx, req, &run)));
+    RETURN_IF_ERROR(ToAbsl(stub->GetRun(&ctx, req, &run)));
   }
   std::vector<std::string> run_tasks;
   for (const v1::TaskRef& t : run.run().config().tasks()) run_tasks.push_back(t.name());
@@ -878,11 +861,11 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
   std::vector<v1::Score> scores;
   {
     grpc::ClientContext ctx;
-    SetTimeout(request.timeout_s, ctx);
+    SetDeadline(request.timeout_s, ctx);
     v1::GetScoresRequest req;
     req.set_run(request.run);
     req.set_task(request.task);
-    RETURN_IF_ERROR(ReadStream(stub->GetScores(&ctx, req).get(), scores));
+    RETURN_IF_ERROR(ReadAll(stub->GetScores(&ctx, req).get(), scores));
   }
   // task -> variant -> step -> score; the metric per task.
   std::map<std::string, std::map<std::string, std::map<uint64_t, double>>> by_task;
@@ -946,9 +929,9 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
       req.set_run(request.run);
       req.set_task(task);
       grpc::ClientContext ctx;
-      SetTimeout(request.timeout_s, ctx);
+      SetDeadline(request.timeout_s, ctx);
       v1::GetStabilityResponse resp;
-      RETURN_IF_ERROR(ToAbslStatus(stub->GetStability(&ctx, req, &resp)));
+      RETURN_IF_ERROR(ToAbsl(stub->GetStability(&ctx, req, &resp)));
       if (resp.has_range()) {
         panel.shaded = StepSpan{resp.range().from_step(), resp.range().to_step()};
         panel.shaded_label = RangeLabel(request.range);
@@ -965,7 +948,7 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
       req.set_variant("raw");
       grpc::ClientContext ctx;  // no deadline: a stream as long as the predictions
       std::vector<v1::ExportedPrediction> predictions;
-      RETURN_IF_ERROR(ReadStream(stub->ExportPredictions(&ctx, req).get(), predictions));
+      RETURN_IF_ERROR(ReadAll(stub->ExportPredictions(&ctx, req).get(), predictions));
       std::vector<StripValue> values;
       values.reserve(predictions.size());
       for (const v1::ExportedPrediction& p : predictions) {

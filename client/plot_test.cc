@@ -20,10 +20,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/test_util.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "steadyeval/v1/eval_service_mock.grpc.pb.h"
 
 namespace steadyeval::client {
 namespace {
@@ -37,7 +37,10 @@ using ::testing::Not;
 using ::testing::Return;
 using ::testing::SaveArg;
 using ::testing::SetArgPointee;
-using MockStub = v1::MockEvalServiceStub;
+using ::steadyeval::client::testing::CliResult;
+using ::steadyeval::client::testing::FakeReader;
+using ::steadyeval::client::testing::MockStub;
+using ::steadyeval::client::testing::RunWith;
 
 class TempDir {
  public:
@@ -450,48 +453,6 @@ TEST(RenderPlotTest, RealisticSamples) {
 }
 
 // ---- The command, against the generated mock ----
-
-template <typename T>
-class FakeReader : public grpc::ClientReaderInterface<T> {
- public:
-  FakeReader(std::vector<T> items, grpc::Status status)
-      : items_(std::move(items)), status_(std::move(status)) {}
-  bool Read(T* msg) override {
-    if (next_ >= items_.size()) return false;
-    *msg = items_[next_++];
-    return true;
-  }
-  grpc::Status Finish() override { return status_; }
-  bool NextMessageSize(uint32_t* size) override {
-    if (next_ >= items_.size()) return false;
-    *size = static_cast<uint32_t>(items_[next_].ByteSizeLong());
-    return true;
-  }
-  void WaitForInitialMetadata() override {}
-
- private:
-  std::vector<T> items_;
-  grpc::Status status_;
-  size_t next_ = 0;
-};
-
-struct CliResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-CliResult RunWith(const std::vector<std::string>& args, std::unique_ptr<MockStub> stub) {
-  CliResult result;
-  std::ostringstream out, err;
-  auto factory = [&](const std::string&) -> std::unique_ptr<v1::EvalService::StubInterface> {
-    return std::move(stub);
-  };
-  result.code = RunCli(args, "", factory, out, err);
-  result.out = out.str();
-  result.err = err.str();
-  return result;
-}
 
 v1::GetRunResponse DemoRun() {
   v1::GetRunResponse resp;

@@ -38,24 +38,6 @@ constexpr char kClearHome[] = "\033[H\033[2J";
 constexpr char kHideCursor[] = "\033[?25l";
 constexpr char kShowCursor[] = "\033[?25h";
 
-absl::Status ToAbsl(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-
-void SetDeadline(double timeout_s, grpc::ClientContext& ctx) {
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-}
-
-template <typename T>
-absl::Status ReadAll(grpc::ClientReaderInterface<T>* reader, std::vector<T>& items) {
-  if (reader == nullptr) return absl::InternalError("stream could not be opened");
-  T item;
-  while (reader->Read(&item)) items.push_back(item);
-  return ToAbsl(reader->Finish());
-}
-
 // Names the run in a NOT_FOUND whose message does not.
 absl::Status NameRun(absl::Status status, const std::string& run) {
   if (status.code() != absl::StatusCode::kNotFound ||
@@ -108,38 +90,7 @@ std::string TimeText(const RenderOptions& options, const char* format) {
 }  // namespace
 
 size_t WatchDisplayWidth(const std::string& s) {
-  size_t width = 0;
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == 0x1B && i + 1 < s.size() && s[i + 1] == '[') {  // CSI: ESC [ params final
-      i += 2;
-      while (i < s.size() && !(s[i] >= 0x40 && s[i] <= 0x7E)) ++i;
-      ++i;
-      continue;
-    }
-    uint32_t cp = c;
-    size_t len = 1;
-    if (c >= 0xF0) {
-      cp = c & 0x07;
-      len = 4;
-    } else if (c >= 0xE0) {
-      cp = c & 0x0F;
-      len = 3;
-    } else if (c >= 0xC0) {
-      cp = c & 0x1F;
-      len = 2;
-    }
-    for (size_t k = 1; k < len && i + k < s.size(); ++k) {
-      cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    }
-    i += len;
-    const bool wide = (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) ||
-                      (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
-                      (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
-                      (cp >= 0xFFE0 && cp <= 0xFFE6) || (cp >= 0x20000 && cp <= 0x3FFFD);
-    width += wide ? 2 : 1;
-  }
-  return width;
+  return DisplayWidth(s, /*skip_ansi_escapes=*/true);
 }
 
 std::string Sparkline(const std::vector<double>& all_values, size_t max_points) {
