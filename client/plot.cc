@@ -1,11 +1,14 @@
 #include "client/plot.h"
 
+#include <unistd.h>
+
 #include <cairo.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -608,8 +611,11 @@ absl::StatusOr<std::string> RenderPng(const PlotDocument& doc, const PlotLayout&
   return bytes;
 }
 
+// Writes `bytes` to a temporary file next to `path` and renames it into place, so `path`
+// is never left half-written (a viewer or a crash sees the old file or the new one).
 absl::Status WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot write plot to ", path, ": ", std::strerror(errno)));
@@ -617,8 +623,16 @@ absl::Status WriteBytes(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   out.close();
   if (!out) {
+    const int error = errno;
+    std::remove(tmp.c_str());
     return absl::DataLossError(
-        absl::StrCat("error writing plot to ", path, ": ", std::strerror(errno), " (disk full?)"));
+        absl::StrCat("error writing plot to ", path, ": ", std::strerror(error), " (disk full?)"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(tmp.c_str());
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write plot to ", path, ": ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

@@ -21,10 +21,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEMO=${DEMO_DIR:-$ROOT/demo-data}
 
+# Stops the processes listed in $DEMO/pids ("PID NAME" lines), each only if that PID still
+# runs NAME (a PID reused after a reboot is left alone).
 stop_services() {
   [ -f "$DEMO/pids" ] || return 0
   while read -r pid name; do
-    if kill "$pid" 2>/dev/null; then echo "stopped $name (pid $pid)"; fi
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "/$name "; then
+      kill "$pid" 2>/dev/null && echo "stopped $name (pid $pid)"
+    fi
   done <"$DEMO/pids"
   rm -f "$DEMO/pids"
 }
@@ -48,6 +52,11 @@ for b in steadyeval-server steadyeval-worker steadyeval steadyeval-toy-train ste
   [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b is missing; build first (scripts/build.sh)" >&2; exit 1; }
 done
 
+if [ -d "$DEMO" ] && [ -n "$(ls -A "$DEMO")" ] && [ ! -d "$DEMO/checkpoints" ]; then
+  echo "demo: $DEMO exists and is not a demo folder (no checkpoints/); the demo empties its" \
+       "folder, so choose another DEMO_DIR or remove it yourself" >&2
+  exit 1
+fi
 stop_services >/dev/null 2>&1 || true
 rm -rf "$DEMO"
 mkdir -p "$DEMO/checkpoints" "$DEMO/logs" "$DEMO/plots"
