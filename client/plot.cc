@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/cli.h"
+#include "client/format.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -813,20 +814,6 @@ absl::Status RenderPlot(const PlotDocument& doc, const std::string& path,
 // ---- Fetching ----
 
 namespace {
-
-// raw, then avg@n, ens@n, ens-soft@n, each by ascending n.
-bool VariantLess(const std::string& a, const std::string& b) {
-  auto key = [](const std::string& v) -> std::pair<int, uint64_t> {
-    if (v == "raw") return {0, 0};
-    const size_t at = v.find('@');
-    uint64_t n = 0;
-    if (at != std::string::npos) absl::SimpleAtoi(v.substr(at + 1), &n);
-    const std::string kind = v.substr(0, at);
-    return {kind == "avg" ? 1 : kind == "ens" ? 2 : kind == "ens-soft" ? 3 : 4, n};
-  };
-  auto ka = key(a), kb = key(b);
-  return ka != kb ? ka < kb : a < b;
-}
 
 std::string RangeLabel(const v1::GetStabilityRequest& range) {
   switch (range.range_case()) {
