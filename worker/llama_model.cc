@@ -125,13 +125,13 @@ absl::StatusOr<torch::Tensor> LlamaModel::Forward(const torch::Tensor& input_ids
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::ForwardForTraining(const torch::Tensor& input_ids) const {
-  RETURN_IF_ERROR(CheckForwardShapes("llama", input_ids, torch::Tensor(), nullptr));
-  return GuardTorch("llama training forward", [&]() -> absl::StatusOr<torch::Tensor> {
-    ASSIGN_OR_RETURN(ForwardInputs in,
-                     CheckForwardInputs("llama", input_ids, torch::Tensor(), nullptr,
-                                        config_.vocab_size, placement_.device));
-    return ForwardChecked(in, PlanAttention(in, nullptr), nullptr);
-  });
+  return RunForward(
+      "llama", input_ids, torch::Tensor(), /*cache=*/nullptr, config_.vocab_size,
+      placement_.device,
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
+        return ForwardChecked(in, plan, /*cache=*/nullptr);
+      },
+      Autograd::kOn);
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in,

@@ -220,10 +220,10 @@ absl::StatusOr<torch::Tensor> RunForward(absl::string_view family,
                                          const torch::Tensor& input_ids,
                                          const torch::Tensor& token_mask, KVCache* cache,
                                          int64_t vocab_size, torch::Device device,
-                                         ForwardBody body) {
+                                         ForwardBody body, Autograd autograd) {
   RETURN_IF_ERROR(CheckForwardShapes(family, input_ids, token_mask, cache));
   return GuardTorch(absl::StrCat(family, " forward"), [&]() -> absl::StatusOr<torch::Tensor> {
-    c10::InferenceMode inference;
+    c10::InferenceMode inference(/*enabled=*/autograd == Autograd::kOff);
     ASSIGN_OR_RETURN(ForwardInputs in, CheckForwardInputs(family, input_ids, token_mask, cache,
                                                           vocab_size, device));
     return body(in, PlanAttention(in, cache));

@@ -124,9 +124,14 @@ torch::Tensor LayerNormFloat32(const torch::Tensor& x, const torch::Tensor& weig
 using ForwardBody =
     absl::FunctionRef<absl::StatusOr<torch::Tensor>(const ForwardInputs&, const AttentionPlan&)>;
 
+// Whether a forward records autograd history: never for evaluation (kOff, run under
+// c10::InferenceMode); kOn for training (LlamaModel::ForwardForTraining).
+enum class Autograd { kOff, kOn };
+
 // The frame every family's LanguageModel::Forward shares: CheckForwardShapes, then in
-// GuardTorch("<family> forward") under c10::InferenceMode, CheckForwardInputs against
-// `vocab_size` and `device`, PlanAttention with `cache`, and `body`. Errors: those of the
+// GuardTorch("<family> forward") under c10::InferenceMode unless `autograd` is kOn,
+// CheckForwardInputs against `vocab_size` and `device`, PlanAttention with `cache`, and
+// `body`. Errors: those of the
 // checks and of `body`; INTERNAL for a libtorch exception (the cache then keeps its length
 // and mask; its buffers may have grown and have scratch slots written, which changes
 // nothing it holds).
@@ -134,7 +139,7 @@ absl::StatusOr<torch::Tensor> RunForward(absl::string_view family,
                                          const torch::Tensor& input_ids,
                                          const torch::Tensor& token_mask, KVCache* cache,
                                          int64_t vocab_size, torch::Device device,
-                                         ForwardBody body);
+                                         ForwardBody body, Autograd autograd = Autograd::kOff);
 
 }  // namespace steadyeval
 

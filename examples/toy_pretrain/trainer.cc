@@ -25,6 +25,7 @@
 #include "worker/llama_model.h"
 #include "worker/model_config.h"
 #include "worker/offline.h"
+#include "tests/fixtures/llama_layout.h"
 #include "worker/tensor_source.h"
 #include "worker/tokenizer.h"
 #include "worker/torch_status.h"
@@ -67,50 +68,24 @@ absl::StatusOr<TokenStream> Tokenize(const Tokenizer& tokenizer,
   return stream;
 }
 
-// Every weight of the toy Llama (untied head, no biases) with its shape, by Hugging Face
-// name (MODELS.md's Llama table).
-std::vector<std::pair<std::string, std::vector<int64_t>>> WeightShapes(const TrainerOptions& o,
-                                                                      int64_t vocab) {
-  const int64_t H = o.hidden, I = o.intermediate, hd = o.hidden / o.heads;
-  const int64_t kv = o.kv_heads * hd;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
-      {"model.embed_tokens.weight", {vocab, H}}};
-  for (int i = 0; i < o.layers; ++i) {
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    shapes.push_back({p + "input_layernorm.weight", {H}});
-    shapes.push_back({p + "self_attn.q_proj.weight", {H, H}});
-    shapes.push_back({p + "self_attn.k_proj.weight", {kv, H}});
-    shapes.push_back({p + "self_attn.v_proj.weight", {kv, H}});
-    shapes.push_back({p + "self_attn.o_proj.weight", {H, H}});
-    shapes.push_back({p + "post_attention_layernorm.weight", {H}});
-    shapes.push_back({p + "mlp.gate_proj.weight", {I, H}});
-    shapes.push_back({p + "mlp.up_proj.weight", {I, H}});
-    shapes.push_back({p + "mlp.down_proj.weight", {H, I}});
-  }
-  shapes.push_back({"model.norm.weight", {H}});
-  shapes.push_back({"lm_head.weight", {vocab, H}});
-  return shapes;
+// The toy model's layout (untied head, no biases): MODELS.md's Llama table, as the fixture
+// writer lays it out.
+fixtures::LlamaShape ModelShape(const TrainerOptions& o, int64_t vocab) {
+  fixtures::LlamaShape shape;
+  shape.hidden = o.hidden;
+  shape.layers = o.layers;
+  shape.heads = o.heads;
+  shape.kv_heads = o.kv_heads;
+  shape.intermediate = o.intermediate;
+  shape.vocab = vocab;
+  return shape;
 }
 
-// config.json of the toy model: a Hugging Face LlamaConfig, fp32, bos 1, eos 2.
+// config.json of the toy model: a Hugging Face LlamaConfig, fp32, bos 1, eos 2, with
+// `positions` positions.
 std::string ConfigJson(const TrainerOptions& o, int64_t vocab, int64_t positions) {
-  const nlohmann::ordered_json config = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
-      {"vocab_size", vocab},
-      {"hidden_size", o.hidden},
-      {"intermediate_size", o.intermediate},
-      {"num_hidden_layers", o.layers},
-      {"num_attention_heads", o.heads},
-      {"num_key_value_heads", o.kv_heads},
-      {"hidden_act", "silu"},
-      {"max_position_embeddings", positions},
-      {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0},
-      {"tie_word_embeddings", false},
-      {"bos_token_id", kBosId},
-      {"eos_token_id", 2},
-      {"torch_dtype", "float32"}};
+  nlohmann::ordered_json config = fixtures::LlamaConfigJson(ModelShape(o, vocab), DType::kF32);
+  config["max_position_embeddings"] = positions;
   return config.dump(2) + "\n";
 }
 
@@ -118,12 +93,12 @@ std::string ConfigJson(const TrainerOptions& o, int64_t vocab, int64_t positions
 absl::StatusOr<std::unique_ptr<TensorMap>> InitialWeights(const TrainerOptions& o, int64_t vocab,
                                                           const std::string& config_json) {
   auto map = std::make_unique<TensorMap>("toy model (random init)", config_json);
-  for (const auto& [name, shape] : WeightShapes(o, vocab)) {
-    const bool norm = absl::EndsWith(name, "norm.weight");
+  for (const TensorInfo& info : fixtures::LlamaTensors(ModelShape(o, vocab), DType::kF32)) {
+    const bool norm = absl::EndsWith(info.name, "norm.weight");
     ASSIGN_OR_RETURN(torch::Tensor t, GuardTorch("toy init", [&]() -> absl::StatusOr<torch::Tensor> {
-                       return norm ? torch::ones(shape) : torch::randn(shape) * 0.02;
+                       return norm ? torch::ones(info.shape) : torch::randn(info.shape) * 0.02;
                      }));
-    RETURN_IF_ERROR(map->Add(name, std::move(t)));
+    RETURN_IF_ERROR(map->Add(info.name, std::move(t)));
   }
   return map;
 }
