@@ -826,7 +826,12 @@ std::vector<Analytics::VariantFigures> Analytics::DefaultRangeFigures(const std:
     VariantFigures f;
     f.variant = std::get<2>(it->first);
     const StabilityIndex& index = it->second;
-    if (index.size() > 0) f.latest_score = index.ScoreAt(index.Steps().back());
+    if (index.size() > 0) {
+      const std::vector<uint64_t> steps = index.Steps();
+      f.latest_step = steps.back();
+      f.latest_score = index.ScoreAt(steps.back());
+      if (steps.size() >= 2) f.previous_score = index.ScoreAt(steps[steps.size() - 2]);
+    }
     if (range.has_value()) f.figures = index.Query(range->from_step, range->to_step);
     out.push_back(std::move(f));
   }

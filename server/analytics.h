@@ -142,11 +142,14 @@ class Analytics {
   absl::Status ExportPredictions(const v1::Run& run, const v1::ExportPredictionsRequest& r,
                                  const std::function<bool(const v1::ExportedPrediction&)>& visit);
 
-  // Per variant of one task: the latest score and the figures over the default range
-  // (the gauges of DESIGN §9).
+  // Per variant of one task: the newest point (its score and step), the score of the
+  // point before it, and the figures over the default range (the gauges of DESIGN §9).
+  // Each is nullopt when the variant has no such point.
   struct VariantFigures {
     std::string variant;
     std::optional<double> latest_score;
+    std::optional<uint64_t> latest_step;
+    std::optional<double> previous_score;
     StabilityFigures figures;
   };
   std::vector<VariantFigures> DefaultRangeFigures(const std::string& run, const std::string& task);

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -122,7 +124,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
     return true;
   }));
   std::vector<v1::Run> runs;
-  for (const auto& [name, state] : c->runs_) runs.push_back(state->run);
+  for (const auto& [name, state] : c->runs_) {
+    runs.push_back(state->run);
+    c->metrics_.AddRun(name);
+  }
   lock.Release();  // analytics before mu_ (see the lock order in coordinator.h)
   Coordinator* self = c.get();
   c->analytics_ = std::make_unique<Analytics>(
@@ -135,6 +140,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
     for (const v1::TaskRef& ref : run.config().tasks()) tasks.emplace(name, ref.name());
   }
   c->RefreshStabilityGauges(tasks);
+  c->RefreshGauges();
   return c;
 }
 
@@ -316,6 +322,7 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
   state->run = run;
   RunState& ref = *state;
   runs_[name] = std::move(state);
+  metrics_.AddRun(name);
   if (started_ && !stopping_) StartPoller(ref);
   return run;
 }
@@ -568,7 +575,7 @@ absl::StatusOr<bool> Coordinator::Admit(const v1::Run& run, const DiscoveredChec
     update.Committed();
     touched = update.TouchedTasks();
   }
-  metrics_.CheckpointDiscovered(name);
+  metrics_.CheckpointAdmitted(name);
   RefreshStabilityGauges(touched);
   return true;
 }
@@ -581,11 +588,22 @@ absl::Status Coordinator::PollRun(RunState& state) {
     ASSIGN_OR_RETURN(state.discovery, discovery_factory_(state.run.config()));
     for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
       state.discovery->MarkKnown(c.step());
+      state.seen_steps.insert(c.step());
     }
   }
   ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, state.discovery->Poll());
+  const std::vector<PendingDiscovery> pending = state.discovery->Pending();
+  int64_t oldest_seen_nanos = clock_->MonotonicNanos();
+  for (const PendingDiscovery& p : pending) {
+    if (state.seen_steps.insert(p.step).second) metrics_.CheckpointDiscovered(name);
+    oldest_seen_nanos = std::min(oldest_seen_nanos, p.first_seen_nanos);
+  }
+  metrics_.SetIncompleteCheckpoints(
+      name, static_cast<int>(pending.size()),
+      (clock_->MonotonicNanos() - oldest_seen_nanos) / 1e9);
   bool admitted = false;
   for (const DiscoveredCheckpoint& c : found) {
+    if (state.seen_steps.insert(c.step).second) metrics_.CheckpointDiscovered(name);
     ASSIGN_OR_RETURN(bool added, Admit(state.run, c));
     admitted = admitted || added;
   }
@@ -766,6 +784,10 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
     ASSIGN_OR_RETURN(std::optional<v1::Job> job,
                      scheduler_->Lease(r.worker_id(), AffinityFor(r.worker_id())));
     if (job.has_value()) {
+      if (job->attempts() == 1) {
+        const int64_t waited_ms = clock_->UnixMillis() - job->created_unix_ms();
+        metrics_.JobFirstLeased(job->kind(), std::max<int64_t>(0, waited_ms) / 1e3);
+      }
       RefreshGauges();
       ASSIGN_OR_RETURN(*response.mutable_lease(), BuildLeasedJob(*job));
       response.set_has_job(true);
@@ -791,11 +813,11 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 }
 
 absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobRequest& r) {
+  TouchWorker(r.worker_id()).IgnoreError();  // heard from; the lease check is Fail's
   ASSIGN_OR_RETURN(v1::JobState state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(),
                                                         r.reason(), r.retryable()));
-  if (state == v1::JOB_FAILED) {
-    if (auto job = scheduler_->GetJob(r.job_id())) metrics_.JobFinished(job->kind(), 0);
-  }
+  CountAttemptFailure(r.job_id(),
+                      r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
   WakeWaiters();
   RefreshGauges();
   v1::FailJobResponse response;
@@ -848,6 +870,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     return absl::InvalidArgumentError("the report stream carried no messages");
   }
   const v1::ReportResultsRequest& first = chunks.front();
+  TouchWorker(first.worker_id()).IgnoreError();  // heard from; the lease check follows
   const std::string where = absl::StrCat("job ", first.job_id(), " epoch ", first.epoch());
   ASSIGN_OR_RETURN(ReportCheck check,
                    scheduler_->CheckReport(first.job_id(), first.epoch(), first.worker_id()));
@@ -1053,7 +1076,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     touched = update.TouchedTasks();
   }
   metrics_.PredictionsIngested(written);
-  metrics_.JobFinished(done.job.kind(), done.duration_seconds);
+  metrics_.JobDone(done.job.run(), done.job.kind(), done.duration_seconds);
   WakeWaiters();
   RefreshGauges();
   RefreshStabilityGauges(touched);
@@ -1065,7 +1088,7 @@ void Coordinator::RefreshStabilityGauges(
     const std::set<std::pair<std::string, std::string>>& tasks) {
   for (const auto& [run, task] : tasks) {
     for (const Analytics::VariantFigures& f : analytics_->DefaultRangeFigures(run, task)) {
-      metrics_.SetScore(run, task, f.variant, f.latest_score);
+      metrics_.SetScore(run, task, f.variant, f.latest_score, f.latest_step, f.previous_score);
       metrics_.SetStability(run, task, f.variant, f.figures.mtv, f.figures.instability);
     }
   }
@@ -1080,8 +1103,18 @@ void Coordinator::WakeWaiters() {
   wake_.SignalAll();
 }
 
+void Coordinator::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
+  std::optional<v1::Job> job = scheduler_->GetJob(job_id);
+  if (!job.has_value()) return;
+  metrics_.JobAttemptFailed(job->run(), job->kind(), reason);
+  if (job->state() != v1::JOB_FAILED) return;
+  metrics_.JobFailed(job->run(), job->kind());
+  if (job->kind() == "raw") metrics_.CheckpointFailed(job->run());
+}
+
 absl::Status Coordinator::Tick() {
   ASSIGN_OR_RETURN(std::vector<uint64_t> expired, scheduler_->ExpireLeases());
+  for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
   // Backoffs pass silently; the long polls re-check on their own period too.
   if (!expired.empty() || scheduler_->HasLeasableJob()) WakeWaiters();
   RefreshGauges();
@@ -1098,20 +1131,52 @@ void Coordinator::RefreshGauges() {
     else ++idle;
   }
   metrics_.SetWorkers(idle, busy, lost);
+  std::map<std::string, double> heartbeat_age;  // by name, the freshest worker of a name
+  for (const v1::WorkerInfo& w : workers.workers()) {
+    const std::string& name = w.name().empty() ? w.id() : w.name();
+    auto [it, added] = heartbeat_age.emplace(name, w.last_seen_seconds_ago());
+    if (!added) it->second = std::min(it->second, w.last_seen_seconds_ago());
+  }
+  metrics_.SetWorkerHeartbeatAges(heartbeat_age);
+
   std::vector<std::string> names;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [name, state] : runs_) names.push_back(name);
   }
+  const int64_t now_ms = clock_->UnixMillis();
   for (const std::string& name : names) {
-    uint64_t newest = 0, newest_evaluated = 0;
-    for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
-      newest = std::max(newest, c.step());
-      if (c.state() == v1::CHECKPOINT_EVALUATED) {
-        newest_evaluated = std::max(newest_evaluated, c.step());
+    const std::vector<v1::Checkpoint> checkpoints = scheduler_->Checkpoints(name);  // by step
+    CheckpointCounts counts;
+    std::optional<uint64_t> newest_evaluated;
+    for (const v1::Checkpoint& c : checkpoints) {
+      switch (c.state()) {
+        case v1::CHECKPOINT_PENDING: ++counts.pending; break;
+        case v1::CHECKPOINT_EVALUATING: ++counts.evaluating; break;
+        case v1::CHECKPOINT_EVALUATED:
+          ++counts.evaluated;
+          newest_evaluated = c.step();
+          break;
+        case v1::CHECKPOINT_FAILED: ++counts.failed; break;
+        default: break;
       }
     }
-    metrics_.SetEvalLagSteps(name, static_cast<double>(newest - newest_evaluated));
+    metrics_.SetCheckpoints(name, counts);
+    // Lag: from the oldest admission among the checkpoints after the newest evaluated one.
+    const uint64_t newest = checkpoints.empty() ? 0 : checkpoints.back().step();
+    std::optional<int64_t> oldest_unevaluated_ms;
+    for (const v1::Checkpoint& c : checkpoints) {
+      if (newest_evaluated.has_value() && c.step() <= *newest_evaluated) continue;
+      if (!oldest_unevaluated_ms.has_value() || c.admitted_unix_ms() < *oldest_unevaluated_ms) {
+        oldest_unevaluated_ms = c.admitted_unix_ms();
+      }
+    }
+    const double lag_seconds =
+        oldest_unevaluated_ms.has_value()
+            ? std::max<int64_t>(0, now_ms - *oldest_unevaluated_ms) / 1e3
+            : 0;
+    metrics_.SetEvalLag(name, static_cast<double>(newest - newest_evaluated.value_or(0)),
+                        lag_seconds);
   }
 }
 

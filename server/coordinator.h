@@ -138,6 +138,9 @@ class Coordinator {
     // pin). Lock order: poll_mu, then the analytics lock, then write_mu, then mu_.
     absl::Mutex write_mu;
     std::unique_ptr<CheckpointDiscovery> discovery ABSL_GUARDED_BY(poll_mu);
+    // Steps seen by this process (pending or admitted) or stored at start-up: each step
+    // counts once in steadyeval_checkpoints_discovered_total.
+    std::set<uint64_t> seen_steps ABSL_GUARDED_BY(poll_mu);
     std::thread poller;
   };
   struct WorkerEntry {
@@ -160,6 +163,9 @@ class Coordinator {
   // admission implies, in one batch. Returns whether it was new.
   absl::StatusOr<bool> Admit(const v1::Run& run, const DiscoveredCheckpoint& c);
   void WakeWaiters();
+  // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
+  // (looked up after the transition: FAILED means it failed for good).
+  void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
   void RefreshGauges();
   // The score / MTV / IS gauges of these (run, task)s' variants. Call without mu_ held.
   void RefreshStabilityGauges(const std::set<std::pair<std::string, std::string>>& tasks);

@@ -2,9 +2,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
 #include "common/task.h"
@@ -91,6 +94,26 @@ class CoordinatorTest : public CoordinatorFixture {
   }
   std::string MetricsText() {
     return prometheus::TextSerializer().Serialize(coordinator_->metrics()->registry()->Collect());
+  }
+  // The value of one series, e.g. `steadyeval_jobs{kind="raw",run="r",state="done"}`
+  // (labels in name order, as the text format writes them); nullopt when absent.
+  std::optional<double> Metric(const std::string& series) {
+    std::istringstream text(MetricsText());
+    std::string line;
+    while (std::getline(text, line)) {
+      if (absl::StartsWith(line, series + " ")) return std::stod(line.substr(series.size() + 1));
+    }
+    return std::nullopt;
+  }
+  absl::StatusOr<v1::FailJobResponse> Fail(const v1::LeasedJob& lease, const std::string& worker,
+                                           bool retryable) {
+    v1::FailJobRequest fail;
+    fail.set_worker_id(worker);
+    fail.set_job_id(lease.job().id());
+    fail.set_epoch(lease.job().epoch());
+    fail.set_reason("injected failure");
+    fail.set_retryable(retryable);
+    return coordinator_->FailJob(fail);
   }
   int PredictionCount(const std::string& run, uint64_t step) {
     int n = 0;
@@ -656,6 +679,258 @@ TEST_F(CoordinatorTest, UnknownRunIsNotFound) {
   EXPECT_THAT(coordinator_->GetScores(scores, [](const v1::Score&) { return true; }), not_found);
 }
 
+TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmissions) {
+  CreateRun("r");
+  const std::string discovered = "steadyeval_checkpoints_discovered_total{run=\"r\"}";
+  const std::string admitted = "steadyeval_checkpoints_admitted_total{run=\"r\"}";
+  const std::string incomplete = "steadyeval_checkpoints_incomplete{run=\"r\"}";
+  const std::string age = "steadyeval_checkpoint_incomplete_age_seconds{run=\"r\"}";
+  EXPECT_EQ(Metric(discovered), 0);  // a new run's series start at 0
+  EXPECT_EQ(Metric(admitted), 0);
+  EXPECT_EQ(Metric(incomplete), 0);
+  EXPECT_EQ(Metric(age), 0);
+
+  // Seen, not admitted: discovered, incomplete, aging with the clock.
+  const int64_t t0 = clock_.MonotonicNanos();
+  checkpoints_.SetSeen("r", {{100, t0}});
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 1);
+  EXPECT_EQ(Metric(admitted), 0);
+  EXPECT_EQ(Metric(incomplete), 1);
+  EXPECT_EQ(Metric(age), 0);
+  clock_.AdvanceSeconds(7);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 1);  // still pending: not counted again
+  EXPECT_EQ(Metric(age), 7);
+  checkpoints_.SetSeen("r", {{100, t0}, {200, clock_.MonotonicNanos()}});
+  clock_.AdvanceSeconds(3);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 2);
+  EXPECT_EQ(Metric(incomplete), 2);
+  EXPECT_EQ(Metric(age), 10);  // the oldest
+
+  // 100 admitted: the age is 200's now; then 200 too: nothing incomplete.
+  checkpoints_.SetSeen("r", {{200, t0 + 7'000'000'000}});
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 2);
+  EXPECT_EQ(Metric(admitted), 1);
+  EXPECT_EQ(Metric(incomplete), 1);
+  EXPECT_EQ(Metric(age), 3);
+  checkpoints_.SetSeen("r", {});
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 2);
+  EXPECT_EQ(Metric(admitted), 2);
+  EXPECT_EQ(Metric(incomplete), 0);
+  EXPECT_EQ(Metric(age), 0);
+  // Admitted without a pending phase: discovered and admitted at once.
+  checkpoints_.Add("r", 300);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 3);
+  EXPECT_EQ(Metric(admitted), 3);
+
+  // A restart: stored steps are not discovered again, new ones are.
+  Restart();
+  EXPECT_EQ(Metric(discovered), 0);
+  checkpoints_.Add("r", 300);
+  checkpoints_.SetSeen("r", {{100, clock_.MonotonicNanos()}, {400, clock_.MonotonicNanos()}});
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(Metric(discovered), 1);  // 400 only
+  EXPECT_EQ(Metric(admitted), 0);
+}
+
+TEST_F(CoordinatorTest, JobOutcomesAndAttemptFailuresAreCountedByReason) {
+  CreateRun("r");
+  Register("w1");
+  auto series = [](const std::string& name, const std::string& label, const std::string& value) {
+    return absl::StrCat(name, "{kind=\"raw\",", label, "=\"", value, "\",run=\"r\"}");
+  };
+  const std::string retryable =
+      series("steadyeval_job_attempt_failures_total", "reason", "retryable");
+  const std::string permanent =
+      series("steadyeval_job_attempt_failures_total", "reason", "permanent");
+  const std::string expired =
+      series("steadyeval_job_attempt_failures_total", "reason", "lease_expired");
+  const std::string failed = series("steadyeval_jobs_finished_total", "outcome", "failed");
+  const std::string done = series("steadyeval_jobs_finished_total", "outcome", "done");
+  const std::string checkpoints_failed = "steadyeval_checkpoints_failed_total{run=\"r\"}";
+  auto checkpoints = [&](const std::string& state) {
+    return Metric(absl::StrCat("steadyeval_checkpoints{run=\"r\",state=\"", state, "\"}"));
+  };
+  EXPECT_EQ(checkpoints("pending"), 0);
+  EXPECT_EQ(checkpoints("failed"), 0);
+
+  // Checkpoint 100: a retryable failure, then two expired leases exhaust its 3 attempts.
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  EXPECT_EQ(checkpoints("evaluating"), 1);
+  EXPECT_EQ(checkpoints("pending"), 0);
+  ASSERT_OK(Fail(lease, "w1", /*retryable=*/true));
+  EXPECT_EQ(Metric(retryable), 1);
+  EXPECT_EQ(Metric(failed), std::nullopt);
+  EXPECT_EQ(checkpoints("pending"), 1);
+  EXPECT_EQ(checkpoints("evaluating"), 0);
+  for (int attempt = 2; attempt <= 3; ++attempt) {
+    clock_.AdvanceSeconds(10);  // past any backoff
+    auto acquired = Acquire("w1");
+    ASSERT_OK(acquired);
+    ASSERT_TRUE(acquired->has_job());
+    clock_.AdvanceNanos(kTtlMs * 1'000'000 + 1);
+    ASSERT_OK(coordinator_->Tick());
+    EXPECT_EQ(Metric(expired), attempt - 1);
+  }
+  EXPECT_EQ(store_->GetJob(lease.job().id())->state(), v1::JOB_FAILED);
+  EXPECT_EQ(Metric(retryable), 1);
+  EXPECT_EQ(Metric(failed), 1);
+  EXPECT_EQ(Metric(checkpoints_failed), 1);
+  EXPECT_EQ(checkpoints("failed"), 1);
+
+  // Checkpoint 200: a permanent failure.
+  lease = AdmitAndLease("r", 200, "w1");
+  ASSERT_OK(Fail(lease, "w1", /*retryable=*/false));
+  EXPECT_EQ(Metric(permanent), 1);
+  EXPECT_EQ(Metric(failed), 2);
+  EXPECT_EQ(Metric(checkpoints_failed), 2);
+  // A stale FailJob changes nothing and counts nothing.
+  EXPECT_FALSE(Fail(lease, "w1", /*retryable=*/false).ok());
+  EXPECT_EQ(Metric(permanent), 1);
+
+  // Checkpoint 300: done. Only done jobs are in the duration histogram.
+  lease = AdmitAndLease("r", 300, "w1");
+  clock_.AdvanceSeconds(4);
+  ASSERT_OK(coordinator_->ReportResults(Report(lease, "w1")));
+  EXPECT_EQ(Metric(done), 1);
+  EXPECT_EQ(Metric(failed), 2);
+  EXPECT_EQ(Metric(checkpoints_failed), 2);
+  EXPECT_EQ(Metric("steadyeval_job_duration_seconds_count{kind=\"raw\"}"), 1);
+  EXPECT_EQ(Metric("steadyeval_job_duration_seconds_sum{kind=\"raw\"}"), 4);
+  EXPECT_EQ(checkpoints("pending"), 0);
+  EXPECT_EQ(checkpoints("evaluating"), 0);
+  EXPECT_EQ(checkpoints("evaluated"), 1);
+  EXPECT_EQ(checkpoints("failed"), 2);
+}
+
+TEST_F(CoordinatorTest, QueueWaitIsObservedOnceAtTheFirstLease) {
+  CreateRun("r");
+  Register("w1");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  clock_.AdvanceSeconds(42);
+  auto acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  ASSERT_TRUE(acquired->has_job());
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_count{kind=\"raw\"}"), 1);
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_sum{kind=\"raw\"}"), 42);
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_bucket{kind=\"raw\",le=\"30\"}"), 0);
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_bucket{kind=\"raw\",le=\"60\"}"), 1);
+
+  // A retry's lease is not a queue wait.
+  ASSERT_OK(Fail(acquired->lease(), "w1", /*retryable=*/true));
+  clock_.AdvanceSeconds(5);
+  acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  ASSERT_TRUE(acquired->has_job());
+  EXPECT_EQ(acquired->lease().job().attempts(), 2u);
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_count{kind=\"raw\"}"), 1);
+  EXPECT_EQ(Metric("steadyeval_job_queue_wait_seconds_sum{kind=\"raw\"}"), 42);
+}
+
+TEST_F(CoordinatorTest, EvalLagSecondsCountsFromTheOldestUnevaluatedCheckpoint) {
+  CreateRun("r");
+  Register("w1");
+  const std::string lag = "steadyeval_eval_lag_seconds{run=\"r\"}";
+  const std::string lag_steps = "steadyeval_eval_lag_steps{run=\"r\"}";
+  EXPECT_EQ(Metric(lag), 0);
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric(lag), 0);  // just admitted
+  clock_.AdvanceSeconds(10);
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  clock_.AdvanceSeconds(5);
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric(lag), 15);  // from 100's admission: nothing is evaluated
+  EXPECT_EQ(Metric(lag_steps), 200);
+
+  // The newest (200) is leased first; once it is evaluated the run is caught up, though
+  // 100 is not evaluated yet.
+  auto acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  ASSERT_EQ(acquired->lease().job().steps(0), 200u);
+  ASSERT_OK(coordinator_->ReportResults(Report(acquired->lease(), "w1")));
+  EXPECT_EQ(Metric(lag), 0);
+  EXPECT_EQ(Metric(lag_steps), 0);
+
+  // 300, then a late 250: the lag counts from the older admission (300's), not the
+  // smaller step.
+  checkpoints_.Add("r", 300);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  clock_.AdvanceSeconds(4);
+  checkpoints_.Add("r", 250);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  clock_.AdvanceSeconds(3);
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric(lag), 7);
+  EXPECT_EQ(Metric(lag_steps), 100);
+  clock_.AdvanceSeconds(60);
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric(lag), 67);  // grows while evaluation is behind
+}
+
+TEST_F(CoordinatorTest, HeartbeatAgeIsPerWorkerNameAndTheFreshestWins) {
+  auto register_named = [&](const std::string& id, const std::string& name) {
+    v1::RegisterWorkerRequest r;
+    r.set_worker_id(id);
+    r.set_name(name);
+    ASSERT_OK(coordinator_->RegisterWorker(r));
+  };
+  register_named("id-1", "gpu-a");
+  register_named("id-2", "gpu-a");
+  register_named("id-3", "gpu-b");
+  clock_.AdvanceSeconds(5);
+  v1::HeartbeatRequest hb;
+  hb.set_worker_id("id-2");
+  ASSERT_OK(coordinator_->Heartbeat(hb));
+  clock_.AdvanceSeconds(2);
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric("steadyeval_worker_heartbeat_age_seconds{worker=\"gpu-a\"}"), 2);
+  EXPECT_EQ(Metric("steadyeval_worker_heartbeat_age_seconds{worker=\"gpu-b\"}"), 7);
+  clock_.AdvanceSeconds(1);
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(Metric("steadyeval_worker_heartbeat_age_seconds{worker=\"gpu-a\"}"), 3);
+  EXPECT_EQ(Metric("steadyeval_worker_heartbeat_age_seconds{worker=\"gpu-b\"}"), 8);
+}
+
+TEST_F(CoordinatorTest, ScorePreviousAndStepFollowTheNewestPoint) {
+  CreateRun("r");
+  Register("w1");
+  const std::string labels = "{run=\"r\",task=\"qa\",variant=\"raw\"}";
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(lease, "w1")));
+  EXPECT_EQ(Metric("steadyeval_score" + labels), 0.5);
+  EXPECT_EQ(Metric("steadyeval_score_step" + labels), 100);
+  EXPECT_EQ(Metric("steadyeval_score_previous" + labels), std::nullopt);  // one point
+
+  lease = AdmitAndLease("r", 200, "w1");
+  std::vector<v1::ReportResultsRequest> chunks = Report(lease, "w1");
+  ASSERT_EQ(chunks[1].task().name(), "qa");
+  chunks[1].mutable_outputs(0)->set_output("4");  // both qa answers right
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  EXPECT_EQ(Metric("steadyeval_score" + labels), 1.0);
+  EXPECT_EQ(Metric("steadyeval_score_step" + labels), 200);
+  EXPECT_EQ(Metric("steadyeval_score_previous" + labels), 0.5);
+
+  // A late point before the newest becomes the previous one.
+  lease = AdmitAndLease("r", 150, "w1");
+  chunks = Report(lease, "w1");
+  chunks[1].mutable_outputs(0)->set_output("0");
+  chunks[1].mutable_outputs(1)->set_output("0");  // both wrong
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  EXPECT_EQ(Metric("steadyeval_score_step" + labels), 200);
+  EXPECT_EQ(Metric("steadyeval_score_previous" + labels), 0.0);
+}
+
 // The production discovery: a real CheckpointWatcher on the run's folder.
 TEST(CoordinatorWatcherTest, AdmitsCompleteQuiescentCheckpointsOnce) {
   const std::filesystem::path root =
@@ -677,11 +952,26 @@ TEST(CoordinatorWatcherTest, AdmitsCompleteQuiescentCheckpointsOnce) {
 
   testing_util::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000100").string());
   testing_util::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000200.tmp").string());
+  auto metrics = [&] {
+    return prometheus::TextSerializer().Serialize(c.metrics()->registry()->Collect());
+  };
   ASSERT_OK(c.PollRunsOnce());  // first sighting
   EXPECT_TRUE(c.scheduler()->Jobs().empty());
-  clock.AdvanceSeconds(5);
+  clock.AdvanceSeconds(2);
+  ASSERT_OK(c.PollRunsOnce());  // unchanged for 2 of the 5 settle seconds
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_discovered_total{run=\"r\"} 1\n"));
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_admitted_total{run=\"r\"} 0\n"));
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_incomplete{run=\"r\"} 1\n"));
+  EXPECT_THAT(metrics(),
+              HasSubstr("steadyeval_checkpoint_incomplete_age_seconds{run=\"r\"} 2\n"));
+  clock.AdvanceSeconds(3);
   ASSERT_OK(c.PollRunsOnce());  // unchanged for settle_seconds: admitted
   ASSERT_EQ(c.scheduler()->Jobs().size(), 1u);
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_discovered_total{run=\"r\"} 1\n"));
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_admitted_total{run=\"r\"} 1\n"));
+  EXPECT_THAT(metrics(), HasSubstr("steadyeval_checkpoints_incomplete{run=\"r\"} 0\n"));
+  EXPECT_THAT(metrics(),
+              HasSubstr("steadyeval_checkpoint_incomplete_age_seconds{run=\"r\"} 0\n"));
   EXPECT_EQ(c.scheduler()->Jobs()[0].steps(0), 100u);
   auto checkpoint = (*store)->GetCheckpoint("r", 100);
   ASSERT_OK(checkpoint);

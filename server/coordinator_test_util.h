@@ -21,11 +21,16 @@
 namespace steadyeval {
 
 // Checkpoints to "discover", per run: tests Add() them, the next poll returns them.
+// SetSeen() sets the folders a run's discovery reports as seen but not admitted.
 class FakeCheckpoints {
  public:
   void Add(const std::string& run, uint64_t step) {
     absl::MutexLock lock(&mu_);
     pending_[run].push_back({step, "/ckpt/" + run + "/step_" + std::to_string(step)});
+  }
+  void SetSeen(const std::string& run, std::vector<PendingDiscovery> seen) {
+    absl::MutexLock lock(&mu_);
+    seen_[run] = std::move(seen);
   }
   std::set<uint64_t> known(const std::string& run) {
     absl::MutexLock lock(&mu_);
@@ -52,6 +57,10 @@ class FakeCheckpoints {
       absl::MutexLock lock(&owner_->mu_);
       owner_->known_[run_].insert(step);
     }
+    std::vector<PendingDiscovery> Pending() const override {
+      absl::MutexLock lock(&owner_->mu_);
+      return owner_->seen_[run_];
+    }
 
    private:
     FakeCheckpoints* owner_;
@@ -61,6 +70,7 @@ class FakeCheckpoints {
   absl::Mutex mu_;
   std::map<std::string, std::vector<DiscoveredCheckpoint>> pending_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::set<uint64_t>> known_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<PendingDiscovery>> seen_ ABSL_GUARDED_BY(mu_);
 };
 
 // A multiple-choice task with golds 1, 0, 1 and a generation task with answers "2", "4".

@@ -24,6 +24,12 @@ struct DiscoveredCheckpoint {
   std::string path;  // as the coordinator sees it
 };
 
+// A checkpoint folder seen but not admitted (incomplete, still changing, or ambiguous).
+struct PendingDiscovery {
+  uint64_t step = 0;
+  int64_t first_seen_nanos = 0;  // Clock::MonotonicNanos() when the folder was first seen
+};
+
 // Not thread-safe: one polling loop calls Poll.
 class CheckpointDiscovery {
  public:
@@ -33,6 +39,9 @@ class CheckpointDiscovery {
   virtual absl::StatusOr<std::vector<DiscoveredCheckpoint>> Poll() = 0;
   // `step` is already stored (at start-up): Poll need not return it.
   virtual void MarkKnown(uint64_t step) {}
+  // The folders the last Poll saw but did not return, by step ascending; empty for a
+  // discovery without such a phase.
+  virtual std::vector<PendingDiscovery> Pending() const { return {}; }
 };
 
 // Makes the discovery for a run. INVALID_ARGUMENT for a config it cannot watch.

@@ -91,11 +91,14 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
   std::map<uint64_t, Candidate> still_pending;  // steps no longer listed are forgotten
   for (const auto& [step, folders] : folders_by_step) {
     Candidate candidate;
+    candidate.first_seen_nanos = now;
     if (auto it = candidates_.find(step); it != candidates_.end()) {
       candidate = std::move(it->second);
     }
     if (folders.size() > 1) {
+      const int64_t first_seen = candidate.first_seen_nanos;
       candidate = Candidate();
+      candidate.first_seen_nanos = first_seen;
       candidate.path = folders[0]->path;
       candidate.reason = absl::StrCat("folders ", folders[0]->name, " and ", folders[1]->name,
                                       " both name step ", step, "; remove or rename one");
@@ -117,7 +120,9 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
 bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, int64_t now_nanos) {
   absl::StatusOr<CheckpointFingerprint> fingerprint = source_->Fingerprint(path);
   if (!fingerprint.ok()) {
+    const int64_t first_seen = candidate.first_seen_nanos;
     candidate = Candidate();
+    candidate.first_seen_nanos = first_seen;
     candidate.path = path;
     candidate.reason = absl::StrCat("cannot list its files: ", fingerprint.status().message());
     return false;
@@ -164,7 +169,7 @@ std::vector<PendingCheckpoint> CheckpointWatcher::Pending() const {
   std::vector<PendingCheckpoint> pending;
   pending.reserve(candidates_.size());
   for (const auto& [step, candidate] : candidates_) {
-    pending.push_back({step, candidate.path, candidate.reason});
+    pending.push_back({step, candidate.path, candidate.reason, candidate.first_seen_nanos});
   }
   return pending;
 }

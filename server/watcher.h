@@ -50,6 +50,7 @@ struct PendingCheckpoint {
   uint64_t step;
   std::string path;
   std::string reason;
+  int64_t first_seen_nanos;  // Clock::MonotonicNanos() of the first poll that listed it
 };
 
 class CheckpointWatcher {
@@ -66,7 +67,8 @@ class CheckpointWatcher {
   // exist yet); the watcher's state is kept and the next poll picks up where it left off.
   absl::StatusOr<std::vector<AdmittedCheckpoint>> Poll();
 
-  // The checkpoints seen by the last Poll that are not admitted, by step ascending.
+  // The checkpoints seen by the last Poll that are not admitted, by step ascending, each
+  // with when it was first seen (a step that drops out of the listing starts over).
   std::vector<PendingCheckpoint> Pending() const;
 
   // Records `step` as admitted elsewhere (e.g. already in the store at start-up): Poll
@@ -77,6 +79,8 @@ class CheckpointWatcher {
   // What the watcher remembers about one step not yet admitted.
   struct Candidate {
     std::string path;
+    int64_t first_seen_nanos = 0;       // the first poll that listed the step (kept while
+                                        // it stays listed, whatever else is reset)
     bool seen = false;                  // `fingerprint` holds a successful observation
     CheckpointFingerprint fingerprint;  // as last seen
     int64_t unchanged_since_nanos = 0;  // when `fingerprint` was first seen

@@ -23,6 +23,14 @@ class WatcherDiscovery : public CheckpointDiscovery {
 
   void MarkKnown(uint64_t step) override { watcher_->MarkAdmitted(step); }
 
+  std::vector<PendingDiscovery> Pending() const override {
+    std::vector<PendingDiscovery> out;
+    for (const PendingCheckpoint& p : watcher_->Pending()) {
+      out.push_back({p.step, p.first_seen_nanos});
+    }
+    return out;
+  }
+
  private:
   std::unique_ptr<CheckpointWatcher> watcher_;
 };

@@ -1,6 +1,7 @@
 #include "server/watcher.h"
 
 #include <filesystem>
+#include <map>
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -335,6 +336,41 @@ TEST_F(WatcherTest, TwoFoldersForOneStepAreHeldBack) {
   std::filesystem::remove_all(dir_.Sub("checkpoint-100"));
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PollSteps(*watcher), ElementsAre(100));
+}
+
+// Each pending step's first sighting: kept while the step stays listed (through file
+// changes, an ambiguous second folder and a failed fingerprint), new when it comes back.
+TEST_F(WatcherTest, PendingKeepsWhenEachStepWasFirstSeen) {
+  auto first_seen = [](const CheckpointWatcher& watcher) {
+    std::map<uint64_t, int64_t> by_step;
+    for (const auto& p : watcher.Pending()) by_step[p.step] = p.first_seen_nanos;
+    return by_step;
+  };
+  const int64_t t0 = clock_.MonotonicNanos();
+  WriteFile(dir_.Sub("step_1/config.json"), kConfigJson);  // incomplete: no weights
+  auto watcher = MakeWatcher();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}}));
+
+  clock_.AdvanceSeconds(10);
+  WriteFile(dir_.Sub("step_2/config.json"), kConfigJson);
+  AppendFile(dir_.Sub("step_1/config.json"), " ");
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  const int64_t t10 = t0 + 10'000'000'000;
+  EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}, {2, t10}}));
+
+  clock_.AdvanceSeconds(10);
+  WriteFile(dir_.Sub("checkpoint-1/config.json"), kConfigJson);  // step 1 becomes ambiguous
+  std::filesystem::remove_all(dir_.Sub("step_2"));               // step 2 leaves the listing
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}}));
+
+  clock_.AdvanceSeconds(10);
+  std::filesystem::remove_all(dir_.Sub("checkpoint-1"));
+  WriteFile(dir_.Sub("step_2/config.json"), kConfigJson);  // back: seen anew
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  const int64_t t30 = t0 + 30'000'000'000;
+  EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}, {2, t30}}));
 }
 
 }  // namespace
