@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -38,6 +39,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   ASSIGN_OR_RETURN(s->coordinator_, Coordinator::Create(s->store_.get(), options.clock,
                                                         options.discovery, options.coordinator));
 
+  s->rpc_metrics_ =
+      std::make_unique<RpcMetrics>(s->coordinator_->metrics()->registry(), options.clock);
+  s->store_metrics_ = std::make_shared<StoreMetrics>(s->store_.get());
+
   if (!options.metrics_listen.empty()) {
     try {
       s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
@@ -47,6 +52,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                                  " (is the port in use?)"));
     }
     s->exposer_->RegisterCollectable(s->coordinator_->metrics()->registry());
+    s->exposer_->RegisterCollectable(s->store_metrics_);
     std::vector<int> ports = s->exposer_->GetListeningPorts();
     s->metrics_port_ = ports.empty() ? 0 : ports.front();
   }
@@ -58,6 +64,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->grpc_port_);
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->eval_service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(s->rpc_metrics_->NewInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   s->server_ = builder.BuildAndStart();
@@ -76,8 +85,10 @@ void CoordinatorServer::Shutdown(absl::Duration deadline) {
   shut_down_ = true;
   if (coordinator_) coordinator_->Stop();  // wakes long polls, stops polling loops
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
-  exposer_.reset();
-  server_.reset();
+  exposer_.reset();  // no scrape reads store_metrics_ after this
+  server_.reset();   // no interceptor records into rpc_metrics_ after this
+  rpc_metrics_.reset();
+  store_metrics_.reset();
   coordinator_.reset();
   store_.reset();
 }

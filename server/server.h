@@ -1,5 +1,7 @@
 // A running coordinator: store + coordinator + gRPC server + Prometheus exposer, wired
-// together. Used by steadyeval-server's main and by in-process tests.
+// together. The exposer serves the coordinator's registry (with the gRPC metrics of
+// RpcMetrics) and the store's RocksDB figures (StoreMetrics, read at scrape time). Used by
+// steadyeval-server's main and by in-process tests.
 #ifndef STEADYEVAL_SERVER_SERVER_H_
 #define STEADYEVAL_SERVER_SERVER_H_
 
@@ -14,8 +16,10 @@
 #include "prometheus/exposer.h"
 #include "server/coordinator.h"
 #include "server/discovery.h"
+#include "server/rpc_metrics.h"
 #include "server/services.h"
 #include "server/store.h"
+#include "server/store_metrics.h"
 
 namespace steadyeval {
 
@@ -55,6 +59,8 @@ class CoordinatorServer {
   ServerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<RpcMetrics> rpc_metrics_;      // outlives server_ (its interceptors)
+  std::shared_ptr<StoreMetrics> store_metrics_;  // registered on exposer_; reads store_
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<EvalServiceImpl> eval_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,9 +1,4 @@
 // The coordinator's gRPC services in-process: a real server on 127.0.0.1:0, real stubs.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -16,32 +11,12 @@
 #include "gtest/gtest.h"
 #include "server/coordinator_test_util.h"
 #include "server/server.h"
+#include "common/test_http.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Plain HTTP GET against 127.0.0.1:port (the metrics exposer).
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, n);
-  close(fd);
-  return response;
-}
 
 class ServicesTest : public ::testing::Test {
  protected:

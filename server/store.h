@@ -157,6 +157,25 @@ class Store {
   // The column families of each schema version (tests build old databases with them).
   static std::vector<std::string> FamilyNames(uint32_t schema_version);
 
+  // RocksDB's size and write-stall figures (the steadyeval_rocksdb_* metrics). Sizes are
+  // summed over every column family this store has open.
+  struct Stats {
+    uint64_t sst_bytes = 0;        // property rocksdb.total-sst-files-size
+    uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
+    uint64_t live_data_bytes = 0;  // rocksdb.estimate-live-data-size
+    uint64_t stall_micros = 0;     // statistics ticker STALL_MICROS since Open
+    bool write_stalled = false;    // WriteStalled(...) of the write controller's properties
+  };
+  // Reads in-memory properties and one ticker only (no I/O): cheap enough for every
+  // scrape. Thread-safe. INTERNAL when RocksDB does not report a property.
+  absl::StatusOr<Stats> GetStats() const;
+  // Whether RocksDB is delaying or stopping writes, from the DB-wide properties
+  // rocksdb.actual-delayed-write-rate (bytes/s, 0 unless writes are delayed) and
+  // rocksdb.is-write-stopped (1 while stopped).
+  static bool WriteStalled(uint64_t actual_delayed_write_rate, uint64_t is_write_stopped);
+  // Flushes every column family's memtable to SST files and waits for it (tests).
+  absl::Status Flush();
+
  private:
   enum Family {
     kMeta, kRuns, kTasks, kCheckpoints, kJobs, kPredictions, kScores, kPairs, kDrift,
@@ -175,6 +194,7 @@ class Store {
                     const std::function<bool(absl::string_view key, absl::string_view value)>&
                         visit) const;
 
+  std::shared_ptr<rocksdb::Statistics> statistics_;  // set at Open; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;        // by Family
   std::vector<rocksdb::ColumnFamilyHandle*> other_handles_;  // default + unknown families

@@ -246,6 +246,101 @@ TEST_F(StoreTest, DeletesOneStepsValuesAndScansEveryPrediction) {
   EXPECT_EQ(seen.size(), 4u);
 }
 
+// The sum of the sizes of the database's SST files on disk.
+uint64_t SstFileBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".sst") total += entry.file_size();
+  }
+  return total;
+}
+
+// rocksdb.total-sst-files-size summed over every column family, read through a second,
+// read-only handle on the database.
+uint64_t SstPropertyBytes(const std::string& dir) {
+  std::vector<std::string> names;
+  EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::Options(), dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names) {
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s =
+      rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir, descriptors, &handles, &db);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (!s.ok()) return 0;
+  uint64_t total = 0;
+  for (auto* handle : handles) {
+    uint64_t bytes = 0;
+    EXPECT_TRUE(db->GetIntProperty(handle, rocksdb::DB::Properties::kTotalSstFilesSize, &bytes));
+    total += bytes;
+    db->DestroyColumnFamilyHandle(handle);
+  }
+  delete db;
+  return total;
+}
+
+TEST_F(StoreTest, StatsFollowWritesAndFlushes) {
+  auto store = Store::Open(dir_);
+  ASSERT_OK(store);
+  ASSERT_OK_AND_ASSIGN(Store::Stats before, (*store)->GetStats());
+
+  // ~400 KB of poorly compressible predictions (a 64-bit LCG's digits), written twice
+  // over the same keys.
+  constexpr uint64_t kPayloadBytes = 400'000;
+  uint64_t x = 12345;
+  auto write_predictions = [&] {
+    Store::Batch batch = (*store)->NewBatch();
+    for (uint32_t e = 0; e < kPayloadBytes / 200; ++e) {
+      v1::Prediction p;
+      std::string output;
+      while (output.size() < 200) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        output += std::to_string(x >> 11);
+      }
+      p.set_output(output.substr(0, 200));
+      batch.PutPrediction("r", "t", "raw", 1, e, p);
+    }
+    return (*store)->Commit(std::move(batch));
+  };
+  ASSERT_OK(write_predictions());
+  ASSERT_OK_AND_ASSIGN(Store::Stats written, (*store)->GetStats());
+  EXPECT_GE(written.memtable_bytes, before.memtable_bytes + kPayloadBytes);
+  EXPECT_EQ(written.sst_bytes, before.sst_bytes);  // nothing flushed yet
+
+  ASSERT_OK((*store)->Flush());
+  ASSERT_OK_AND_ASSIGN(Store::Stats flushed, (*store)->GetStats());
+  EXPECT_LT(flushed.memtable_bytes, written.memtable_bytes);
+  EXPECT_GE(flushed.sst_bytes, written.sst_bytes + kPayloadBytes / 2);
+  EXPECT_EQ(flushed.sst_bytes, SstFileBytes(dir_));
+  EXPECT_EQ(flushed.sst_bytes, SstPropertyBytes(dir_));
+  EXPECT_GT(flushed.live_data_bytes, 0u);
+
+  // The overwritten values stay in the first SST file until a compaction: they count in
+  // the SST size, not in the live-data estimate.
+  ASSERT_OK(write_predictions());
+  ASSERT_OK((*store)->Flush());
+  ASSERT_OK_AND_ASSIGN(Store::Stats overwritten, (*store)->GetStats());
+  EXPECT_GE(overwritten.sst_bytes, flushed.sst_bytes + kPayloadBytes / 2);
+  EXPECT_EQ(overwritten.sst_bytes, SstFileBytes(dir_));
+  EXPECT_EQ(overwritten.sst_bytes, SstPropertyBytes(dir_));
+  EXPECT_GT(overwritten.live_data_bytes, 0u);
+  EXPECT_LT(overwritten.live_data_bytes, overwritten.sst_bytes - kPayloadBytes / 2);
+
+  // Normal operation: never delayed or stopped.
+  EXPECT_EQ(overwritten.stall_micros, 0u);
+  EXPECT_FALSE(overwritten.write_stalled);
+}
+
+TEST(StoreStatsTest, WritesAreStalledWhileDelayedOrStopped) {
+  EXPECT_FALSE(Store::WriteStalled(/*actual_delayed_write_rate=*/0, /*is_write_stopped=*/0));
+  EXPECT_TRUE(Store::WriteStalled(16 << 20, 0));
+  EXPECT_TRUE(Store::WriteStalled(1, 0));
+  EXPECT_TRUE(Store::WriteStalled(0, 1));
+  EXPECT_TRUE(Store::WriteStalled(16 << 20, 1));
+}
+
 TEST(StoreKeysTest, KeysOrderLikeTheirComponents) {
   EXPECT_LT(Store::CheckpointKey("a", 9), Store::CheckpointKey("a", 10));
   EXPECT_LT(Store::CheckpointKey("a", UINT64_MAX), Store::CheckpointKey("ab", 0));

@@ -1,0 +1,35 @@
+// The steadyeval_rocksdb_* metrics (docs/metrics.md): a prometheus::Collectable that reads
+// Store::GetStats() at scrape time, so the figures are current without a refresh thread.
+#ifndef STEADYEVAL_SERVER_STORE_METRICS_H_
+#define STEADYEVAL_SERVER_STORE_METRICS_H_
+
+#include <vector>
+
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+#include "server/store.h"
+
+namespace steadyeval {
+
+class StoreMetrics : public prometheus::Collectable {
+ public:
+  // `store` is not owned and must outlive every Collect() call: register this on an
+  // Exposer that is destroyed (or from which it is removed) before the store closes.
+  explicit StoreMetrics(const Store* store) : store_(store) {}
+
+  // steadyeval_rocksdb_size_bytes{kind="sst"|"memtable"|"live_data"},
+  // steadyeval_rocksdb_write_stall_seconds_total and steadyeval_rocksdb_write_stalled.
+  // Empty when the store cannot report its figures (the scrape goes on without them).
+  // Thread-safe.
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+  // The families for `stats` (what Collect returns; exposed for tests).
+  static std::vector<prometheus::MetricFamily> Families(const Store::Stats& stats);
+
+ private:
+  const Store* store_;
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_STORE_METRICS_H_
