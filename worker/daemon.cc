@@ -4,11 +4,6 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
-#include <prometheus/counter.h>
-#include <prometheus/exposer.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
@@ -21,18 +16,6 @@
 namespace steadyeval {
 
 namespace v1 = ::steadyeval::v1;
-
-struct WorkerMetrics {
-  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
-  prometheus::Counter* tokens = nullptr;
-  prometheus::Counter* examples = nullptr;
-  prometheus::Counter* load_bytes = nullptr;
-  prometheus::Histogram* load_seconds = nullptr;
-  prometheus::Counter* jobs_done = nullptr;
-  prometheus::Counter* jobs_failed = nullptr;
-  prometheus::Gauge* busy = nullptr;
-};
 
 namespace {
 
@@ -59,6 +42,13 @@ bool IsPermanent(const absl::Status& s) {
 
 TaskKind FromProto(v1::TaskKind kind) {
   return kind == v1::TASK_KIND_MULTIPLE_CHOICE ? TaskKind::kMultipleChoice : TaskKind::kGeneration;
+}
+
+WorkerMetricsOptions MetricsOptionsFor(const DaemonOptions& options) {
+  WorkerMetricsOptions metrics;
+  metrics.worker = options.name;
+  metrics.device = options.device;
+  return metrics;
 }
 
 void Log(const std::string& line) { fprintf(stderr, "steadyeval-worker: %s\n", line.c_str()); }
@@ -96,41 +86,20 @@ absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind) {
 WorkerDaemon::WorkerDaemon(DaemonOptions options,
                            std::shared_ptr<v1::WorkerService::StubInterface> stub,
                            std::unique_ptr<EvalBackend> backend)
-    : options_(std::move(options)), stub_(std::move(stub)), backend_(std::move(backend)) {}
+    : options_(std::move(options)),
+      stub_(std::move(stub)),
+      backend_(std::move(backend)),
+      metrics_(std::make_unique<WorkerMetrics>(MetricsOptionsFor(options_))) {}
 
 WorkerDaemon::~WorkerDaemon() = default;
 
 absl::StatusOr<std::string> WorkerDaemon::StartMetrics() {
   if (options_.metrics_listen.empty()) return std::string();
-  auto m = std::make_unique<WorkerMetrics>();
-  try {
-    m->exposer = std::make_unique<prometheus::Exposer>(options_.metrics_listen);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("--metrics_listen ", options_.metrics_listen,
-                                               ": cannot listen (", e.what(), ")"));
-  }
-  const prometheus::Labels labels = {{"worker", options_.name}};
-  m->tokens = &prometheus::BuildCounter().Name("steadyeval_worker_tokens_total")
-                   .Help("Tokens processed (prompt and generated)").Register(*m->registry).Add(labels);
-  m->examples = &prometheus::BuildCounter().Name("steadyeval_worker_examples_total")
-                     .Help("Examples evaluated").Register(*m->registry).Add(labels);
-  m->load_bytes = &prometheus::BuildCounter().Name("steadyeval_worker_checkpoint_load_bytes_total")
-                       .Help("Checkpoint bytes loaded").Register(*m->registry).Add(labels);
-  m->load_seconds = &prometheus::BuildHistogram().Name("steadyeval_worker_checkpoint_load_seconds")
-                         .Help("Time to load one checkpoint").Register(*m->registry)
-                         .Add(labels, prometheus::Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 5, 15, 60, 300});
-  auto& jobs = prometheus::BuildCounter().Name("steadyeval_worker_jobs_total")
-                   .Help("Jobs finished by this worker, by outcome").Register(*m->registry);
-  m->jobs_done = &jobs.Add({{"worker", options_.name}, {"outcome", "done"}});
-  m->jobs_failed = &jobs.Add({{"worker", options_.name}, {"outcome", "failed"}});
-  m->busy = &prometheus::BuildGauge().Name("steadyeval_worker_busy")
-                 .Help("1 while evaluating a job").Register(*m->registry).Add(labels);
-  m->exposer->RegisterCollectable(m->registry);
-  auto ports = m->exposer->GetListeningPorts();
-  std::string host = options_.metrics_listen.substr(0, options_.metrics_listen.rfind(':'));
-  std::string bound = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
-  metrics_ = std::move(m);
-  return bound;
+  ASSIGN_OR_RETURN(metrics_server_,
+                   MetricsHttpServer::Start(options_.metrics_listen,
+                                            {metrics_->registry(), metrics_->device_memory()}));
+  const std::string host = options_.metrics_listen.substr(0, options_.metrics_listen.rfind(':'));
+  return absl::StrCat(host, ":", metrics_server_->port());
 }
 
 void WorkerDaemon::Stop() {
@@ -240,7 +209,7 @@ void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) 
   const bool permanent = IsPermanent(why);
   Log(absl::StrCat("job ", lease.job().id(), " failed (", permanent ? "permanent" : "retryable",
                    "): ", why.message()));
-  if (metrics_) metrics_->jobs_failed->Increment();
+  metrics_->JobFailed();
   for (int attempt = 0; attempt < 5 && !stopping_; ++attempt) {
     v1::FailJobRequest req;
     req.set_worker_id(options_.worker_id);
@@ -261,10 +230,8 @@ void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) 
   }
 }
 
-absl::Status WorkerDaemon::Report(
-    const v1::LeasedJob& lease,
-    const std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>>& outputs,
-    const std::vector<v1::ParameterDrift>& drifts) {
+absl::Status WorkerDaemon::Report(const v1::LeasedJob& lease, const TaskOutputs& outputs,
+                                  const std::vector<v1::ParameterDrift>& drifts) {
   const uint64_t step = lease.job().steps(lease.job().steps_size() - 1);
   v1::ReportResultsResponse resp;
   grpc::ClientContext ctx;
@@ -368,11 +335,52 @@ std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob&
   return drifts;
 }
 
+absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
+    const v1::LeasedJob& lease, const std::atomic<bool>& lost) {
+  // Evaluation time runs from here (model loaded) to the last task evaluated; it is added
+  // to the counter after every example so the total moves during a long job.
+  const int64_t start_nanos = options_.clock->MonotonicNanos();
+  int64_t counted_nanos = start_nanos;
+  auto count_eval_time = [&] {
+    const int64_t now = options_.clock->MonotonicNanos();
+    metrics_->AddEvalNanos(now - counted_nanos);
+    counted_nanos = now;
+  };
+  uint64_t examples = 0;
+  uint64_t tokens = 0;
+  absl::StatusOr<TaskOutputs> outputs = [&]() -> absl::StatusOr<TaskOutputs> {
+    TaskOutputs by_task;
+    ASSIGN_OR_RETURN(const EvalSettings settings, SettingsForLease(lease, options_.batch_size));
+    for (const v1::TaskContent& header : lease.task_headers()) {
+      ASSIGN_OR_RETURN(Task task, GetTask(header));
+      const uint64_t tokens_before = backend_->tokens_processed();
+      ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
+                       backend_->Evaluate(task, settings, [&](size_t, size_t) {
+                         ++examples;
+                         metrics_->AddExamples(1);
+                         count_eval_time();
+                         return !lost && !stopping_;
+                       }));
+      const uint64_t task_tokens = backend_->tokens_processed() - tokens_before;
+      tokens += task_tokens;
+      metrics_->AddTokens(task_tokens);
+      by_task.emplace_back(header.ref(), std::move(results));
+    }
+    return by_task;
+  }();
+  count_eval_time();
+  if (outputs.ok()) {
+    metrics_->RecordEvaluationRates(examples, tokens,
+                                    static_cast<double>(counted_nanos - start_nanos) / 1e9);
+  }
+  return outputs;
+}
+
 void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
   const v1::Job& job = lease.job();
   Log(absl::StrCat("job ", job.id(), " (", job.run(), " ", job.kind(), " step ",
                    job.steps_size() ? job.steps(job.steps_size() - 1) : 0, ") leased, epoch ", job.epoch()));
-  if (metrics_) metrics_->busy->Set(1);
+  metrics_->SetBusy(true);
   std::atomic<bool> lost{false};
   std::atomic<bool> done{false};
   std::mutex hb_mu;
@@ -408,29 +416,14 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     }
     hb_cv.notify_all();
     heartbeat.join();
-    if (metrics_) metrics_->busy->Set(0);
+    metrics_->SetBusy(false);
   };
 
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
+    metrics_->RecordLoad(load);
     RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
-    if (metrics_) {
-      metrics_->load_seconds->Observe(load.seconds);
-      metrics_->load_bytes->Increment(static_cast<double>(load.bytes));
-    }
-    std::vector<std::pair<v1::TaskRef, std::vector<ExampleResult>>> outputs;
-    ASSIGN_OR_RETURN(const EvalSettings settings, SettingsForLease(lease, options_.batch_size));
-    for (const v1::TaskContent& header : lease.task_headers()) {
-      ASSIGN_OR_RETURN(Task task, GetTask(header));
-      const uint64_t tokens_before = backend_->tokens_processed();
-      ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
-                       backend_->Evaluate(task, settings, [&](size_t, size_t) {
-                         if (metrics_) metrics_->examples->Increment();
-                         return !lost && !stopping_;
-                       }));
-      if (metrics_) metrics_->tokens->Increment(static_cast<double>(backend_->tokens_processed() - tokens_before));
-      outputs.emplace_back(header.ref(), std::move(results));
-    }
+    ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
     const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
     // Report, retrying through coordinator restarts: the outputs are kept until accepted.
     for (int attempt = 0;; ++attempt) {
@@ -445,7 +438,7 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
   finish();
   if (status.ok()) {
     ++jobs_done_;
-    if (metrics_) metrics_->jobs_done->Increment();
+    metrics_->JobDone();
     Log(absl::StrCat("job ", job.id(), " done"));
   } else if (absl::IsAborted(status) || absl::IsCancelled(status)) {
     Log(absl::StrCat("job ", job.id(), " dropped: ", status.message()));

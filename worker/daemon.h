@@ -10,7 +10,7 @@
 //   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
 //     permanent; other errors → FailJob as retryable.
-// Thread-safety: Run() is called once; Stop() may be called from any thread.
+// Thread-safety: Run() is called once; Stop() and metrics() may be called from any thread.
 #ifndef STEADYEVAL_WORKER_DAEMON_H_
 #define STEADYEVAL_WORKER_DAEMON_H_
 
@@ -25,9 +25,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "common/clock.h"
 #include "common/task.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 #include "worker/eval_backend.h"
+#include "worker/metrics_http.h"
+#include "worker/worker_metrics.h"
 
 namespace steadyeval {
 
@@ -50,8 +53,6 @@ absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind);
 // worker does not know.
 absl::StatusOr<EvalSettings> SettingsForLease(const steadyeval::v1::LeasedJob& lease, int batch_size);
 
-struct WorkerMetrics;  // defined in daemon.cc; null when metrics are off
-
 struct DaemonOptions {
   std::string worker_id;  // stable for the life of the process
   std::string name;
@@ -62,6 +63,9 @@ struct DaemonOptions {
   int report_chunk = 64;  // outputs per ReportResults message
   int batch_size = 8;     // generation examples decoded together (EvalSettings)
   std::string metrics_listen;  // empty: no metrics endpoint
+  // Measures evaluation time (steadyeval_worker_eval_seconds_total and the per-second
+  // gauges). Not owned; must outlive the daemon.
+  Clock* clock = Clock::Real();
 };
 
 class WorkerDaemon {
@@ -71,7 +75,11 @@ class WorkerDaemon {
   ~WorkerDaemon();
 
   // Starts the metrics endpoint if configured; returns its bound "host:port" ("" if off).
+  // UNAVAILABLE when it cannot listen there. Call once, before Run().
   absl::StatusOr<std::string> StartMetrics();
+  // The metrics the endpoint serves (docs/metrics.md "Worker"); kept whether or not an
+  // endpoint is started, so tests read them with metrics().Collect().
+  const WorkerMetrics& metrics() const { return *metrics_; }
 
   // Serves until Stop(). Returns OK after Stop(), an error only for unrecoverable setup.
   absl::Status Run();
@@ -80,18 +88,24 @@ class WorkerDaemon {
   int64_t jobs_done() const { return jobs_done_.load(); }
 
  private:
+  // Each evaluated task's per-example results, in lease order.
+  using TaskOutputs = std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>;
+
   absl::Status Register();
   // One job end to end; any error is turned into FailJob or a dropped lease.
   void RunJob(const steadyeval::v1::LeasedJob& lease);
   absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header);
-  absl::Status Report(const steadyeval::v1::LeasedJob& lease,
-                      const std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>& outputs,
+  absl::Status Report(const steadyeval::v1::LeasedJob& lease, const TaskOutputs& outputs,
                       const std::vector<steadyeval::v1::ParameterDrift>& drifts);
   // Loads the job's model: one checkpoint (raw) or the average of its window (avg@n).
   // FAILED_PRECONDITION when the lease pins the run to another tokenizer than the one
   // just loaded.
   absl::Status CheckPinnedTokenizer(const v1::LeasedJob& lease) const;
   absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease);
+  // Evaluates every task of the lease with the loaded model, counting examples, tokens and
+  // evaluation time into metrics_ as it goes; `lost` cancels it.
+  absl::StatusOr<TaskOutputs> EvaluateTasks(const steadyeval::v1::LeasedJob& lease,
+                                            const std::atomic<bool>& lost);
   // The job's drift targets that could be computed (a failure is logged and skipped:
   // drift is a side measurement and must not fail the evaluation).
   std::vector<steadyeval::v1::ParameterDrift> ComputeDrifts(const steadyeval::v1::LeasedJob& lease);
@@ -107,7 +121,8 @@ class WorkerDaemon {
   std::atomic<int64_t> jobs_done_{0};
   std::mutex mu_;
   std::condition_variable cv_;
-  std::unique_ptr<WorkerMetrics> metrics_;
+  std::unique_ptr<WorkerMetrics> metrics_;        // never null
+  std::unique_ptr<MetricsHttpServer> metrics_server_;  // null until StartMetrics(); serves metrics_
 };
 
 }  // namespace steadyeval

@@ -1,12 +1,23 @@
 #include "worker/daemon.h"
 
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+
 #include <grpcpp/test/mock_stream.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "common/clock.h"
+#include "common/test_http.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
+#include "worker/metrics_http.h"
 #include "worker/test_daemon.h"
+#include "worker/worker_metrics.h"
 
 namespace steadyeval {
 namespace {
@@ -39,12 +50,15 @@ TEST(JobKindTest, RawAndAvgWindows) {
   }
 }
 
-// A backend that records what the daemon asks of it.
+// A backend that records what the daemon asks of it. With `clock` set, a load takes
+// `load_clock_seconds` on it and evaluating an example `seconds_per_example`; an example is
+// `tokens_per_example` tokens.
 class FakeBackend : public EvalBackend {
  public:
   absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer) override {
     loaded.push_back("raw " + dir);
-    return LoadStats{};
+    if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
+    return load_stats;
   }
   absl::StatusOr<LoadStats> LoadAverage(const std::string& run, uint32_t window,
                                         const std::vector<std::string>& dirs,
@@ -52,7 +66,8 @@ class FakeBackend : public EvalBackend {
                                         const std::string& tokenizer) override {
     loaded.push_back("avg " + run + " " + std::to_string(window) + " " + dirs.front() + ".." + dirs.back());
     held.push_back({run, window, steps});
-    return LoadStats{};
+    if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
+    return load_stats;
   }
   std::vector<WindowSumInfo> WindowSums() const override { return held; }
   absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& from,
@@ -61,20 +76,35 @@ class FakeBackend : public EvalBackend {
     return ParameterDriftResult{2.5, 0.125};
   }
   absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task, const EvalSettings& s,
-                                                      const ProgressFn&) override {
+                                                      const ProgressFn& progress) override {
     settings.push_back(s);
     task_sizes.push_back(task.size());
+    if (during_evaluate) during_evaluate();
     std::vector<ExampleResult> out;
-    for (uint32_t i = 0; i < task.size(); ++i) out.push_back({i, "0", {-1.0, -2.0}});
+    for (uint32_t i = 0; i < task.size(); ++i) {
+      if (i == fail_after_examples) return absl::InternalError("fake evaluation failure");
+      if (clock != nullptr) clock->AdvanceSeconds(seconds_per_example);
+      out.push_back({i, "0", {-1.0, -2.0}});
+      if (progress && !progress(i + 1, task.size())) return absl::CancelledError("cancelled");
+    }
+    tokens += tokens_per_example * out.size();
     return out;
   }
   std::string BosDescription() const override { return "bos 7"; }
-  uint64_t tokens_processed() const override { return 0; }
+  uint64_t tokens_processed() const override { return tokens; }
 
   std::vector<std::string> loaded;
   std::vector<WindowSumInfo> held;
   std::vector<EvalSettings> settings;
   std::vector<size_t> task_sizes;
+  LoadStats load_stats;
+  FakeClock* clock = nullptr;
+  double load_clock_seconds = 100;  // not evaluation time
+  double seconds_per_example = 0;
+  uint64_t tokens_per_example = 0;
+  uint64_t tokens = 0;
+  uint32_t fail_after_examples = UINT32_MAX;  // Evaluate fails on reaching this example
+  std::function<void()> during_evaluate;
 };
 
 TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
@@ -209,6 +239,360 @@ TEST(WorkerDaemonTest, SettingsForLeaseRejectsUnknownValues) {
   lease.set_bos("always");
   EXPECT_THAT(SettingsForLease(lease, 8),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("'always'")));
+}
+
+constexpr char kProcStatus[] =
+    "Name:\tsteadyeval-worker\n"
+    "VmPeak:\t  900000 kB\n"
+    "VmSize:\t  800000 kB\n"
+    "VmHWM:\t    2048 kB\n"
+    "VmRSS:\t    1536 kB\n"
+    "Threads:\t8\n";
+
+constexpr char kDeviceMemory[] = "steadyeval_worker_device_memory_bytes";
+
+TEST(ProcStatusTest, ReadsResidentSetAndHighWaterMarkInBytes) {
+  auto memory = ParseProcStatus(kProcStatus);
+  ASSERT_OK(memory);
+  EXPECT_EQ(memory->resident_bytes, 1536u * 1024);
+  EXPECT_EQ(memory->peak_resident_bytes, 2048u * 1024);
+}
+
+TEST(ProcStatusTest, MissingOrMalformedFieldsAreErrors) {
+  using ::testing::HasSubstr;
+  EXPECT_THAT(ParseProcStatus("Name:\tkthreadd\nVmRSS:\t  10 kB\n"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("VmHWM")));
+  EXPECT_THAT(ParseProcStatus("Name:\tkthreadd\n"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("VmRSS VmHWM")));
+  EXPECT_THAT(ParseProcStatus(""), StatusIs(absl::StatusCode::kNotFound, HasSubstr("VmRSS")));
+  for (const char* bad : {"VmRSS:\t  10 MB\nVmHWM:\t  20 kB\n", "VmRSS:\t  kB\nVmHWM:\t  20 kB\n",
+                          "VmRSS:\t  -5 kB\nVmHWM:\t  20 kB\n", "VmRSS:\t  10\nVmHWM:\t  20 kB\n"}) {
+    EXPECT_THAT(ParseProcStatus(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("VmRSS")))
+        << bad;
+  }
+}
+
+TEST(DeviceMemoryCollectorTest, ReadsTheStatusFileAtEachScrape) {
+  std::vector<std::string> reads;
+  DeviceMemoryCollector collector(
+      "w1", "cuda:1",
+      [&](const std::string& path) -> absl::StatusOr<std::string> {
+        reads.push_back(path);
+        return std::string(kProcStatus);
+      },
+      "/proc/123/status");
+  const std::vector<prometheus::MetricFamily> families = collector.Collect();
+  ASSERT_EQ(families.size(), 1u);
+  EXPECT_EQ(families[0].type, prometheus::MetricType::Gauge);
+  EXPECT_EQ(families[0].metric.size(), 2u);
+  // The device label is the configured one, whatever the device.
+  EXPECT_EQ(testing_daemon::SeriesValue(families, kDeviceMemory,
+                                        {{"worker", "w1"}, {"device", "cuda:1"}, {"kind", "used"}}),
+            1536.0 * 1024);
+  EXPECT_EQ(testing_daemon::SeriesValue(families, kDeviceMemory,
+                                        {{"worker", "w1"}, {"device", "cuda:1"}, {"kind", "peak"}}),
+            2048.0 * 1024);
+  collector.Collect();
+  EXPECT_THAT(reads, ::testing::ElementsAre("/proc/123/status", "/proc/123/status"));
+}
+
+TEST(DeviceMemoryCollectorTest, UnreadableOrUnparsableStatusExportsNoSeries) {
+  DeviceMemoryCollector unreadable("w1", "cpu", [](const std::string& path) -> absl::StatusOr<std::string> {
+    return absl::NotFoundError(path);
+  });
+  EXPECT_TRUE(unreadable.Collect().empty());
+  DeviceMemoryCollector garbled("w1", "cpu", [](const std::string&) -> absl::StatusOr<std::string> {
+    return std::string("Name:\tx\n");
+  });
+  EXPECT_TRUE(garbled.Collect().empty());
+}
+
+TEST(DeviceMemoryCollectorTest, ThisProcessHasResidentMemoryUpToItsPeak) {
+  WorkerMetricsOptions options;
+  options.worker = "w1";  // the real /proc/self/status
+  WorkerMetrics metrics(options);
+  const std::vector<prometheus::MetricFamily> families = metrics.Collect();
+  const std::optional<double> used = testing_daemon::SeriesValue(
+      families, kDeviceMemory, {{"worker", "w1"}, {"device", "cpu"}, {"kind", "used"}});
+  const std::optional<double> peak = testing_daemon::SeriesValue(
+      families, kDeviceMemory, {{"worker", "w1"}, {"device", "cpu"}, {"kind", "peak"}});
+  ASSERT_TRUE(used.has_value());
+  ASSERT_TRUE(peak.has_value());
+  EXPECT_GT(*used, 0);
+  EXPECT_LE(*used, *peak);
+}
+
+// A multiple-choice task file of `examples` examples.
+std::string McTaskText(int examples) {
+  std::string text;
+  for (int i = 0; i < examples; ++i) {
+    text += R"({"id": "e)" + std::to_string(i) + R"(", "query": "q)" + std::to_string(i) +
+            R"(", "choices": ["x", "y"], "gold": 0})" + "\n";
+  }
+  return text;
+}
+
+// A raw job of run "r" at `step` evaluating the task whose content hash is `task_sha256`.
+::steadyeval::v1::LeasedJob RawLease(uint64_t id, uint64_t step, const std::string& task_sha256) {
+  namespace v1 = ::steadyeval::v1;
+  v1::LeasedJob lease;
+  lease.mutable_job()->set_id(id);
+  lease.mutable_job()->set_run("r");
+  lease.mutable_job()->set_kind("raw");
+  lease.mutable_job()->set_epoch(1);
+  lease.mutable_job()->add_steps(step);
+  lease.add_checkpoint_paths("/ckpt/step_" + std::to_string(step));
+  lease.set_lease_ttl_ms(600000);
+  lease.set_prompt_language("en");
+  lease.set_bos("add");
+  v1::TaskContent* header = lease.add_task_headers();
+  header->mutable_ref()->set_name("mc");
+  header->mutable_ref()->set_sha256(task_sha256);
+  header->set_filename("mc.jsonl");
+  header->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
+  return lease;
+}
+
+// Drives a WorkerDaemon named "w1" through `leases` (one per AcquireJob, then Stop) against
+// a mocked coordinator serving `task_text`; every ReportResults is accepted after advancing
+// `clock` by 1000 s (reporting is not evaluation time).
+class WorkerDaemonMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    fake_->clock = &clock_;
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.name = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+
+  // Runs the daemon until the coordinator has handed out every lease; each is handed out
+  // after `before_lease[i]` (if any) ran.
+  void RunLeases(const std::string& task_text, const std::vector<::steadyeval::v1::LeasedJob>& leases,
+                 const std::vector<std::function<void()>>& before_lease = {}) {
+    namespace v1 = ::steadyeval::v1;
+    using ::testing::_;
+    EXPECT_CALL(*stub_, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+    size_t acquired = 0;
+    EXPECT_CALL(*stub_, AcquireJob(_, _, _))
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+          if (acquired < leases.size()) {
+            if (acquired < before_lease.size() && before_lease[acquired]) before_lease[acquired]();
+            resp->set_has_job(true);
+            *resp->mutable_lease() = leases[acquired++];
+          } else {
+            daemon_->Stop();
+          }
+          return grpc::Status::OK;
+        });
+    EXPECT_CALL(*stub_, GetTask(_, _, _))
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+          content->set_filename("mc.jsonl");
+          content->set_content(task_text);
+          content->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
+          return grpc::Status::OK;
+        });
+    EXPECT_CALL(*stub_, ReportResultsRaw(_, _))
+        .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
+          clock_.AdvanceSeconds(1000);
+          return testing_daemon::RecordingReportWriter(&reports_);
+        });
+    EXPECT_CALL(*stub_, FailJob(_, _, _))
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::FailJobRequest& req, v1::FailJobResponse*) {
+          failed_.push_back(req);
+          return grpc::Status::OK;
+        });
+    ASSERT_OK(daemon_->Run());
+  }
+
+  std::optional<double> Series(const std::string& name, std::map<std::string, std::string> labels = {}) {
+    labels["worker"] = "w1";
+    return testing_daemon::SeriesValue(daemon_->metrics().Collect(), name, labels);
+  }
+
+  FakeClock clock_;
+  std::shared_ptr<::steadyeval::v1::MockWorkerServiceStub> stub_ =
+      std::make_shared<::steadyeval::v1::MockWorkerServiceStub>();
+  FakeBackend* fake_ = nullptr;
+  std::unique_ptr<WorkerDaemon> daemon_;
+  std::vector<::steadyeval::v1::ReportResultsRequest> reports_;
+  std::vector<::steadyeval::v1::FailJobRequest> failed_;
+};
+
+TEST_F(WorkerDaemonMetricsTest, CountsAJobsExamplesTokensAndEvaluationTime) {
+  const std::string task_text = McTaskText(4);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  fake_->load_stats = LoadStats{0.25, 12345};
+  fake_->seconds_per_example = 0.5;  // S = 4 × 0.5 = 2 s
+  fake_->tokens_per_example = 15;    // T = 60
+  std::optional<double> busy_while_evaluating;
+  fake_->during_evaluate = [&] { busy_while_evaluating = Series("steadyeval_worker_busy"); };
+
+  RunLeases(task_text, {RawLease(1, 100, task->sha256)});
+
+  ASSERT_EQ(daemon_->jobs_done(), 1);
+  EXPECT_EQ(reports_.size(), 1u);
+  EXPECT_EQ(Series("steadyeval_worker_examples_total"), 4.0);
+  EXPECT_EQ(Series("steadyeval_worker_tokens_total"), 60.0);
+  // Only the evaluation: not the load's 100 s nor the report's 1000 s.
+  EXPECT_EQ(Series("steadyeval_worker_eval_seconds_total"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_tokens_per_second"), 60.0 / 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_examples_per_second"), 4.0 / 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_seconds_count"), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_seconds_sum"), 0.25);
+  EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_bytes_total"), 12345.0);
+  EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "done"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "failed"}}), 0.0);
+  EXPECT_EQ(busy_while_evaluating, 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_busy"), 0.0);
+}
+
+TEST_F(WorkerDaemonMetricsTest, FailedJobsCountAsFailedAndKeepTheLastJobsRates) {
+  namespace v1 = ::steadyeval::v1;
+  const std::string task_text = McTaskText(2);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  fake_->load_stats = LoadStats{0.5, 100};
+  fake_->seconds_per_example = 0.5;
+  fake_->tokens_per_example = 10;
+  // 1: done (2 examples, 1 s, 20 tokens). 2: evaluation fails after its first example
+  // (0.5 s), retryable. 3: malformed (two checkpoints for a raw job), fails before loading.
+  v1::LeasedJob malformed = RawLease(3, 300, task->sha256);
+  malformed.add_checkpoint_paths("/ckpt/step_301");
+  RunLeases(task_text, {RawLease(1, 100, task->sha256), RawLease(2, 200, task->sha256), malformed},
+            {nullptr, [&] { fake_->fail_after_examples = 1; }});
+
+  EXPECT_EQ(daemon_->jobs_done(), 1);
+  ASSERT_EQ(failed_.size(), 2u);
+  EXPECT_EQ(failed_[0].job_id(), 2u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_EQ(failed_[1].job_id(), 3u);
+  EXPECT_FALSE(failed_[1].retryable());
+  EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "done"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "failed"}}), 2.0);
+  // The failed evaluation's example and time count; its tokens never came back.
+  EXPECT_EQ(Series("steadyeval_worker_examples_total"), 3.0);
+  EXPECT_EQ(Series("steadyeval_worker_tokens_total"), 20.0);
+  EXPECT_EQ(Series("steadyeval_worker_eval_seconds_total"), 1.5);
+  // The rates are the last job that evaluated to its end.
+  EXPECT_EQ(Series("steadyeval_worker_tokens_per_second"), 20.0);
+  EXPECT_EQ(Series("steadyeval_worker_examples_per_second"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_seconds_count"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_bytes_total"), 200.0);
+  EXPECT_EQ(Series("steadyeval_worker_busy"), 0.0);
+}
+
+TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {
+  using ::testing::HasSubstr;
+  DaemonOptions options;
+  options.name = "w1";
+  options.metrics_listen = "127.0.0.1:0";
+  WorkerDaemon daemon(options, std::make_shared<::steadyeval::v1::MockWorkerServiceStub>(),
+                      std::make_unique<FakeBackend>());
+  auto bound = daemon.StartMetrics();
+  ASSERT_OK(bound);
+  ASSERT_TRUE(absl::StartsWith(*bound, "127.0.0.1:")) << *bound;
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(bound->substr(bound->rfind(':') + 1), &port)) << *bound;
+  ASSERT_GT(port, 0);
+  const std::string response = HttpGet(port, "/metrics");
+  EXPECT_THAT(response, HasSubstr(" 200 OK"));
+  for (const char* series :
+       {"steadyeval_worker_tokens_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_examples_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_jobs_total{outcome=\"done\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_jobs_total{outcome=\"failed\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_busy{worker=\"w1\"} 0\n",
+        "steadyeval_worker_checkpoint_load_seconds_count{worker=\"w1\"} 0\n",
+        "steadyeval_worker_checkpoint_load_bytes_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_eval_seconds_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_tokens_per_second{worker=\"w1\"} 0\n",
+        "steadyeval_worker_examples_per_second{worker=\"w1\"} 0\n",
+        "# TYPE steadyeval_worker_device_memory_bytes gauge\n",
+        "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"used\",worker=\"w1\"} ",
+        "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"peak\",worker=\"w1\"} "}) {
+    EXPECT_THAT(response, HasSubstr(series));
+  }
+}
+
+TEST(WorkerDaemonMetricsEndpointTest, NoEndpointWithoutListenAddress) {
+  WorkerDaemon daemon(DaemonOptions{}, std::make_shared<::steadyeval::v1::MockWorkerServiceStub>(),
+                      std::make_unique<FakeBackend>());
+  auto bound = daemon.StartMetrics();
+  ASSERT_OK(bound);
+  EXPECT_EQ(*bound, "");
+  // The metrics are still kept.
+  EXPECT_EQ(testing_daemon::SeriesValue(daemon.metrics().Collect(), "steadyeval_worker_busy",
+                                        {{"worker", ""}}),
+            0.0);
+}
+
+// A collectable with one fixed counter, to see exactly what the endpoint serves.
+class OneCounter : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    ++collects;
+    prometheus::MetricFamily family;
+    family.name = "test_requests_total";
+    family.help = "requests";
+    family.type = prometheus::MetricType::Counter;
+    prometheus::ClientMetric metric;
+    metric.counter.value = 7;
+    family.metric.push_back(metric);
+    return {family};
+  }
+  mutable int collects = 0;
+};
+
+TEST(MetricsHttpServerTest, ServesTheCollectablesOnMetricsOnly) {
+  auto counter = std::make_shared<OneCounter>();
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", {counter, counter});
+  ASSERT_OK(server);
+  const int port = (*server)->port();
+  ASSERT_GT(port, 0);
+  const std::string response = HttpGet(port, "/metrics?x=1");
+  EXPECT_THAT(response, ::testing::StartsWith("HTTP/1.0 200 OK\r\n"));
+  EXPECT_THAT(response, ::testing::HasSubstr("Content-Type: text/plain; version=0.0.4"));
+  // Both collectables, in order: the family twice.
+  const std::string body = HttpOkBody(response);
+  EXPECT_EQ(body, "# HELP test_requests_total requests\n# TYPE test_requests_total counter\n"
+                  "test_requests_total 7\n"
+                  "# HELP test_requests_total requests\n# TYPE test_requests_total counter\n"
+                  "test_requests_total 7\n");
+  EXPECT_THAT(response, ::testing::HasSubstr(absl::StrCat("Content-Length: ", body.size(), "\r\n")));
+  EXPECT_EQ(counter->collects, 2);
+  // Every scrape collects afresh; other paths and methods do not collect.
+  EXPECT_EQ(HttpOkBody(HttpGet(port, "/metrics")), body);
+  EXPECT_EQ(counter->collects, 4);
+  EXPECT_THAT(HttpGet(port, "/"), ::testing::StartsWith("HTTP/1.0 404 Not Found\r\n"));
+  EXPECT_THAT(HttpGet(port, "/metricsx"), ::testing::StartsWith("HTTP/1.0 404 Not Found\r\n"));
+  EXPECT_EQ(counter->collects, 4);
+}
+
+TEST(MetricsHttpServerTest, RejectsBadAddressesAndTakenPorts) {
+  EXPECT_THAT(MetricsHttpServer::Start("127.0.0.1", {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("HOST:PORT")));
+  EXPECT_THAT(MetricsHttpServer::Start("127.0.0.1:99999", {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  auto first = MetricsHttpServer::Start("127.0.0.1:0", {});
+  ASSERT_OK(first);
+  EXPECT_THAT(MetricsHttpServer::Start(absl::StrCat("127.0.0.1:", (*first)->port()), {}).status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr("cannot listen")));
+}
+
+TEST(MetricsHttpServerTest, StopsWhenDestroyedAndFreesThePort) {
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", {});
+  ASSERT_OK(server);
+  const int port = (*server)->port();
+  server->reset();
+  EXPECT_EQ(HttpGet(port, "/metrics"), "");
+  EXPECT_OK(MetricsHttpServer::Start(absl::StrCat("127.0.0.1:", port), {}).status());
 }
 
 }  // namespace
