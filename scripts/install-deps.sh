@@ -14,6 +14,7 @@ PACKAGES=(
   libssl-dev
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
+  prometheus python3
 )
 
 missing=()

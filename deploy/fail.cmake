@@ -1,0 +1,2 @@
+# cmake -DMESSAGE=... -P fail.cmake: fails with MESSAGE (a deploy test whose tool is missing).
+message(FATAL_ERROR "${MESSAGE}")
