@@ -14,6 +14,7 @@
 #include "server/coordinator_test_util.h"
 #include "server/rpc_metrics.h"
 #include "server/server.h"
+#include "server/server_test_util.h"
 #include "server/store_metrics.h"
 #include "common/test_http.h"
 
@@ -34,32 +35,8 @@ std::string DurationSum(const std::string& method) {
   return "steadyeval_rpc_duration_seconds_sum{method=\"" + method + "\"}";
 }
 
-class ObservabilityTest : public ::testing::Test {
+class ObservabilityTest : public InProcessServerTest {
  protected:
-  void SetUp() override {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            ("observability_test_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
-    std::filesystem::create_directories(root_ / "ckpt");
-    ServerOptions options;
-    options.data_dir = (root_ / "db").string();
-    options.listen = "127.0.0.1:0";
-    options.metrics_listen = "127.0.0.1:0";
-    options.discovery = checkpoints_.Factory();
-    options.start_background = false;
-    auto server = CoordinatorServer::Start(options);
-    ASSERT_OK(server);
-    server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->grpc_address(), grpc::InsecureChannelCredentials());
-    eval_ = v1::EvalService::NewStub(channel_);
-    worker_ = v1::WorkerService::NewStub(channel_);
-  }
-  void TearDown() override {
-    server_.reset();
-    std::filesystem::remove_all(root_);
-  }
-
   std::string Scrape() {
     std::string response = HttpGet(server_->metrics_port(), "/metrics");
     EXPECT_THAT(response, HasSubstr("200 OK"));
@@ -94,13 +71,6 @@ class ObservabilityTest : public ::testing::Test {
                    [&done](grpc::Status status) { done.set_value(std::move(status)); });
     return done.get_future().get();
   }
-
-  std::filesystem::path root_;
-  FakeCheckpoints checkpoints_;
-  std::unique_ptr<CoordinatorServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::EvalService::Stub> eval_;
-  std::unique_ptr<v1::WorkerService::Stub> worker_;
 };
 
 TEST_F(ObservabilityTest, CountsEveryCallOnceByMethodAndFinalStatus) {

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "server/coordinator_test_util.h"
 #include "server/server.h"
+#include "server/server_test_util.h"
 #include "common/test_http.h"
 
 namespace steadyeval {
@@ -18,32 +19,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class ServicesTest : public ::testing::Test {
+class ServicesTest : public InProcessServerTest {
  protected:
-  void SetUp() override {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            ("services_test_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
-    std::filesystem::create_directories(root_ / "ckpt");
-    ServerOptions options;
-    options.data_dir = (root_ / "db").string();
-    options.listen = "127.0.0.1:0";
-    options.metrics_listen = "127.0.0.1:0";
-    options.discovery = checkpoints_.Factory();
-    options.start_background = false;  // the test drives checkpoint polling
-    auto server = CoordinatorServer::Start(options);
-    ASSERT_OK(server);
-    server_ = std::move(*server);
-    auto channel = grpc::CreateChannel(server_->grpc_address(), grpc::InsecureChannelCredentials());
-    eval_ = v1::EvalService::NewStub(channel);
-    worker_ = v1::WorkerService::NewStub(channel);
-  }
-  void TearDown() override {
-    server_.reset();
-    std::filesystem::remove_all(root_);
-  }
-
   v1::CreateRunRequest RunRequest(const std::string& name) {
     v1::CreateRunRequest request;
     request.mutable_config()->set_name(name);
@@ -93,12 +70,6 @@ class ServicesTest : public ::testing::Test {
     writer->WritesDone();
     return writer->Finish();
   }
-
-  std::filesystem::path root_;
-  FakeCheckpoints checkpoints_;
-  std::unique_ptr<CoordinatorServer> server_;
-  std::unique_ptr<v1::EvalService::Stub> eval_;
-  std::unique_ptr<v1::WorkerService::Stub> worker_;
 };
 
 TEST_F(ServicesTest, ServesGrpcAndMetricsOnPickedPorts) {
