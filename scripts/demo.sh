@@ -87,8 +87,16 @@ export STEADYEVAL_SERVER=$ADDR
 echo "== coordinator on $ADDR (metrics: http://$METRICS/metrics)"
 
 "$BIN/steadyeval-worker" --coordinator "$ADDR" --name demo-worker --acquire_wait_ms 1000 \
-  --threads 1 >"$DEMO/logs/worker.out" 2>"$DEMO/logs/worker.err" &
+  --threads 1 --metrics_listen 127.0.0.1:0 >"$DEMO/logs/worker.out" 2>"$DEMO/logs/worker.err" &
 echo "$! steadyeval-worker" >>"$DEMO/pids"
+# The worker prints its bound metrics address once it is up.
+WORKER_METRICS=""
+for _ in $(seq 1 300); do
+  WORKER_METRICS=$(sed -n 's/.*metrics=\([0-9.:]*\).*/\1/p' "$DEMO/logs/worker.out" 2>/dev/null | head -1)
+  [ -n "$WORKER_METRICS" ] && break
+  sleep 0.1
+done
+[ -n "$WORKER_METRICS" ] && echo "== worker demo-worker (metrics: http://$WORKER_METRICS/metrics)"
 
 # The tasks come from the same generator as the corpus; write them before training starts.
 # The trainer prints the run flags that prompt exactly as its corpus is formatted.
@@ -161,6 +169,8 @@ echo "== plots: $DEMO/plots/ ($(cd "$DEMO/plots" && ls | paste -sd' ' -))"
 echo "== done in $((SECONDS - T0)) s."
 if [ "$KEEP" = 1 ]; then
   echo "   The coordinator and worker keep running: STEADYEVAL_SERVER=$ADDR $BIN/steadyeval scores demo"
+  echo "   Prometheus can scrape http://$METRICS/metrics and http://${WORKER_METRICS:-?}/metrics"
+  echo "   (deploy/prometheus/prometheus.yml; metrics reference: docs/metrics.md)."
   echo "   Stop them with: scripts/demo.sh stop"
 else
   echo "   Services stopped. The coordinator's data stays in $DEMO/server; to query it again:"

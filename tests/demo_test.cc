@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "common/test_http.h"
 #include "tests/process_harness.h"
 
 namespace steadyeval::testing {
@@ -180,6 +183,17 @@ TEST(DemoTest, KeptServicesAnswerUntilDemoStop) {
   CommandResult kept = RunCommand(query);
   ASSERT_EQ(kept.exit_code, 0) << kept.err;
   EXPECT_THAT(kept.out, HasSubstr("step_000020"));
+  // The kept worker serves its metrics at the address the demo printed: both checkpoints'
+  // raw jobs and the avg@2 job done.
+  EXPECT_THAT(run.out, HasSubstr("Prometheus can scrape http://127.0.0.1:"));
+  std::smatch printed;
+  ASSERT_TRUE(std::regex_search(run.out, printed,
+                                std::regex(R"(worker demo-worker \(metrics: http://127\.0\.0\.1:(\d+)/metrics\))")))
+      << run.out;
+  const std::string worker_metrics = HttpOkBody(HttpGet(std::stoi(printed[1]), "/metrics"));
+  EXPECT_EQ(SampleValue(worker_metrics, "steadyeval_worker_jobs_total{outcome=\"done\",worker=\"demo-worker\"}"),
+            std::optional<double>(3))
+      << worker_metrics;
 
   std::vector<std::string> stop = env;
   stop.insert(stop.end(), {"bash", script, "stop"});
