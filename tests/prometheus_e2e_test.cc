@@ -1,7 +1,7 @@
 // Observability end to end, against Debian's real Prometheus: a coordinator and a worker
 // on 127.0.0.1 are scraped every second (the worker found through file-based service
 // discovery once it has bound its port), the repository's alert rules are loaded, and a
-// small evaluation runs: three good checkpoints, one whose config names an unknown
+// small evaluation runs: five good checkpoints, one whose config names an unknown
 // architecture (its jobs fail for good) and one folder that never becomes complete.
 // Checks, through Prometheus's HTTP API:
 //   - before any worker runs: eval lag = the newest step, every job pending, no worker alive;
