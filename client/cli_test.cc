@@ -39,6 +39,7 @@ using ::steadyeval::client::testing::CliResult;
 using ::steadyeval::client::testing::FakeReader;
 using ::steadyeval::client::testing::MockStub;
 using ::steadyeval::client::testing::RunWith;
+using ::steadyeval::client::testing::TempDir;
 
 // Exactly one line on stderr, starting with "steadyeval: ".
 void ExpectOneErrorLine(const CliResult& r) {
@@ -182,26 +183,6 @@ TEST(RunCliTest, HelpExplainsUsage) {
 }
 
 // ---- Commands through the mock stub ----
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::path(::testing::TempDir()) /
-            ("cli_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& content) const {
-    std::ofstream(path_ / name, std::ios::binary) << content;
-    return (path_ / name).string();
-  }
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 constexpr char kChoiceTask[] =
     R"({"id":"1","query":"1+1=","choices":["2","3"],"gold":0})"

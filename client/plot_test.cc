@@ -41,22 +41,7 @@ using ::steadyeval::client::testing::CliResult;
 using ::steadyeval::client::testing::FakeReader;
 using ::steadyeval::client::testing::MockStub;
 using ::steadyeval::client::testing::RunWith;
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::path(::testing::TempDir()) /
-            ("plot_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using ::steadyeval::client::testing::TempDir;
 
 std::string ReadAllBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

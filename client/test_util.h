@@ -1,14 +1,19 @@
 // Test helpers shared by the client tests (cli_test, plot_test, watch_test): a canned
-// server stream for the generated mock stub, and a way to run the whole CLI (`RunCli`)
-// against one mock stub while capturing its exit code, stdout and stderr.
+// server stream for the generated mock stub, a way to run the whole CLI (`RunCli`)
+// against one mock stub while capturing its exit code, stdout and stderr, and a scratch
+// folder per test.
 //
 // Header-only; for tests only. It includes the generated mock header, which has no include
 // guard: a test that includes this header must not include that one again.
 #ifndef STEADYEVAL_CLIENT_TEST_UTIL_H_
 #define STEADYEVAL_CLIENT_TEST_UTIL_H_
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -17,6 +22,7 @@
 
 #include "client/cli.h"
 #include "grpcpp/support/sync_stream.h"
+#include "gtest/gtest.h"
 #include "steadyeval/v1/eval_service_mock.grpc.pb.h"
 
 namespace steadyeval::client::testing {
@@ -72,6 +78,32 @@ inline CliResult RunWith(const std::vector<std::string>& args, std::unique_ptr<M
   result.err = err.str();
   return result;
 }
+
+// A fresh folder for the running test (under gtest's temp dir, named after the process and
+// the test), removed when it goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::path(::testing::TempDir()) /
+            (std::string(test->test_suite_name()) + "_" + std::to_string(::getpid()) + "_" +
+             test->name());
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  // The path of `name` in the folder.
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+  // Writes `content` to `name` in the folder; returns its path.
+  std::string Write(const std::string& name, const std::string& content) const {
+    std::ofstream(path_ / name, std::ios::binary) << content;
+    return File(name);
+  }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace steadyeval::client::testing
 

@@ -20,6 +20,7 @@
 #include "client/cli.h"
 #include "client/format.h"
 #include "common/status.h"
+#include "steadyeval/v1/eval_lag.h"
 
 namespace steadyeval::client {
 namespace {
@@ -145,15 +146,13 @@ absl::StatusOr<WatchSnapshot> BuildWatchSnapshot(v1::EvalService::StubInterface*
   }
   for (const v1::Checkpoint& c : checkpoints) {
     ++snapshot.admitted;
-    snapshot.newest_admitted_step = std::max(snapshot.newest_admitted_step, c.step());
-    if (c.state() == v1::CHECKPOINT_EVALUATED) {
-      ++snapshot.evaluated;
-      snapshot.newest_evaluated_step = std::max(snapshot.newest_evaluated_step, c.step());
-    } else if (c.state() == v1::CHECKPOINT_FAILED) {
-      ++snapshot.failed;
-    }
+    snapshot.evaluated += c.state() == v1::CHECKPOINT_EVALUATED;
+    snapshot.failed += c.state() == v1::CHECKPOINT_FAILED;
   }
-  snapshot.eval_lag_steps = snapshot.newest_admitted_step - snapshot.newest_evaluated_step;
+  const EvalProgress progress = EvalProgressOf(checkpoints);
+  snapshot.newest_admitted_step = progress.newest_step;
+  snapshot.newest_evaluated_step = progress.newest_evaluated_step;
+  snapshot.eval_lag_steps = progress.lag_steps;
 
   std::vector<v1::Job> jobs;
   {

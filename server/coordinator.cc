@@ -22,6 +22,7 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/steps.h"
+#include "steadyeval/v1/eval_lag.h"
 #include "steadyeval/v1/task_content.h"
 
 namespace steadyeval {
@@ -1146,37 +1147,20 @@ void Coordinator::RefreshGauges() {
   }
   const int64_t now_ms = clock_->UnixMillis();
   for (const std::string& name : names) {
-    const std::vector<v1::Checkpoint> checkpoints = scheduler_->Checkpoints(name);  // by step
+    const std::vector<v1::Checkpoint> checkpoints = scheduler_->Checkpoints(name);
     CheckpointCounts counts;
-    std::optional<uint64_t> newest_evaluated;
     for (const v1::Checkpoint& c : checkpoints) {
       switch (c.state()) {
         case v1::CHECKPOINT_PENDING: ++counts.pending; break;
         case v1::CHECKPOINT_EVALUATING: ++counts.evaluating; break;
-        case v1::CHECKPOINT_EVALUATED:
-          ++counts.evaluated;
-          newest_evaluated = c.step();
-          break;
+        case v1::CHECKPOINT_EVALUATED: ++counts.evaluated; break;
         case v1::CHECKPOINT_FAILED: ++counts.failed; break;
         default: break;
       }
     }
     metrics_.SetCheckpoints(name, counts);
-    // Lag: from the oldest admission among the checkpoints after the newest evaluated one.
-    const uint64_t newest = checkpoints.empty() ? 0 : checkpoints.back().step();
-    std::optional<int64_t> oldest_unevaluated_ms;
-    for (const v1::Checkpoint& c : checkpoints) {
-      if (newest_evaluated.has_value() && c.step() <= *newest_evaluated) continue;
-      if (!oldest_unevaluated_ms.has_value() || c.admitted_unix_ms() < *oldest_unevaluated_ms) {
-        oldest_unevaluated_ms = c.admitted_unix_ms();
-      }
-    }
-    const double lag_seconds =
-        oldest_unevaluated_ms.has_value()
-            ? std::max<int64_t>(0, now_ms - *oldest_unevaluated_ms) / 1e3
-            : 0;
-    metrics_.SetEvalLag(name, static_cast<double>(newest - newest_evaluated.value_or(0)),
-                        lag_seconds);
+    metrics_.SetEvalLag(name, static_cast<double>(EvalProgressOf(checkpoints).lag_steps),
+                        EvalLagSeconds(checkpoints, now_ms));
   }
 }
 
