@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include "bench/bench_flags.h"
 #include "common/prompt.h"
@@ -84,25 +84,25 @@ constexpr int kHeads = 8, kKvHeads = 4;
 // A random Llama checkpoint: N(0, 0.02²) matrices (embedding N(0, 1)), unit RMSNorm weights.
 void WriteModel(const std::string& dir, const Flags& f, int64_t vocab) {
   const int64_t H = f.hidden, I = (f.hidden * 11) / 4, hd = H / kHeads;
-  torch::manual_seed(1234);
+  at::manual_seed(1234);
   auto mat = [](int64_t rows, int64_t cols, double std) {
-    return torch::randn({rows, cols}, torch::kFloat32) * std;
+    return at::randn({rows, cols}, at::kFloat) * std;
   };
   NamedTensors t;
   t.emplace_back("model.embed_tokens.weight", mat(vocab, H, 1.0));
   for (int l = 0; l < f.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.emplace_back(p + "input_layernorm.weight", torch::ones({H}));
+    t.emplace_back(p + "input_layernorm.weight", at::ones({H}));
     t.emplace_back(p + "self_attn.q_proj.weight", mat(kHeads * hd, H, 0.06));
     t.emplace_back(p + "self_attn.k_proj.weight", mat(kKvHeads * hd, H, 0.06));
     t.emplace_back(p + "self_attn.v_proj.weight", mat(kKvHeads * hd, H, 0.06));
     t.emplace_back(p + "self_attn.o_proj.weight", mat(H, kHeads * hd, 0.06));
-    t.emplace_back(p + "post_attention_layernorm.weight", torch::ones({H}));
+    t.emplace_back(p + "post_attention_layernorm.weight", at::ones({H}));
     t.emplace_back(p + "mlp.gate_proj.weight", mat(I, H, 0.06));
     t.emplace_back(p + "mlp.up_proj.weight", mat(I, H, 0.06));
     t.emplace_back(p + "mlp.down_proj.weight", mat(H, I, 0.04));
   }
-  t.emplace_back("model.norm.weight", torch::ones({H}));
+  t.emplace_back("model.norm.weight", at::ones({H}));
   t.emplace_back("lm_head.weight", mat(vocab, H, 0.06));
   nlohmann::json config = {
       {"model_type", "llama"},        {"hidden_size", H},

@@ -29,7 +29,7 @@
 #include <thread>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 #include <torch/version.h>
 
 #include "bench/bench_flags.h"
@@ -81,16 +81,16 @@ Flags ParseFlags(int argc, char** argv) {
 
 // `mib` 512x512 fp32 matrices named like Llama MLP weights, plus one small norm vector.
 NamedTensors BenchTensors(int mib, uint64_t seed) {
-  torch::manual_seed(seed);
+  at::manual_seed(seed);
   NamedTensors tensors;
   for (int i = 0; i < mib; ++i) {
     static const char* kKinds[] = {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
                                    "self_attn.o_proj"};
     tensors.emplace_back("model.layers." + std::to_string(i / 4) + "." + kKinds[i % 4] +
                              ".weight",
-                         torch::randn({kRows, kCols}, torch::kFloat32));
+                         at::randn({kRows, kCols}, at::kFloat));
   }
-  tensors.emplace_back("model.norm.weight", torch::ones({kNormSize}, torch::kFloat32));
+  tensors.emplace_back("model.norm.weight", at::ones({kNormSize}, at::kFloat));
   return tensors;
 }
 
@@ -138,7 +138,7 @@ int Main(int argc, char** argv) {
     std::cerr << "ConfigureThreads: " << s << "\n";
     return 1;
   }
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
 
   std::string tmpl = (std::filesystem::temp_directory_path() / "steadyeval-bench-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {

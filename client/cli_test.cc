@@ -718,7 +718,9 @@ v1::GetStabilityRequest StabilityRequestFor(const std::vector<std::string>& args
   auto inv = ParseInvocation(args, "");
   EXPECT_OK(inv);
   v1::GetStabilityRequest req;
-  if (inv.ok()) EXPECT_OK(SetStabilityRange(*inv, req));
+  if (inv.ok()) {
+    EXPECT_OK(SetStabilityRange(*inv, req));
+  }
   return req;
 }
 

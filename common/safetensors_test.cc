@@ -17,13 +17,6 @@ using ::testing::HasSubstr;
 constexpr auto kMalformed = absl::StatusCode::kInvalidArgument;
 constexpr auto kPartial = absl::StatusCode::kFailedPrecondition;
 
-// u64 little-endian length + JSON: the prefix of a file whose header is `json`.
-std::string Prefix(const std::string& json) {
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((json.size() >> (8 * i)) & 0xff);
-  return out + json;
-}
-
 // Parses `json` as the header of a file with exactly `data_bytes` of data after it.
 absl::StatusOr<SafetensorsHeader> Parse(const std::string& json, uint64_t data_bytes) {
   return ParseSafetensorsHeader(json, 8 + json.size() + data_bytes, "t.safetensors");

@@ -48,7 +48,9 @@ std::vector<StepPoint> WorkedPoints() {
 void ExpectOptionalNear(const std::optional<double>& actual, const std::optional<double>& expected,
                         const std::string& what) {
   ASSERT_EQ(actual.has_value(), expected.has_value()) << what;
-  if (expected.has_value()) EXPECT_NEAR(*actual, *expected, kTolerance) << what;
+  if (expected.has_value()) {
+    EXPECT_NEAR(*actual, *expected, kTolerance) << what;
+  }
 }
 
 void ExpectFiguresNear(const StabilityFigures& actual, const StabilityFigures& expected,

@@ -7,6 +7,6 @@ BUILD_DIR=${BUILD_DIR:-build}
 # Paths relative to the checkout, so ccache hits across clones in other folders.
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 JOBS=${JOBS:-$(nproc)}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTEADYEVAL_WERROR=ON ${CMAKE_ARGS:-} >/dev/null
 echo "build: compiling into $BUILD_DIR with $JOBS jobs (first build takes several minutes: libtorch headers are heavy)" >&2
 ninja -C "$BUILD_DIR" -j "$JOBS" "$@"

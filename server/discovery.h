@@ -38,7 +38,7 @@ class CheckpointDiscovery {
   // (the caller de-duplicates against the store across restarts).
   virtual absl::StatusOr<std::vector<DiscoveredCheckpoint>> Poll() = 0;
   // `step` is already stored (at start-up): Poll need not return it.
-  virtual void MarkKnown(uint64_t step) {}
+  virtual void MarkKnown(uint64_t /*step*/) {}
   // The folders the last Poll saw but did not return, by step ascending; empty for a
   // discovery without such a phase.
   virtual std::vector<PendingDiscovery> Pending() const { return {}; }

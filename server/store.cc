@@ -316,7 +316,7 @@ struct TypedVisit {
   const std::function<bool(const Proto&)>& visit;
   absl::string_view what;
   absl::Status status;
-  bool operator()(absl::string_view key, absl::string_view value) {
+  bool operator()(absl::string_view /*key*/, absl::string_view value) {
     Proto proto;
     if (!proto.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
       status = absl::DataLossError(absl::StrCat("stored ", what, " does not parse (corrupt record)"));
@@ -337,7 +337,7 @@ absl::Status Store::ScanRuns(absl::string_view after, size_t limit,
     ++seen;
     return limit == 0 || seen < limit;
   };
-  TypedVisit<v1::Run> typed{limited, "run"};
+  TypedVisit<v1::Run> typed{limited, "run", absl::OkStatus()};
   RETURN_IF_ERROR(Scan(kRuns, "", after_key,
                        [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
   return typed.status;
@@ -346,14 +346,14 @@ absl::Status Store::ScanRuns(absl::string_view after, size_t limit,
 absl::Status Store::ScanCheckpoints(
     absl::string_view run, const std::function<bool(const v1::Checkpoint&)>& visit) const {
   std::string prefix = run.empty() ? std::string() : RunKey(run);
-  TypedVisit<v1::Checkpoint> typed{visit, "checkpoint"};
+  TypedVisit<v1::Checkpoint> typed{visit, "checkpoint", absl::OkStatus()};
   RETURN_IF_ERROR(Scan(kCheckpoints, prefix, prefix,
                        [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
   return typed.status;
 }
 
 absl::Status Store::ScanJobs(const std::function<bool(const v1::Job&)>& visit) const {
-  TypedVisit<v1::Job> typed{visit, "job"};
+  TypedVisit<v1::Job> typed{visit, "job", absl::OkStatus()};
   RETURN_IF_ERROR(Scan(kJobs, "", "",
                        [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
   return typed.status;
@@ -364,7 +364,7 @@ absl::Status Store::ScanScores(absl::string_view run, absl::string_view task,
   KeyBuilder prefix;
   prefix.Str(run);
   if (!task.empty()) prefix.Str(task);
-  TypedVisit<v1::Score> typed{visit, "score"};
+  TypedVisit<v1::Score> typed{visit, "score", absl::OkStatus()};
   RETURN_IF_ERROR(Scan(kScores, prefix.key(), prefix.key(),
                        [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
   return typed.status;
@@ -457,7 +457,7 @@ absl::Status Store::ScanPairs(
 absl::Status Store::ScanDrifts(absl::string_view run,
                                const std::function<bool(const v1::ParameterDrift&)>& visit) const {
   const std::string prefix = RunKey(run);
-  TypedVisit<v1::ParameterDrift> typed{visit, "drift"};
+  TypedVisit<v1::ParameterDrift> typed{visit, "drift", absl::OkStatus()};
   RETURN_IF_ERROR(Scan(kDrift, prefix, prefix,
                        [&](absl::string_view k, absl::string_view v) { return typed(k, v); }));
   return typed.status;

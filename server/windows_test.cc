@@ -481,7 +481,9 @@ TEST_F(WindowsTest, ArrivalOrderDoesNotChangeEnsemblesOrFiguresWhichEqualBruteFo
         auto same = [&](bool has, double value, const std::optional<double>& expected,
                         const char* what) {
           EXPECT_EQ(has, expected.has_value()) << where << " " << what;
-          if (has && expected.has_value()) EXPECT_NEAR(value, *expected, 1e-12) << where << " " << what;
+          if (has && expected.has_value()) {
+            EXPECT_NEAR(value, *expected, 1e-12) << where << " " << what;
+          }
         };
         same(row.has_mean(), row.mean(), brute->mean, "mean");
         same(row.has_mtv(), row.mtv(), brute->mtv, "mtv");

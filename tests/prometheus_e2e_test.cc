@@ -59,12 +59,6 @@ std::string UrlEncode(const std::string& s) {
   return out;
 }
 
-int PortOf(const std::string& host_port) {
-  int port = 0;
-  EXPECT_TRUE(absl::SimpleAtoi(host_port.substr(host_port.rfind(':') + 1), &port)) << host_port;
-  return port;
-}
-
 // The metric names docs/metrics.md documents (first column of its tables).
 std::set<std::string> DocumentedMetrics() {
   std::set<std::string> names;

@@ -270,7 +270,9 @@ TEST_F(StabilityEndToEndTest, IntegratedVariantsAreSteadierAndMatchHandComputati
     // Sums accumulated in another order may differ in the last bits.
     for (const char* field : {"mean", "mtv", "example_mtv", "is"}) {
       ASSERT_EQ(a[field].is_null(), b[field].is_null()) << field;
-      if (!a[field].is_null()) EXPECT_NEAR(a[field].get<double>(), b[field].get<double>(), 1e-12) << field;
+      if (!a[field].is_null()) {
+        EXPECT_NEAR(a[field].get<double>(), b[field].get<double>(), 1e-12) << field;
+      }
     }
   }
   size_t superseded = 0;

@@ -9,6 +9,8 @@
 #include <limits>
 #include <set>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
@@ -23,9 +25,9 @@ namespace {
 constexpr int64_t kSliceElements = 1 << 16;
 
 // acc += sign · src (src of any dtype, same shape; acc contiguous), slice by slice.
-void AddCast(torch::Tensor& acc, const torch::Tensor& src, double sign) {
-  torch::Tensor a = acc.view({-1});
-  torch::Tensor s = src.reshape({-1});
+void AddCast(at::Tensor& acc, const at::Tensor& src, double sign) {
+  at::Tensor a = acc.view({-1});
+  at::Tensor s = src.reshape({-1});
   for (int64_t begin = 0; begin < a.numel(); begin += kSliceElements) {
     const int64_t len = std::min(kSliceElements, a.numel() - begin);
     a.narrow(0, begin, len).add_(s.narrow(0, begin, len).to(acc.scalar_type()), sign);
@@ -34,19 +36,19 @@ void AddCast(torch::Tensor& acc, const torch::Tensor& src, double sign) {
 
 // sum / n cast to `dtype`, slice by slice. Division (not multiplication by 1/n) keeps n
 // identical members exact.
-torch::Tensor DivideCast(const torch::Tensor& sum, size_t n, torch::ScalarType dtype) {
-  torch::Tensor out = torch::empty(sum.sizes(), dtype);
-  torch::Tensor o = out.view({-1});
-  torch::Tensor s = sum.reshape({-1});
+at::Tensor DivideCast(const at::Tensor& sum, size_t n, at::ScalarType dtype) {
+  at::Tensor out = at::empty(sum.sizes(), dtype);
+  at::Tensor o = out.view({-1});
+  at::Tensor s = sum.reshape({-1});
   for (int64_t begin = 0; begin < o.numel(); begin += kSliceElements) {
     const int64_t len = std::min(kSliceElements, o.numel() - begin);
-    o.narrow(0, begin, len).copy_(torch::div(s.narrow(0, begin, len), static_cast<double>(n)));
+    o.narrow(0, begin, len).copy_(at::div(s.narrow(0, begin, len), static_cast<double>(n)));
   }
   return out;
 }
 
-torch::ScalarType AccumulationType(DType dtype) {
-  return (dtype == DType::kF16 || dtype == DType::kBF16) ? torch::kFloat32 : torch::kFloat64;
+at::ScalarType AccumulationType(DType dtype) {
+  return (dtype == DType::kF16 || dtype == DType::kBF16) ? at::kFloat : at::kDouble;
 }
 
 uint64_t AccumulationBytes(const std::vector<TensorInfo>& layout) {
@@ -54,7 +56,7 @@ uint64_t AccumulationBytes(const std::vector<TensorInfo>& layout) {
   for (const TensorInfo& info : layout) {
     if (!IsFloating(info.dtype)) continue;
     bytes += static_cast<uint64_t>(info.numel()) *
-             (AccumulationType(info.dtype) == torch::kFloat64 ? 8 : 4);
+             (AccumulationType(info.dtype) == at::kDouble ? 8 : 4);
   }
   return bytes;
 }
@@ -136,8 +138,8 @@ absl::Status AgreeWith(const std::string& ref_where, const std::string& ref_conf
 
 // `acc += sign · member[name]` in acc's dtype; the member's pages are dropped afterwards.
 absl::Status Accumulate(const CheckpointReader& member, const std::string& name, double sign,
-                        torch::Tensor& acc) {
-  ASSIGN_OR_RETURN(torch::Tensor view, member.MappedTensor(name));
+                        at::Tensor& acc) {
+  ASSIGN_OR_RETURN(at::Tensor view, member.MappedTensor(name));
   absl::Status s = GuardTorch(absl::StrCat(member.label(), ": tensor '", name, "'"),
                               [&]() -> absl::Status {
                                 AddCast(acc, view, sign);
@@ -150,16 +152,16 @@ absl::Status Accumulate(const CheckpointReader& member, const std::string& name,
 // The sum of every member's `info` tensor, in the accumulation dtype, member by member
 // (one member's tensor is mapped at a time). `acc` is the zeroed destination.
 absl::Status SumInto(const std::vector<std::unique_ptr<CheckpointReader>>& members,
-                     const TensorInfo& info, torch::Tensor& acc) {
+                     const TensorInfo& info, at::Tensor& acc) {
   for (const auto& member : members) RETURN_IF_ERROR(Accumulate(*member, info.name, 1.0, acc));
   return absl::OkStatus();
 }
 
-absl::StatusOr<torch::Tensor> SumTensor(
+absl::StatusOr<at::Tensor> SumTensor(
     const std::vector<std::unique_ptr<CheckpointReader>>& members, const TensorInfo& info) {
-  ASSIGN_OR_RETURN(torch::Tensor acc,
-                   GuardTorch("averaging", [&]() -> absl::StatusOr<torch::Tensor> {
-                     return torch::zeros(info.shape, AccumulationType(info.dtype));
+  ASSIGN_OR_RETURN(at::Tensor acc,
+                   GuardTorch("averaging", [&]() -> absl::StatusOr<at::Tensor> {
+                     return at::zeros(info.shape, AccumulationType(info.dtype));
                    }));
   RETURN_IF_ERROR(SumInto(members, info, acc));
   return acc;
@@ -167,10 +169,10 @@ absl::StatusOr<torch::Tensor> SumTensor(
 
 // Adds `info`'s tensor of the average to `out`: sum / n cast to the members' dtype, or the
 // newest member's tensor when it is not floating.
-absl::Status AddAveraged(const TensorInfo& info, const torch::Tensor& sum, size_t n,
+absl::Status AddAveraged(const TensorInfo& info, const at::Tensor& sum, size_t n,
                          const CheckpointReader& newest, TensorMap& out) {
   if (!IsFloating(info.dtype)) {
-    ASSIGN_OR_RETURN(torch::Tensor view, newest.MappedTensor(info.name));
+    ASSIGN_OR_RETURN(at::Tensor view, newest.MappedTensor(info.name));
     absl::Status s = GuardTorch(info.name, [&]() -> absl::Status {
       return out.Add(info.name, view.clone());
     });
@@ -221,30 +223,30 @@ absl::StatusOr<std::unique_ptr<TensorMap>> AverageCheckpoints(
   for (const auto& member : members) {
     RETURN_IF_ERROR(AgreeWith(newest.dir(), newest.config_json(), layout, *member));
   }
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   auto out = std::make_unique<TensorMap>(AverageLabel(members.size(), newest.dir()),
                                          newest.config_json());
   // One accumulator per accumulation dtype, sized for the largest tensor and reused, so
   // memory is the result plus about two tensors, and the heap does not fragment.
-  std::map<torch::ScalarType, torch::Tensor> accumulators;
+  std::map<at::ScalarType, at::Tensor> accumulators;
   for (const TensorInfo& info : layout) {
     if (!IsFloating(info.dtype)) continue;
-    torch::Tensor& buffer = accumulators[AccumulationType(info.dtype)];
+    at::Tensor& buffer = accumulators[AccumulationType(info.dtype)];
     if (!buffer.defined() || buffer.numel() < info.numel()) {
-      buffer = torch::Tensor();
-      ASSIGN_OR_RETURN(buffer, GuardTorch("averaging", [&]() -> absl::StatusOr<torch::Tensor> {
+      buffer = at::Tensor();
+      ASSIGN_OR_RETURN(buffer, GuardTorch("averaging", [&]() -> absl::StatusOr<at::Tensor> {
         int64_t largest = 0;
         for (const TensorInfo& other : layout) {
           if (IsFloating(other.dtype) && AccumulationType(other.dtype) == AccumulationType(info.dtype)) {
             largest = std::max(largest, other.numel());
           }
         }
-        return torch::empty({largest}, AccumulationType(info.dtype));
+        return at::empty({largest}, AccumulationType(info.dtype));
       }));
     }
   }
   for (const TensorInfo& info : layout) {
-    torch::Tensor sum;
+    at::Tensor sum;
     if (IsFloating(info.dtype)) {
       RETURN_IF_ERROR(GuardTorch("averaging", [&]() -> absl::Status {
         sum = accumulators[AccumulationType(info.dtype)].narrow(0, 0, info.numel()).view(info.shape);
@@ -269,7 +271,7 @@ absl::StatusOr<ParameterDriftResult> ComputeParameterDrift(const std::string& fr
         "parameter drift: ", from_dir, " has ", layout.size(), " parameters but ", to_dir,
         " has ", to_names.size()));
   }
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   double diff_sq = 0, from_sq = 0;
   for (const TensorInfo& info : layout) {
     if (!IsFloating(info.dtype)) continue;
@@ -283,15 +285,15 @@ absl::StatusOr<ParameterDriftResult> ComputeParameterDrift(const std::string& fr
           "parameter drift: tensor '", info.name, "' has shape ", ShapeString(info.shape),
           " in ", from_dir, " but ", ShapeString(other.shape), " in ", to_dir));
     }
-    ASSIGN_OR_RETURN(torch::Tensor a, from->MappedTensor(info.name));
-    ASSIGN_OR_RETURN(torch::Tensor b, to->MappedTensor(info.name));
+    ASSIGN_OR_RETURN(at::Tensor a, from->MappedTensor(info.name));
+    ASSIGN_OR_RETURN(at::Tensor b, to->MappedTensor(info.name));
     RETURN_IF_ERROR(GuardTorch(absl::StrCat("parameter drift: tensor '", info.name, "'"),
                                [&]() -> absl::Status {
-                                 torch::Tensor fa = a.reshape({-1}), fb = b.reshape({-1});
+                                 at::Tensor fa = a.reshape({-1}), fb = b.reshape({-1});
                                  for (int64_t begin = 0; begin < fa.numel(); begin += kSliceElements) {
                                    const int64_t len = std::min(kSliceElements, fa.numel() - begin);
-                                   torch::Tensor a64 = fa.narrow(0, begin, len).to(torch::kFloat64);
-                                   torch::Tensor d = fb.narrow(0, begin, len).to(torch::kFloat64) - a64;
+                                   at::Tensor a64 = fa.narrow(0, begin, len).to(at::kDouble);
+                                   at::Tensor d = fb.narrow(0, begin, len).to(at::kDouble) - a64;
                                    diff_sq += (d * d).sum().item<double>();
                                    from_sq += (a64 * a64).sum().item<double>();
                                  }
@@ -324,7 +326,7 @@ absl::Status WindowSumCache::Rebuild(const std::vector<WindowMember>& members, S
   for (const auto& reader : readers) {
     RETURN_IF_ERROR(AgreeWith(newest.dir(), sum->config_json, sum->layout, *reader));
   }
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   for (const TensorInfo& info : sum->layout) {
     if (!IsFloating(info.dtype)) continue;
     ASSIGN_OR_RETURN(sum->sums[info.name], SumTensor(readers, info));
@@ -342,10 +344,10 @@ absl::Status WindowSumCache::Slide(const WindowMember& newest, const CheckpointR
   const std::string where = sum->members.back().dir;
   RETURN_IF_ERROR(AgreeWith(where, sum->config_json, sum->layout, added));
   RETURN_IF_ERROR(AgreeWith(where, sum->config_json, sum->layout, *oldest));
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   for (const TensorInfo& info : sum->layout) {
     if (!IsFloating(info.dtype)) continue;
-    torch::Tensor& acc = sum->sums[info.name];
+    at::Tensor& acc = sum->sums[info.name];
     RETURN_IF_ERROR(Accumulate(added, info.name, 1.0, acc));
     RETURN_IF_ERROR(Accumulate(*oldest, info.name, -1.0, acc));
   }
@@ -433,13 +435,13 @@ absl::StatusOr<std::unique_ptr<TensorMap>> WindowSumCache::Average(
 
   const Sum& sum = sums_.front();
   RETURN_IF_ERROR(AgreeWith(members.back().dir, sum.config_json, sum.layout, *newest));
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   auto out = std::make_unique<TensorMap>(
       absl::StrCat("average of ", n, " checkpoints of ", run, " (steps ", members.front().step,
                    "..", members.back().step, ")"),
       newest->config_json());
   for (const TensorInfo& info : sum.layout) {
-    torch::Tensor acc;
+    at::Tensor acc;
     if (IsFloating(info.dtype)) acc = sum.sums.at(info.name);
     RETURN_IF_ERROR(AddAveraged(info, acc, n, *newest, *out));
   }

@@ -24,7 +24,7 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "worker/checkpoint_reader.h"
@@ -100,7 +100,7 @@ class WindowSumCache {
     std::vector<WindowMember> members;
     std::string config_json;
     std::vector<TensorInfo> layout;             // the reference member's parameters
-    std::map<std::string, torch::Tensor> sums;  // floating parameters, accumulation dtype
+    std::map<std::string, at::Tensor> sums;  // floating parameters, accumulation dtype
     int slides_since_rebuild = 0;
     uint64_t bytes = 0;
   };

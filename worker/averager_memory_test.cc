@@ -13,7 +13,7 @@
 #include <functional>
 #include <string>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
@@ -79,11 +79,11 @@ class AveragerMemoryTest : public ::testing::Test {
     std::filesystem::remove_all(*dir_);
     for (int m = 0; m < kMembers; ++m) {
       NamedTensors tensors;
-      torch::manual_seed(m);
+      at::manual_seed(m);
       for (int t = 0; t < kTensors; ++t) {
-        tensors.emplace_back("layer." + std::to_string(t) + ".weight", torch::randn({kRows, kCols}));
+        tensors.emplace_back("layer." + std::to_string(t) + ".weight", at::randn({kRows, kCols}));
       }
-      tensors.emplace_back("step", torch::tensor({int64_t{m}}));
+      tensors.emplace_back("step", at::tensor({int64_t{m}}));
       const std::string member = *dir_ + "/step_" + std::to_string(m);
       WriteTestCheckpoint(member, R"({"model_type": "llama"})", tensors, /*shards=*/1 + m % 2);
       members_.push_back({member, static_cast<uint64_t>(m + 1)});

@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -29,29 +29,29 @@ constexpr char kConfig[] = R"({"model_type": "llama", "hidden_size": 8, "rope_th
   "transformers_version": "4.40.0"})";
 
 // A small checkpoint with fp32 values of very different magnitudes and one integer tensor.
-NamedTensors RandomTensors(uint64_t seed, torch::ScalarType dtype = torch::kFloat32) {
-  torch::manual_seed(seed);
-  torch::Tensor wide = torch::randn({5, 8}, torch::kFloat64) *
-                       torch::pow(10.0, torch::randint(-20, 20, {5, 8}).to(torch::kFloat64));
+NamedTensors RandomTensors(uint64_t seed, at::ScalarType dtype = at::kFloat) {
+  at::manual_seed(seed);
+  at::Tensor wide = at::randn({5, 8}, at::kDouble) *
+                       at::pow(10.0, at::randint(-20, 20, {5, 8}).to(at::kDouble));
   return {{"a.weight", wide.to(dtype)},
-          {"b.bias", torch::randn({8}).to(dtype)},
-          {"c.counter", torch::randint(0, 1000, {3}, torch::kInt64)},
-          {"d.proj.weight", torch::randn({3, 7}).to(dtype)}};
+          {"b.bias", at::randn({8}).to(dtype)},
+          {"c.counter", at::randint(0, 1000, {3}, at::kLong)},
+          {"d.proj.weight", at::randn({3, 7}).to(dtype)}};
 }
 
 std::string WriteRandom(const std::string& dir, uint64_t seed, int shards = 1,
-                        torch::ScalarType dtype = torch::kFloat32) {
+                        at::ScalarType dtype = at::kFloat) {
   WriteTestCheckpoint(dir, kConfig, RandomTensors(seed, dtype), shards);
   return dir;
 }
 
-torch::Tensor Stored(const TensorMap& map, const std::string& name) {
+at::Tensor Stored(const TensorMap& map, const std::string& name) {
   auto t = map.Stored(name);
   EXPECT_OK(t);
-  return t.ok() ? *t : torch::Tensor();
+  return t.ok() ? *t : at::Tensor();
 }
 
-torch::Tensor Read(const std::string& dir, const std::string& name) {
+at::Tensor Read(const std::string& dir, const std::string& name) {
   auto reader = CheckpointReader::Open(dir);
   EXPECT_OK(reader);
   auto view = (*reader)->MappedTensor(name);
@@ -59,9 +59,9 @@ torch::Tensor Read(const std::string& dir, const std::string& name) {
   return view->clone();
 }
 
-bool SameBytes(const torch::Tensor& a, const torch::Tensor& b) {
+bool SameBytes(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  torch::Tensor ca = a.contiguous(), cb = b.contiguous();
+  at::Tensor ca = a.contiguous(), cb = b.contiguous();
   return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) == 0;
 }
 
@@ -103,18 +103,18 @@ TEST(AverageCheckpointsTest, TwoMembersGiveTheArithmeticMean) {
   const std::string a = WriteRandom(dir + "/a", 1), b = WriteRandom(dir + "/b", 2);
   auto average = AverageCheckpoints({a, b});
   ASSERT_OK(average);
-  for (const std::string& name : {"a.weight", "b.bias", "d.proj.weight"}) {
-    torch::Tensor expected =
-        ((Read(a, name).to(torch::kFloat64) + Read(b, name).to(torch::kFloat64)) / 2)
-            .to(torch::kFloat32);
-    torch::Tensor got = Stored(**average, name);
-    EXPECT_EQ(got.scalar_type(), torch::kFloat32);
-    EXPECT_TRUE(torch::equal(got, expected)) << name;
-    EXPECT_FALSE(torch::equal(got, Read(b, name))) << name;  // really averaged
+  for (const char* name : {"a.weight", "b.bias", "d.proj.weight"}) {
+    at::Tensor expected =
+        ((Read(a, name).to(at::kDouble) + Read(b, name).to(at::kDouble)) / 2)
+            .to(at::kFloat);
+    at::Tensor got = Stored(**average, name);
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    EXPECT_TRUE(at::equal(got, expected)) << name;
+    EXPECT_FALSE(at::equal(got, Read(b, name))) << name;  // really averaged
   }
   // Integer tensors come from the newest (last) member.
-  EXPECT_TRUE(torch::equal(Stored(**average, "c.counter"), Read(b, "c.counter")));
-  EXPECT_FALSE(torch::equal(Read(a, "c.counter"), Read(b, "c.counter")));
+  EXPECT_TRUE(at::equal(Stored(**average, "c.counter"), Read(b, "c.counter")));
+  EXPECT_FALSE(at::equal(Read(a, "c.counter"), Read(b, "c.counter")));
 }
 
 TEST(AverageCheckpointsTest, ShardedAndSingleFileMembersMix) {
@@ -125,34 +125,36 @@ TEST(AverageCheckpointsTest, ShardedAndSingleFileMembersMix) {
   ASSERT_TRUE(std::filesystem::exists(dir + "/b/model.safetensors.index.json"));
   auto average = AverageCheckpoints(members);
   ASSERT_OK(average);
-  for (const std::string& name : {"a.weight", "b.bias", "d.proj.weight"}) {
-    torch::Tensor sum = torch::zeros_like(Read(members[0], name), torch::kFloat64);
-    for (const std::string& m : members) sum += Read(m, name).to(torch::kFloat64);
-    EXPECT_TRUE(torch::equal(Stored(**average, name), (sum / 3).to(torch::kFloat32))) << name;
+  for (const char* name : {"a.weight", "b.bias", "d.proj.weight"}) {
+    at::Tensor sum = at::zeros_like(Read(members[0], name), at::kDouble);
+    for (const std::string& m : members) sum += Read(m, name).to(at::kDouble);
+    EXPECT_TRUE(at::equal(Stored(**average, name), (sum / 3).to(at::kFloat))) << name;
   }
-  EXPECT_TRUE(torch::equal(Stored(**average, "c.counter"), Read(members[2], "c.counter")));
+  EXPECT_TRUE(at::equal(Stored(**average, "c.counter"), Read(members[2], "c.counter")));
 }
 
 TEST(AverageCheckpointsTest, Bf16MembersAccumulateInFp32AndRoundOnce) {
   const std::string dir = ScratchDir("ckpts");
   std::vector<std::string> members;
   for (int i = 0; i < 3; ++i) {
-    members.push_back(WriteRandom(dir + "/m" + std::to_string(i), 20 + i, 1, torch::kBFloat16));
+    members.push_back(WriteRandom(dir + "/m" + std::to_string(i), 20 + i, 1, at::kBFloat16));
   }
   auto average = AverageCheckpoints(members);
   ASSERT_OK(average);
-  for (const std::string& name : {"a.weight", "b.bias", "d.proj.weight"}) {
-    torch::Tensor sum32 = torch::zeros_like(Read(members[0], name), torch::kFloat32);
-    torch::Tensor sum16 = torch::zeros_like(Read(members[0], name));
+  for (const char* name : {"a.weight", "b.bias", "d.proj.weight"}) {
+    at::Tensor sum32 = at::zeros_like(Read(members[0], name), at::kFloat);
+    at::Tensor sum16 = at::zeros_like(Read(members[0], name));
     for (const std::string& m : members) {
-      sum32 += Read(m, name).to(torch::kFloat32);
+      sum32 += Read(m, name).to(at::kFloat);
       sum16 += Read(m, name);
     }
-    torch::Tensor got = Stored(**average, name);
-    EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
-    EXPECT_TRUE(torch::equal(got, (sum32 / 3).to(torch::kBFloat16))) << name;
+    at::Tensor got = Stored(**average, name);
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(got, (sum32 / 3).to(at::kBFloat16))) << name;
     // Accumulating in bf16 would round every partial sum: the test can tell them apart.
-    if (name == std::string("a.weight")) EXPECT_FALSE(torch::equal(got, sum16 / 3)) << name;
+    if (name == std::string("a.weight")) {
+      EXPECT_FALSE(at::equal(got, sum16 / 3)) << name;
+    }
   }
 }
 
@@ -161,7 +163,7 @@ TEST(AverageCheckpointsTest, DisagreeingMembersFailWithTheReason) {
   const std::string good = WriteRandom(dir + "/good", 1);
 
   NamedTensors tensors = RandomTensors(2);
-  tensors[1].second = torch::randn({9});
+  tensors[1].second = at::randn({9});
   WriteTestCheckpoint(dir + "/shape", kConfig, tensors);
   EXPECT_THAT(AverageCheckpoints({good, dir + "/shape"}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -175,7 +177,7 @@ TEST(AverageCheckpointsTest, DisagreeingMembersFailWithTheReason) {
                        AllOf(HasSubstr("'d.proj.weight'"), HasSubstr(dir + "/missing"))));
 
   tensors = RandomTensors(2);
-  tensors[0].second = tensors[0].second.to(torch::kBFloat16);
+  tensors[0].second = tensors[0].second.to(at::kBFloat16);
   WriteTestCheckpoint(dir + "/dtype", kConfig, tensors);
   EXPECT_THAT(AverageCheckpoints({good, dir + "/dtype"}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -240,20 +242,20 @@ class WindowSumCacheTest : public ::testing::Test {
     auto scratch = AverageCheckpoints(Dirs(window));
     ASSERT_OK(scratch);
     for (const std::string& name : (*scratch)->TensorNames()) {
-      torch::Tensor a = Stored(slid, name), b = Stored(**scratch, name);
+      at::Tensor a = Stored(slid, name), b = Stored(**scratch, name);
       if (!a.is_floating_point()) {
-        EXPECT_TRUE(torch::equal(a, b)) << name;
+        EXPECT_TRUE(at::equal(a, b)) << name;
         continue;
       }
-      torch::Tensor largest = torch::zeros(b.sizes(), torch::kFloat64);
+      at::Tensor largest = at::zeros(b.sizes(), at::kDouble);
       for (const WindowMember& m : members_) {
         if (std::filesystem::exists(m.dir)) {
-          largest = torch::maximum(largest, Read(m.dir, name).to(torch::kFloat64).abs());
+          largest = at::maximum(largest, Read(m.dir, name).to(at::kDouble).abs());
         }
       }
-      torch::Tensor diff = (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs();
-      torch::Tensor bound =
-          b.to(torch::kFloat64).abs() * std::ldexp(1.0, -23) + largest * std::ldexp(1.0, -45);
+      at::Tensor diff = (a.to(at::kDouble) - b.to(at::kDouble)).abs();
+      at::Tensor bound =
+          b.to(at::kDouble).abs() * std::ldexp(1.0, -23) + largest * std::ldexp(1.0, -45);
       EXPECT_TRUE((diff <= bound).all().item<bool>())
           << name << ": max diff " << diff.max().item<double>();
     }
@@ -335,13 +337,13 @@ TEST(ParameterDriftTest, KnownPair) {
   // from: x = [1, 2], y = [[2]]          ||from|| = sqrt(1 + 4 + 4) = 3
   // to:   x = [1, 5], y = [[6]]          diff = (0, 3, 4): l2 = 5, relative = 5/3
   WriteTestCheckpoint(dir + "/from", kConfig,
-                      {{"x", torch::tensor({1.0f, 2.0f})},
-                       {"y", torch::tensor({2.0f}).view({1, 1})},
-                       {"steps", torch::tensor({int64_t{7}})}});
+                      {{"x", at::tensor({1.0f, 2.0f})},
+                       {"y", at::tensor({2.0f}).view({1, 1})},
+                       {"steps", at::tensor({int64_t{7}})}});
   WriteTestCheckpoint(dir + "/to", kConfig,
-                      {{"x", torch::tensor({1.0f, 5.0f})},
-                       {"y", torch::tensor({6.0f}).view({1, 1})},
-                       {"steps", torch::tensor({int64_t{900}})}});
+                      {{"x", at::tensor({1.0f, 5.0f})},
+                       {"y", at::tensor({6.0f}).view({1, 1})},
+                       {"steps", at::tensor({int64_t{900}})}});
   auto drift = ComputeParameterDrift(dir + "/from", dir + "/to");
   ASSERT_OK(drift);
   EXPECT_DOUBLE_EQ(drift->l2, 5.0);
@@ -352,9 +354,9 @@ TEST(ParameterDriftTest, KnownPair) {
   EXPECT_EQ(same->l2, 0.0);
   EXPECT_EQ(same->relative, 0.0);
 
-  WriteTestCheckpoint(dir + "/other", kConfig, {{"x", torch::tensor({1.0f, 2.0f, 3.0f})},
-                                               {"y", torch::tensor({2.0f}).view({1, 1})},
-                                               {"steps", torch::tensor({int64_t{7}})}});
+  WriteTestCheckpoint(dir + "/other", kConfig, {{"x", at::tensor({1.0f, 2.0f, 3.0f})},
+                                               {"y", at::tensor({2.0f}).view({1, 1})},
+                                               {"steps", at::tensor({int64_t{7}})}});
   EXPECT_THAT(ComputeParameterDrift(dir + "/from", dir + "/other"),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("'x'")));
 }
@@ -381,11 +383,11 @@ CommandResult RunCommand(int (*command)(const std::vector<std::string>&),
 std::string PerturbedFixture(const std::string& dir, uint64_t seed, double scale) {
   auto reader = CheckpointReader::Open(LlamaFixture("gqa"));
   EXPECT_OK(reader);
-  torch::manual_seed(seed);
+  at::manual_seed(seed);
   NamedTensors tensors;
   for (const std::string& name : (*reader)->TensorNames()) {
-    torch::Tensor t = *(*reader)->Tensor(name);
-    tensors.emplace_back(name, t + scale * torch::randn_like(t));
+    at::Tensor t = *(*reader)->Tensor(name);
+    tensors.emplace_back(name, t + scale * at::randn_like(t));
   }
   WriteTestCheckpoint(dir, (*reader)->config_json(), tensors);
   std::filesystem::copy_file(TokenizerFixture(), dir + "/tokenizer.model");

@@ -338,7 +338,7 @@ class BpeTokenizer::PreTokenizeStep {
   }
 };
 
-BpeTokenizer::BpeTokenizer() : byte_to_char_(256), added_by_first_byte_(256) {
+BpeTokenizer::BpeTokenizer() : added_by_first_byte_(256), byte_to_char_(256) {
   // GPT-2's table: printable Latin-1 bytes stand for themselves, the other 68 bytes for
   // U+0100 onwards in byte order.
   int next_unprintable = 0;

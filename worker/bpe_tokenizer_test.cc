@@ -66,7 +66,9 @@ TEST_P(ReferenceTest, EncodeMatchesTransformersJs) {
     EXPECT_EQ(decoded, record.at("decoded").get<std::string>());
     // The NeoX-style fixture normalizes (NFC) and adds a prefix space, so only the others
     // give the text back unchanged.
-    if (fixture != "neox_style") EXPECT_EQ(decoded, text);
+    if (fixture != "neox_style") {
+      EXPECT_EQ(decoded, text);
+    }
 
     std::vector<int64_t> with_template;
     if (tokenizer->template_bos_id()) with_template.push_back(*tokenizer->template_bos_id());

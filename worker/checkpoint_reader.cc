@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -100,7 +102,7 @@ absl::Status CheckpointReader::AddShard(const std::string& file_name) {
   const size_t index = shards_.size();
   shards_.push_back(std::move(shard));
   for (const TensorInfo& info : shards_.back()->header.tensors) {
-    RETURN_IF_ERROR(AddEntry(info.name, Entry{index, info, torch::Tensor()}));
+    RETURN_IF_ERROR(AddEntry(info.name, Entry{index, info, at::Tensor()}));
   }
   return absl::OkStatus();
 }
@@ -243,14 +245,14 @@ absl::StatusOr<TensorInfo> CheckpointReader::Info(absl::string_view name) const 
   return it->second.info;
 }
 
-absl::StatusOr<torch::Tensor> CheckpointReader::Tensor(absl::string_view name) const {
+absl::StatusOr<at::Tensor> CheckpointReader::Tensor(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return Info(name).status();
-  ASSIGN_OR_RETURN(torch::Tensor stored, MappedTensor(name));
+  ASSIGN_OR_RETURN(at::Tensor stored, MappedTensor(name));
   return GuardTorch(absl::StrCat(Origin(name), ": tensor '", name, "'"),
-                    [&]() -> absl::StatusOr<torch::Tensor> {
+                    [&]() -> absl::StatusOr<at::Tensor> {
                       return stored
-                          .to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true)
+                          .to(at::kFloat, /*non_blocking=*/false, /*copy=*/true)
                           .contiguous();
                     });
 }
@@ -261,18 +263,18 @@ std::string CheckpointReader::Origin(absl::string_view name) const {
   return shards_[it->second.shard]->path;
 }
 
-absl::StatusOr<torch::Tensor> CheckpointReader::MappedTensor(absl::string_view name) const {
+absl::StatusOr<at::Tensor> CheckpointReader::MappedTensor(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return Info(name).status();
   const Entry& entry = it->second;
   if (entry.loaded.defined()) return entry.loaded;
   const uint8_t* data = shards_[entry.shard]->data() + entry.info.begin;
   return GuardTorch(absl::StrCat(Origin(name), ": tensor '", name, "'"),
-                    [&]() -> absl::StatusOr<torch::Tensor> {
-                      return torch::from_blob(const_cast<uint8_t*>(data), entry.info.shape,
-                                              torch::TensorOptions()
+                    [&]() -> absl::StatusOr<at::Tensor> {
+                      return at::from_blob(const_cast<uint8_t*>(data), entry.info.shape,
+                                              at::TensorOptions()
                                                   .dtype(TorchTypeOf(entry.info.dtype))
-                                                  .device(torch::kCPU));
+                                                  .device(at::kCPU));
                     });
 }
 

@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -69,7 +69,7 @@ class CheckpointReader : public TensorSource {
 
   // The tensor converted to a contiguous float32 CPU tensor (always a copy owned by the
   // caller; the mapping is never written). NOT_FOUND naming the tensor when absent.
-  absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const override;
+  absl::StatusOr<at::Tensor> Tensor(absl::string_view name) const override;
 
   // The path of the shard file holding `name`; label() when absent.
   std::string Origin(absl::string_view name) const override;
@@ -79,7 +79,7 @@ class CheckpointReader : public TensorSource {
   // faults). For a .bin checkpoint: the loaded tensor itself, possibly a non-contiguous
   // view sharing storage with other tensors (also no copy; never write to it either).
   // NOT_FOUND naming the tensor when absent.
-  absl::StatusOr<torch::Tensor> MappedTensor(absl::string_view name) const;
+  absl::StatusOr<at::Tensor> MappedTensor(absl::string_view name) const;
   // Gives the tensor's mapped pages back to the OS (madvise DONTNEED); a later read
   // faults them in again from the file. Drop whole tensors: with large page-cache folios a
   // fault may map a whole folio again, so dropping part of a tensor being read saves
@@ -91,7 +91,7 @@ class CheckpointReader : public TensorSource {
   struct Entry {
     size_t shard;
     TensorInfo info;
-    torch::Tensor loaded;  // .bin shards: the tensor in memory; undefined for safetensors
+    at::Tensor loaded;  // .bin shards: the tensor in memory; undefined for safetensors
   };
   CheckpointReader() = default;
   absl::Status AddShard(const std::string& file_name);

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <functional>
 
+#include <ATen/ATen.h>
+
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -48,9 +50,9 @@ void ExpectSameTensorsAsGqa(const CheckpointReader& reader) {
     auto got = reader.Tensor(name);
     ASSERT_OK(want);
     ASSERT_OK(got) << name;
-    EXPECT_EQ(got->scalar_type(), torch::kFloat32) << name;
+    EXPECT_EQ(got->scalar_type(), at::kFloat) << name;
     EXPECT_TRUE(got->is_contiguous()) << name;
-    EXPECT_TRUE(torch::equal(*got, *want)) << name;
+    EXPECT_TRUE(at::equal(*got, *want)) << name;
     auto info = reader.Info(name);
     ASSERT_OK(info);
     EXPECT_EQ(info->dtype, DType::kF32) << name;
@@ -86,7 +88,7 @@ TEST(CheckpointReaderTest, OpensSingleFileAndIgnoresBuffers) {
 
   auto t = (*reader)->Tensor("model.layers.1.self_attn.k_proj.weight");
   ASSERT_OK(t);
-  EXPECT_EQ(t->scalar_type(), torch::kFloat32);
+  EXPECT_EQ(t->scalar_type(), at::kFloat);
   EXPECT_EQ(t->sizes(), (std::vector<int64_t>{16, 32}));
   EXPECT_TRUE(t->is_contiguous());
 }
@@ -100,7 +102,7 @@ TEST(CheckpointReaderTest, ConvertsHalfPrecisionToFloat32) {
     EXPECT_EQ(info->dtype, std::string(name) == "bf16" ? DType::kBF16 : DType::kF16);
     auto t = (*reader)->Tensor("model.norm.weight");
     ASSERT_OK(t);
-    EXPECT_EQ(t->scalar_type(), torch::kFloat32);
+    EXPECT_EQ(t->scalar_type(), at::kFloat);
     // Norm weights are 1 + 0.1·N(0,1): a wrong conversion would be far off.
     EXPECT_NEAR(t->mean().item<double>(), 1.0, 0.1) << name;
   }
@@ -161,7 +163,7 @@ TEST(CheckpointReaderTest, MissingConfigOrWeights) {
 }
 
 TEST(CheckpointReaderTest, TensorsOutliveNothingButTheReader) {
-  torch::Tensor copy;
+  at::Tensor copy;
   {
     auto reader = CheckpointReader::Open(LlamaFixture("gqa"));
     ASSERT_OK(reader);
@@ -201,9 +203,9 @@ TEST(CheckpointReaderTest, OpensPytorchBin) {
   ASSERT_OK(a);
   ASSERT_OK(b);
   EXPECT_EQ(a->data_ptr(), b->data_ptr());
-  EXPECT_EQ(a->scalar_type(), torch::kFloat32);
+  EXPECT_EQ(a->scalar_type(), at::kFloat);
   (*reader)->DropPages("model.norm.weight");  // a no-op for memory-held tensors
-  EXPECT_TRUE(torch::equal(*a, *(*reader)->Tensor("model.norm.weight")));
+  EXPECT_TRUE(at::equal(*a, *(*reader)->Tensor("model.norm.weight")));
 }
 
 TEST(CheckpointReaderTest, OpensShardedPytorchBinWithOrigins) {
@@ -249,8 +251,8 @@ TEST(CheckpointReaderTest, PytorchBinKeepsStoredDtypes) {
     EXPECT_EQ(mapped->scalar_type(), TorchTypeOf(dtype)) << name;
   }
   auto values = [&](const std::string& name) {
-    torch::Tensor t = *(*reader)->Tensor(name);
-    EXPECT_EQ(t.scalar_type(), torch::kFloat32);
+    at::Tensor t = *(*reader)->Tensor(name);
+    EXPECT_EQ(t.scalar_type(), at::kFloat);
     return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
   };
   EXPECT_EQ(values("f64"), (std::vector<float>{1.5f, -2.0f}));

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/safetensors.h"
@@ -79,7 +81,7 @@ absl::Status WriteShard(const TensorMap& tensors, const std::vector<std::string>
   ASSIGN_OR_RETURN(OutFile f, OutFile::Create(path));
   RETURN_IF_ERROR(f.Write(header.data(), header.size()));
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(torch::Tensor t, tensors.Stored(name));
+    ASSIGN_OR_RETURN(at::Tensor t, tensors.Stored(name));
     RETURN_IF_ERROR(f.Write(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size()));
   }
   return f.SyncAndClose();

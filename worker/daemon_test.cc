@@ -55,7 +55,7 @@ TEST(JobKindTest, RawAndAvgWindows) {
 // `tokens_per_example` tokens.
 class FakeBackend : public EvalBackend {
  public:
-  absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer) override {
+  absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& /*tokenizer*/) override {
     loaded.push_back("raw " + dir);
     if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
     return load_stats;
@@ -63,7 +63,7 @@ class FakeBackend : public EvalBackend {
   absl::StatusOr<LoadStats> LoadAverage(const std::string& run, uint32_t window,
                                         const std::vector<std::string>& dirs,
                                         const std::vector<uint64_t>& steps,
-                                        const std::string& tokenizer) override {
+                                        const std::string& /*tokenizer*/) override {
     loaded.push_back("avg " + run + " " + std::to_string(window) + " " + dirs.front() + ".." + dirs.back());
     held.push_back({run, window, steps});
     if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
@@ -71,7 +71,7 @@ class FakeBackend : public EvalBackend {
   }
   std::vector<WindowSumInfo> WindowSums() const override { return held; }
   absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& from,
-                                                    const std::string& to) override {
+                                                    const std::string& /*to*/) override {
     if (from == "/ckpt/gone") return absl::NotFoundError("gone");
     return ParameterDriftResult{2.5, 0.125};
   }

@@ -72,10 +72,10 @@ class EvalBackend {
   // tokenizer is `tokenizer_path`, else the newest member's. Errors as Load(); a member
   // folder that no longer exists is NOT_FOUND with "members_gone" in the message; members
   // that disagree (tensor names, shapes, dtypes, config.json) are FAILED_PRECONDITION.
-  virtual absl::StatusOr<LoadStats> LoadAverage(const std::string& run, uint32_t window,
-                                                const std::vector<std::string>& member_dirs,
-                                                const std::vector<uint64_t>& member_steps,
-                                                const std::string& tokenizer_path) {
+  virtual absl::StatusOr<LoadStats> LoadAverage(const std::string& /*run*/, uint32_t /*window*/,
+                                                const std::vector<std::string>& /*member_dirs*/,
+                                                const std::vector<uint64_t>& /*member_steps*/,
+                                                const std::string& /*tokenizer_path*/) {
     return absl::UnimplementedError("this backend cannot average checkpoints");
   }
 
@@ -85,8 +85,8 @@ class EvalBackend {
   // Parameter drift from checkpoint folder `from_dir` to `to_dir`, streamed tensor by
   // tensor (does not touch the loaded model). Errors as Load(); FAILED_PRECONDITION when
   // the two checkpoints' parameters differ in names or shapes.
-  virtual absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& from_dir,
-                                                            const std::string& to_dir) {
+  virtual absl::StatusOr<ParameterDriftResult> ComputeDrift(const std::string& /*from_dir*/,
+                                                            const std::string& /*to_dir*/) {
     return absl::UnimplementedError("this backend cannot compute parameter drift");
   }
 

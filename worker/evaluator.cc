@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/prompt.h"
@@ -22,29 +24,29 @@ namespace {
 
 constexpr char kStopString[] = "\n\n";
 
-torch::Tensor ToBatch(const std::vector<int64_t>& ids) {
-  return torch::tensor(ids, torch::kInt64).view({1, -1});
+at::Tensor ToBatch(const std::vector<int64_t>& ids) {
+  return at::tensor(ids, at::kLong).view({1, -1});
 }
 
 // Forward of `ids` continuing `cache` (nullable); returns logits [1, T, V].
-absl::StatusOr<torch::Tensor> RunForward(const LanguageModel& model,
+absl::StatusOr<at::Tensor> RunForward(const LanguageModel& model,
                                          const std::vector<int64_t>& ids, KVCache* cache) {
-  ASSIGN_OR_RETURN(torch::Tensor batch,
-                   GuardTorch("evaluator", [&]() -> absl::StatusOr<torch::Tensor> {
+  ASSIGN_OR_RETURN(at::Tensor batch,
+                   GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
                      return ToBatch(ids);
                    }));
   return model.Forward(batch, cache);
 }
 
 // Log-probs in double of every position ([T, V]) or, with `last_only`, of the last ([V]).
-absl::StatusOr<torch::Tensor> ForwardLogprobs(const LanguageModel& model,
+absl::StatusOr<at::Tensor> ForwardLogprobs(const LanguageModel& model,
                                               const std::vector<int64_t>& ids, KVCache* cache,
                                               bool last_only = false) {
-  ASSIGN_OR_RETURN(torch::Tensor logits, RunForward(model, ids, cache));
-  return GuardTorch("evaluator", [&]() -> absl::StatusOr<torch::Tensor> {
+  ASSIGN_OR_RETURN(at::Tensor logits, RunForward(model, ids, cache));
+  return GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
     c10::InferenceMode inference;
-    torch::Tensor rows = last_only ? logits[0][-1] : logits[0];
-    return torch::log_softmax(rows.to(torch::kFloat64), -1);
+    at::Tensor rows = last_only ? logits[0][-1] : logits[0];
+    return at::log_softmax(rows.to(at::kDouble), -1);
   });
 }
 
@@ -100,11 +102,11 @@ class ContextScorer {
       double total = next_logprobs_[cont[0]].item<double>();
       if (cont.size() > 1) {
         KVCache cache = cache_.Fork();
-        ASSIGN_OR_RETURN(torch::Tensor lp,
+        ASSIGN_OR_RETURN(at::Tensor lp,
                          ForwardLogprobs(model_, std::vector<int64_t>(cont.begin(), cont.end() - 1),
                                          &cache));
-        torch::Tensor targets = torch::tensor(std::vector<int64_t>(cont.begin() + 1, cont.end()),
-                                              torch::kInt64);
+        at::Tensor targets = at::tensor(std::vector<int64_t>(cont.begin() + 1, cont.end()),
+                                              at::kLong);
         total += lp.gather(1, targets.view({-1, 1})).sum().item<double>();
       }
       return total;
@@ -119,7 +121,7 @@ class ContextScorer {
     seq.insert(seq.end(), cont.begin(), cont.end());
     // The whole sequence, last token included: L is the full scored sequence (MODELS.md),
     // as `steadyeval-worker logprobs` computes it.
-    ASSIGN_OR_RETURN(torch::Tensor lp, ForwardLogprobs(model_, seq, nullptr));
+    ASSIGN_OR_RETURN(at::Tensor lp, ForwardLogprobs(model_, seq, nullptr));
     return GuardTorch("evaluator", [&]() -> absl::StatusOr<double> {
       // Row t holds log p(· | seq[0..t]); continuation token k sits at ctx + k.
       double total = 0;
@@ -139,7 +141,7 @@ class ContextScorer {
   std::vector<int64_t> ctx_ids_;
   bool ctx_substituted_ = false;
   KVCache cache_;
-  torch::Tensor next_logprobs_;  // [V] log p(· | context)
+  at::Tensor next_logprobs_;  // [V] log p(· | context)
 };
 
 absl::StatusOr<EvalOutput> EvaluateChoice(const LanguageModel& model, const Tokenizer& tokenizer,
@@ -210,18 +212,18 @@ absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenize
   }
 
   std::vector<KVCache> prompt_caches(n);  // row r's cache until the rows are stacked
-  std::vector<torch::Tensor> prompt_logits(n);
+  std::vector<at::Tensor> prompt_logits(n);
   for (size_t r = 0; r < n; ++r) {
     if (rows[r].continues_prefix) prompt_caches[r] = prefix.Fork();
-    ASSIGN_OR_RETURN(torch::Tensor logits, RunForward(model, rows[r].tokens, &prompt_caches[r]));
+    ASSIGN_OR_RETURN(at::Tensor logits, RunForward(model, rows[r].tokens, &prompt_caches[r]));
     RETURN_IF_ERROR(GuardTorch("evaluator", [&]() -> absl::Status {
       prompt_logits[r] = logits[0][-1].clone();  // not a view: frees the [T, V] logits
       return absl::OkStatus();
     }));
   }
-  ASSIGN_OR_RETURN(torch::Tensor last_logits,
-                   GuardTorch("evaluator", [&]() -> absl::StatusOr<torch::Tensor> {
-                     return torch::stack(prompt_logits);
+  ASSIGN_OR_RETURN(at::Tensor last_logits,
+                   GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
+                     return at::stack(prompt_logits);
                    }));
   prompt_logits.clear();
 
@@ -232,7 +234,7 @@ absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenize
     ASSIGN_OR_RETURN(std::vector<int64_t> next,
                      GuardTorch("evaluator", [&]() -> absl::StatusOr<std::vector<int64_t>> {
                        // argmax returns the first maximal index: ties go to the lowest id.
-                       torch::Tensor best = last_logits.argmax(-1).contiguous();
+                       at::Tensor best = last_logits.argmax(-1).contiguous();
                        return std::vector<int64_t>(best.data_ptr<int64_t>(),
                                                    best.data_ptr<int64_t>() + best.numel());
                      }));
@@ -270,13 +272,13 @@ absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenize
     std::vector<size_t> still_live;
     for (int64_t k : keep) still_live.push_back(live[k]);
     live = std::move(still_live);
-    ASSIGN_OR_RETURN(torch::Tensor step,
-                     GuardTorch("evaluator", [&]() -> absl::StatusOr<torch::Tensor> {
-                       return torch::tensor(keep_tokens, torch::kInt64).view({-1, 1});
+    ASSIGN_OR_RETURN(at::Tensor step,
+                     GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
+                       return at::tensor(keep_tokens, at::kLong).view({-1, 1});
                      }));
-    ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(step, &cache));
+    ASSIGN_OR_RETURN(at::Tensor logits, model.Forward(step, &cache));
     ASSIGN_OR_RETURN(last_logits,
-                     GuardTorch("evaluator", [&]() -> absl::StatusOr<torch::Tensor> {
+                     GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
                        return logits.select(1, -1);  // [live, V]
                      }));
   }
@@ -295,7 +297,7 @@ absl::StatusOr<double> ContinuationLoglik(const LanguageModel& model, const Toke
 absl::StatusOr<std::vector<double>> TokenLogprobs(const LanguageModel& model,
                                                   const std::vector<int64_t>& tokens) {
   if (tokens.empty()) return absl::InvalidArgumentError("no tokens to score");
-  ASSIGN_OR_RETURN(torch::Tensor lp, ForwardLogprobs(model, tokens, nullptr));
+  ASSIGN_OR_RETURN(at::Tensor lp, ForwardLogprobs(model, tokens, nullptr));
   return GuardTorch("evaluator", [&]() -> absl::StatusOr<std::vector<double>> {
     std::vector<double> out(tokens.size(), std::numeric_limits<double>::quiet_NaN());
     auto acc = lp.accessor<double, 2>();

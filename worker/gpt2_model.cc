@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/config_fields.h"
@@ -81,20 +83,20 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Gpt2Config& c
     return LoadWeight(source, name, shape, placement);
   };
   const int64_t H = config.n_embd, I = config.n_inner, V = config.vocab_size;
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   ASSIGN_OR_RETURN(model->wte_, load(prefix + "wte.weight", {V, H}));
   ASSIGN_OR_RETURN(model->wpe_, load(prefix + "wpe.weight", {config.n_positions, H}));
   // Conv1D weights are stored [in, out]; loaded with that shape, kept as [out, in].
   auto load_conv1d = [&](const std::string& name, int64_t in,
-                         int64_t out) -> absl::StatusOr<torch::Tensor> {
-    ASSIGN_OR_RETURN(torch::Tensor w, load(name, {in, out}));
+                         int64_t out) -> absl::StatusOr<at::Tensor> {
+    ASSIGN_OR_RETURN(at::Tensor w, load(name, {in, out}));
     return GuardTorch(absl::StrCat("gpt2: transposing '", name, "'"),
-                      [&]() -> absl::StatusOr<torch::Tensor> { return w.t().contiguous(); });
+                      [&]() -> absl::StatusOr<at::Tensor> { return w.t().contiguous(); });
   };
-  auto load_norm = [&](const std::string& name) -> absl::StatusOr<torch::Tensor> {
-    ASSIGN_OR_RETURN(torch::Tensor w, load(name, {H}));
+  auto load_norm = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    ASSIGN_OR_RETURN(at::Tensor w, load(name, {H}));
     return GuardTorch(absl::StrCat("gpt2: placing '", name, "'"),
-                      [&]() -> absl::StatusOr<torch::Tensor> { return w.to(torch::kFloat32); });
+                      [&]() -> absl::StatusOr<at::Tensor> { return w.to(at::kFloat); });
   };
   const double hd = static_cast<double>(config.head_dim());
   for (int64_t i = 0; i < config.n_layer; ++i) {
@@ -128,29 +130,29 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Gpt2Config& c
   return model;
 }
 
-torch::Tensor Gpt2Model::LayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
-                                   const torch::Tensor& bias) const {
+at::Tensor Gpt2Model::LayerNorm(const at::Tensor& x, const at::Tensor& weight,
+                                   const at::Tensor& bias) const {
   return LayerNormFloat32(x, weight, bias, config_.layer_norm_epsilon);
 }
 
-torch::Tensor Gpt2Model::Activation(const torch::Tensor& x) const {
+at::Tensor Gpt2Model::Activation(const at::Tensor& x) const {
   switch (config_.activation) {
     case Gpt2Activation::kGeluTanh:
-      return torch::gelu(x, "tanh");
+      return at::gelu(x, "tanh");
     case Gpt2Activation::kGelu:
-      return torch::gelu(x);
+      return at::gelu(x);
     case Gpt2Activation::kRelu:
-      return torch::relu(x);
+      return at::relu(x);
   }
   return x;  // unreachable
 }
 
-absl::StatusOr<torch::Tensor> Gpt2Model::Forward(const torch::Tensor& input_ids,
-                                                 const torch::Tensor& token_mask,
+absl::StatusOr<at::Tensor> Gpt2Model::Forward(const at::Tensor& input_ids,
+                                                 const at::Tensor& token_mask,
                                                  KVCache* cache) const {
   return RunForward(
       "gpt2", input_ids, token_mask, cache, config_.vocab_size, placement_.device,
-      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
         // Learned positions stop at n_positions - 1: at most n_positions real tokens per
         // row (checked before the cache is touched).
         const int64_t longest = plan.RowLengths().max().item<int64_t>();
@@ -163,7 +165,7 @@ absl::StatusOr<torch::Tensor> Gpt2Model::Forward(const torch::Tensor& input_ids,
       });
 }
 
-torch::Tensor Gpt2Model::ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
+at::Tensor Gpt2Model::ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
                                           KVCache* cache) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t H = config_.n_embd, nh = config_.n_head, hd = config_.head_dim();
@@ -171,31 +173,31 @@ torch::Tensor Gpt2Model::ForwardUnchecked(const torch::Tensor& ids, const Attent
 
   // Only a padding token (after a row's last real one) can reach n_positions; its
   // position is meaningless, so clamp it into the table.
-  const torch::Tensor positions = plan.positions.clamp_max(config_.n_positions - 1);
+  const at::Tensor positions = plan.positions.clamp_max(config_.n_positions - 1);
   std::vector<int64_t> position_shape(positions.sizes().begin(), positions.sizes().end());
   position_shape.push_back(H);
-  torch::Tensor x = wte_.index_select(0, ids.reshape({-1})).view({B, T, H}) +
+  at::Tensor x = wte_.index_select(0, ids.reshape({-1})).view({B, T, H}) +
                     wpe_.index_select(0, positions.reshape({-1})).view(position_shape);
 
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
-    const torch::Tensor h = LayerNorm(x, l.ln1_weight, l.ln1_bias);
-    const std::vector<torch::Tensor> qkv = Linear(h, l.attn, l.attn_bias).split(H, -1);
-    torch::Tensor q = qkv[0].view({B, T, nh, hd}).transpose(1, 2);
-    torch::Tensor k = qkv[1].view({B, T, nh, hd}).transpose(1, 2);
-    torch::Tensor v = qkv[2].view({B, T, nh, hd}).transpose(1, 2);
+    const at::Tensor h = LayerNorm(x, l.ln1_weight, l.ln1_bias);
+    const std::vector<at::Tensor> qkv = Linear(h, l.attn, l.attn_bias).split(H, -1);
+    at::Tensor q = qkv[0].view({B, T, nh, hd}).transpose(1, 2);
+    at::Tensor k = qkv[1].view({B, T, nh, hd}).transpose(1, 2);
+    at::Tensor v = qkv[2].view({B, T, nh, hd}).transpose(1, 2);
     if (l.query_scale != 1.0) q = q * l.query_scale;
     if (cache != nullptr) {
       k = AppendSlots(cache->keys()[i], plan.past, k);
       v = AppendSlots(cache->values()[i], plan.past, v);
     }
     x = x + Linear(CausalAttention(q, k, v, plan), l.attn_proj, l.attn_proj_bias);
-    const torch::Tensor h2 = LayerNorm(x, l.ln2_weight, l.ln2_bias);
+    const at::Tensor h2 = LayerNorm(x, l.ln2_weight, l.ln2_bias);
     x = x + Linear(Activation(Linear(h2, l.fc, l.fc_bias)), l.mlp_proj, l.mlp_proj_bias);
   }
   FinishCache(cache, plan);
   return Linear(LayerNorm(x, ln_f_weight_, ln_f_bias_), lm_head_, {})
-      .to(torch::kCPU, torch::kFloat32);
+      .to(at::kCPU, at::kFloat);
 }
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadGpt2Model(const TensorSource& source,

@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -90,8 +90,8 @@ class Gpt2Model : public LanguageModel {
   // Padded batches and the cache as LanguageModel describes. Also INVALID_ARGUMENT
   // (naming n_positions, cache unchanged) when a row would hold more than n_positions
   // real tokens.
-  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
-                                        const torch::Tensor& token_mask,
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
+                                        const at::Tensor& token_mask,
                                         KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
@@ -99,29 +99,29 @@ class Gpt2Model : public LanguageModel {
 
  private:
   struct Layer {
-    torch::Tensor ln1_weight, ln1_bias;    // [H] float32
-    torch::Tensor attn, attn_bias;         // [3H, H] (Linear layout) / [3H]
-    torch::Tensor attn_proj, attn_proj_bias;  // [H, H] / [H]
-    torch::Tensor ln2_weight, ln2_bias;    // [H] float32
-    torch::Tensor fc, fc_bias;             // [I, H] / [I]
-    torch::Tensor mlp_proj, mlp_proj_bias; // [H, I] / [H]
+    at::Tensor ln1_weight, ln1_bias;    // [H] float32
+    at::Tensor attn, attn_bias;         // [3H, H] (Linear layout) / [3H]
+    at::Tensor attn_proj, attn_proj_bias;  // [H, H] / [H]
+    at::Tensor ln2_weight, ln2_bias;    // [H] float32
+    at::Tensor fc, fc_bias;             // [I, H] / [I]
+    at::Tensor mlp_proj, mlp_proj_bias; // [H, I] / [H]
     double query_scale = 1.0;  // extra factor on q beyond CausalAttention's 1/sqrt(hd)
   };
   explicit Gpt2Model(Gpt2Config config) : config_(std::move(config)) {}
-  torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
-                          const torch::Tensor& bias) const;
-  torch::Tensor Activation(const torch::Tensor& x) const;
+  at::Tensor LayerNorm(const at::Tensor& x, const at::Tensor& weight,
+                          const at::Tensor& bias) const;
+  at::Tensor Activation(const at::Tensor& x) const;
   // `ids` valid everywhere (padding ids replaced), on the model's device.
-  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
+  at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
                                  KVCache* cache) const;
 
   Gpt2Config config_;
   WeightPlacement placement_;
-  torch::Tensor wte_;                  // [V, H]
-  torch::Tensor wpe_;                  // [n_positions, H]
+  at::Tensor wte_;                  // [V, H]
+  at::Tensor wpe_;                  // [n_positions, H]
   std::vector<Layer> layers_;
-  torch::Tensor ln_f_weight_, ln_f_bias_;  // [H] float32
-  torch::Tensor lm_head_;              // [V, H]; wte_ when tied
+  at::Tensor ln_f_weight_, ln_f_bias_;  // [H] float32
+  at::Tensor lm_head_;              // [V, H]; wte_ when tied
 };
 
 // Parses `source`'s config.json and builds the model (for LoadLanguageModel's dispatch on

@@ -3,6 +3,8 @@
 #include <string>
 #include <utility>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/config_fields.h"
@@ -144,7 +146,7 @@ absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::Create(
     return LoadWeight(source, name, shape, placement);
   };
   const int64_t H = config.hidden_size, I = config.intermediate_size, V = config.vocab_size;
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   ASSIGN_OR_RETURN(model->embed_, load("gpt_neox.embed_in.weight", {V, H}));
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("gpt_neox.layers.", i, ".");
@@ -182,68 +184,68 @@ absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::Create(
   return model;
 }
 
-torch::Tensor GptNeoxModel::LayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
-                                      const torch::Tensor& bias) const {
+at::Tensor GptNeoxModel::LayerNorm(const at::Tensor& x, const at::Tensor& weight,
+                                      const at::Tensor& bias) const {
   return LayerNormFloat32(x, weight, bias, config_.layer_norm_eps);
 }
 
-torch::Tensor GptNeoxModel::Mlp(const Layer& l, const torch::Tensor& x) const {
-  torch::Tensor h = Linear(x, l.up, l.up_bias);
+at::Tensor GptNeoxModel::Mlp(const Layer& l, const at::Tensor& x) const {
+  at::Tensor h = Linear(x, l.up, l.up_bias);
   switch (config_.hidden_act) {
     case GptNeoxConfig::Activation::kGelu:
-      h = torch::gelu(h);
+      h = at::gelu(h);
       break;
     case GptNeoxConfig::Activation::kGeluTanh:
-      h = torch::gelu(h, "tanh");
+      h = at::gelu(h, "tanh");
       break;
     case GptNeoxConfig::Activation::kRelu:
-      h = torch::relu(h);
+      h = at::relu(h);
       break;
   }
   return Linear(h, l.down, l.down_bias);
 }
 
-absl::StatusOr<torch::Tensor> GptNeoxModel::Forward(const torch::Tensor& input_ids,
-                                                    const torch::Tensor& token_mask,
+absl::StatusOr<at::Tensor> GptNeoxModel::Forward(const at::Tensor& input_ids,
+                                                    const at::Tensor& token_mask,
                                                     KVCache* cache) const {
   return RunForward(
       "gpt_neox", input_ids, token_mask, cache, config_.vocab_size, placement_.device,
-      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
         return ForwardUnchecked(in.ids, plan, cache);
       });
 }
 
-torch::Tensor GptNeoxModel::ForwardUnchecked(const torch::Tensor& ids,
+at::Tensor GptNeoxModel::ForwardUnchecked(const at::Tensor& ids,
                                              const AttentionPlan& plan, KVCache* cache) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t nh = config_.num_attention_heads, hd = config_.head_dim;
   const int64_t rot = config_.rotary_ndims;
   BeginCache(cache, layers_.size());
 
-  torch::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
+  at::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
   RotaryTables rope;
   if (rot > 0) rope = RopeTables(plan.positions, inv_freq_);
   // RoPE on the first `rot` dims of [B, nh, T, hd]; the rest pass through.
-  auto rotate = [&](const torch::Tensor& t) {
+  auto rotate = [&](const at::Tensor& t) {
     if (rot == 0) return t;
     if (rot == hd) return ApplyRope(t, rope);
-    return torch::cat({ApplyRope(t.narrow(-1, 0, rot), rope), t.narrow(-1, rot, hd - rot)}, -1);
+    return at::cat({ApplyRope(t.narrow(-1, 0, rot), rope), t.narrow(-1, rot, hd - rot)}, -1);
   };
 
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     // Per head: [q | k | v] of hd each.
-    const torch::Tensor qkv =
+    const at::Tensor qkv =
         Linear(LayerNorm(x, l.input_norm, l.input_norm_bias), l.qkv, l.qkv_bias)
             .view({B, T, nh, 3 * hd});
-    torch::Tensor q = rotate(qkv.narrow(-1, 0, hd).transpose(1, 2));
-    torch::Tensor k = rotate(qkv.narrow(-1, hd, hd).transpose(1, 2));
-    torch::Tensor v = qkv.narrow(-1, 2 * hd, hd).transpose(1, 2);
+    at::Tensor q = rotate(qkv.narrow(-1, 0, hd).transpose(1, 2));
+    at::Tensor k = rotate(qkv.narrow(-1, hd, hd).transpose(1, 2));
+    at::Tensor v = qkv.narrow(-1, 2 * hd, hd).transpose(1, 2);
     if (cache != nullptr) {
       k = AppendSlots(cache->keys()[i], plan.past, k);
       v = AppendSlots(cache->values()[i], plan.past, v);
     }
-    const torch::Tensor attn = Linear(CausalAttention(q, k, v, plan), l.dense, l.dense_bias);
+    const at::Tensor attn = Linear(CausalAttention(q, k, v, plan), l.dense, l.dense_bias);
     if (config_.use_parallel_residual) {
       x = x + attn + Mlp(l, LayerNorm(x, l.post_norm, l.post_norm_bias));
     } else {
@@ -253,7 +255,7 @@ torch::Tensor GptNeoxModel::ForwardUnchecked(const torch::Tensor& ids,
   }
   FinishCache(cache, plan);
   return Linear(LayerNorm(x, final_norm_, final_norm_bias_), lm_head_, {})
-      .to(torch::kCPU, torch::kFloat32);
+      .to(at::kCPU, at::kFloat);
 }
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadGptNeoxModel(const TensorSource& source,

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -78,8 +78,8 @@ class GptNeoxModel : public LanguageModel {
       const WeightPlacement& placement = {});
 
   using LanguageModel::Forward;
-  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
-                                        const torch::Tensor& token_mask,
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
+                                        const at::Tensor& token_mask,
                                         KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
@@ -87,26 +87,26 @@ class GptNeoxModel : public LanguageModel {
 
  private:
   struct Layer {
-    torch::Tensor input_norm, input_norm_bias;
-    torch::Tensor qkv, qkv_bias, dense, dense_bias;  // biases undefined without attention_bias
-    torch::Tensor post_norm, post_norm_bias;
-    torch::Tensor up, up_bias, down, down_bias;      // dense_h_to_4h, dense_4h_to_h
+    at::Tensor input_norm, input_norm_bias;
+    at::Tensor qkv, qkv_bias, dense, dense_bias;  // biases undefined without attention_bias
+    at::Tensor post_norm, post_norm_bias;
+    at::Tensor up, up_bias, down, down_bias;      // dense_h_to_4h, dense_4h_to_h
   };
   explicit GptNeoxModel(GptNeoxConfig config) : config_(std::move(config)) {}
-  torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
-                          const torch::Tensor& bias) const;
-  torch::Tensor Mlp(const Layer& l, const torch::Tensor& x) const;
+  at::Tensor LayerNorm(const at::Tensor& x, const at::Tensor& weight,
+                          const at::Tensor& bias) const;
+  at::Tensor Mlp(const Layer& l, const at::Tensor& x) const;
   // `ids` valid everywhere (padding ids replaced), on the model's device.
-  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
+  at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
                                  KVCache* cache) const;
 
   GptNeoxConfig config_;
   WeightPlacement placement_;
-  torch::Tensor embed_;  // [V, H]
+  at::Tensor embed_;  // [V, H]
   std::vector<Layer> layers_;
-  torch::Tensor final_norm_, final_norm_bias_;  // [H]
-  torch::Tensor lm_head_;   // [V, H]; the embedding when tied
-  torch::Tensor inv_freq_;  // [rotary_ndims / 2]; undefined when rotary_ndims is 0
+  at::Tensor final_norm_, final_norm_bias_;  // [H]
+  at::Tensor lm_head_;   // [V, H]; the embedding when tied
+  at::Tensor inv_freq_;  // [rotary_ndims / 2]; undefined when rotary_ndims is 0
 };
 
 // Parses `source.config_json()` (ParseGptNeoxConfig) and creates the model

@@ -32,18 +32,17 @@
 #ifndef STEADYEVAL_WORKER_LANGUAGE_MODEL_H_
 #define STEADYEVAL_WORKER_LANGUAGE_MODEL_H_
 
-#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "worker/torch_status.h"
 
 namespace steadyeval {
 
@@ -85,7 +84,7 @@ class KVCache {
   void Clear() {
     keys_.clear();
     values_.clear();
-    key_mask_ = torch::Tensor();
+    key_mask_ = at::Tensor();
     length_ = 0;
   }
 
@@ -94,67 +93,14 @@ class KVCache {
   // are expanded views until the next Forward appends (which copies them). An empty cache
   // stays empty. INVALID_ARGUMENT when rows < 1 or this cache holds more than one row; INTERNAL for
   // libtorch failures.
-  absl::StatusOr<KVCache> ExpandBatch(int64_t rows) const {
-    if (rows < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KV cache: cannot expand to ", rows, " rows"));
-    }
-    if (empty()) return KVCache();
-    if (batch_size() != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KV cache: only a batch-1 cache can be expanded; this one has ",
-                       batch_size(), " rows"));
-    }
-    return GuardTorch("KV cache expand", [&]() -> absl::StatusOr<KVCache> {
-      KVCache out = *this;
-      auto expand = [rows](torch::Tensor& t) {
-        if (!t.defined()) return;
-        std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
-        sizes[0] = rows;
-        t = t.expand(sizes);
-      };
-      for (torch::Tensor& k : out.keys_) expand(k);
-      for (torch::Tensor& v : out.values_) expand(v);
-      expand(out.key_mask_);
-      return out;
-    });
-  }
+  absl::StatusOr<KVCache> ExpandBatch(int64_t rows) const;
 
   // An independent cache holding rows `rows` of this one, in that order (e.g. the rows of
   // a batch that are still generating). Slots that are padding in every kept row are
   // dropped (they can never be attended to), so length() may shrink; if no kept row has a
   // real slot the result is empty. An empty cache stays empty. INVALID_ARGUMENT for an
   // empty `rows` or a row outside [0, batch_size()); INTERNAL for libtorch failures.
-  absl::StatusOr<KVCache> SelectRows(const std::vector<int64_t>& rows) const {
-    if (rows.empty()) return absl::InvalidArgumentError("KV cache: no rows to select");
-    if (empty()) return KVCache();
-    for (int64_t r : rows) {
-      if (r < 0 || r >= batch_size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "KV cache: row ", r, " is outside the cached batch of ", batch_size()));
-      }
-    }
-    return GuardTorch("KV cache select rows", [&]() -> absl::StatusOr<KVCache> {
-      c10::InferenceMode inference;
-      KVCache out = *this;
-      const torch::Tensor index =
-          torch::tensor(rows, torch::kInt64).to(out.keys_.front().device());
-      for (torch::Tensor& k : out.keys_) k = k.narrow(2, 0, length_).index_select(0, index);
-      for (torch::Tensor& v : out.values_) v = v.narrow(2, 0, length_).index_select(0, index);
-      if (!key_mask_.defined()) return out;
-      out.key_mask_ = key_mask_.index_select(0, index);
-      const torch::Tensor used = out.key_mask_.any(0);  // [length]: real in some kept row
-      if (used.all().item<bool>()) return out;
-      const torch::Tensor slots = used.nonzero().view({-1});
-      if (slots.numel() == 0) return KVCache();
-      for (torch::Tensor& k : out.keys_) k = k.index_select(2, slots);
-      for (torch::Tensor& v : out.values_) v = v.index_select(2, slots);
-      out.key_mask_ = out.key_mask_.index_select(1, slots);
-      out.length_ = slots.numel();
-      if (out.key_mask_.all().item<bool>()) out.key_mask_ = torch::Tensor();
-      return out;
-    });
-  }
+  absl::StatusOr<KVCache> SelectRows(const std::vector<int64_t>& rows) const;
 
   // One cache whose row b is rows[b]'s only row, left-padded to the longest with padding
   // slots (zero keys and values, false in key_mask()), e.g. prompts run one at a time and
@@ -164,74 +110,19 @@ class KVCache {
   // more than one row or has another number of layers; INTERNAL for libtorch failures
   // (e.g. layers of different shapes).
   static absl::StatusOr<KVCache> StackRows(const std::vector<KVCache>& rows,
-                                           int64_t spare_slots = 0) {
-    if (rows.empty()) return absl::InvalidArgumentError("KV cache: no rows to stack");
-    if (spare_slots < 0) return absl::InvalidArgumentError("KV cache: negative spare slots");
-    int64_t longest = 0;
-    for (size_t b = 0; b < rows.size(); ++b) {
-      if (rows[b].batch_size() != 1 || rows[b].keys_.size() != rows[0].keys_.size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "KV cache: cannot stack row ", b, ": ", rows[b].batch_size(), " rows and ",
-            rows[b].keys_.size(), " layers (need 1 row and ", rows[0].keys_.size(), ")"));
-      }
-      longest = std::max(longest, rows[b].length());
-    }
-    return GuardTorch("KV cache stack rows", [&]() -> absl::StatusOr<KVCache> {
-      c10::InferenceMode inference;
-      const int64_t n = static_cast<int64_t>(rows.size());
-      // Row b's valid slots go to the end of [0, longest); the rest stays zero.
-      auto stack = [&](const std::vector<torch::Tensor> KVCache::*member, size_t layer) {
-        const torch::Tensor& first = (rows[0].*member)[layer];
-        std::vector<int64_t> sizes(first.sizes().begin(), first.sizes().end());
-        sizes[0] = n;
-        sizes[2] = longest + spare_slots;
-        torch::Tensor out = torch::zeros(sizes, first.options());
-        for (int64_t b = 0; b < n; ++b) {
-          const KVCache& row = rows[b];
-          out.narrow(0, b, 1)
-              .narrow(2, longest - row.length_, row.length_)
-              .copy_((row.*member)[layer].narrow(2, 0, row.length_));
-        }
-        return out;
-      };
-      KVCache out;
-      out.length_ = longest;
-      const size_t layers = rows[0].keys_.size();
-      for (size_t i = 0; i < layers; ++i) {
-        out.keys_.push_back(stack(&KVCache::keys_, i));
-        out.values_.push_back(stack(&KVCache::values_, i));
-      }
-      bool padded = false;
-      for (const KVCache& row : rows) padded |= row.length_ != longest || row.key_mask_.defined();
-      if (padded) {
-        out.key_mask_ = torch::zeros(
-            {n, longest}, torch::TensorOptions().dtype(torch::kBool).device(
-                              rows[0].keys_.front().device()));
-        for (int64_t b = 0; b < n; ++b) {
-          const KVCache& row = rows[b];
-          torch::Tensor real = out.key_mask_[b].narrow(0, longest - row.length_, row.length_);
-          if (row.key_mask_.defined()) {
-            real.copy_(row.key_mask_[0]);
-          } else {
-            real.fill_(true);
-          }
-        }
-      }
-      return out;
-    });
-  }
+                                           int64_t spare_slots = 0);
 
   // For model implementations (see the layout contract above).
-  std::vector<torch::Tensor>& keys() { return keys_; }
-  std::vector<torch::Tensor>& values() { return values_; }
-  const torch::Tensor& key_mask() const { return key_mask_; }
-  void set_key_mask(torch::Tensor key_mask) { key_mask_ = std::move(key_mask); }
+  std::vector<at::Tensor>& keys() { return keys_; }
+  std::vector<at::Tensor>& values() { return values_; }
+  const at::Tensor& key_mask() const { return key_mask_; }
+  void set_key_mask(at::Tensor key_mask) { key_mask_ = std::move(key_mask); }
   void set_length(int64_t length) { length_ = length; }
 
  private:
-  std::vector<torch::Tensor> keys_;
-  std::vector<torch::Tensor> values_;
-  torch::Tensor key_mask_;  // [B, length] bool, or undefined: every slot is real
+  std::vector<at::Tensor> keys_;
+  std::vector<at::Tensor> values_;
+  at::Tensor key_mask_;  // [B, length] bool, or undefined: every slot is real
   int64_t length_ = 0;
 };
 
@@ -240,8 +131,8 @@ class LanguageModel {
   virtual ~LanguageModel() = default;
 
   // Unpadded: every token of input_ids is real. See the file comment.
-  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids, KVCache* cache) const {
-    return Forward(input_ids, torch::Tensor(), cache);
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids, KVCache* cache) const {
+    return Forward(input_ids, at::Tensor(), cache);
   }
 
   // See the file comment. `token_mask`: undefined, or [B, T] bool (true = real token).
@@ -250,8 +141,8 @@ class LanguageModel {
   // libtorch failures. The cache's contents (length, valid slots, mask) are unchanged when
   // an error is returned.
   // Implementations override this overload and add `using LanguageModel::Forward;`.
-  virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
-                                                const torch::Tensor& token_mask,
+  virtual absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
+                                                const at::Tensor& token_mask,
                                                 KVCache* cache) const = 0;
 
   virtual int64_t vocab_size() const = 0;
@@ -269,18 +160,18 @@ class LanguageModel {
 // CUDA device, the checkpoint's own floating dtype (ChoosePlacement), with norms, softmax
 // and the logits in float32.
 struct WeightPlacement {
-  torch::Device device = torch::kCPU;
-  torch::ScalarType dtype = torch::kFloat32;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
 };
 
 // Parses a `--device` value: "cpu", "cuda" (= cuda:0) or "cuda:K". INVALID_ARGUMENT for
 // anything else; FAILED_PRECONDITION when CUDA is asked for and this libtorch has no CUDA
 // or no such device (the message says how many there are).
-absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
+absl::StatusOr<at::Device> ParseDevice(absl::string_view spec);
 
 // The placement for `source` on `device`: float32 on CPU; on CUDA the dtype of the
 // source's floating tensors when they all share fp16/bf16, else float32.
-absl::StatusOr<WeightPlacement> ChoosePlacement(const TensorSource& source, torch::Device device);
+absl::StatusOr<WeightPlacement> ChoosePlacement(const TensorSource& source, at::Device device);
 
 // Builds the model for the source's config.json `model_type` and loads its weights from
 // `source` (a CheckpointReader, or a TensorMap such as a window average) per `placement`;

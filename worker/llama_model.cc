@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
@@ -18,7 +20,7 @@ constexpr double kPi = 3.14159265358979323846;
 
 }  // namespace
 
-torch::Tensor LlamaModel::InvFreqForLength(int64_t length) const {
+at::Tensor LlamaModel::InvFreqForLength(int64_t length) const {
   const int64_t max_positions = config_.max_position_embeddings;
   if (config_.rope_scaling.kind != RopeScaling::Kind::kDynamic || length <= max_positions) {
     return inv_freq_;
@@ -45,7 +47,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(
   const int64_t H = config.hidden_size, I = config.intermediate_size, V = config.vocab_size;
   const int64_t q_dim = config.num_attention_heads * config.head_dim;
   const int64_t kv_dim = config.num_key_value_heads * config.head_dim;
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   ASSIGN_OR_RETURN(model->embed_, load("model.embed_tokens.weight", {V, H}));
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
@@ -107,34 +109,34 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(
   return model;
 }
 
-torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const {
+at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
   // In float32 whatever the weights' dtype (what transformers' LlamaRMSNorm does).
-  const torch::Tensor x32 = x.to(torch::kFloat32);
-  const torch::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
-  return (x32 * torch::rsqrt(variance + config_.rms_norm_eps)).to(x.scalar_type()) * weight;
+  const at::Tensor x32 = x.to(at::kFloat);
+  const at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
+  return (x32 * at::rsqrt(variance + config_.rms_norm_eps)).to(x.scalar_type()) * weight;
 }
 
-absl::StatusOr<torch::Tensor> LlamaModel::Forward(const torch::Tensor& input_ids,
-                                                  const torch::Tensor& token_mask,
+absl::StatusOr<at::Tensor> LlamaModel::Forward(const at::Tensor& input_ids,
+                                                  const at::Tensor& token_mask,
                                                   KVCache* cache) const {
   return RunForward(
       "llama", input_ids, token_mask, cache, config_.vocab_size, placement_.device,
-      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
         return ForwardChecked(in, plan, cache);
       });
 }
 
-absl::StatusOr<torch::Tensor> LlamaModel::ForwardForTraining(const torch::Tensor& input_ids) const {
+absl::StatusOr<at::Tensor> LlamaModel::ForwardForTraining(const at::Tensor& input_ids) const {
   return RunForward(
-      "llama", input_ids, torch::Tensor(), /*cache=*/nullptr, config_.vocab_size,
+      "llama", input_ids, at::Tensor(), /*cache=*/nullptr, config_.vocab_size,
       placement_.device,
-      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<torch::Tensor> {
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
         return ForwardChecked(in, plan, /*cache=*/nullptr);
       },
       Autograd::kOn);
 }
 
-absl::StatusOr<torch::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in,
+absl::StatusOr<at::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in,
                                                          const AttentionPlan& plan,
                                                          KVCache* cache) const {
   if (config_.sliding_window) {
@@ -149,9 +151,9 @@ absl::StatusOr<torch::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in
   return ForwardUnchecked(in.ids, plan, cache);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::NamedWeights() const {
-  std::vector<std::pair<std::string, torch::Tensor>> weights;
-  auto add = [&](std::string name, const torch::Tensor& t) {
+std::vector<std::pair<std::string, at::Tensor>> LlamaModel::NamedWeights() const {
+  std::vector<std::pair<std::string, at::Tensor>> weights;
+  auto add = [&](std::string name, const at::Tensor& t) {
     if (t.defined()) weights.emplace_back(std::move(name), t);
   };
   add("model.embed_tokens.weight", embed_);
@@ -177,32 +179,32 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::NamedWeights() co
   return weights;
 }
 
-torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
+at::Tensor LlamaModel::ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
                                            KVCache* cache) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
   const int64_t hd = config_.head_dim;
   BeginCache(cache, layers_.size());
 
-  torch::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
+  at::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
 
-  torch::Tensor inv_freq = InvFreqForLength(plan.total);
+  at::Tensor inv_freq = InvFreqForLength(plan.total);
   if (plan.key_mask.defined() && config_.rope_scaling.kind == RopeScaling::Kind::kDynamic) {
     // Dynamic NTK scaling uses each row's own length in real tokens (what one unpadded
     // forward of that row computes), so a row does not depend on its batchmates.
-    const torch::Tensor lengths = plan.RowLengths().to(torch::kCPU);
-    std::vector<torch::Tensor> rows;
+    const at::Tensor lengths = plan.RowLengths().to(at::kCPU);
+    std::vector<at::Tensor> rows;
     for (int64_t b = 0; b < B; ++b) rows.push_back(InvFreqForLength(lengths[b].item<int64_t>()));
-    inv_freq = torch::stack(rows).unsqueeze(1);  // [B, 1, hd/2]
+    inv_freq = at::stack(rows).unsqueeze(1);  // [B, 1, hd/2]
   }
   const RotaryTables rope = RopeTables(plan.positions, inv_freq);
 
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
-    torch::Tensor h = RmsNorm(x, l.input_norm);
-    torch::Tensor q = Linear(h, l.q, l.q_bias).view({B, T, nh, hd}).transpose(1, 2);
-    torch::Tensor k = Linear(h, l.k, l.k_bias).view({B, T, nkv, hd}).transpose(1, 2);
-    torch::Tensor v = Linear(h, l.v, l.v_bias).view({B, T, nkv, hd}).transpose(1, 2);
+    at::Tensor h = RmsNorm(x, l.input_norm);
+    at::Tensor q = Linear(h, l.q, l.q_bias).view({B, T, nh, hd}).transpose(1, 2);
+    at::Tensor k = Linear(h, l.k, l.k_bias).view({B, T, nkv, hd}).transpose(1, 2);
+    at::Tensor v = Linear(h, l.v, l.v_bias).view({B, T, nkv, hd}).transpose(1, 2);
     q = ApplyRope(q, rope);
     k = ApplyRope(k, rope);
     if (cache != nullptr) {
@@ -210,11 +212,11 @@ torch::Tensor LlamaModel::ForwardUnchecked(const torch::Tensor& ids, const Atten
       v = AppendSlots(cache->values()[i], plan.past, v);
     }
     x = x + Linear(CausalAttention(q, k, v, plan), l.o, l.o_bias);
-    torch::Tensor h2 = RmsNorm(x, l.post_norm);
-    x = x + Linear(torch::silu(Linear(h2, l.gate, {})) * Linear(h2, l.up, {}), l.down, {});
+    at::Tensor h2 = RmsNorm(x, l.post_norm);
+    x = x + Linear(at::silu(Linear(h2, l.gate, {})) * Linear(h2, l.up, {}), l.down, {});
   }
   FinishCache(cache, plan);
-  return Linear(RmsNorm(x, norm_), lm_head_, {}).to(torch::kCPU, torch::kFloat32);
+  return Linear(RmsNorm(x, norm_), lm_head_, {}).to(at::kCPU, at::kFloat);
 }
 
 }  // namespace steadyeval

@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "worker/tensor_source.h"
@@ -51,8 +51,8 @@ class LlamaModel : public LanguageModel {
   using LanguageModel::Forward;
   // Padded batches and the cache as LanguageModel describes; positions count only real
   // tokens, so mistral's sliding-window limit applies to each row's real tokens.
-  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input_ids,
-                                        const torch::Tensor& token_mask,
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
+                                        const at::Tensor& token_mask,
                                         KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
@@ -69,39 +69,39 @@ class LlamaModel : public LanguageModel {
   // requires_grad_() and in-place optimizer updates on them change what Forward computes.
   // fp32 CPU weights share storage with the TensorSource the model was created from
   // (TensorSource contract): train a model created from tensors you own (a TensorMap).
-  std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const;
+  std::vector<std::pair<std::string, at::Tensor>> NamedWeights() const;
   // The logits [B, T, V] (float32, CPU) of `input_ids` ([B, T] int64, every token real,
   // positions 0..T-1, no cache) with autograd enabled: the same computation as Forward,
   // differentiable with respect to the weights that require grad. INVALID_ARGUMENT for
   // bad ids (as Forward); INTERNAL for a libtorch error. Not thread-safe with an optimizer
   // step on the weights.
-  absl::StatusOr<torch::Tensor> ForwardForTraining(const torch::Tensor& input_ids) const;
+  absl::StatusOr<at::Tensor> ForwardForTraining(const at::Tensor& input_ids) const;
 
  private:
   struct Layer {
-    torch::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
-    torch::Tensor post_norm, gate, up, down;
+    at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
+    at::Tensor post_norm, gate, up, down;
   };
   explicit LlamaModel(LlamaConfig config) : config_(std::move(config)) {}
-  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   // inv_freq_ or, for dynamic rope_scaling past max_position_embeddings, the [hd/2]
   // frequencies for a sequence of `length` tokens.
-  torch::Tensor InvFreqForLength(int64_t length) const;
+  at::Tensor InvFreqForLength(int64_t length) const;
   // The sliding-window check, then ForwardUnchecked: the body Forward and
   // ForwardForTraining share.
-  absl::StatusOr<torch::Tensor> ForwardChecked(const ForwardInputs& in, const AttentionPlan& plan,
+  absl::StatusOr<at::Tensor> ForwardChecked(const ForwardInputs& in, const AttentionPlan& plan,
                                                KVCache* cache) const;
   // `ids` valid everywhere (padding ids replaced), on the model's device.
-  torch::Tensor ForwardUnchecked(const torch::Tensor& ids, const AttentionPlan& plan,
+  at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
                                  KVCache* cache) const;
 
   LlamaConfig config_;
   WeightPlacement placement_;
-  torch::Tensor embed_;    // [V, H]
+  at::Tensor embed_;    // [V, H]
   std::vector<Layer> layers_;
-  torch::Tensor norm_;     // [H]
-  torch::Tensor lm_head_;  // [V, H]; the embedding when tied
-  torch::Tensor inv_freq_; // [hd/2], linear/llama3 scaling applied
+  at::Tensor norm_;     // [H]
+  at::Tensor lm_head_;  // [V, H]; the embedding when tied
+  at::Tensor inv_freq_; // [hd/2], linear/llama3 scaling applied
 };
 
 }  // namespace steadyeval

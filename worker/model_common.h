@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/util/ArrayRef.h>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
@@ -30,15 +32,15 @@ std::string ShapeString(c10::IntArrayRef shape);
 // Loads tensor `name` of `source`, checks it has `shape` (INVALID_ARGUMENT naming the
 // tensor, the file that holds it and both shapes otherwise; NOT_FOUND naming it when
 // absent) and places it per `placement`.
-absl::StatusOr<torch::Tensor> LoadWeight(const TensorSource& source, const std::string& name,
+absl::StatusOr<at::Tensor> LoadWeight(const TensorSource& source, const std::string& name,
                                          const std::vector<int64_t>& shape,
                                          const WeightPlacement& placement = {});
 
 // Validated Forward() inputs, on the model's device: `ids` with padding ids replaced by 0;
 // `mask` undefined when every new token is real, else the [B, T] bool token mask.
 struct ForwardInputs {
-  torch::Tensor ids;
-  torch::Tensor mask;
+  at::Tensor ids;
+  at::Tensor mask;
 };
 
 // Checks Forward()'s arguments against the contract in language_model.h: `family` names
@@ -46,14 +48,14 @@ struct ForwardInputs {
 // real token outside [0, vocab_size) or a cache of another batch size. Runs libtorch ops:
 // call inside GuardTorch.
 absl::StatusOr<ForwardInputs> CheckForwardInputs(absl::string_view family,
-                                                 const torch::Tensor& input_ids,
-                                                 const torch::Tensor& token_mask,
+                                                 const at::Tensor& input_ids,
+                                                 const at::Tensor& token_mask,
                                                  const KVCache* cache, int64_t vocab_size,
-                                                 torch::Device device);
+                                                 at::Device device);
 // The shape/dtype/batch checks of CheckForwardInputs that need no libtorch op (call
 // before GuardTorch so the message is not wrapped).
-absl::Status CheckForwardShapes(absl::string_view family, const torch::Tensor& input_ids,
-                                const torch::Tensor& token_mask, const KVCache* cache);
+absl::Status CheckForwardShapes(absl::string_view family, const at::Tensor& input_ids,
+                                const at::Tensor& token_mask, const KVCache* cache);
 
 // Where each new token sits and what it may attend to, for B rows of T new tokens after
 // `past` cached slots (total = past + T slots).
@@ -62,14 +64,14 @@ struct AttentionPlan {
   // The position of every new token: [T] int64 when no slot is padding (positions
   // past..total-1, shared by all rows), else [B, T] int64 (real tokens before it in its
   // row, cached ones included).
-  torch::Tensor positions;
+  at::Tensor positions;
   // Undefined when no slot is padding, else [B, total] bool: real slots (cache + new).
-  torch::Tensor key_mask;
+  at::Tensor key_mask;
   // Additive float mask (0 or -inf): [T, total] when no slot is padding, else
   // [B, 1, T, total]; a padding query always sees itself (stays finite).
-  torch::Tensor mask;
+  at::Tensor mask;
   // Real tokens per row after this call: [B] int64.
-  torch::Tensor RowLengths() const;
+  at::Tensor RowLengths() const;
 };
 
 // The plan for `inputs` continuing `cache` (null: no cache). Call inside GuardTorch.
@@ -85,44 +87,44 @@ void FinishCache(KVCache* cache, const AttentionPlan& plan);
 // Appends `fresh` ([B, heads, T, hd]) after the `past` valid slots of a cache buffer and
 // returns the valid [B, heads, past + T, hd] view (see the KVCache layout contract: writes
 // in place only into spare slots of a buffer the cache alone holds, grows by a margin).
-torch::Tensor AppendSlots(torch::Tensor& buffer, int64_t past, const torch::Tensor& fresh);
+at::Tensor AppendSlots(at::Tensor& buffer, int64_t past, const at::Tensor& fresh);
 
 // cos and sin of the rotate-half RoPE angles positions ⊗ inv_freq, duplicated to
 // 2·len(inv_freq) dims and shaped to broadcast against [B, heads, T, dims]:
 // [T, dims] for [T] positions, [B, 1, T, dims] for [B, T] positions. `inv_freq` is
 // [dims/2] or, per row, [B, 1, dims/2] (float32).
 struct RotaryTables {
-  torch::Tensor cos, sin;
+  at::Tensor cos, sin;
 };
-RotaryTables RopeTables(const torch::Tensor& positions, const torch::Tensor& inv_freq);
+RotaryTables RopeTables(const at::Tensor& positions, const at::Tensor& inv_freq);
 // x·cos + rotate_half(x)·sin over x's last dim (rotate_half(x) = cat(-x2, x1)).
-torch::Tensor ApplyRope(const torch::Tensor& x, const RotaryTables& tables);
+at::Tensor ApplyRope(const at::Tensor& x, const RotaryTables& tables);
 
 // inv_freq[j] = base^(-2j/dims), j < dims/2, in double (round to float32 once, with
 // FloatTensor, after any rescaling).
 std::vector<double> RopeInvFreq(int64_t dims, double base);
-torch::Tensor FloatTensor(const std::vector<double>& values, torch::Device device);
+at::Tensor FloatTensor(const std::vector<double>& values, at::Device device);
 
 // Causal softmax attention: q [B, nh, T, hd] against k, v [B, nkv, total, hd] (nh a
 // multiple of nkv: each kv head serves nh/nkv consecutive query heads, without copying
 // k/v), scaled by 1/sqrt(hd), plan.mask added, softmax in float32. Returns
 // [B, T, nh·hd] in q's dtype.
-torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k,
-                              const torch::Tensor& v, const AttentionPlan& plan);
+at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const AttentionPlan& plan);
 
 // y = x Wᵀ (+ b); `b` may be undefined.
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
 // LayerNorm over x's last dim with `weight` and `bias` ([dim]), computed in float32
 // whatever the dtype of x and the weights; returned in x's dtype.
-torch::Tensor LayerNormFloat32(const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias, double eps);
+at::Tensor LayerNormFloat32(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias, double eps);
 
 // The part of a family's Forward after its inputs are validated and its attention
 // planned: the logits, or an error the family detects before touching the cache (e.g. a
 // sequence longer than its positions allow). Runs inside GuardTorch and InferenceMode.
 using ForwardBody =
-    absl::FunctionRef<absl::StatusOr<torch::Tensor>(const ForwardInputs&, const AttentionPlan&)>;
+    absl::FunctionRef<absl::StatusOr<at::Tensor>(const ForwardInputs&, const AttentionPlan&)>;
 
 // Whether a forward records autograd history: never for evaluation (kOff, run under
 // c10::InferenceMode); kOn for training (LlamaModel::ForwardForTraining).
@@ -135,10 +137,10 @@ enum class Autograd { kOff, kOn };
 // checks and of `body`; INTERNAL for a libtorch exception (the cache then keeps its length
 // and mask; its buffers may have grown and have scratch slots written, which changes
 // nothing it holds).
-absl::StatusOr<torch::Tensor> RunForward(absl::string_view family,
-                                         const torch::Tensor& input_ids,
-                                         const torch::Tensor& token_mask, KVCache* cache,
-                                         int64_t vocab_size, torch::Device device,
+absl::StatusOr<at::Tensor> RunForward(absl::string_view family,
+                                         const at::Tensor& input_ids,
+                                         const at::Tensor& token_mask, KVCache* cache,
+                                         int64_t vocab_size, at::Device device,
                                          ForwardBody body, Autograd autograd = Autograd::kOff);
 
 }  // namespace steadyeval

@@ -8,7 +8,8 @@
 #include <sstream>
 #include <thread>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -62,7 +63,7 @@ int Fail(const absl::Status& status) {
 // The checkpoint's model on the --device of `args` (default cpu).
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelOnDevice(const TensorSource& source,
                                                                  const ParsedArgs& args) {
-  ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(args.Get("device", "cpu")));
+  ASSIGN_OR_RETURN(const at::Device device, ParseDevice(args.Get("device", "cpu")));
   ASSIGN_OR_RETURN(const WeightPlacement placement, ChoosePlacement(source, device));
   return LoadLanguageModel(source, placement);
 }

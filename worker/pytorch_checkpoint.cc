@@ -11,6 +11,8 @@
 #include <set>
 #include <unordered_map>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status.h"
@@ -471,15 +473,15 @@ absl::StatusOr<ValuePtr> StateDictUnpickler::Call(const Value& callable, const V
 
 struct StorageType {
   const char* name;
-  torch::ScalarType type;
+  at::ScalarType type;
 };
 
 constexpr StorageType kStorageTypes[] = {
-    {"torch.FloatStorage", torch::kFloat32},  {"torch.HalfStorage", torch::kFloat16},
-    {"torch.BFloat16Storage", torch::kBFloat16}, {"torch.DoubleStorage", torch::kFloat64},
-    {"torch.LongStorage", torch::kInt64},     {"torch.IntStorage", torch::kInt32},
-    {"torch.ShortStorage", torch::kInt16},    {"torch.CharStorage", torch::kInt8},
-    {"torch.ByteStorage", torch::kUInt8},     {"torch.BoolStorage", torch::kBool},
+    {"torch.FloatStorage", at::kFloat},  {"torch.HalfStorage", at::kHalf},
+    {"torch.BFloat16Storage", at::kBFloat16}, {"torch.DoubleStorage", at::kDouble},
+    {"torch.LongStorage", at::kLong},     {"torch.IntStorage", at::kInt},
+    {"torch.ShortStorage", at::kShort},    {"torch.CharStorage", at::kChar},
+    {"torch.ByteStorage", at::kByte},     {"torch.BoolStorage", at::kBool},
 };
 
 class TensorBuilder {
@@ -488,7 +490,7 @@ class TensorBuilder {
       : archive_(archive), path_(path) {}
 
   // May throw c10::Error (from the archive); the caller converts it.
-  absl::StatusOr<torch::Tensor> Build(const std::string& name, const TensorRef& ref) {
+  absl::StatusOr<at::Tensor> Build(const std::string& name, const TensorRef& ref) {
     const StorageRef& storage_ref = *ref.storage;
     const StorageType* type = nullptr;
     for (const StorageType& t : kStorageTypes) {
@@ -523,14 +525,14 @@ class TensorBuilder {
                               storage_ref.numel));
     }
     ASSIGN_OR_RETURN(c10::Storage storage, Load(name, storage_ref, type->type));
-    torch::Tensor t = torch::empty({0}, torch::TensorOptions().dtype(type->type));
+    at::Tensor t = at::empty({0}, at::TensorOptions().dtype(type->type));
     t.set_(storage, ref.offset, ref.sizes, ref.strides);
     return t;
   }
 
  private:
   absl::StatusOr<c10::Storage> Load(const std::string& name, const StorageRef& ref,
-                                    torch::ScalarType type) {
+                                    at::ScalarType type) {
     auto it = loaded_.find(ref.key);
     if (it != loaded_.end()) return it->second;
     const std::string record = absl::StrCat("data/", ref.key);
@@ -622,7 +624,7 @@ absl::StatusOr<NamedTensorList> ReadPytorchStateDict(const std::string& path) {
         return absl::DataLossError(
             absl::StrCat(path, ": tensor '", key->text, "' appears twice (corrupt file?)"));
       }
-      ASSIGN_OR_RETURN(torch::Tensor tensor, builder.Build(key->text, *value->tensor));
+      ASSIGN_OR_RETURN(at::Tensor tensor, builder.Build(key->text, *value->tensor));
       out.emplace_back(key->text, std::move(tensor));
     }
     return out;

@@ -21,13 +21,13 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 
 namespace steadyeval {
 
-using NamedTensorList = std::vector<std::pair<std::string, torch::Tensor>>;
+using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
 
 // The tensors of the state dict (a dict or collections.OrderedDict of name -> tensor) that
 // torch.save wrote to `path`, in the file's order. Each tensor is a CPU tensor in its stored

@@ -3,52 +3,53 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/torch_status.h"
+#include <ATen/ATen.h>
 
 namespace steadyeval {
 
-torch::ScalarType TorchTypeOf(DType dtype) {
+at::ScalarType TorchTypeOf(DType dtype) {
   switch (dtype) {
-    case DType::kF64: return torch::kFloat64;
-    case DType::kF32: return torch::kFloat32;
-    case DType::kF16: return torch::kFloat16;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kI64: return torch::kInt64;
-    case DType::kI32: return torch::kInt32;
-    case DType::kI16: return torch::kInt16;
-    case DType::kI8: return torch::kInt8;
-    case DType::kU8: return torch::kUInt8;
-    case DType::kBool: return torch::kBool;
+    case DType::kF64: return at::kDouble;
+    case DType::kF32: return at::kFloat;
+    case DType::kF16: return at::kHalf;
+    case DType::kBF16: return at::kBFloat16;
+    case DType::kI64: return at::kLong;
+    case DType::kI32: return at::kInt;
+    case DType::kI16: return at::kShort;
+    case DType::kI8: return at::kChar;
+    case DType::kU8: return at::kByte;
+    case DType::kBool: return at::kBool;
   }
-  return torch::kFloat32;  // unreachable: the switch is exhaustive
+  return at::kFloat;  // unreachable: the switch is exhaustive
 }
 
-absl::StatusOr<DType> DTypeOfTorch(torch::ScalarType type) {
+absl::StatusOr<DType> DTypeOfTorch(at::ScalarType type) {
   switch (type) {
-    case torch::kFloat64: return DType::kF64;
-    case torch::kFloat32: return DType::kF32;
-    case torch::kFloat16: return DType::kF16;
-    case torch::kBFloat16: return DType::kBF16;
-    case torch::kInt64: return DType::kI64;
-    case torch::kInt32: return DType::kI32;
-    case torch::kInt16: return DType::kI16;
-    case torch::kInt8: return DType::kI8;
-    case torch::kUInt8: return DType::kU8;
-    case torch::kBool: return DType::kBool;
+    case at::kDouble: return DType::kF64;
+    case at::kFloat: return DType::kF32;
+    case at::kHalf: return DType::kF16;
+    case at::kBFloat16: return DType::kBF16;
+    case at::kLong: return DType::kI64;
+    case at::kInt: return DType::kI32;
+    case at::kShort: return DType::kI16;
+    case at::kChar: return DType::kI8;
+    case at::kByte: return DType::kU8;
+    case at::kBool: return DType::kBool;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("torch dtype ", c10::toString(type), " cannot be stored in safetensors"));
   }
 }
 
-absl::Status TensorMap::Add(const std::string& name, torch::Tensor tensor) {
+absl::Status TensorMap::Add(const std::string& name, at::Tensor tensor) {
   RETURN_IF_ERROR(DTypeOfTorch(tensor.scalar_type()).status());
   return GuardTorch(absl::StrCat(label_, ": tensor '", name, "'"), [&]() -> absl::Status {
-    tensors_[name] = tensor.to(torch::kCPU).contiguous();
+    tensors_[name] = tensor.to(at::kCPU).contiguous();
     return absl::OkStatus();
   });
 }
 
-absl::StatusOr<torch::Tensor> TensorMap::Stored(absl::string_view name) const {
+absl::StatusOr<at::Tensor> TensorMap::Stored(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
     return absl::NotFoundError(absl::StrCat(label_, ": tensor '", name, "' not found (",
@@ -71,7 +72,7 @@ std::vector<std::string> TensorMap::TensorNames() const {
 }
 
 absl::StatusOr<TensorInfo> TensorMap::Info(absl::string_view name) const {
-  ASSIGN_OR_RETURN(torch::Tensor t, Stored(name));
+  ASSIGN_OR_RETURN(at::Tensor t, Stored(name));
   TensorInfo info;
   info.name = std::string(name);
   ASSIGN_OR_RETURN(info.dtype, DTypeOfTorch(t.scalar_type()));
@@ -80,10 +81,10 @@ absl::StatusOr<TensorInfo> TensorMap::Info(absl::string_view name) const {
   return info;
 }
 
-absl::StatusOr<torch::Tensor> TensorMap::Tensor(absl::string_view name) const {
-  ASSIGN_OR_RETURN(torch::Tensor t, Stored(name));
+absl::StatusOr<at::Tensor> TensorMap::Tensor(absl::string_view name) const {
+  ASSIGN_OR_RETURN(at::Tensor t, Stored(name));
   return GuardTorch(absl::StrCat(label_, ": tensor '", name, "'"),
-                    [&]() -> absl::StatusOr<torch::Tensor> { return t.to(torch::kFloat32); });
+                    [&]() -> absl::StatusOr<at::Tensor> { return t.to(at::kFloat); });
 }
 
 }  // namespace steadyeval

@@ -17,7 +17,8 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,16 +36,16 @@ class TensorSource {
   // NOT_FOUND naming the tensor when absent.
   virtual absl::StatusOr<TensorInfo> Info(absl::string_view name) const = 0;
   // See the file comment. NOT_FOUND naming the tensor when absent.
-  virtual absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const = 0;
+  virtual absl::StatusOr<at::Tensor> Tensor(absl::string_view name) const = 0;
   // Where tensor `name` is stored, for error messages: the file path for a checkpoint
   // folder (the shard that holds it), label() otherwise or when the tensor is absent.
-  virtual std::string Origin(absl::string_view name) const { return label(); }
+  virtual std::string Origin(absl::string_view /*name*/) const { return label(); }
 };
 
 // The torch dtype of a safetensors dtype, and back (INVALID_ARGUMENT for a torch dtype
 // safetensors cannot store).
-torch::ScalarType TorchTypeOf(DType dtype);
-absl::StatusOr<DType> DTypeOfTorch(torch::ScalarType type);
+at::ScalarType TorchTypeOf(DType dtype);
+absl::StatusOr<DType> DTypeOfTorch(at::ScalarType type);
 
 // Named tensors held in memory, in their own dtypes, plus the config.json text.
 class TensorMap : public TensorSource {
@@ -54,10 +55,10 @@ class TensorMap : public TensorSource {
 
   // Adds or replaces `name` (made contiguous, on CPU). INVALID_ARGUMENT for a dtype
   // safetensors cannot store. Not thread-safe: fill the map before sharing it.
-  absl::Status Add(const std::string& name, torch::Tensor tensor);
+  absl::Status Add(const std::string& name, at::Tensor tensor);
 
   // The tensor in its stored dtype (shares storage; do not modify).
-  absl::StatusOr<torch::Tensor> Stored(absl::string_view name) const;
+  absl::StatusOr<at::Tensor> Stored(absl::string_view name) const;
   // Sum of every tensor's byte size.
   uint64_t bytes() const;
 
@@ -65,12 +66,12 @@ class TensorMap : public TensorSource {
   const std::string& config_json() const override { return config_json_; }
   std::vector<std::string> TensorNames() const override;
   absl::StatusOr<TensorInfo> Info(absl::string_view name) const override;
-  absl::StatusOr<torch::Tensor> Tensor(absl::string_view name) const override;
+  absl::StatusOr<at::Tensor> Tensor(absl::string_view name) const override;
 
  private:
   std::string label_;
   std::string config_json_;
-  std::map<std::string, torch::Tensor, std::less<>> tensors_;
+  std::map<std::string, at::Tensor, std::less<>> tensors_;
 };
 
 }  // namespace steadyeval

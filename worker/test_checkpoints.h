@@ -10,34 +10,23 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "worker/tensor_source.h"
 
 namespace steadyeval {
 namespace testing_checkpoints {
 
-using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
-
-inline DType TestDType(torch::ScalarType type) {
-  switch (type) {
-    case torch::kFloat64: return DType::kF64;
-    case torch::kFloat32: return DType::kF32;
-    case torch::kFloat16: return DType::kF16;
-    case torch::kBFloat16: return DType::kBF16;
-    case torch::kInt64: return DType::kI64;
-    case torch::kInt32: return DType::kI32;
-    default: throw std::runtime_error("test writer: unsupported dtype");
-  }
-}
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 inline void WriteSafetensorsFile(const std::string& path, const NamedTensors& tensors) {
   std::vector<TensorInfo> infos;
   for (const auto& [name, t] : tensors) {
     TensorInfo info;
     info.name = name;
-    info.dtype = TestDType(t.scalar_type());
+    info.dtype = DTypeOfTorch(t.scalar_type()).value();  // throws on an unstorable dtype
     info.shape.assign(t.sizes().begin(), t.sizes().end());
     infos.push_back(info);
   }
@@ -45,7 +34,7 @@ inline void WriteSafetensorsFile(const std::string& path, const NamedTensors& te
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
   for (const auto& [name, t] : tensors) {
-    torch::Tensor c = t.contiguous();
+    at::Tensor c = t.contiguous();
     out.write(static_cast<const char*>(c.data_ptr()),
               static_cast<std::streamsize>(c.numel() * c.element_size()));
   }

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
@@ -18,6 +18,7 @@
 #include "worker/evaluator.h"
 #include "worker/language_model.h"
 #include "worker/test_fixtures.h"
+#include "worker/test_tolerance.h"
 
 namespace steadyeval {
 namespace testing_fixtures {
@@ -51,19 +52,79 @@ inline std::vector<int64_t> ReferenceTokens(const std::string& fixture_dir) {
 }
 
 // A [1, T] int64 batch of `ids`.
-inline torch::Tensor Ids(const std::vector<int64_t>& ids) {
-  return torch::tensor(ids, torch::kInt64).view({1, -1});
+inline at::Tensor Ids(const std::vector<int64_t>& ids) {
+  return at::tensor(ids, at::kLong).view({1, -1});
 }
 
 // max |a - b| over all elements.
-inline double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
+inline double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).abs().max().item<double>();
+}
+
+// Whether float32 `got` is within `bound` of `want` (same shape): max |got - want| against
+// the bound's tolerance at magnitude max |want|. Records the check (test_tolerance.h).
+inline ::testing::AssertionResult WithinBound(const at::Tensor& got, const at::Tensor& want,
+                                              const Fp32Bound& bound) {
+  if (got.sizes() != want.sizes()) {
+    return ::testing::AssertionFailure()
+           << bound.label << ": shapes differ: " << got.sizes() << " vs " << want.sizes();
+  }
+  const at::Tensor w = want.to(at::kDouble);
+  return CheckDeviation(bound, (got.to(at::kDouble) - w).abs().max().item<double>(),
+                        w.abs().max().item<double>());
+}
+
+// Whether `got` differs from `want` clearly beyond rounding (BeyondBound at max |want|).
+inline ::testing::AssertionResult DiffersBeyondBound(const at::Tensor& got, const at::Tensor& want,
+                                                     const Fp32Bound& bound) {
+  const at::Tensor w = want.to(at::kDouble);
+  return BeyondBound((got.to(at::kDouble) - w).abs().max().item<double>(),
+                     w.abs().max().item<double>(), bound);
+}
+
+// The float32 error bound (test_tolerance.h) of the logits of the model in checkpoint
+// folder `dir`, from its config.json (Llama, GPT-NeoX and GPT-2 field names), for
+// comparing two float32 evaluations. K, the longest sum, is the largest of the hidden
+// size, the MLP's inner size and 64 (the attention spans of the fixtures' sequences). D,
+// the sums in sequence, is 9 per layer (input norm, Q/K/V, scores, softmax, weighted
+// values, output projection, post-attention norm, MLP in, MLP out) plus the final norm
+// and the LM head.
+inline Fp32Bound LogitBound(const std::string& dir) {
+  const nlohmann::json config = ReadJson(dir + "/config.json");
+  auto field = [&](const char* a, const char* b) -> int64_t {
+    if (config.contains(a) && config[a].is_number()) return config[a].get<int64_t>();
+    if (config.contains(b) && config[b].is_number()) return config[b].get<int64_t>();
+    return 0;
+  };
+  const int64_t hidden = field("hidden_size", "n_embd");
+  int64_t inner = field("intermediate_size", "n_inner");
+  if (inner == 0) inner = 4 * hidden;  // GPT-2's n_inner: null
+  const int64_t layers = field("num_hidden_layers", "n_layer");
+  EXPECT_GT(hidden * layers, 0) << dir << "/config.json: no hidden size or layer count";
+  Fp32Bound bound;
+  bound.label = std::filesystem::path(dir).filename().string() + " logits";
+  bound.longest_sum = std::max({hidden, inner, int64_t{64}});
+  bound.sums_in_sequence = 9 * layers + 2;
+  bound.final_sum = 0;
+  bound.evaluations = 2;
+  return bound;
+}
+
+// LogitBound plus the log-softmax's sum over the vocabulary: for log-probs (and sums of
+// them, all of one sign) of `evaluations` float32 evaluations (1: against a float64
+// reference).
+inline Fp32Bound LogprobBound(const std::string& dir, int evaluations = 2) {
+  Fp32Bound bound = LogitBound(dir);
+  bound.label = std::filesystem::path(dir).filename().string() + " log-probs";
+  bound.final_sum = ReadJson(dir + "/config.json").value("vocab_size", int64_t{0});
+  bound.evaluations = evaluations;
+  return bound;
 }
 
 // A left-padded batch: ids [B, T] int64, mask [B, T] bool (true on real tokens).
 struct PaddedBatch {
-  torch::Tensor ids;
-  torch::Tensor mask;
+  at::Tensor ids;
+  at::Tensor mask;
 };
 
 // Row b of `rows` right-aligned in a [B, width] batch (width 0: the longest row's length);
@@ -75,91 +136,77 @@ inline PaddedBatch LeftPad(const std::vector<std::vector<int64_t>>& rows, int64_
   for (const auto& row : rows) longest = std::max(longest, row.size());
   const int64_t B = static_cast<int64_t>(rows.size());
   const int64_t T = width > 0 ? width : static_cast<int64_t>(longest);
-  PaddedBatch batch{torch::full({B, T}, pad_id, torch::kInt64),
-                    torch::zeros({B, T}, torch::kBool)};
+  PaddedBatch batch{at::full({B, T}, pad_id, at::kLong),
+                    at::zeros({B, T}, at::kBool)};
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = static_cast<int64_t>(rows[b].size());
     if (n == 0) continue;
-    batch.ids[b].narrow(0, T - n, n).copy_(torch::tensor(rows[b], torch::kInt64));
+    batch.ids[b].narrow(0, T - n, n).copy_(at::tensor(rows[b], at::kLong));
     batch.mask[b].narrow(0, T - n, n).fill_(true);
   }
   return batch;
 }
 
 // Feeds `tokens` to `model` one at a time through a fresh KVCache and expects the cache
-// to grow by one each step and the step logits, concatenated, to be within `tolerance`
-// of one pass over all of them (the message names `label`). Stores the one-pass logits
+// to grow by one each step and the step logits, concatenated, to be within `bound` of one
+// pass over all of them. Stores the one-pass logits
 // ([1, T, vocab]) in `one_pass` when not null. Wrap in ASSERT_NO_FATAL_FAILURE to stop
 // the test on a fatal failure (a Forward error).
 inline void ExpectStepwiseMatchesOnePass(const LanguageModel& model,
-                                         const std::vector<int64_t>& tokens, double tolerance,
-                                         const std::string& label,
-                                         torch::Tensor* one_pass = nullptr) {
+                                         const std::vector<int64_t>& tokens,
+                                         const Fp32Bound& bound,
+                                         at::Tensor* one_pass = nullptr) {
   auto full = model.Forward(Ids(tokens), nullptr);
   ASSERT_OK(full);
   if (one_pass != nullptr) *one_pass = *full;
 
   KVCache cache;
-  std::vector<torch::Tensor> steps;
+  std::vector<at::Tensor> steps;
   for (size_t i = 0; i < tokens.size(); ++i) {
     auto step = model.Forward(Ids({tokens[i]}), &cache);
     ASSERT_OK(step);
     EXPECT_EQ(cache.length(), static_cast<int64_t>(i + 1));
     steps.push_back(*step);
   }
-  EXPECT_LT(MaxAbsDiff(*full, torch::cat(steps, 1)), tolerance) << label;
+  EXPECT_TRUE(WithinBound(at::cat(steps, 1), *full, bound));
 }
 
-// The largest |model - reference| log-prob deviations ExpectMatchesReference found.
-struct ReferenceDeviation {
-  double token = 0;  // over the per-token log-probs (token 1 on)
-  double last = 0;   // over the whole distribution at the last position
-};
-
 // Checks `model` against fixture_dir/expected.json (tokens, token_logprobs,
-// last_logprobs, as the tests/reference scripts write it): TokenLogprobs of the tokens
-// is NaN for token 0 and within `tolerance` of token_logprobs for every later token
-// (EXPECT_NEAR each); Forward of the tokens gives [1, T, vocab] float32 logits whose
-// last-position log_softmax (in float64) is within `tolerance` of last_logprobs
-// (EXPECT_LT on the largest deviation). Fills `deviation`; a fatal failure (ASSERT)
-// returns early, leaving the rest of it zero.
-inline void CompareWithReference(const LanguageModel& model, const std::string& fixture_dir,
-                                 double tolerance, ReferenceDeviation* deviation) {
+// last_logprobs, as the tests/reference scripts write them with their own float64
+// forward passes): TokenLogprobs of the tokens is NaN for token 0 and, from token 1 on,
+// within LogprobBound(fixture_dir, 1) of token_logprobs; Forward of the tokens gives
+// [1, T, vocab] float32 logits whose last-position log_softmax (in float64) is within the
+// same bound of last_logprobs. One evaluation: the reference's own rounding (float64) is
+// ~2^29 times smaller. Wrap in ASSERT_NO_FATAL_FAILURE to stop on a Forward error.
+inline void ExpectMatchesReference(const LanguageModel& model, const std::string& fixture_dir) {
   nlohmann::json expected = ReadJson(fixture_dir + "/expected.json");
   std::vector<int64_t> tokens = expected["tokens"].get<std::vector<int64_t>>();
+  Fp32Bound bound = LogprobBound(fixture_dir, /*evaluations=*/1);
+  const std::string forward = bound.label;
 
   auto logprobs = TokenLogprobs(model, tokens);
   ASSERT_OK(logprobs);
   ASSERT_EQ(logprobs->size(), tokens.size());
   EXPECT_TRUE(std::isnan((*logprobs)[0]));
+  ASSERT_EQ(expected["token_logprobs"].size(), tokens.size());
+  std::vector<double> got(logprobs->begin() + 1, logprobs->end()), want;
   for (size_t i = 1; i < tokens.size(); ++i) {
-    const double want = expected["token_logprobs"][i].get<double>();
-    EXPECT_NEAR((*logprobs)[i], want, tolerance) << "token " << i;
-    deviation->token = std::max(deviation->token, std::abs((*logprobs)[i] - want));
+    want.push_back(expected["token_logprobs"][i].get<double>());  // [0] is null
   }
+  bound.label = forward + ": token log-probs vs float64 reference";
+  EXPECT_TRUE(WithinBound(at::tensor(got, at::kDouble), at::tensor(want, at::kDouble), bound));
 
   // The whole distribution at the last position.
   auto logits = model.Forward(Ids(tokens), nullptr);
   ASSERT_OK(logits);
   ASSERT_EQ(logits->sizes(), (std::vector<int64_t>{1, static_cast<int64_t>(tokens.size()),
                                                    model.vocab_size()}));
-  EXPECT_EQ(logits->scalar_type(), torch::kFloat32);
-  torch::Tensor last = torch::log_softmax((*logits)[0][-1].to(torch::kFloat64), -1);
-  std::vector<double> want = expected["last_logprobs"].get<std::vector<double>>();
+  EXPECT_EQ(logits->scalar_type(), at::kFloat);
+  const at::Tensor last = at::log_softmax((*logits)[0][-1].to(at::kDouble), -1);
+  want = expected["last_logprobs"].get<std::vector<double>>();
   ASSERT_EQ(static_cast<int64_t>(want.size()), model.vocab_size());
-  for (size_t v = 0; v < want.size(); ++v) {
-    deviation->last = std::max(deviation->last, std::abs(last[v].item<double>() - want[v]));
-  }
-  EXPECT_LT(deviation->last, tolerance);
-}
-
-// CompareWithReference, returning the deviations (zero where a fatal failure stopped it).
-inline ReferenceDeviation ExpectMatchesReference(const LanguageModel& model,
-                                                 const std::string& fixture_dir,
-                                                 double tolerance) {
-  ReferenceDeviation deviation;
-  CompareWithReference(model, fixture_dir, tolerance, &deviation);
-  return deviation;
+  bound.label = forward + ": last-position log-probs vs float64 reference";
+  EXPECT_TRUE(WithinBound(last, at::tensor(want, at::kDouble), bound));
 }
 
 }  // namespace testing_fixtures

@@ -2,6 +2,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/prompt.h"
@@ -37,7 +39,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 class TorchEvalBackend : public EvalBackend {
  public:
-  TorchEvalBackend(torch::Device device, const WindowCacheSettings& window_cache)
+  TorchEvalBackend(at::Device device, const WindowCacheSettings& window_cache)
       : device_(device),
         window_sums_(WindowSumCache::Options{window_cache.budget_bytes, window_cache.rebuild_every}) {}
 
@@ -158,7 +160,7 @@ class TorchEvalBackend : public EvalBackend {
     return n;
   }
 
-  const torch::Device device_;
+  const at::Device device_;
   WindowSumCache window_sums_;
   std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -170,7 +172,7 @@ class TorchEvalBackend : public EvalBackend {
 
 absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
     const std::string& device, int threads, const WindowCacheSettings& window_cache) {
-  ASSIGN_OR_RETURN(const torch::Device parsed, ParseDevice(device));
+  ASSIGN_OR_RETURN(const at::Device parsed, ParseDevice(device));
   RETURN_IF_ERROR(ConfigureThreads(threads));
   return std::unique_ptr<EvalBackend>(new TorchEvalBackend(parsed, window_cache));
 }

@@ -8,6 +8,8 @@
 
 #include <grpcpp/test/mock_stream.h>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_replace.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -50,7 +52,7 @@ std::string WrongShapeCheckpoint(const std::string& tensor) {
   EXPECT_OK(reader);
   TensorMap map("wrong shape", (*reader)->config_json());
   for (const std::string& name : (*reader)->TensorNames()) {
-    torch::Tensor t = *(*reader)->Tensor(name);
+    at::Tensor t = *(*reader)->Tensor(name);
     if (name == tensor) t = t.reshape({-1, 2 * t.size(-1)});
     EXPECT_OK(map.Add(name, t));
   }

@@ -9,7 +9,7 @@
 #include <exception>
 #include <utility>
 
-#include <torch/torch.h>
+#include <c10/util/Exception.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
