@@ -15,6 +15,7 @@ PACKAGES=(
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
   prometheus python3
+  clang
 )
 
 missing=()

@@ -156,7 +156,10 @@ Analytics::Analytics(Store* store, TaskLoader load_task)
 Analytics::~Analytics() = default;
 
 absl::StatusOr<StepPoint> Analytics::LoadStoredPoint(const SeqKey& key, uint64_t step) const {
-  const auto& [run, task, variant] = key;
+  // Named references, not a structured binding: the lambda below captures them (C++17).
+  const std::string& run = std::get<0>(key);
+  const std::string& task = std::get<1>(key);
+  const std::string& variant = std::get<2>(key);
   ASSIGN_OR_RETURN(v1::Score score, store_->GetScore(run, task, variant, step));
   std::vector<v1::Prediction> predictions;
   absl::Status gap;
@@ -198,7 +201,9 @@ absl::Status Analytics::LoadRun(const v1::Run& run) {
 }
 
 absl::Status Analytics::ReloadSequence(const SeqKey& key) {
-  const auto& [run, task, variant] = key;
+  const std::string& run = std::get<0>(key);
+  const std::string& task = std::get<1>(key);
+  const std::string& variant = std::get<2>(key);
   std::vector<std::pair<uint64_t, double>> points;
   std::vector<v1::PairStats> pairs;
   RETURN_IF_ERROR(store_->ScanScores(run, task, [&](const v1::Score& s) {
@@ -257,6 +262,9 @@ const StabilityIndex* Analytics::FindIndex(const SeqKey& key) const {
 
 // ---- Update ----
 
+// An Update holds analytics_->mu_ from construction to destruction. Clang's thread-safety
+// analysis cannot follow a lock across member functions, so the ones that touch the
+// guarded state assert it (AssertHeld: checked in debug builds, a no-op otherwise).
 Analytics::Update::Update(Analytics* analytics) : analytics_(analytics) {
   analytics_->mu_.Lock();
 }
@@ -281,6 +289,7 @@ std::set<std::pair<std::string, std::string>> Analytics::Update::TouchedTasks() 
 }
 
 StabilityIndex& Analytics::Update::Index(const SeqKey& key) {
+  analytics_->mu_.AssertHeld();
   touched_.insert(key);
   return analytics_->indexes_[key];
 }
@@ -354,6 +363,7 @@ absl::Status Analytics::Update::PutValue(Store::Batch& batch, const v1::Score& s
 absl::Status Analytics::Update::EraseValue(Store::Batch& batch, const std::string& run,
                                            const std::string& task, const std::string& variant,
                                            uint64_t step) {
+  analytics_->mu_.AssertHeld();
   const SeqKey key{run, task, variant};
   auto it = analytics_->indexes_.find(key);
   if (it == analytics_->indexes_.end() || !it->second.ScoreAt(step).has_value()) {
@@ -385,6 +395,7 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
       const uint64_t window_end = steps[end];
       // Members oldest first; every one needs a raw value.
       std::vector<std::vector<v1::Prediction>> members;
+      analytics_->mu_.AssertHeld();
       auto raw_index = analytics_->indexes_.find(raw_key);
       bool complete = raw_index != analytics_->indexes_.end();
       for (size_t i = end + 1 - n; complete && i <= end; ++i) {
@@ -489,6 +500,7 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
                            run.config().ensemble_windows().end());
   std::set<std::string> tasks;
   for (const v1::TaskRef& ref : run.config().tasks()) tasks.insert(ref.name());
+  analytics_->mu_.AssertHeld();
   for (auto it = analytics_->indexes_.lower_bound({name, "", ""});
        it != analytics_->indexes_.end() && std::get<0>(it->first) == name; ++it) {
     std::optional<Variant> v = ParseVariant(std::get<2>(it->first));

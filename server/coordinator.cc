@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
   ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(store, clock, options.scheduler));
   absl::ReleasableMutexLock lock(&c->mu_);
   RETURN_IF_ERROR(store->ScanRuns("", 0, [&](const v1::Run& run) {
+    c->mu_.AssertHeld();  // the lock above; clang's analysis does not follow it into lambdas
     auto state = std::make_unique<RunState>();
     state->run = run;
     c->runs_[run.config().name()] = std::move(state);

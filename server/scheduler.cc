@@ -58,12 +58,14 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock
   std::unique_ptr<Scheduler> s(new Scheduler(store, clock, options));
   absl::MutexLock lock(&s->mu_);
   RETURN_IF_ERROR(store->ScanCheckpoints("", [&](const v1::Checkpoint& c) {
+    s->mu_.AssertHeld();  // the lock above; clang's analysis does not follow it into lambdas
     s->checkpoints_[{c.run(), c.step()}] = c;
     return true;
   }));
   ASSIGN_OR_RETURN(s->next_job_id_, store->GetNextJobId());
   const int64_t now = clock->MonotonicNanos();
   RETURN_IF_ERROR(store->ScanJobs([&](const v1::Job& job) {
+    s->mu_.AssertHeld();
     Entry& e = s->jobs_[job.id()];
     e.job = job;
     if (job.state() == v1::JOB_LEASED) {
@@ -527,6 +529,7 @@ std::vector<std::pair<uint64_t, uint64_t>> Scheduler::DriftPairs(const v1::Job& 
   if (it == checkpoints_.end()) return pairs;
   // A pair is measured by the job of whichever of its checkpoints was admitted later.
   auto admitted_before = [&](const std::pair<std::string, uint64_t>& key) {
+    mu_.AssertHeld();
     auto raw = raw_jobs_.find(key);
     return raw != raw_jobs_.end() && raw->second < job.id();
   };

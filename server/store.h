@@ -40,8 +40,6 @@
 
 namespace steadyeval {
 
-namespace v1 = ::steadyeval::v1;
-
 class Store {
  public:
   // The schema this binary reads and writes.
