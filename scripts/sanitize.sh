@@ -5,12 +5,21 @@
 #   scripts/sanitize.sh asan   ASan + UBSan build in build-asan/, then every unit test
 #                              (CTest minus the e2e and kernel-set labels)
 #   scripts/sanitize.sh tsan   TSan build of the coordinator in build-tsan/, then the
-#                              coordinator's tests (server_*, watcher_test)
+#                              coordinator's tests (server_*, watcher_test) but two: see
+#                              below
 #   scripts/sanitize.sh all    both
 #
 # Debian's gRPC, Protobuf, Abseil, RocksDB and libtorch are not built with sanitizers: their
 # own memory accesses are not checked, and TSan cannot see the synchronisation inside them.
 # Every suppression in scripts/sanitizers/ names the library it covers and why.
+#
+# TSan's limit here: absl::Mutex lives in Debian's uninstrumented Abseil, so TSan does not
+# see it lock or unlock. Data handed between threads under an absl::Mutex is then reported
+# as a race (e.g. Coordinator::runs_, read in FindRun on a gRPC thread and written in
+# CreateRun on another, both under mu_). server_services_test and server_observability_test
+# drive the coordinator from gRPC's threads and only report such false races, so they are
+# not run under TSan; lock discipline there is checked statically by thread_safety_check
+# (clang -Wthread-safety). A TSan-built Abseil and gRPC would lift this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -45,8 +54,11 @@ run_tsan() {
   echo "sanitize: building the coordinator in $dir (TSan) with $JOBS jobs" >&2
   ninja -C "$dir" -j "$JOBS" watcher_test server_store_test server_scheduler_test \
     server_coordinator_test server_services_test server_windows_test server_observability_test
-  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$SUPP/tsan.supp" \
-    ctest --test-dir "$dir" --output-on-failure --timeout 1800 -R '^(server_|watcher_test)' "${@}"
+  echo "sanitize: not under TSan: server_services_test, server_observability_test (absl::Mutex" \
+       "in Debian's Abseil is invisible to TSan; see the top of this script)" >&2
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$SUPP/tsan.supp" \
+    ctest --test-dir "$dir" --output-on-failure --timeout 1800 -R '^(server_|watcher_test)' \
+      -E '^(server_services_test|server_observability_test)$' "${@}"
 }
 
 case "$mode" in

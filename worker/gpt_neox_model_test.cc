@@ -15,8 +15,9 @@
 // that splitting the fused QKV as [3, nh, hd] instead of per head, rotating all head dims,
 // taking the other residual form or rotating interleaved pairs moves some per-token
 // log-prob by more than 0.01 in every fixture (in fact by 0.4 to 3.5). Every fixture must
-// match within the float32 error bound of its shape (ModelBound, worker/test_tolerance.h);
-// cache and padding paths match the one-pass logits within twice that.
+// match within the float32 error bound of its shape (LogprobBound,
+// worker/test_tolerance.h); cache and padding paths match the one-pass logits within
+// LogitBound.
 #include "worker/gpt_neox_model.h"
 
 #include <algorithm>
