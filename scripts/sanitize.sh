@@ -28,8 +28,11 @@ JOBS=${JOBS:-$(nproc)}
 SUPP=$PWD/scripts/sanitizers
 mode=${1:-all}
 
+# Warnings are not errors here: GCC's -Wmaybe-uninitialized reports false positives inside
+# libstdc++ (std::function in <regex>) once ASan changes inlining; the default build is the
+# one held to -Werror.
 configure() {  # configure DIR FLAGS
-  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTEADYEVAL_WERROR=ON \
+  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTEADYEVAL_WERROR=OFF \
     -DCMAKE_CXX_FLAGS="$2" -DCMAKE_C_FLAGS="$2" \
     -DCMAKE_EXE_LINKER_FLAGS="$2" -DCMAKE_SHARED_LINKER_FLAGS="$2" -DCMAKE_MODULE_LINKER_FLAGS="$2" \
     >/dev/null

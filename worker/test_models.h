@@ -149,9 +149,9 @@ inline PaddedBatch LeftPad(const std::vector<std::vector<int64_t>>& rows, int64_
 
 // Feeds `tokens` to `model` one at a time through a fresh KVCache and expects the cache
 // to grow by one each step and the step logits, concatenated, to be within `bound` of one
-// pass over all of them. Stores the one-pass logits
-// ([1, T, vocab]) in `one_pass` when not null. Wrap in ASSERT_NO_FATAL_FAILURE to stop
-// the test on a fatal failure (a Forward error).
+// pass over all of them. Stores the one-pass logits ([1, T, vocab]) in `one_pass` when not
+// null. Wrap in ASSERT_NO_FATAL_FAILURE to stop the test on a fatal failure (a Forward
+// error).
 inline void ExpectStepwiseMatchesOnePass(const LanguageModel& model,
                                          const std::vector<int64_t>& tokens,
                                          const Fp32Bound& bound,
