@@ -13,6 +13,14 @@
 # own memory accesses are not checked, and TSan cannot see the synchronisation inside them.
 # Every suppression in scripts/sanitizers/ names the library it covers and why.
 #
+# ASan's limit here: the SentencePiece plugin is loaded with RTLD_DEEPBIND (it must bind
+# to its own bundled protobuf; worker/sentencepiece_shim.cc), which the sanitizer runtime
+# refuses (google/sanitizers#611), so tests that tokenize with a SentencePiece model are not
+# run under ASan: worker_tokenizer_test, worker_evaluator_test, worker_generation_batch_test,
+# worker_offline_test, worker_averager_test (its average-command test scores a task),
+# worker_torch_backend_test, toy_trainer_test. worker_averager_memory_test bounds this
+# process's peak RSS, which ASan's shadow memory inflates.
+#
 # TSan's limit here: absl::Mutex lives in Debian's uninstrumented Abseil, so TSan does not
 # see it lock or unlock. Data handed between threads under an absl::Mutex is then reported
 # as a race (e.g. Coordinator::runs_, read in FindRun on a gRPC thread and written in
@@ -40,6 +48,10 @@ configure() {  # configure DIR FLAGS
 
 run_asan() {
   local dir=build-asan
+  local asan_skipped="worker_tokenizer_test|worker_evaluator_test|worker_generation_batch_test"
+  asan_skipped+="|worker_offline_test|worker_averager_test|worker_torch_backend_test"
+  asan_skipped+="|toy_trainer_test|worker_averager_memory_test"
+  echo "sanitize: not under ASan: ${asan_skipped//|/, } (see the top of this script)" >&2
   configure "$dir" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
   echo "sanitize: building $dir (ASan + UBSan) with $JOBS jobs" >&2
   ninja -C "$dir" -j "$JOBS"
@@ -47,8 +59,8 @@ run_asan() {
   LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp" \
   STEADYEVAL_SANITIZER=asan \
-    ctest --test-dir "$dir" --output-on-failure --timeout 1800 -LE 'e2e|kernels' \
-      -E 'torch_only_configure_test|prometheus_|deploy_' "${@}"
+    ctest --test-dir "$dir" --output-on-failure --timeout 1800 -LE 'e2e|kernels|static' \
+      -E "torch_only_configure_test|prometheus_|deploy_|^($asan_skipped)\$" "${@}"
 }
 
 run_tsan() {
