@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "re2/re2.h"
 
 namespace steadyeval {
 
@@ -15,33 +16,37 @@ const std::vector<std::string>& StepParser::DefaultPatterns() {
   return *patterns;
 }
 
+StepParser::StepParser(std::vector<std::unique_ptr<re2::RE2>> patterns)
+    : patterns_(std::move(patterns)) {}
+StepParser::~StepParser() = default;
+
 absl::StatusOr<std::unique_ptr<StepParser>> StepParser::Create(const std::string& pattern) {
   std::vector<std::string> sources =
       pattern.empty() ? DefaultPatterns() : std::vector<std::string>{pattern};
-  std::vector<std::regex> compiled;
+  std::vector<std::unique_ptr<re2::RE2>> compiled;
   for (const std::string& source : sources) {
-    try {
-      std::regex re(source, std::regex::ECMAScript);
-      if (re.mark_count() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "step pattern '", source, "' has ", re.mark_count(),
-            " capture groups; it needs exactly one, around the step digits, e.g. 'ckpt_(\\d+)'"));
-      }
-      compiled.push_back(std::move(re));
-    } catch (const std::regex_error& e) {
+    re2::RE2::Options options;
+    options.set_log_errors(false);
+    auto re = std::make_unique<re2::RE2>(source, options);
+    if (!re->ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("step pattern '", source, "' is not a valid regex: ", e.what()));
+          absl::StrCat("step pattern '", source, "' is not a valid regex: ", re->error()));
     }
+    if (re->NumberOfCapturingGroups() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step pattern '", source, "' has ", re->NumberOfCapturingGroups(),
+          " capture groups; it needs exactly one, around the step digits, e.g. 'ckpt_(\\d+)'"));
+    }
+    compiled.push_back(std::move(re));
   }
   return std::unique_ptr<StepParser>(new StepParser(std::move(compiled)));
 }
 
 std::optional<uint64_t> StepParser::Parse(absl::string_view name) const {
-  std::string s(name);
-  for (const std::regex& re : patterns_) {
-    std::smatch m;
-    if (!std::regex_match(s, m, re)) continue;
-    std::string digits = m[1].str();
+  const re2::StringPiece text(name.data(), name.size());
+  for (const auto& re : patterns_) {
+    std::string digits;
+    if (!re2::RE2::FullMatch(text, *re, &digits)) continue;
     if (digits.empty()) continue;
     for (char c : digits) {
       if (c < '0' || c > '9') return std::nullopt;

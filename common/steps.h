@@ -1,6 +1,7 @@
 // Parsing training steps out of checkpoint entry names (DESIGN §4).
 //
-// A pattern is a regex with exactly one capture group holding the decimal step, matched
+// A pattern is an RE2 regex (linear time: a user's pattern cannot hang the watcher) with
+// exactly one capture group holding the decimal step, matched
 // against the *whole* entry name, so `step_000100.tmp` or `step_000100-partial` never
 // parse. With no pattern, the defaults recognise step_000100, step-100, iter_0000100
 // (Megatron), checkpoint-100 (HF Trainer) and global_step100 (DeepSpeed).
@@ -11,12 +12,15 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace re2 {
+class RE2;
+}  // namespace re2
 
 namespace steadyeval {
 
@@ -32,9 +36,11 @@ class StepParser {
 
   static const std::vector<std::string>& DefaultPatterns();
 
+  ~StepParser();
+
  private:
-  explicit StepParser(std::vector<std::regex> patterns) : patterns_(std::move(patterns)) {}
-  std::vector<std::regex> patterns_;
+  explicit StepParser(std::vector<std::unique_ptr<re2::RE2>> patterns);
+  std::vector<std::unique_ptr<re2::RE2>> patterns_;
 };
 
 }  // namespace steadyeval
