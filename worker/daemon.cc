@@ -338,7 +338,7 @@ std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob&
 absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
     const v1::LeasedJob& lease, const std::atomic<bool>& lost) {
   // Evaluation time runs from here (model loaded) to the last task evaluated; it is added
-  // to the counter after every example so the total moves during a long job.
+  // to the counter at every progress report so the total moves during a long job.
   const int64_t start_nanos = options_.clock->MonotonicNanos();
   int64_t counted_nanos = start_nanos;
   auto count_eval_time = [&] {
@@ -354,10 +354,13 @@ absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
     for (const v1::TaskContent& header : lease.task_headers()) {
       ASSIGN_OR_RETURN(Task task, GetTask(header));
       const uint64_t tokens_before = backend_->tokens_processed();
+      size_t task_done = 0;  // progress reports several examples at once (a packed batch)
       ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
-                       backend_->Evaluate(task, settings, [&](size_t, size_t) {
-                         ++examples;
-                         metrics_->AddExamples(1);
+                       backend_->Evaluate(task, settings, [&](size_t done, size_t) {
+                         const size_t fresh = done > task_done ? done - task_done : 0;
+                         task_done = std::max(task_done, done);
+                         examples += fresh;
+                         metrics_->AddExamples(fresh);
                          count_eval_time();
                          return !lost && !stopping_;
                        }));

@@ -19,6 +19,12 @@
 
 namespace steadyeval {
 
+// The default token budget of a packed forward (token_scheduler.h), chosen by measurement
+// (bench/RESULTS.md, "Evaluation engine"): large enough that the matrix products run at
+// the GEMM rate on every core, small enough that attention over a batch's masked
+// neighbours stays a small share of the work and activations stay small.
+inline constexpr int64_t kDefaultBatchTokens = 512;
+
 // How a job's tasks are evaluated (from the run's configuration).
 struct EvalSettings {
   PromptOptions prompt;
@@ -114,10 +120,12 @@ struct WindowCacheSettings {
   int rebuild_every = 8;               // after this many consecutive slides, re-sum
 };
 
-// Creates the libtorch backend on `device` ("cpu", "cuda", "cuda:1") with `threads`
-// intra-op threads. Defined in torch_backend.cc.
+// Creates the libtorch backend on `device` ("cpu", "cuda", "cuda:1") with `threads` CPU
+// threads (libtorch's and OpenBLAS's, ConfigureThreads) and packed forwards of
+// `batch_tokens` tokens (>= 1). Defined in torch_backend.cc.
 absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
-    const std::string& device, int threads, const WindowCacheSettings& window_cache = {});
+    const std::string& device, int threads, const WindowCacheSettings& window_cache = {},
+    int64_t batch_tokens = kDefaultBatchTokens);
 
 }  // namespace steadyeval
 

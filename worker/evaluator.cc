@@ -17,6 +17,7 @@
 #include "common/prompt.h"
 #include "common/status.h"
 #include "common/text.h"
+#include "worker/token_scheduler.h"
 #include "worker/torch_status.h"
 
 namespace steadyeval {
@@ -167,11 +168,6 @@ absl::StatusOr<EvalOutput> EvaluateChoice(const LanguageModel& model, const Toke
   return out;
 }
 
-struct PrefixCache {
-  std::vector<int64_t> ids;
-  KVCache cache;  // batch 1
-};
-
 // One example of a generation batch.
 struct GenerationRow {
   size_t index;                 // example index
@@ -179,30 +175,50 @@ struct GenerationRow {
   std::vector<int64_t> tokens;  // the prompt, without the shared prefix when it continues it
 };
 
-// Greedy-decodes `rows` together, each continuing `prefix` or starting afresh as it says,
-// and writes each row's decoded continuation into (*outputs)[row.index]. Per row this is
-// exactly the unbatched greedy loop: at most `max_new` tokens, stop (excluded) at a
-// `stop_ids` token, stop (included) once the decoded continuation contains kStopString;
-// argmax ties go to the lowest id. `on_done` runs once per row, when it finishes.
+// A prompt that has run: the KV cache of its whole sequence (batch 1) and the logits after
+// its last token ([V]).
+struct PromptState {
+  size_t index;  // example index
+  KVCache cache;
+  at::Tensor last_logits;
+};
+
+// Runs each row's prompt on its own, continuing its own fork of `prefix` or from scratch
+// as the row says (the per-request engine).
+absl::StatusOr<std::vector<PromptState>> RunPrompts(const LanguageModel& model,
+                                                    const std::vector<GenerationRow>& rows,
+                                                    const KVCache& prefix) {
+  std::vector<PromptState> states;
+  for (const GenerationRow& row : rows) {
+    PromptState state{row.index, row.continues_prefix ? prefix.Fork() : KVCache(), {}};
+    ASSIGN_OR_RETURN(at::Tensor logits, RunForward(model, row.tokens, &state.cache));
+    RETURN_IF_ERROR(GuardTorch("evaluator", [&]() -> absl::Status {
+      state.last_logits = logits[0][-1].clone();  // not a view: frees the [T, V] logits
+      return absl::OkStatus();
+    }));
+    states.push_back(std::move(state));
+  }
+  return states;
+}
+
+// Greedy-decodes `rows` together and writes each row's decoded continuation into
+// (*outputs)[row.index]. Per row this is exactly the unbatched greedy loop: at most
+// `max_new` tokens, stop (excluded) at a `stop_ids` token, stop (included) once the decoded
+// continuation contains kStopString; argmax ties go to the lowest id. `on_done` runs once
+// per row, when it finishes; returning false cancels (CANCELLED).
 //
-// The prompts run one at a time, each continuing its own fork of the prefix (or from
-// scratch), and their caches are then stacked into one left-padded batch
-// (KVCache::StackRows) that decodes one token per live row per step; rows that stop leave
-// the batch (KVCache::SelectRows). Prompts are not run as one left-padded forward: on CPU
-// a prompt of tens of tokens already keeps the matrix kernels busy, so batching prompts
-// only adds the padding's work and larger temporaries (measured 2.5-4x slower for 8
-// prompts of 8-150 tokens after a 120-token prefix on the bench model, with or without
-// padding); decoding, one token per row, is where batching pays.
-absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenizer,
-                           const std::vector<GenerationRow>& rows, const KVCache& prefix,
-                           int max_new, const std::set<int64_t>& stop_ids,
-                           std::vector<EvalOutput>* outputs,
-                           const std::function<void()>& on_done) {
+// The prompts' caches are stacked into one left-padded batch (KVCache::StackRows) that
+// decodes one token per live row per step; rows that stop leave the batch
+// (KVCache::SelectRows).
+absl::Status DecodeBatch(const LanguageModel& model, const Tokenizer& tokenizer,
+                         std::vector<PromptState> rows, int max_new,
+                         const std::set<int64_t>& stop_ids, std::vector<EvalOutput>* outputs,
+                         const std::function<bool()>& on_done) {
   const size_t n = rows.size();
   std::vector<std::vector<int64_t>> generated(n);
   auto finish = [&](size_t r) -> absl::Status {
     ASSIGN_OR_RETURN((*outputs)[rows[r].index].output, tokenizer.Decode(generated[r]));
-    on_done();
+    if (!on_done()) return absl::CancelledError("evaluation cancelled");
     return absl::OkStatus();
   };
   if (n == 0) return absl::OkStatus();
@@ -210,16 +226,11 @@ absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenize
     for (size_t r = 0; r < n; ++r) RETURN_IF_ERROR(finish(r));
     return absl::OkStatus();
   }
-
-  std::vector<KVCache> prompt_caches(n);  // row r's cache until the rows are stacked
-  std::vector<at::Tensor> prompt_logits(n);
-  for (size_t r = 0; r < n; ++r) {
-    if (rows[r].continues_prefix) prompt_caches[r] = prefix.Fork();
-    ASSIGN_OR_RETURN(at::Tensor logits, RunForward(model, rows[r].tokens, &prompt_caches[r]));
-    RETURN_IF_ERROR(GuardTorch("evaluator", [&]() -> absl::Status {
-      prompt_logits[r] = logits[0][-1].clone();  // not a view: frees the [T, V] logits
-      return absl::OkStatus();
-    }));
+  std::vector<KVCache> prompt_caches;  // row r's cache until the rows are stacked
+  std::vector<at::Tensor> prompt_logits;
+  for (PromptState& row : rows) {
+    prompt_caches.push_back(std::move(row.cache));
+    prompt_logits.push_back(std::move(row.last_logits));
   }
   ASSIGN_OR_RETURN(at::Tensor last_logits,
                    GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
@@ -284,6 +295,269 @@ absl::Status GenerateBatch(const LanguageModel& model, const Tokenizer& tokenize
   }
 }
 
+// Whether the caller wants to go on (no callback: always).
+bool Report(const EvalOptions& options, size_t done, size_t total) {
+  return !options.progress || options.progress(done, total);
+}
+
+absl::Status Cancelled(const std::string& task_context, size_t done, size_t total) {
+  return absl::CancelledError(
+      absl::StrCat(task_context, ": evaluation cancelled after ", done, " of ", total, " examples"));
+}
+
+// Baseline engine: each example's context runs once, each option continues a fork of it.
+absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPerRequest(const LanguageModel& model,
+                                                                  const Tokenizer& tokenizer,
+                                                                  const Task& task,
+                                                                  const EvalOptions& options) {
+  const std::string task_context = absl::StrCat("task ", task.name);
+  const size_t total = task.size();
+  std::vector<EvalOutput> outputs;
+  outputs.reserve(total);
+  for (size_t i = 0; i < total; ++i) {
+    auto out = EvaluateChoice(model, tokenizer, task.choice_examples[i], i);
+    if (!out.ok()) {
+      return Annotate(out.status(), absl::StrCat(task_context, " example ", i, " (id ",
+                                                 task.choice_examples[i].id, ")"));
+    }
+    outputs.push_back(*std::move(out));
+    if (!Report(options, i + 1, total)) return Cancelled(task_context, i + 1, total);
+  }
+  return outputs;
+}
+
+// One option's token sequence and where its continuation starts (the convention in
+// evaluator.h: the context's tokens, then whole[len(ctx):]).
+struct OptionSequence {
+  std::vector<int64_t> tokens;
+  size_t score_from = 0;
+};
+
+absl::StatusOr<std::vector<OptionSequence>> OptionSequences(const LanguageModel& model,
+                                                            const Tokenizer& tokenizer,
+                                                            const ChoiceExample& example) {
+  std::string context;
+  std::vector<std::string> continuations;
+  for (const std::string& choice : example.choices) {
+    auto [ctx, cont] = MoveTrailingWhitespace(example.query, choice);
+    context = ctx;
+    continuations.push_back(cont);
+  }
+  bool substituted = false;
+  ASSIGN_OR_RETURN(std::vector<int64_t> ctx_ids,
+                   ContextTokens(tokenizer, model, context, &substituted));
+  std::vector<OptionSequence> sequences;
+  for (size_t k = 0; k < continuations.size(); ++k) {
+    auto whole = substituted ? tokenizer.Encode(continuations[k])
+                             : tokenizer.EncodeWithBos(context + continuations[k]);
+    if (!whole.ok()) return Annotate(whole.status(), absl::StrCat("option ", k));
+    const size_t skip = substituted ? 0 : ctx_ids.size();
+    if (whole->size() <= skip) {
+      return absl::InvalidArgumentError(absl::StrCat("option ", k, ": continuation '",
+                                                     continuations[k],
+                                                     "' adds no tokens to its context"));
+    }
+    OptionSequence seq{ctx_ids, ctx_ids.size()};
+    seq.tokens.insert(seq.tokens.end(), whole->begin() + static_cast<std::ptrdiff_t>(skip),
+                      whole->end());
+    sequences.push_back(std::move(seq));
+  }
+  return sequences;
+}
+
+// The packed engine: every option of every example in one token trie (token_scheduler.h).
+absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageModel& model,
+                                                              const Tokenizer& tokenizer,
+                                                              const Task& task,
+                                                              const EvalOptions& options) {
+  const std::string task_context = absl::StrCat("task ", task.name);
+  const size_t total = task.size();
+  TokenScheduler::Options scheduler_options;
+  scheduler_options.batch_tokens = options.batch_tokens;
+  size_t reported = 0;
+  scheduler_options.after_batch = [&](size_t groups_done) {
+    if (groups_done == reported) return true;
+    reported = groups_done;
+    return Report(options, reported, total);
+  };
+  ASSIGN_OR_RETURN(TokenScheduler scheduler, TokenScheduler::Create(scheduler_options));
+  std::vector<EvalOutput> outputs(total);
+  // request[i][k]: the scheduler's request of example i's option k; -1 when the option is
+  // scored alone (a model whose positions depend on the length, past that length).
+  std::vector<std::vector<int64_t>> request(total);
+  const int64_t limit = model.length_dependent_beyond();
+  size_t alone_only = 0;  // examples with no request in the scheduler
+  for (size_t i = 0; i < total; ++i) {
+    const ChoiceExample& example = task.choice_examples[i];
+    outputs[i].index = static_cast<uint32_t>(i);
+    auto sequences = OptionSequences(model, tokenizer, example);
+    if (!sequences.ok()) {
+      return Annotate(sequences.status(),
+                      absl::StrCat(task_context, " example ", i, " (id ", example.id, ")"));
+    }
+    outputs[i].option_logliks.assign(sequences->size(), 0);
+    bool any = false;
+    for (size_t k = 0; k < sequences->size(); ++k) {
+      const OptionSequence& seq = (*sequences)[k];
+      if (limit > 0 && static_cast<int64_t>(seq.tokens.size()) > limit) {
+        // One pass over the whole sequence, as a reference would compute it.
+        auto lp = TokenLogprobs(model, seq.tokens);
+        if (!lp.ok()) {
+          return Annotate(lp.status(), absl::StrCat(task_context, " example ", i, " option ", k));
+        }
+        double sum = 0;
+        for (size_t t = seq.score_from; t < lp->size(); ++t) sum += (*lp)[t];
+        outputs[i].option_logliks[k] = sum;
+        request[i].push_back(-1);
+        continue;
+      }
+      ASSIGN_OR_RETURN(size_t id, scheduler.AddLoglik(seq.tokens, seq.score_from, i));
+      request[i].push_back(static_cast<int64_t>(id));
+      any = true;
+    }
+    if (!any) ++alone_only;
+  }
+  absl::Status status = scheduler.Run(model, nullptr);
+  if (absl::IsCancelled(status)) return Cancelled(task_context, reported, total);
+  if (!status.ok()) return Annotate(status, task_context);
+  for (size_t i = 0; i < total; ++i) {
+    EvalOutput& out = outputs[i];
+    size_t best = 0;
+    for (size_t k = 0; k < request[i].size(); ++k) {
+      if (request[i][k] >= 0) out.option_logliks[k] = scheduler.loglik(request[i][k]);
+      if (out.option_logliks[k] > out.option_logliks[best]) best = k;
+    }
+    out.output = std::to_string(best);
+  }
+  if (reported < total && !Report(options, total, total)) {
+    return Cancelled(task_context, reported, total);
+  }
+  if (options.stats != nullptr) *options.stats = scheduler.stats();
+  return outputs;
+}
+
+// Generation, with either engine: prompts run per request (continuing the shared prompt
+// prefix's cache when reuse is on) or packed through the token scheduler; decoding is
+// batched the same way for both.
+absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& model,
+                                                           const Tokenizer& tokenizer,
+                                                           const Task& task,
+                                                           const EvalOptions& options) {
+  const std::string task_context = absl::StrCat("task ", task.name);
+  const size_t total = task.size();
+  if (options.batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("generation batch size must be at least 1, got ", options.batch_size));
+  }
+  std::set<int64_t> stop_ids(model.eos_token_ids().begin(), model.eos_token_ids().end());
+  if (tokenizer.eos_id() >= 0) stop_ids.insert(tokenizer.eos_id());
+  const int max_new = task.output_length + options.max_new_tokens_delta;
+  std::vector<EvalOutput> outputs(total);
+  size_t done = 0;
+  auto on_done = [&]() {
+    ++done;
+    return Report(options, done, total);
+  };
+  const size_t batch_size = static_cast<size_t>(options.batch_size);
+  const int64_t limit = model.length_dependent_beyond();
+  std::vector<std::vector<int64_t>> prompts(total);
+  for (size_t i = 0; i < total; ++i) {
+    outputs[i].index = static_cast<uint32_t>(i);
+    auto ids = tokenizer.EncodeWithBos(BuildPrompt(task, i, options.prompt));
+    if (!ids.ok()) return Annotate(ids.status(), absl::StrCat(task_context, " sample ", i));
+    if (ids->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(task_context, " sample ", i, ": the prompt encodes to no tokens"));
+    }
+    prompts[i] = *std::move(ids);
+  }
+  auto decode = [&](std::vector<PromptState> rows) -> absl::Status {
+    if (rows.empty()) return absl::OkStatus();
+    const size_t first = rows.front().index;
+    absl::Status status =
+        DecodeBatch(model, tokenizer, std::move(rows), max_new, stop_ids, &outputs, on_done);
+    if (absl::IsCancelled(status)) return Cancelled(task_context, done, total);
+    return Annotate(status, absl::StrCat(task_context, " samples from ", first));
+  };
+
+  if (options.engine == EvalEngine::kPacked) {
+    TokenScheduler::Options scheduler_options;
+    scheduler_options.batch_tokens = options.batch_tokens;
+    ASSIGN_OR_RETURN(TokenScheduler scheduler, TokenScheduler::Create(scheduler_options));
+    std::vector<PromptState> pending;
+    std::vector<size_t> example_of;  // by request id
+    for (size_t i = 0; i < total; ++i) {
+      // A model whose positions depend on the total length sees a long prompt in one pass.
+      if (limit > 0 && static_cast<int64_t>(prompts[i].size()) > limit) {
+        ASSIGN_OR_RETURN(std::vector<PromptState> alone,
+                         RunPrompts(model, {{i, false, prompts[i]}}, KVCache()));
+        pending.push_back(std::move(alone.front()));
+        if (pending.size() >= batch_size) {
+          std::vector<PromptState> rows = std::move(pending);
+          pending.clear();
+          RETURN_IF_ERROR(decode(std::move(rows)));
+        }
+        continue;
+      }
+      ASSIGN_OR_RETURN(size_t id, scheduler.AddPrompt(prompts[i], i));
+      example_of.resize(id + 1);
+      example_of[id] = i;
+    }
+    absl::Status status = scheduler.Run(
+        model,
+        [&](size_t request, at::Tensor last_logits, KVCache cache) -> absl::Status {
+          pending.push_back({example_of[request], std::move(cache), std::move(last_logits)});
+          if (pending.size() < batch_size) return absl::OkStatus();
+          std::vector<PromptState> rows = std::move(pending);
+          pending.clear();
+          return decode(std::move(rows));
+        },
+        /*spare_slots=*/std::max(max_new, 0));
+    if (!status.ok()) return Annotate(status, task_context);
+    RETURN_IF_ERROR(decode(std::move(pending)));
+    if (options.stats != nullptr) *options.stats = scheduler.stats();
+    return outputs;
+  }
+
+  KVCache prefix;
+  std::vector<int64_t> prefix_ids;
+  if (options.reuse_prefix_cache) {
+    auto ids = tokenizer.EncodeWithBos(PromptPrefix(task, options.prompt));
+    if (!ids.ok()) return Annotate(ids.status(), task_context);
+    prefix_ids = *std::move(ids);
+    if (!prefix_ids.empty()) {
+      auto logits = RunForward(model, prefix_ids, &prefix);
+      if (!logits.ok()) {
+        return Annotate(logits.status(), absl::StrCat(task_context, " prompt prefix"));
+      }
+    }
+  }
+  for (size_t begin = 0; begin < total; begin += batch_size) {
+    const size_t end = std::min(total, begin + batch_size);
+    // Rows whose tokenization starts with the prefix's continue its cache; the others
+    // (no reuse, or tokens merged across the prefix boundary) run whole.
+    std::vector<GenerationRow> rows;
+    for (size_t i = begin; i < end; ++i) {
+      const std::vector<int64_t>& ids = prompts[i];
+      // A model whose positions depend on the total length must see a long prompt in
+      // one pass, as a reference would.
+      const bool length_dependent = limit > 0 && static_cast<int64_t>(ids.size()) > limit;
+      if (!prefix.empty() && !length_dependent && ids.size() > prefix_ids.size() &&
+          std::equal(prefix_ids.begin(), prefix_ids.end(), ids.begin())) {
+        rows.push_back({i, true, std::vector<int64_t>(ids.begin() + prefix_ids.size(), ids.end())});
+      } else {
+        rows.push_back({i, false, ids});
+      }
+    }
+    auto states = RunPrompts(model, rows, prefix);
+    if (!states.ok()) {
+      return Annotate(states.status(), absl::StrCat(task_context, " samples ", begin, "..", end - 1));
+    }
+    RETURN_IF_ERROR(decode(*std::move(states)));
+  }
+  return outputs;
+}
+
 }  // namespace
 
 absl::StatusOr<double> ContinuationLoglik(const LanguageModel& model, const Tokenizer& tokenizer,
@@ -314,82 +588,16 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateTask(const LanguageModel& model,
         "tokenizer ", tokenizer.path(), " has ", tokenizer.vocab_size(),
         " tokens but the model only ", model.vocab_size(), " (wrong tokenizer?)"));
   }
-  std::vector<EvalOutput> outputs;
-  const size_t total = task.size();
-  outputs.reserve(total);
-  const std::string task_context = absl::StrCat("task ", task.name);
-  if (task.kind == TaskKind::kMultipleChoice) {
-    for (size_t i = 0; i < total; ++i) {
-      auto out = EvaluateChoice(model, tokenizer, task.choice_examples[i], i);
-      if (!out.ok()) {
-        return Annotate(out.status(), absl::StrCat(task_context, " example ", i, " (id ",
-                                                   task.choice_examples[i].id, ")"));
-      }
-      outputs.push_back(*std::move(out));
-      if (options.progress) options.progress(i + 1, total);
-    }
-    return outputs;
-  }
-
-  if (options.batch_size < 1) {
+  if (options.batch_tokens < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("generation batch size must be at least 1, got ", options.batch_size));
+        absl::StrCat("batch_tokens must be at least 1, got ", options.batch_tokens));
   }
-  std::set<int64_t> stop_ids(model.eos_token_ids().begin(), model.eos_token_ids().end());
-  if (tokenizer.eos_id() >= 0) stop_ids.insert(tokenizer.eos_id());
-  PrefixCache prefix;
-  if (options.reuse_prefix_cache) {
-    auto ids = tokenizer.EncodeWithBos(PromptPrefix(task, options.prompt));
-    if (!ids.ok()) return Annotate(ids.status(), task_context);
-    prefix.ids = *std::move(ids);
-    if (!prefix.ids.empty()) {
-      auto logits = RunForward(model, prefix.ids, &prefix.cache);
-      if (!logits.ok()) {
-        return Annotate(logits.status(), absl::StrCat(task_context, " prompt prefix"));
-      }
-    }
+  const bool packed = options.engine == EvalEngine::kPacked;
+  if (task.kind == TaskKind::kMultipleChoice) {
+    return packed ? EvaluateChoicesPacked(model, tokenizer, task, options)
+                  : EvaluateChoicesPerRequest(model, tokenizer, task, options);
   }
-  const int max_new = task.output_length + options.max_new_tokens_delta;
-  outputs.resize(total);
-  size_t done = 0;
-  auto on_done = [&]() {
-    ++done;
-    if (options.progress) options.progress(done, total);
-  };
-  const size_t batch_size = static_cast<size_t>(options.batch_size);
-  for (size_t begin = 0; begin < total; begin += batch_size) {
-    const size_t end = std::min(total, begin + batch_size);
-    // Rows whose tokenization starts with the prefix's continue its cache; the others
-    // (no reuse, or tokens merged across the prefix boundary) run whole.
-    std::vector<GenerationRow> rows;
-    for (size_t i = begin; i < end; ++i) {
-      outputs[i].index = static_cast<uint32_t>(i);
-      const std::string prompt = BuildPrompt(task, i, options.prompt);
-      auto ids = tokenizer.EncodeWithBos(prompt);
-      if (!ids.ok()) return Annotate(ids.status(), absl::StrCat(task_context, " sample ", i));
-      if (ids->empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(task_context, " sample ", i, ": the prompt encodes to no tokens"));
-      }
-      // A model whose positions depend on the total length must see a long prompt in
-      // one pass, as a reference would.
-      const int64_t limit = model.length_dependent_beyond();
-      const bool length_dependent = limit > 0 && static_cast<int64_t>(ids->size()) > limit;
-      if (!prefix.cache.empty() && !length_dependent && ids->size() > prefix.ids.size() &&
-          std::equal(prefix.ids.begin(), prefix.ids.end(), ids->begin())) {
-        rows.push_back({i, true, std::vector<int64_t>(ids->begin() + prefix.ids.size(),
-                                                      ids->end())});
-      } else {
-        rows.push_back({i, false, *std::move(ids)});
-      }
-    }
-    absl::Status status =
-        GenerateBatch(model, tokenizer, rows, prefix.cache, max_new, stop_ids, &outputs, on_done);
-    if (!status.ok()) {
-      return Annotate(status, absl::StrCat(task_context, " samples ", begin, "..", end - 1));
-    }
-  }
-  return outputs;
+  return EvaluateGeneration(model, tokenizer, task, options);
 }
 
 }  // namespace steadyeval

@@ -14,14 +14,19 @@
 // (the tokenizer's or config.json's; not part of the output) or once the decoded
 // continuation contains "\n\n"; argmax ties go to the lowest token id.
 // Output = the decoded continuation, raw (scoring extracts and normalizes the answer).
-// Examples are decoded options.batch_size at a time, in example order: each prompt runs on
-// its own (continuing the shared prefix's KV cache when its tokenization starts with the
-// prefix's tokens and reuse is on, else whole), then the batch's caches are stacked into
-// one left-padded KV cache and every step runs one token for each example still
-// generating; finished examples leave the batch. Each token sees exactly the positions
-// and context it would alone, so outputs do not depend on the batch size or the reuse
-// (batched kernels round differently, ~1e-6 in the logits, which could matter only for
-// an argmax between two near-equal logits).
+//
+// Engines. kPacked (the default) puts every option sequence or prompt of the task into
+// one token trie (token_scheduler.h): shared prefixes (shots, an example's context) run
+// once, the remaining tokens run in packed batches of options.batch_tokens, and only the
+// scored positions' logits are read. Generation prompts finish in the trie's order and are
+// decoded options.batch_size at a time. kPerRequest is the engine before that (kept as
+// the benchmarks' baseline): each example's context runs alone and each option continues
+// a fork of its cache; generation prompts run one at a time (continuing the shared prompt
+// prefix's cache when reuse is on) and are decoded batch_size at a time in example order.
+// Both compute the same values up to floating-point rounding (batched kernels sum in
+// another order); decoding stacks the prompts' caches into one left-padded KV cache and
+// every step runs one token for each example still generating; finished examples leave
+// the batch. Each token sees exactly the positions and context it would alone.
 //
 // Thread-safe: model and tokenizer are only read, so concurrent calls are fine; the
 // progress callback runs on the calling thread.
@@ -38,22 +43,31 @@
 #include "common/task.h"
 #include "common/text.h"  // MoveTrailingWhitespace, used for the split
 #include "worker/language_model.h"
+#include "worker/token_scheduler.h"
 #include "worker/tokenizer.h"
 
 namespace steadyeval {
 
+enum class EvalEngine { kPacked, kPerRequest };
+
 struct EvalOptions {
+  EvalEngine engine = EvalEngine::kPacked;
+  // kPacked: tokens per packed forward (bounds the activations' memory). >= 1.
+  int64_t batch_tokens = kDefaultBatchTokens;
   PromptOptions prompt;          // few-shot count and template language (generation)
   int max_new_tokens_delta = 0;  // added to the task's output_length
   // Generation: examples decoded together in one batch (one left-padded KV cache; see
   // above). Must be >= 1 (INVALID_ARGUMENT otherwise). Outputs do not depend on it.
   int batch_size = 8;
-  // Reuse the shared prompt prefix's KV cache (generation). Off only to test that it
-  // changes nothing.
+  // kPerRequest generation: reuse the shared prompt prefix's KV cache. Off only to test
+  // that it changes nothing (kPacked always shares every prefix).
   bool reuse_prefix_cache = true;
-  // Called after each example with (examples done, total). Optional. Within a generation
-  // batch examples finish in any order; `done` counts them.
-  std::function<void(size_t done, size_t total)> progress;
+  // Called as examples finish with (examples done, total); return false to cancel (the
+  // evaluation then returns CANCELLED within one packed batch or one example). Optional.
+  // Examples finish in any order; `done` counts them.
+  std::function<bool(size_t done, size_t total)> progress;
+  // kPacked: where to put the token work's counts (tokens requested vs computed). Optional.
+  TokenWorkStats* stats = nullptr;
 };
 
 struct EvalOutput {
@@ -62,10 +76,11 @@ struct EvalOutput {
   std::vector<double> option_logliks; // multiple choice: per option, in option order
 };
 
-// Evaluates every example of `task`, in order. FAILED_PRECONDITION when the tokenizer's
-// vocabulary does not fit the model's; INVALID_ARGUMENT for an option that tokenizes to
-// no continuation tokens, a prompt that encodes to no tokens or (generation tasks)
-// batch_size < 1; model errors as returned by Forward().
+// Evaluates every example of `task`; outputs in example order. FAILED_PRECONDITION when
+// the tokenizer's vocabulary does not fit the model's; INVALID_ARGUMENT for an option that
+// tokenizes to no continuation tokens, a prompt that encodes to no tokens, batch_tokens < 1
+// or (generation tasks) batch_size < 1; CANCELLED when progress returned false; model
+// errors as returned by Forward().
 absl::StatusOr<std::vector<EvalOutput>> EvaluateTask(const LanguageModel& model,
                                                      const Tokenizer& tokenizer,
                                                      const Task& task,

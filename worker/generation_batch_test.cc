@@ -344,6 +344,17 @@ class EarlyStopModel : public LanguageModel {
     eos_only[eos_] = 1;
     return logits + trigger.to(at::kFloat) * lift * eos_only;
   }
+  absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
+                                              KVCache* cache) const override {
+    ASSIGN_OR_RETURN(at::Tensor logits, inner_.ForwardPacked(batch, cache));  // [M, V]
+    c10::InferenceMode inference;
+    at::Tensor ids = batch.ids.index_select(0, batch.outputs);
+    at::Tensor trigger = (ids.remainder(10) == residue_).unsqueeze(-1);  // [M, 1]
+    at::Tensor lift = logits.amax(-1, /*keepdim=*/true) + 1 - logits.narrow(-1, eos_, 1);
+    at::Tensor eos_only = at::zeros({inner_.vocab_size()}, at::kFloat);
+    eos_only[eos_] = 1;
+    return logits + trigger.to(at::kFloat) * lift * eos_only;
+  }
   int64_t vocab_size() const override { return inner_.vocab_size(); }
   const std::vector<int64_t>& eos_token_ids() const override { return inner_.eos_token_ids(); }
 
@@ -403,6 +414,7 @@ class BatchedGenerationTest : public ::testing::Test {
         options.progress = [&](size_t done, size_t total) {
           EXPECT_EQ(total, task_.samples.size());
           progress.push_back(done);
+          return true;
         };
         auto outputs = EvaluateTask(model, *tokenizer_, task_, options);
         EXPECT_OK(outputs);

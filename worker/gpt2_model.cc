@@ -155,18 +155,34 @@ absl::StatusOr<at::Tensor> Gpt2Model::Forward(const at::Tensor& input_ids,
       [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
         // Learned positions stop at n_positions - 1: at most n_positions real tokens per
         // row (checked before the cache is touched).
-        const int64_t longest = plan.RowLengths().max().item<int64_t>();
-        if (longest > config_.n_positions) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "gpt2 forward: a sequence of ", longest, " tokens exceeds n_positions ",
-              config_.n_positions, " (the learned position embeddings end there)"));
-        }
+        RETURN_IF_ERROR(CheckPositions(plan));
         return ForwardUnchecked(in.ids, plan, cache);
       });
 }
 
+absl::StatusOr<at::Tensor> Gpt2Model::ForwardPacked(const PackedBatch& batch,
+                                                       KVCache* cache) const {
+  return RunPackedForward(
+      "gpt2", batch, cache, config_.vocab_size, placement_.device,
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
+        RETURN_IF_ERROR(CheckPositions(plan));
+        return ForwardUnchecked(in.ids, plan, cache, batch.outputs);
+      });
+}
+
+absl::Status Gpt2Model::CheckPositions(const AttentionPlan& plan) const {
+  const int64_t longest = plan.Longest();
+  if (longest > config_.n_positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gpt2 forward: a sequence of ", longest, " tokens exceeds n_positions ",
+        config_.n_positions, " (the learned position embeddings end there)"));
+  }
+  return absl::OkStatus();
+}
+
 at::Tensor Gpt2Model::ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
-                                          KVCache* cache) const {
+                                          KVCache* cache,
+    const at::Tensor& output_rows) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t H = config_.n_embd, nh = config_.n_head, hd = config_.head_dim();
   BeginCache(cache, layers_.size());
@@ -196,7 +212,7 @@ at::Tensor Gpt2Model::ForwardUnchecked(const at::Tensor& ids, const AttentionPla
     x = x + Linear(Activation(Linear(h2, l.fc, l.fc_bias)), l.mlp_proj, l.mlp_proj_bias);
   }
   FinishCache(cache, plan);
-  return Linear(LayerNorm(x, ln_f_weight_, ln_f_bias_), lm_head_, {})
+  return Linear(LayerNorm(OutputRows(x, output_rows), ln_f_weight_, ln_f_bias_), lm_head_, {})
       .to(at::kCPU, at::kFloat);
 }
 

@@ -93,6 +93,8 @@ class Gpt2Model : public LanguageModel {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                         const at::Tensor& token_mask,
                                         KVCache* cache) const override;
+  absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
+                                              KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
   const Gpt2Config& config() const { return config_; }
@@ -111,9 +113,13 @@ class Gpt2Model : public LanguageModel {
   at::Tensor LayerNorm(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& bias) const;
   at::Tensor Activation(const at::Tensor& x) const;
-  // `ids` valid everywhere (padding ids replaced), on the model's device.
+  // INVALID_ARGUMENT (naming n_positions) when a sequence would pass the learned positions.
+  absl::Status CheckPositions(const AttentionPlan& plan) const;
+  // `ids` valid everywhere (padding ids replaced), on the model's device. The logits of
+  // every token ([B, T, V]) or, with `output_rows` defined, of those flattened rows
+  // ([M, V]).
   at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
-                                 KVCache* cache) const;
+                                 KVCache* cache, const at::Tensor& output_rows = {}) const;
 
   Gpt2Config config_;
   WeightPlacement placement_;

@@ -215,8 +215,18 @@ absl::StatusOr<at::Tensor> GptNeoxModel::Forward(const at::Tensor& input_ids,
       });
 }
 
+absl::StatusOr<at::Tensor> GptNeoxModel::ForwardPacked(const PackedBatch& batch,
+                                                          KVCache* cache) const {
+  return RunPackedForward(
+      "gpt_neox", batch, cache, config_.vocab_size, placement_.device,
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
+        return ForwardUnchecked(in.ids, plan, cache, batch.outputs);
+      });
+}
+
 at::Tensor GptNeoxModel::ForwardUnchecked(const at::Tensor& ids,
-                                             const AttentionPlan& plan, KVCache* cache) const {
+                                             const AttentionPlan& plan, KVCache* cache,
+    const at::Tensor& output_rows) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t nh = config_.num_attention_heads, hd = config_.head_dim;
   const int64_t rot = config_.rotary_ndims;
@@ -254,7 +264,7 @@ at::Tensor GptNeoxModel::ForwardUnchecked(const at::Tensor& ids,
     }
   }
   FinishCache(cache, plan);
-  return Linear(LayerNorm(x, final_norm_, final_norm_bias_), lm_head_, {})
+  return Linear(LayerNorm(OutputRows(x, output_rows), final_norm_, final_norm_bias_), lm_head_, {})
       .to(at::kCPU, at::kFloat);
 }
 

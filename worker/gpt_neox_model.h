@@ -81,6 +81,8 @@ class GptNeoxModel : public LanguageModel {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                         const at::Tensor& token_mask,
                                         KVCache* cache) const override;
+  absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
+                                              KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
   const GptNeoxConfig& config() const { return config_; }
@@ -96,9 +98,11 @@ class GptNeoxModel : public LanguageModel {
   at::Tensor LayerNorm(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& bias) const;
   at::Tensor Mlp(const Layer& l, const at::Tensor& x) const;
-  // `ids` valid everywhere (padding ids replaced), on the model's device.
+  // `ids` valid everywhere (padding ids replaced), on the model's device. The logits of
+  // every token ([B, T, V]) or, with `output_rows` defined, of those flattened rows
+  // ([M, V]).
   at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
-                                 KVCache* cache) const;
+                                 KVCache* cache, const at::Tensor& output_rows = {}) const;
 
   GptNeoxConfig config_;
   WeightPlacement placement_;

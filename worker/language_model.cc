@@ -134,6 +134,41 @@ absl::StatusOr<KVCache> KVCache::StackRows(const std::vector<KVCache>& rows,
   });
 }
 
+absl::StatusOr<KVCache> KVCache::SelectSlots(const std::vector<int64_t>& slots,
+                                            int64_t spare_slots) const {
+  if (spare_slots < 0) return absl::InvalidArgumentError("KV cache: negative spare slots");
+  if (slots.empty()) return KVCache();
+  if (empty() || batch_size() != 1 || key_mask_.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache: slots can only be selected from one row without padding (this cache has ",
+        batch_size(), " rows of ", length_, " slots", key_mask_.defined() ? ", padded" : "",
+        ")"));
+  }
+  for (int64_t s : slots) {
+    if (s < 0 || s >= length_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache: slot ", s, " is outside [0, ", length_, ")"));
+    }
+  }
+  return GuardTorch("KV cache select slots", [&]() -> absl::StatusOr<KVCache> {
+    c10::InferenceMode inference;
+    const int64_t n = static_cast<int64_t>(slots.size());
+    const at::Tensor index = at::tensor(slots, at::kLong).to(keys_.front().device());
+    auto select = [&](const at::Tensor& t) {
+      std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+      sizes[2] = n + spare_slots;
+      at::Tensor out = at::empty(sizes, t.options());
+      out.narrow(2, 0, n).copy_(t.narrow(2, 0, length_).index_select(2, index));
+      return out;
+    };
+    KVCache out;
+    for (const at::Tensor& k : keys_) out.keys_.push_back(select(k));
+    for (const at::Tensor& v : values_) out.values_.push_back(select(v));
+    out.length_ = n;
+    return out;
+  });
+}
+
 absl::StatusOr<at::Device> ParseDevice(absl::string_view spec) {
   if (spec == "cpu") return at::Device(at::kCPU);
   int index = 0;

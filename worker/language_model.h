@@ -112,6 +112,14 @@ class KVCache {
   static absl::StatusOr<KVCache> StackRows(const std::vector<KVCache>& rows,
                                            int64_t spare_slots = 0);
 
+  // An independent batch-1 cache holding slots `slots` of this batch-1 cache, in that
+  // order (e.g. the path from a token trie's root to one node), copied into buffers with
+  // `spare_slots` unused slots for later appends. Empty `slots` gives an empty cache.
+  // INVALID_ARGUMENT for a cache with other than one row or with padding slots, a slot
+  // outside [0, length()) or negative spare_slots; INTERNAL for libtorch failures.
+  absl::StatusOr<KVCache> SelectSlots(const std::vector<int64_t>& slots,
+                                      int64_t spare_slots = 0) const;
+
   // For model implementations (see the layout contract above).
   std::vector<at::Tensor>& keys() { return keys_; }
   std::vector<at::Tensor>& values() { return values_; }
@@ -124,6 +132,20 @@ class KVCache {
   std::vector<at::Tensor> values_;
   at::Tensor key_mask_;  // [B, length] bool, or undefined: every slot is real
   int64_t length_ = 0;
+};
+
+// A packed batch: tokens of several sequences in one forward (the token scheduler's
+// form, worker/token_scheduler.h). Token n continues whatever it sees: the slots of the
+// cache and of this batch that batch.visible marks (its ancestors in a token trie), and
+// always itself; it never sees a neighbour it is not told to see. Its position is
+// positions[n] (the number of tokens before it in its own sequence).
+struct PackedBatch {
+  at::Tensor ids;        // [N] int64, every token real (N >= 1)
+  at::Tensor positions;  // [N] int64
+  // [N, P + N] bool (CPU or the model's device): slot s (the P cached slots, then this
+  // batch's N tokens in order) is visible to token n. A token may only see earlier slots.
+  at::Tensor visible;
+  at::Tensor outputs;  // [M] int64: the tokens whose logits are returned, in this order
 };
 
 class LanguageModel {
@@ -144,6 +166,18 @@ class LanguageModel {
   virtual absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                                 const at::Tensor& token_mask,
                                                 KVCache* cache) const = 0;
+
+  // Packed form: the logits [M, V] (float32, CPU) of batch.outputs' tokens. The cache
+  // (batch 1, no padding slot; empty for none) holds the P slots batch.visible refers
+  // to; the N new tokens' keys and values are appended, so cache->length() grows by N
+  // (callers usually keep only the slots later tokens need: KVCache::SelectSlots). The
+  // result equals running each token's own sequence unpadded, up to floating-point
+  // rounding. Every sequence must be within length_dependent_beyond() (when that is
+  // non-zero). INVALID_ARGUMENT for a malformed batch (shapes, an id outside the
+  // vocabulary, an output index outside [0, N), a cache with several rows or padding);
+  // INTERNAL for libtorch failures.
+  virtual absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
+                                                      KVCache* cache) const = 0;
 
   virtual int64_t vocab_size() const = 0;
   // Token ids that end generation according to config.json (may be empty).

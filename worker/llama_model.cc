@@ -126,6 +126,15 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(const at::Tensor& input_ids,
       });
 }
 
+absl::StatusOr<at::Tensor> LlamaModel::ForwardPacked(const PackedBatch& batch,
+                                                        KVCache* cache) const {
+  return RunPackedForward(
+      "llama", batch, cache, config_.vocab_size, placement_.device,
+      [&](const ForwardInputs& in, const AttentionPlan& plan) -> absl::StatusOr<at::Tensor> {
+        return ForwardChecked(in, plan, cache, batch.outputs);
+      });
+}
+
 absl::StatusOr<at::Tensor> LlamaModel::ForwardForTraining(const at::Tensor& input_ids) const {
   return RunForward(
       "llama", input_ids, at::Tensor(), /*cache=*/nullptr, config_.vocab_size,
@@ -138,17 +147,18 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardForTraining(const at::Tensor& inpu
 
 absl::StatusOr<at::Tensor> LlamaModel::ForwardChecked(const ForwardInputs& in,
                                                          const AttentionPlan& plan,
-                                                         KVCache* cache) const {
+                                                         KVCache* cache,
+                                                         const at::Tensor& output_rows) const {
   if (config_.sliding_window) {
     // The longest row in real tokens (positions count only those).
-    const int64_t longest = plan.RowLengths().max().item<int64_t>();
+    const int64_t longest = plan.Longest();
     if (longest > *config_.sliding_window) {
       return absl::UnimplementedError(absl::StrCat(
           "llama forward: sequence of ", longest, " tokens exceeds mistral sliding_window ",
           *config_.sliding_window, " (sliding-window attention is not implemented)"));
     }
   }
-  return ForwardUnchecked(in.ids, plan, cache);
+  return ForwardUnchecked(in.ids, plan, cache, output_rows);
 }
 
 std::vector<std::pair<std::string, at::Tensor>> LlamaModel::NamedWeights() const {
@@ -180,7 +190,7 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::NamedWeights() const
 }
 
 at::Tensor LlamaModel::ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
-                                           KVCache* cache) const {
+                                           KVCache* cache, const at::Tensor& output_rows) const {
   const int64_t B = plan.batch, T = plan.tokens;
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
   const int64_t hd = config_.head_dim;
@@ -188,7 +198,9 @@ at::Tensor LlamaModel::ForwardUnchecked(const at::Tensor& ids, const AttentionPl
 
   at::Tensor x = embed_.index_select(0, ids.reshape({-1})).view({B, T, -1});
 
-  at::Tensor inv_freq = InvFreqForLength(plan.total);
+  at::Tensor inv_freq = config_.rope_scaling.kind == RopeScaling::Kind::kDynamic
+                            ? InvFreqForLength(plan.Longest())
+                            : inv_freq_;
   if (plan.key_mask.defined() && config_.rope_scaling.kind == RopeScaling::Kind::kDynamic) {
     // Dynamic NTK scaling uses each row's own length in real tokens (what one unpadded
     // forward of that row computes), so a row does not depend on its batchmates.
@@ -216,7 +228,8 @@ at::Tensor LlamaModel::ForwardUnchecked(const at::Tensor& ids, const AttentionPl
     x = x + Linear(at::silu(Linear(h2, l.gate, {})) * Linear(h2, l.up, {}), l.down, {});
   }
   FinishCache(cache, plan);
-  return Linear(RmsNorm(x, norm_), lm_head_, {}).to(at::kCPU, at::kFloat);
+  return Linear(RmsNorm(OutputRows(x, output_rows), norm_), lm_head_, {})
+      .to(at::kCPU, at::kFloat);
 }
 
 }  // namespace steadyeval

@@ -54,6 +54,8 @@ class LlamaModel : public LanguageModel {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                         const at::Tensor& token_mask,
                                         KVCache* cache) const override;
+  absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
+                                              KVCache* cache) const override;
   int64_t vocab_size() const override { return config_.vocab_size; }
   const std::vector<int64_t>& eos_token_ids() const override { return config_.eos_token_ids; }
   int64_t length_dependent_beyond() const override {
@@ -90,10 +92,13 @@ class LlamaModel : public LanguageModel {
   // The sliding-window check, then ForwardUnchecked: the body Forward and
   // ForwardForTraining share.
   absl::StatusOr<at::Tensor> ForwardChecked(const ForwardInputs& in, const AttentionPlan& plan,
-                                               KVCache* cache) const;
-  // `ids` valid everywhere (padding ids replaced), on the model's device.
+                                               KVCache* cache,
+                                               const at::Tensor& output_rows = {}) const;
+  // `ids` valid everywhere (padding ids replaced), on the model's device. The logits of
+  // every token ([B, T, V]) or, with `output_rows` defined, of those flattened rows
+  // ([M, V]).
   at::Tensor ForwardUnchecked(const at::Tensor& ids, const AttentionPlan& plan,
-                                 KVCache* cache) const;
+                                 KVCache* cache, const at::Tensor& output_rows = {}) const;
 
   LlamaConfig config_;
   WeightPlacement placement_;

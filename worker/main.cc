@@ -27,7 +27,14 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"name", false, "worker name shown by `steadyeval workers` (default host-pid)", "NAME"},
       {"metrics_listen", false, "serve Prometheus /metrics here (port 0 picks one)", "HOST:PORT"},
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
-      {"threads", false, "intra-op CPU threads (default: all cores)", "N"},
+      {"threads", false,
+       "CPU threads for libtorch's kernels and OpenBLAS's matrix products, whatever "
+       "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say (default: every CPU this process may run on)",
+       "N"},
+      {"batch_tokens", false,
+       absl::StrCat("tokens per packed forward pass; bounds the activations' memory (default ",
+                    kDefaultBatchTokens, ")"),
+       "N"},
       {"acquire_wait_ms", false, "long-poll wait per AcquireJob (default 5000)", "MS"},
       {"batch_size", false,
        "generation examples decoded together, left-padded in one KV cache (default 8); "
@@ -105,7 +112,7 @@ int RunDaemon(const std::vector<std::string>& args) {
     options.path_map.push_back(*m);
   }
   auto wait = parsed->GetInt("acquire_wait_ms", 5000);
-  auto threads = parsed->GetInt("threads", static_cast<int64_t>(std::thread::hardware_concurrency()));
+  auto threads = parsed->GetInt("threads", DefaultThreads());
   if (!wait.ok() || !threads.ok()) {
     fprintf(stderr, "steadyeval-worker: %s\n",
             std::string((!wait.ok() ? wait.status() : threads.status()).message()).c_str());
@@ -118,6 +125,15 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 2;
   }
   options.batch_size = static_cast<int>(*batch_size);
+  auto batch_tokens = parsed->GetInt("batch_tokens", kDefaultBatchTokens);
+  if (!batch_tokens.ok() || *batch_tokens < 1 || *batch_tokens > 1000000) {
+    fprintf(stderr, "steadyeval-worker: --batch_tokens must be in 1..1000000\n");
+    return 2;
+  }
+  if (*threads < 1 || *threads > 4096) {
+    fprintf(stderr, "steadyeval-worker: --threads must be in 1..4096\n");
+    return 2;
+  }
   WindowCacheSettings window_cache;
   auto cache_bytes = parsed->GetInt("window_cache_bytes", static_cast<int64_t>(window_cache.budget_bytes));
   auto rebuild_every = parsed->GetInt("window_rebuild_every", window_cache.rebuild_every);
@@ -133,7 +149,8 @@ int RunDaemon(const std::vector<std::string>& args) {
   window_cache.budget_bytes = static_cast<uint64_t>(*cache_bytes);
   window_cache.rebuild_every = static_cast<int>(*rebuild_every);
 
-  auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads), window_cache);
+  auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads), window_cache,
+                                        *batch_tokens);
   if (!backend.ok()) {
     fprintf(stderr, "steadyeval-worker: %s\n", std::string(backend.status().message()).c_str());
     return 1;

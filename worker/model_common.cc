@@ -79,6 +79,11 @@ absl::StatusOr<ForwardInputs> CheckForwardInputs(absl::string_view family,
   return in;
 }
 
+int64_t AttentionPlan::Longest() const {
+  if (longest >= 0) return longest;
+  return RowLengths().max().item<int64_t>();
+}
+
 at::Tensor AttentionPlan::RowLengths() const {
   if (key_mask.defined()) return key_mask.sum(1, /*keepdim=*/false, at::kLong);
   return at::full({batch}, total, positions.options().dtype(at::kLong));
@@ -103,6 +108,7 @@ AttentionPlan PlanAttention(const ForwardInputs& inputs, const KVCache* cache) {
     // past + t) sees slots 0..past + t.
     plan.positions = at::arange(past, total, longs);
     plan.mask = at::full({T, total}, neg_inf, floats).triu(past + 1);
+    plan.longest = total;
     return plan;
   }
   const at::Tensor new_real = inputs.mask.defined() ? inputs.mask
@@ -126,6 +132,29 @@ AttentionPlan PlanAttention(const ForwardInputs& inputs, const KVCache* cache) {
                   .masked_fill(allowed.logical_not(), neg_inf)
                   .view({B, 1, T, total});
   return plan;
+}
+
+AttentionPlan PlanPacked(const PackedBatch& batch, const KVCache* cache, at::Device device) {
+  AttentionPlan plan;
+  plan.batch = 1;
+  plan.tokens = batch.ids.size(0);
+  plan.past = cache != nullptr ? cache->length() : 0;
+  plan.total = plan.past + plan.tokens;
+  plan.positions = batch.positions.to(device).view({1, plan.tokens});
+  plan.longest = batch.positions.max().item<int64_t>() + 1;
+  // Each token sees its own slot whatever `visible` says (a finite softmax row).
+  at::Tensor visible = batch.visible.to(device).clone();
+  visible.narrow(1, plan.past, plan.tokens).diagonal().fill_(true);
+  plan.mask = at::zeros({plan.tokens, plan.total},
+                        at::TensorOptions().dtype(at::kFloat).device(device))
+                  .masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity())
+                  .view({1, 1, plan.tokens, plan.total});
+  return plan;
+}
+
+at::Tensor OutputRows(const at::Tensor& x, const at::Tensor& rows) {
+  if (!rows.defined()) return x;
+  return x.reshape({-1, x.size(-1)}).index_select(0, rows.to(x.device()));
 }
 
 void BeginCache(KVCache* cache, size_t layers) {
@@ -216,6 +245,57 @@ at::Tensor LayerNormFloat32(const at::Tensor& x, const at::Tensor& weight,
   return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, weight.to(at::kFloat),
                            bias.to(at::kFloat), eps)
       .to(x.scalar_type());
+}
+
+absl::StatusOr<at::Tensor> RunPackedForward(absl::string_view family, const PackedBatch& batch,
+                                               KVCache* cache, int64_t vocab_size,
+                                               at::Device device, ForwardBody body) {
+  auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(family, " packed forward: ", what));
+  };
+  const at::Tensor& ids = batch.ids;
+  if (!ids.defined() || ids.dim() != 1 || ids.scalar_type() != at::kLong || ids.size(0) == 0) {
+    return bad("ids must be a non-empty [N] int64 tensor");
+  }
+  const int64_t n = ids.size(0);
+  const int64_t past = cache != nullptr ? cache->length() : 0;
+  if (cache != nullptr && !cache->empty() &&
+      (cache->batch_size() != 1 || cache->key_mask().defined())) {
+    return bad(absl::StrCat("the cache must hold one row without padding (it has ",
+                            cache->batch_size(), " rows)"));
+  }
+  if (!batch.positions.defined() || batch.positions.sizes() != ids.sizes() ||
+      batch.positions.scalar_type() != at::kLong) {
+    return bad("positions must be an int64 tensor shaped like ids");
+  }
+  if (!batch.visible.defined() || batch.visible.scalar_type() != at::kBool ||
+      batch.visible.dim() != 2 || batch.visible.size(0) != n ||
+      batch.visible.size(1) != past + n) {
+    return bad(absl::StrCat("visible must be a [", n, ", ", past + n,
+                            "] bool tensor (tokens x cached + new slots), got ",
+                            batch.visible.defined() ? ShapeString(batch.visible.sizes())
+                                                    : std::string("none")));
+  }
+  if (!batch.outputs.defined() || batch.outputs.dim() != 1 ||
+      batch.outputs.scalar_type() != at::kLong) {
+    return bad("outputs must be a [M] int64 tensor");
+  }
+  return GuardTorch(absl::StrCat(family, " packed forward"), [&]() -> absl::StatusOr<at::Tensor> {
+    c10::InferenceMode inference;
+    if (batch.outputs.numel() > 0 &&
+        (batch.outputs.min().item<int64_t>() < 0 || batch.outputs.max().item<int64_t>() >= n)) {
+      return bad(absl::StrCat("an output index is outside [0, ", n, ")"));
+    }
+    if (batch.positions.min().item<int64_t>() < 0) return bad("a position is negative");
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= vocab_size) {
+      return bad(absl::StrCat("token id ", lo < 0 ? lo : hi, " is outside the vocabulary [0, ",
+                              vocab_size, ")"));
+    }
+    ForwardInputs in;
+    in.ids = ids.to(device).view({1, n});
+    return body(in, PlanPacked(batch, cache, device));
+  });
 }
 
 absl::StatusOr<at::Tensor> RunForward(absl::string_view family,

@@ -70,12 +70,23 @@ struct AttentionPlan {
   // Additive float mask (0 or -inf): [T, total] when no slot is padding, else
   // [B, 1, T, total]; a padding query always sees itself (stays finite).
   at::Tensor mask;
+  // The longest row in real tokens after this call (cached ones included); for a packed
+  // batch (PlanPacked) the longest sequence any of its tokens belongs to so far, i.e. the
+  // largest position + 1. Computed lazily for padded batches (a device sync).
+  int64_t Longest() const;
   // Real tokens per row after this call: [B] int64.
   at::Tensor RowLengths() const;
+  int64_t longest = -1;  // set by PlanAttention (unpadded) and PlanPacked; -1: Longest() computes
 };
 
 // The plan for `inputs` continuing `cache` (null: no cache). Call inside GuardTorch.
 AttentionPlan PlanAttention(const ForwardInputs& inputs, const KVCache* cache);
+
+// The plan for a packed batch (LanguageModel::ForwardPacked): one row of N tokens after
+// the P slots of `cache` (null or empty: P = 0), positions [1, N] from batch.positions,
+// additive mask [1, 1, N, P + N] from batch.visible (each token also sees itself), no key
+// mask. Call inside GuardTorch, after CheckPackedInputs.
+AttentionPlan PlanPacked(const PackedBatch& batch, const KVCache* cache, at::Device device);
 
 // Prepares `cache` (may be null) for a forward through `layers` layers: an empty cache
 // gets one (undefined) key and value slot per layer.
@@ -129,6 +140,20 @@ using ForwardBody =
 // Whether a forward records autograd history: never for evaluation (kOff, run under
 // c10::InferenceMode); kOn for training (LlamaModel::ForwardForTraining).
 enum class Autograd { kOff, kOn };
+
+// ForwardPacked's frame, shared by every family: checks `batch` against the contract in
+// language_model.h (shapes, ids in [0, vocab_size), a batch-1 cache without padding),
+// then in GuardTorch("<family> packed forward") under c10::InferenceMode plans it
+// (PlanPacked) and runs `body` with ForwardInputs{ids as [1, N] on `device`}. The body
+// returns the logits of batch.outputs' rows, [M, V]. Errors: INVALID_ARGUMENT for a bad
+// batch; those of `body`; INTERNAL for a libtorch exception (the cache keeps its length).
+absl::StatusOr<at::Tensor> RunPackedForward(absl::string_view family, const PackedBatch& batch,
+                                               KVCache* cache, int64_t vocab_size,
+                                               at::Device device, ForwardBody body);
+
+// The final norm's input x [B, T, H] reduced to the rows a forward returns: all of them
+// (undefined `rows`), or rows.numel() of the flattened B·T tokens ([M, H]).
+at::Tensor OutputRows(const at::Tensor& x, const at::Tensor& rows);
 
 // The frame every family's LanguageModel::Forward shares: CheckForwardShapes, then in
 // GuardTorch("<family> forward") under c10::InferenceMode unless `autograd` is kOn,

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <thread>
 
+#include <sched.h>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -51,8 +53,11 @@ const FlagSpec kDeviceFlag{"device", false,
                            "cpu (default), cuda or cuda:K; CUDA keeps fp16/bf16 weights in "
                            "their dtype, the CPU computes in float32",
                            "DEVICE"};
-const FlagSpec kThreadsFlag{"threads", false, "CPU threads for libtorch (default: all cores)",
-                            "N"};
+const FlagSpec kThreadsFlag{
+    "threads", false,
+    "CPU threads for libtorch's kernels and OpenBLAS's matrix products, set whatever "
+    "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say (default: every CPU this process may run on)",
+    "N"};
 const FlagSpec kJsonFlag{"json", true, "print JSON instead of a table"};
 
 int Fail(const absl::Status& status) {
@@ -75,8 +80,7 @@ int UsageError(absl::string_view message, absl::string_view command) {
 }
 
 absl::Status ApplyThreads(const ParsedArgs& args) {
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  ASSIGN_OR_RETURN(int64_t threads, args.GetInt("threads", cores));
+  ASSIGN_OR_RETURN(int64_t threads, args.GetInt("threads", DefaultThreads()));
   if (threads < 1 || threads > 4096) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be at least 1, got ", threads));
   }
@@ -111,12 +115,23 @@ std::string JsonEscapePiece(const std::string& piece) {
 
 }  // namespace
 
+int DefaultThreads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 absl::Status ConfigureThreads(int threads) {
   if (threads < 1) {
     return absl::InvalidArgumentError(absl::StrCat("thread count must be at least 1, got ", threads));
   }
-  ::setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/1);
-  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(1);
+  // A matrix product is one OpenBLAS call: OpenBLAS's own pool decides how many cores it
+  // uses, whatever libtorch's thread count says. libtorch's pool runs the elementwise
+  // kernels between the products; the two never run at the same time.
+  const std::string count = std::to_string(threads);
+  ::setenv("OPENBLAS_NUM_THREADS", count.c_str(), /*overwrite=*/1);
+  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(threads);
   return GuardTorch("configure threads", [&]() -> absl::Status {
     at::set_num_threads(threads);
     return absl::OkStatus();
@@ -213,6 +228,14 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
       {"bos", false, "BOS token: auto (tokenizer config, default), add or none", "MODE"},
       {"max_new_tokens_delta", false, "tokens added to each task's output_length (default 0)", "N"},
       {"batch_size", false, "generation examples decoded together (default 8)", "N"},
+      {"batch_tokens", false,
+       absl::StrCat("tokens per packed forward pass; bounds the activations' memory (default ",
+                    kDefaultBatchTokens, ")"),
+       "N"},
+      {"engine", false,
+       "packed (default: shared prefixes run once, tokens of many examples per forward) or "
+       "per_request (each example's options forward on their own; for comparison)",
+       "NAME"},
       kTokenizerFlag, kDeviceFlag, kThreadsFlag, kJsonFlag, kHelpFlag};
   auto args = ParseArgs(argv, specs);
   if (!args.ok()) return UsageError(args.status().message(), "eval");
@@ -245,6 +268,15 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   auto batch_size = args->GetInt("batch_size", 8);
   if (!batch_size.ok() || *batch_size < 1 || *batch_size > 1024) {
     return UsageError("--batch_size must be in 1..1024", "eval");
+  }
+  auto batch_tokens = args->GetInt("batch_tokens", kDefaultBatchTokens);
+  if (!batch_tokens.ok() || *batch_tokens < 1 || *batch_tokens > 1000000) {
+    return UsageError("--batch_tokens must be in 1..1000000", "eval");
+  }
+  const std::string engine_name = args->Get("engine", "packed");
+  if (engine_name != "packed" && engine_name != "per_request") {
+    return UsageError(absl::StrCat("--engine must be packed or per_request, got '", engine_name, "'"),
+                      "eval");
   }
   std::optional<PromptLanguage> language = ParsePromptLanguage(args->Get("prompt_language"));
   if (!language.has_value()) return UsageError("--prompt_language must be ja or en", "eval");
@@ -291,9 +323,12 @@ int RunEvalCommand(const std::vector<std::string>& argv) {
   options.prompt.language = *language;
   options.max_new_tokens_delta = static_cast<int>(*delta);
   options.batch_size = static_cast<int>(*batch_size);
+  options.batch_tokens = *batch_tokens;
+  options.engine = engine_name == "packed" ? EvalEngine::kPacked : EvalEngine::kPerRequest;
   options.progress = [&](size_t done, size_t total) {
     std::cerr << "\r" << task->name << ": " << done << "/" << total << " examples"
               << (done == total ? "\n" : "") << std::flush;
+    return true;
   };
   auto outputs = EvaluateTask(*model, **tokenizer, *task, options);
   if (!outputs.ok()) return Fail(outputs.status());

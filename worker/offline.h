@@ -28,10 +28,13 @@ int RunEvalCommand(const std::vector<std::string>& args);
 // checkpoint_writer.h).
 int RunAverageCommand(const std::vector<std::string>& args);
 
-// Sets libtorch's intra-op thread count to `threads` and pins OpenBLAS to one thread (so
-// the two pools do not oversubscribe the cores). INVALID_ARGUMENT when threads < 1.
+// Sets libtorch's intra-op thread count and OpenBLAS's to `threads` (whatever
+// OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say). INVALID_ARGUMENT when threads < 1.
 // Process-global; call before the first forward pass.
 absl::Status ConfigureThreads(int threads);
+
+// The CPUs in this process's affinity mask (what `--threads` defaults to), at least 1.
+int DefaultThreads();
 
 }  // namespace steadyeval
 

@@ -39,8 +39,10 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 class TorchEvalBackend : public EvalBackend {
  public:
-  TorchEvalBackend(at::Device device, const WindowCacheSettings& window_cache)
+  TorchEvalBackend(at::Device device, const WindowCacheSettings& window_cache,
+                   int64_t batch_tokens)
       : device_(device),
+        batch_tokens_(batch_tokens),
         window_sums_(WindowSumCache::Options{window_cache.budget_bytes, window_cache.rebuild_every}) {}
 
   absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer_path) override {
@@ -110,12 +112,10 @@ class TorchEvalBackend : public EvalBackend {
     options.prompt = settings.prompt;
     options.max_new_tokens_delta = settings.max_new_tokens_delta;
     options.batch_size = settings.batch_size;
-    bool cancelled = false;
-    options.progress = [&](size_t done, size_t total) {
-      if (progress && !progress(done, total)) cancelled = true;
-    };
+    options.batch_tokens = batch_tokens_;
+    // false cancels within one packed batch (CANCELLED).
+    options.progress = [&](size_t done, size_t total) { return !progress || progress(done, total); };
     ASSIGN_OR_RETURN(std::vector<EvalOutput> outputs, EvaluateTask(*model_, *tokenizer_, task, options));
-    if (cancelled) return absl::CancelledError("evaluation cancelled");
     std::vector<ExampleResult> results;
     results.reserve(outputs.size());
     for (EvalOutput& o : outputs) {
@@ -161,6 +161,7 @@ class TorchEvalBackend : public EvalBackend {
   }
 
   const at::Device device_;
+  const int64_t batch_tokens_;
   WindowSumCache window_sums_;
   std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -171,10 +172,15 @@ class TorchEvalBackend : public EvalBackend {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EvalBackend>> CreateTorchEvalBackend(
-    const std::string& device, int threads, const WindowCacheSettings& window_cache) {
+    const std::string& device, int threads, const WindowCacheSettings& window_cache,
+    int64_t batch_tokens) {
+  if (batch_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_tokens must be at least 1, got ", batch_tokens));
+  }
   ASSIGN_OR_RETURN(const at::Device parsed, ParseDevice(device));
   RETURN_IF_ERROR(ConfigureThreads(threads));
-  return std::unique_ptr<EvalBackend>(new TorchEvalBackend(parsed, window_cache));
+  return std::unique_ptr<EvalBackend>(new TorchEvalBackend(parsed, window_cache, batch_tokens));
 }
 
 }  // namespace steadyeval
