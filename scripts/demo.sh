@@ -47,7 +47,8 @@ SAVE_EVERY=${DEMO_SAVE_EVERY:-25}
 AVERAGE=${DEMO_AVERAGE:-5}
 ENSEMBLE=${DEMO_ENSEMBLE:-5}
 KEEP=${DEMO_KEEP:-0}
-export OPENBLAS_NUM_THREADS=1
+# The worker and the toy trainer share the machine: each takes one thread (--threads 1,
+# which also sets OpenBLAS's pool; the environment is not needed).
 for b in steadyeval-server steadyeval-worker steadyeval steadyeval-toy-train steadyeval-fixtures; do
   [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b is missing; build first (scripts/build.sh)" >&2; exit 1; }
 done

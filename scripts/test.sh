@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 BUILD_DIR=${BUILD_DIR:-build}
+# CTest runs tests side by side: a test binary that loads libtorch without calling
+# ConfigureThreads (which overrides this) starts no OpenBLAS pool of its own.
 export OPENBLAS_NUM_THREADS=1
 ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 900 "$@"

@@ -110,7 +110,8 @@ class EvalBackend {
   virtual std::string TokenizerSha256() const { return ""; }
   virtual std::string TokenizerPath() const { return ""; }
 
-  // Tokens processed (prompt + generated) since creation, for metrics.
+  // Tokens run through the model since creation (each shared prefix once, plus the
+  // generated ones), for metrics.
   virtual uint64_t tokens_processed() const = 0;
 };
 

@@ -134,6 +134,10 @@ AttentionPlan PlanAttention(const ForwardInputs& inputs, const KVCache* cache) {
   return plan;
 }
 
+// Query rows per attention chunk of a packed batch: small enough that a chunk's keys are
+// mostly its own rows' ancestors, large enough that the per-chunk overhead stays small.
+constexpr int64_t kPackedAttentionChunk = 64;
+
 AttentionPlan PlanPacked(const PackedBatch& batch, const KVCache* cache, at::Device device) {
   AttentionPlan plan;
   plan.batch = 1;
@@ -143,8 +147,22 @@ AttentionPlan PlanPacked(const PackedBatch& batch, const KVCache* cache, at::Dev
   plan.positions = batch.positions.to(device).view({1, plan.tokens});
   plan.longest = batch.positions.max().item<int64_t>() + 1;
   // Each token sees its own slot whatever `visible` says (a finite softmax row).
-  at::Tensor visible = batch.visible.to(device).clone();
+  at::Tensor visible = batch.visible.clone();
   visible.narrow(1, plan.past, plan.tokens).diagonal().fill_(true);
+  // The keys each chunk of rows can see: a prefix of the cached slots and a range of the
+  // batch's slots ending at the chunk's last row (a token sees no later slot).
+  const at::Tensor cpu_visible = visible.to(at::kCPU);
+  for (int64_t q = 0; q < plan.tokens; q += kPackedAttentionChunk) {
+    const int64_t end = std::min(plan.tokens, q + kPackedAttentionChunk);
+    const at::Tensor rows = cpu_visible.narrow(0, q, end - q).any(0);  // [P + N]
+    const at::Tensor cached = rows.narrow(0, 0, plan.past).nonzero();
+    const at::Tensor fresh = rows.narrow(0, plan.past, plan.tokens).nonzero();
+    AttentionPlan::Chunk chunk{q, end, 0, q};
+    if (cached.numel() > 0) chunk.past_keys = cached.max().item<int64_t>() + 1;
+    if (fresh.numel() > 0) chunk.key_begin = fresh.min().item<int64_t>();
+    plan.chunks.push_back(chunk);
+  }
+  visible = visible.to(device);
   plan.mask = at::zeros({plan.tokens, plan.total},
                         at::TensorOptions().dtype(at::kFloat).device(device))
                   .masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity())
@@ -219,21 +237,52 @@ at::Tensor FloatTensor(const std::vector<double>& values, at::Device device) {
   return at::tensor(values, at::kDouble).to(device, at::kFloat);
 }
 
-at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
-                              const at::Tensor& v, const AttentionPlan& plan) {
+namespace {
+
+// Softmax attention of q [B, nh, T, hd] over k, v [B, nkv, total, hd] with the additive
+// `mask` ([T, total] or [B, 1, T, total]); returns [B, nh, T, hd] in v's dtype.
+at::Tensor AttentionBlock(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& mask) {
   const int64_t B = q.size(0), nh = q.size(1), T = q.size(2), hd = q.size(3);
   const int64_t nkv = k.size(1), total = k.size(2), group = nh / nkv;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   // The `group` query heads of one kv head become group x T rows against it.
-  const at::Tensor mask = plan.mask.dim() == 4 ? plan.mask.unsqueeze(2)  // [B,1,1,T,total]
-                                                  : plan.mask;              // [T, total]
+  const at::Tensor m = mask.dim() == 4 ? mask.unsqueeze(2)  // [B,1,1,T,total]
+                                       : mask;              // [T, total]
   const at::Tensor qg = q.reshape({B, nkv, group * T, hd});
   const at::Tensor scores =
-      (at::matmul(qg, k.transpose(-2, -1)) * scale).view({B, nkv, group, T, total}) + mask;
+      (at::matmul(qg, k.transpose(-2, -1)) * scale).view({B, nkv, group, T, total}) + m;
   const at::Tensor probs = at::softmax(scores, -1, at::kFloat)
-                                  .view({B, nkv, group * T, total})
-                                  .to(v.scalar_type());
-  return at::matmul(probs, v).view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
+                               .view({B, nkv, group * T, total})
+                               .to(v.scalar_type());
+  return at::matmul(probs, v).view({B, nh, T, hd});
+}
+
+}  // namespace
+
+at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const AttentionPlan& plan) {
+  const int64_t B = q.size(0), nh = q.size(1), T = q.size(2), hd = q.size(3);
+  at::Tensor out;
+  if (plan.chunks.empty()) {
+    out = AttentionBlock(q, k, v, plan.mask);
+  } else {
+    // Packed: each chunk of rows against the keys it can see (PlanPacked).
+    std::vector<at::Tensor> parts;
+    for (const AttentionPlan::Chunk& c : plan.chunks) {
+      const int64_t rows = c.q_end - c.q_begin, fresh = c.q_end - c.key_begin;
+      const at::Tensor mask = plan.mask.narrow(2, c.q_begin, rows);  // [1, 1, rows, P + N]
+      auto keys = [&](const at::Tensor& t, int64_t dim) {
+        const at::Tensor batch_part = t.narrow(dim, plan.past + c.key_begin, fresh);
+        if (c.past_keys == 0) return batch_part;
+        return at::cat({t.narrow(dim, 0, c.past_keys), batch_part}, dim);
+      };
+      parts.push_back(
+          AttentionBlock(q.narrow(2, c.q_begin, rows), keys(k, 2), keys(v, 2), keys(mask, 3)));
+    }
+    out = at::cat(parts, 2);
+  }
+  return out.transpose(1, 2).reshape({B, T, nh * hd});
 }
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

@@ -70,6 +70,14 @@ struct AttentionPlan {
   // Additive float mask (0 or -inf): [T, total] when no slot is padding, else
   // [B, 1, T, total]; a padding query always sees itself (stays finite).
   at::Tensor mask;
+  // Packed batches (PlanPacked): query rows [q_begin, q_end) see keys only among the
+  // cached slots [0, past_keys) and the batch's slots past + [key_begin, q_end), so
+  // attention runs chunk by chunk over those keys instead of over every slot (a packed
+  // batch's rows mostly belong to unrelated sequences). Empty: one block over all keys.
+  struct Chunk {
+    int64_t q_begin, q_end, past_keys, key_begin;
+  };
+  std::vector<Chunk> chunks;
   // The longest row in real tokens after this call (cached ones included); for a packed
   // batch (PlanPacked) the longest sequence any of its tokens belongs to so far, i.e. the
   // largest position + 1. Computed lazily for padded batches (a device sync).

@@ -127,13 +127,18 @@ absl::Status ConfigureThreads(int threads) {
     return absl::InvalidArgumentError(absl::StrCat("thread count must be at least 1, got ", threads));
   }
   // A matrix product is one OpenBLAS call: OpenBLAS's own pool decides how many cores it
-  // uses, whatever libtorch's thread count says. libtorch's pool runs the elementwise
-  // kernels between the products; the two never run at the same time.
+  // uses, whatever libtorch's thread count says, so it gets every thread. libtorch's
+  // OpenMP pool runs the elementwise kernels between the products; given threads too, its
+  // spinning workers and OpenBLAS's yielding ones take the cores from each other (measured
+  // on 2 cores, bench/RESULTS.md "Evaluation engine": packed scoring 1.2x and batched
+  // decoding 2.5x slower), so it keeps one thread while OpenBLAS has the cores. Without
+  // OpenBLAS (another BLAS), libtorch's pool gets them.
+  const bool openblas = openblas_set_num_threads != nullptr;
   const std::string count = std::to_string(threads);
   ::setenv("OPENBLAS_NUM_THREADS", count.c_str(), /*overwrite=*/1);
-  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(threads);
+  if (openblas) openblas_set_num_threads(threads);
   return GuardTorch("configure threads", [&]() -> absl::Status {
-    at::set_num_threads(threads);
+    at::set_num_threads(openblas ? 1 : threads);
     return absl::OkStatus();
   });
 }

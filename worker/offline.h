@@ -28,9 +28,11 @@ int RunEvalCommand(const std::vector<std::string>& args);
 // checkpoint_writer.h).
 int RunAverageCommand(const std::vector<std::string>& args);
 
-// Sets libtorch's intra-op thread count and OpenBLAS's to `threads` (whatever
-// OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say). INVALID_ARGUMENT when threads < 1.
-// Process-global; call before the first forward pass.
+// Gives OpenBLAS (which runs every matrix product) `threads` threads and libtorch's own
+// intra-op pool one (the two pools fight over the cores otherwise; see offline.cc),
+// whatever OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say; without OpenBLAS libtorch gets
+// `threads`. INVALID_ARGUMENT when threads < 1. Process-global; call before the first
+// forward pass.
 absl::Status ConfigureThreads(int threads);
 
 // The CPUs in this process's affinity mask (what `--threads` defaults to), at least 1.

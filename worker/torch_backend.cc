@@ -115,11 +115,15 @@ class TorchEvalBackend : public EvalBackend {
     options.batch_tokens = batch_tokens_;
     // false cancels within one packed batch (CANCELLED).
     options.progress = [&](size_t done, size_t total) { return !progress || progress(done, total); };
+    TokenWorkStats stats;
+    options.stats = &stats;
     ASSIGN_OR_RETURN(std::vector<EvalOutput> outputs, EvaluateTask(*model_, *tokenizer_, task, options));
+    // Tokens the model ran: the trie's (each shared prefix once), plus what was generated.
+    tokens_ += stats.computed_tokens;
     std::vector<ExampleResult> results;
     results.reserve(outputs.size());
     for (EvalOutput& o : outputs) {
-      tokens_ += CountTokens(task, settings.prompt, o);
+      if (task.kind == TaskKind::kGeneration) tokens_ += GeneratedTokens(o);
       results.push_back({o.index, std::move(o.output), std::move(o.option_logliks)});
     }
     return results;
@@ -140,24 +144,10 @@ class TorchEvalBackend : public EvalBackend {
   uint64_t tokens_processed() const override { return tokens_; }
 
  private:
-  // Tokens the model read for one example: the prompt (or every option's sequence) plus
-  // the generated continuation. Counted by re-tokenizing, which is cheap next to a forward.
-  uint64_t CountTokens(const Task& task, const PromptOptions& prompt_options,
-                       const EvalOutput& o) const {
-    uint64_t n = 0;
-    if (task.kind == TaskKind::kGeneration) {
-      auto prompt = tokenizer_->EncodeWithBos(BuildPrompt(task, o.index, prompt_options));
-      auto generated = tokenizer_->Encode(o.output);
-      if (prompt.ok()) n += prompt->size();
-      if (generated.ok()) n += generated->size();
-      return n;
-    }
-    const ChoiceExample& ex = task.choice_examples[o.index];
-    for (const std::string& choice : ex.choices) {
-      auto whole = tokenizer_->EncodeWithBos(ex.query + choice);
-      if (whole.ok()) n += whole->size();
-    }
-    return n;
+  // Tokens generated for one example, by re-tokenizing its output (cheap next to a forward).
+  uint64_t GeneratedTokens(const EvalOutput& o) const {
+    auto generated = tokenizer_->Encode(o.output);
+    return generated.ok() ? generated->size() : 0;
   }
 
   const at::Device device_;

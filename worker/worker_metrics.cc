@@ -109,7 +109,7 @@ WorkerMetrics::WorkerMetrics(const WorkerMetricsOptions& options)
           options.worker, options.device, options.read_file, options.proc_status_path)) {
   const prometheus::Labels labels = {{"worker", options.worker}};
   tokens_ = &prometheus::BuildCounter().Name("steadyeval_worker_tokens_total")
-                 .Help("Tokens processed (prompt and generated)").Register(*registry_).Add(labels);
+                 .Help("Tokens run through the model (shared prefixes once, plus generated tokens)").Register(*registry_).Add(labels);
   examples_ = &prometheus::BuildCounter().Name("steadyeval_worker_examples_total")
                    .Help("Examples evaluated").Register(*registry_).Add(labels);
   load_bytes_ = &prometheus::BuildCounter().Name("steadyeval_worker_checkpoint_load_bytes_total")
