@@ -492,6 +492,28 @@ int Main(int argc, char** argv) {
   md << "\n";
   for (const std::string& n : notes) md << "- " << n << "\n";
 
+  // The token budget: the same 4-shot items packed at several budgets.
+  {
+    const size_t subset = std::min<size_t>(f.baseline_items, valid.size());
+    const Task task = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, subset, shots));
+    md << "\nToken budget (`--batch_tokens`), JCQA 4-shot MC, first " << subset
+       << " items, packed:\n\n| batch_tokens | seconds | items/s | vs " << f.batch_tokens
+       << " | GFLOP/s on computed tokens |\n|---:|---:|---:|---:|---:|\n";
+    const JobResult reference =
+        RunJob(**model, **tokenizer, task, EvalEngine::kPacked, f.batch_tokens, 0);
+    for (int budget : {64, 128, 256, 512, 1024, 2048}) {
+      const JobResult r = budget == f.batch_tokens
+                              ? reference
+                              : RunJob(**model, **tokenizer, task, EvalEngine::kPacked, budget, 0);
+      const double work = static_cast<double>(r.stats.computed_tokens) * flops.per_token +
+                          static_cast<double>(r.stats.scored_positions) * flops.per_head_row;
+      md << absl::StrFormat("| %d | %.2f | %.2f | %.2fx | %.1f |\n", budget, r.seconds,
+                            static_cast<double>(subset) / r.seconds, reference.seconds / r.seconds,
+                            work / r.seconds / 1e9);
+      std::cerr << "budget " << budget << ": " << r.seconds << " s\n";
+    }
+  }
+
   // Peak memory at two budgets, each in a fresh child process.
   md << "\nPeak memory of the packed engine (JCQA 4-shot, " << kProbeItems
      << " items; growth of the peak RSS over the loaded model, child process per budget):\n\n"

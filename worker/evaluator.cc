@@ -375,8 +375,9 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
   TokenScheduler::Options scheduler_options;
   scheduler_options.batch_tokens = options.batch_tokens;
   size_t reported = 0;
+  // After every batch, even one that finished no example: a false return must stop the
+  // work within one batch.
   scheduler_options.after_batch = [&](size_t groups_done) {
-    if (groups_done == reported) return true;
     reported = groups_done;
     return Report(options, reported, total);
   };
@@ -483,6 +484,8 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
   if (options.engine == EvalEngine::kPacked) {
     TokenScheduler::Options scheduler_options;
     scheduler_options.batch_tokens = options.batch_tokens;
+    // Prompt batches report the examples decoded so far (a cancel point per batch).
+    scheduler_options.after_batch = [&](size_t) { return Report(options, done, total); };
     ASSIGN_OR_RETURN(TokenScheduler scheduler, TokenScheduler::Create(scheduler_options));
     std::vector<PromptState> pending;
     std::vector<size_t> example_of;  // by request id
@@ -513,6 +516,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
           return decode(std::move(rows));
         },
         /*spare_slots=*/std::max(max_new, 0));
+    if (absl::IsCancelled(status)) return Cancelled(task_context, done, total);
     if (!status.ok()) return Annotate(status, task_context);
     RETURN_IF_ERROR(decode(std::move(pending)));
     if (options.stats != nullptr) *options.stats = scheduler.stats();

@@ -62,9 +62,10 @@ struct EvalOptions {
   // kPerRequest generation: reuse the shared prompt prefix's KV cache. Off only to test
   // that it changes nothing (kPacked always shares every prefix).
   bool reuse_prefix_cache = true;
-  // Called as examples finish with (examples done, total); return false to cancel (the
-  // evaluation then returns CANCELLED within one packed batch or one example). Optional.
-  // Examples finish in any order; `done` counts them.
+  // Called with (examples done, total) as examples finish and, with kPacked, after every
+  // packed batch (`done` may then repeat); return false to cancel: the evaluation returns
+  // CANCELLED within one packed batch, one decoding step or one example. Optional.
+  // Examples finish in any order; `done` counts them and never decreases.
   std::function<bool(size_t done, size_t total)> progress;
   // kPacked: where to put the token work's counts (tokens requested vs computed). Optional.
   TokenWorkStats* stats = nullptr;

@@ -116,10 +116,10 @@ TEST_F(EvaluatorTest, MultipleChoiceIsArgmaxOfOptionLoglikelihoods) {
   auto outputs = EvaluateTask(*model_, *tokenizer_, *task, options);
   ASSERT_OK(outputs);
   ASSERT_EQ(outputs->size(), 3u);
-  // The packed engine reports as batches finish examples: increasing, ending at 3 of 3.
+  // The packed engine reports after every batch: never decreasing, ending at 3 of 3.
   ASSERT_FALSE(progress.empty());
   EXPECT_THAT(progress.back(), Pair(3, 3));
-  for (size_t i = 1; i < progress.size(); ++i) EXPECT_LT(progress[i - 1].first, progress[i].first);
+  for (size_t i = 1; i < progress.size(); ++i) EXPECT_LE(progress[i - 1].first, progress[i].first);
 
   for (size_t i = 0; i < outputs->size(); ++i) {
     const ChoiceExample& ex = task->choice_examples[i];

@@ -360,6 +360,25 @@ TEST_F(PackedTaskTest, ProgressReturningFalseCancelsWithinOneBatch) {
   EXPECT_EQ(cancelled.packed_calls, first_report_at);
 }
 
+TEST_F(PackedTaskTest, GenerationCancelsWithinOnePromptBatch) {
+  auto task = ParseTask("gen.json", kGenerationTask);
+  ASSERT_OK(task);
+  CountingModel counting(*model_);
+  EvalOptions options;
+  options.prompt.few_shots = 2;
+  options.batch_tokens = 4;  // the prompts take many batches before any example is decoded
+  int calls = 0;
+  options.progress = [&](size_t done, size_t) {
+    ++calls;
+    EXPECT_EQ(done, 0u);
+    return false;
+  };
+  EXPECT_THAT(EvaluateTask(counting, *tokenizer_, *task, options),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(counting.packed_calls, 1);
+}
+
 TEST(TokenSchedulerTest, EmptyRunsNothing) {
   ASSERT_OK(ConfigureThreads(1));
   std::unique_ptr<LanguageModel> model = LoadFixtureModel("gqa");
