@@ -149,6 +149,46 @@ TEST_P(PackedEquivalenceTest, LoglikelihoodsMatchOneRequestAtATime) {
   }
 }
 
+TEST_P(PackedEquivalenceTest, PromptsEndWithTheirOwnLogitsAndCache) {
+  const std::string dir = Fixture(GetParam().family, GetParam().name);
+  std::unique_ptr<LanguageModel> model = LoadModelFrom(dir);
+  ASSERT_NE(model, nullptr);
+  const Fp32Bound bound = LogitBound(dir);
+  const size_t max_length =
+      model->length_dependent_beyond() > 0 ? static_cast<size_t>(model->length_dependent_beyond()) - 1
+                                           : 40;
+  // Prompts sharing prefixes, one a prefix of another, one repeated.
+  std::vector<std::vector<int64_t>> prompts;
+  for (const Request& r : MakeRequests(model->vocab_size(), 11, max_length)) prompts.push_back(r.tokens);
+  prompts.push_back(std::vector<int64_t>(prompts[0].begin(), prompts[0].end() - 1));
+  prompts.push_back(prompts[1]);
+  for (int64_t budget : {3, 4096}) {
+    SCOPED_TRACE(absl::StrCat("batch_tokens ", budget));
+    auto scheduler = TokenScheduler::Create({budget, {}});
+    ASSERT_OK(scheduler);
+    for (size_t i = 0; i < prompts.size(); ++i) ASSERT_OK(scheduler->AddPrompt(prompts[i], i));
+    std::vector<int> seen(prompts.size(), 0);
+    ASSERT_OK(scheduler->Run(
+        *model,
+        [&](size_t request, at::Tensor last, KVCache cache) -> absl::Status {
+          ++seen[request];
+          const std::vector<int64_t>& p = prompts[request];
+          EXPECT_EQ(cache.length(), static_cast<int64_t>(p.size()));
+          const at::Tensor whole = model->Forward(Ids(p), nullptr).value()[0][-1];
+          EXPECT_TRUE(WithinBound(last, whole, bound)) << "prompt " << request;
+          // The cache continues the prompt as if it had run alone.
+          std::vector<int64_t> longer = p;
+          longer.push_back(1);
+          const at::Tensor next = model->Forward(Ids({1}), &cache).value()[0][-1];
+          const at::Tensor want = model->Forward(Ids(longer), nullptr).value()[0][-1];
+          EXPECT_TRUE(WithinBound(next, want, bound)) << "prompt " << request << " continued";
+          return absl::OkStatus();
+        },
+        /*spare_slots=*/4));
+    EXPECT_THAT(seen, ::testing::Each(1));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     EveryFamily, PackedEquivalenceTest,
     ::testing::Values(FamilyCase{"llama", "gqa"}, FamilyCase{"llama", "mha"},
