@@ -7,8 +7,9 @@
 // layers, 16 heads, 4 KV heads, MLP 2816, ~197M parameters) with a SentencePiece tokenizer
 // of 8,000 pieces the fixture tool trains on the JGLUE text below. Data: JGLUE v1.3 from
 // ../shared/data (CC BY-SA 4.0): JCommonsenseQA valid as log-likelihood multiple choice,
-// 0-shot (query = question + " ") and 4-shot (the first four train items, answered, in
-// llm-jp-eval's "質問：…\n選択肢：0.…,1.…\n回答：" layout, prefixed to every query in that
+// 0-shot (query = question + " "), 4-shot (the first four train items answered in that
+// layout, "question answer" lines, prefixed to every query) and 4-shot with the choices
+// listed in every shot and query (llm-jp-eval's "質問：…\n選択肢：0.…,1.…\n回答：" input
 // layout); JSQuAD valid as 4-shot generation with llm-jp-eval's prompt (instruction,
 // "文章：…\n質問：…" inputs, output_length 25).
 //
@@ -160,16 +161,37 @@ std::string ListedChoices(const nlohmann::json& r) {
   return out + "\n回答：";
 }
 
-// JCommonsenseQA rows as multiple-choice JSONL. 0-shot (`shots` empty): query = question
-// + " ". Otherwise query = shots + ListedChoices(item), every option scored as the answer.
+// How a JCommonsenseQA item becomes a query.
+enum class Layout {
+  kQuestion,       // question + " " (the options follow the space)
+  kListedChoices,  // ListedChoices(item)
+};
+
+std::string Query(const nlohmann::json& r, Layout layout) {
+  return layout == Layout::kQuestion ? r["question"].get<std::string>() + " " : ListedChoices(r);
+}
+
+// The first four train items, answered, in `layout`: the shots of the 4-shot jobs.
+std::string Shots(const std::vector<nlohmann::json>& train, Layout layout) {
+  std::string shots;
+  for (int i = 0; i < 4; ++i) {
+    shots += Query(train[i], layout) +
+             train[i][absl::StrCat("choice", train[i]["label"].get<int>())].get<std::string>() +
+             (layout == Layout::kQuestion ? "\n" : "\n\n");
+  }
+  return shots;
+}
+
+// JCommonsenseQA rows as multiple-choice JSONL: query = shots + Query(item, layout), the
+// five choices as options.
 std::string ChoiceTask(const std::vector<nlohmann::json>& rows, size_t count,
-                       const std::string& shots) {
+                       const std::string& shots, Layout layout) {
   std::string out;
   for (size_t i = 0; i < std::min(count, rows.size()); ++i) {
     const nlohmann::json& r = rows[i];
     nlohmann::json line;
     line["id"] = std::to_string(r["q_id"].get<int64_t>());
-    line["query"] = shots.empty() ? r["question"].get<std::string>() + " " : shots + ListedChoices(r);
+    line["query"] = shots + Query(r, layout);
     for (int k = 0; k < 5; ++k) line["choices"].push_back(r[absl::StrCat("choice", k)]);
     line["gold"] = r["label"];
     out += line.dump() + "\n";
@@ -368,16 +390,14 @@ int Main(int argc, char** argv) {
   const std::string model_dir = PrepareModel(f, squad);
   const std::vector<nlohmann::json> valid = ReadJsonl(f.data + "/jcommonsenseqa-valid.jsonl");
   const std::vector<nlohmann::json> train = ReadJsonl(f.data + "/jcommonsenseqa-train.jsonl");
-  std::string shots;  // the first four train items, answered
-  for (int i = 0; i < 4; ++i) {
-    shots += ListedChoices(train[i]) +
-             train[i][absl::StrCat("choice", train[i]["label"].get<int>())].get<std::string>() +
-             "\n\n";
-  }
+  const std::string shots = Shots(train, Layout::kQuestion);
+  const std::string listed_shots = Shots(train, Layout::kListedChoices);
   constexpr size_t kProbeItems = 200;
   if (f.probe_budget > 0) {
-    return Probe(f, model_dir, ParseOrDie("probe.jsonl", ChoiceTask(valid, kProbeItems, shots)),
-                 ParseOrDie("warm.jsonl", ChoiceTask(valid, 2, shots)));
+    return Probe(
+        f, model_dir,
+        ParseOrDie("probe.jsonl", ChoiceTask(valid, kProbeItems, listed_shots, Layout::kListedChoices)),
+        ParseOrDie("warm.jsonl", ChoiceTask(valid, 2, listed_shots, Layout::kListedChoices)));
   }
 
   const double load0 = Now();
@@ -449,12 +469,18 @@ int Main(int argc, char** argv) {
   };
 
   // Multiple choice: baseline A and packed on the same first items, then packed on all.
-  for (int shots_k : {0, 4}) {
-    const std::string job = absl::StrCat("JCQA ", shots_k, "-shot MC");
-    const std::string prefix = shots_k == 0 ? "" : shots;
+  struct ChoiceJob {
+    std::string name, shots;
+    Layout layout;
+  };
+  for (const ChoiceJob& j : {ChoiceJob{"JCQA 0-shot MC", "", Layout::kQuestion},
+                             ChoiceJob{"JCQA 4-shot MC", shots, Layout::kQuestion},
+                             ChoiceJob{"JCQA 4-shot MC, choices listed", listed_shots,
+                                       Layout::kListedChoices}}) {
+    const std::string& job = j.name;
     const size_t subset = std::min<size_t>(f.baseline_items, valid.size());
-    const Task small = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, subset, prefix));
-    const Task all = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, f.mc_items, prefix));
+    const Task small = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, subset, j.shots, j.layout));
+    const Task all = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, f.mc_items, j.shots, j.layout));
     const JobResult base = RunJob(**model, **tokenizer, small, EvalEngine::kPerRequest, 0 + 1, 0);
     const double base_rate = static_cast<double>(subset) / base.seconds;
     row(job, subset, "baseline A (per request)", base, 0, false);
@@ -495,7 +521,7 @@ int Main(int argc, char** argv) {
   // The token budget: the same 4-shot items packed at several budgets.
   {
     const size_t subset = std::min<size_t>(f.baseline_items, valid.size());
-    const Task task = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, subset, shots));
+    const Task task = ParseOrDie("jcqa.jsonl", ChoiceTask(valid, subset, shots, Layout::kQuestion));
     md << "\nToken budget (`--batch_tokens`), JCQA 4-shot MC, first " << subset
        << " items, packed:\n\n| batch_tokens | seconds | items/s | vs " << f.batch_tokens
        << " | GFLOP/s on computed tokens |\n|---:|---:|---:|---:|---:|\n";
@@ -515,7 +541,7 @@ int Main(int argc, char** argv) {
   }
 
   // Peak memory at two budgets, each in a fresh child process.
-  md << "\nPeak memory of the packed engine (JCQA 4-shot, " << kProbeItems
+  md << "\nPeak memory of the packed engine (JCQA 4-shot, choices listed, " << kProbeItems
      << " items; growth of the peak RSS over the loaded model, child process per budget):\n\n"
      << "| batch_tokens | peak growth MiB |\n|---:|---:|\n";
   for (int budget : {128, 2048}) {
