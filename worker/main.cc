@@ -28,8 +28,9 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"metrics_listen", false, "serve Prometheus /metrics here (port 0 picks one)", "HOST:PORT"},
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
       {"threads", false,
-       "CPU threads for libtorch's kernels and OpenBLAS's matrix products, whatever "
-       "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say (default: every CPU this process may run on)",
+       "CPU threads for OpenBLAS's matrix products, whatever OPENBLAS_NUM_THREADS says; "
+       "libtorch's own kernels keep one thread beside them (default: every CPU this process "
+       "may run on)",
        "N"},
       {"batch_tokens", false,
        absl::StrCat("tokens per packed forward pass; bounds the activations' memory (default ",

@@ -55,8 +55,9 @@ const FlagSpec kDeviceFlag{"device", false,
                            "DEVICE"};
 const FlagSpec kThreadsFlag{
     "threads", false,
-    "CPU threads for libtorch's kernels and OpenBLAS's matrix products, set whatever "
-    "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say (default: every CPU this process may run on)",
+    "CPU threads for OpenBLAS's matrix products, whatever OPENBLAS_NUM_THREADS says; "
+    "libtorch's own kernels keep one thread beside them (default: every CPU this process "
+    "may run on)",
     "N"};
 const FlagSpec kJsonFlag{"json", true, "print JSON instead of a table"};
 
