@@ -783,6 +783,10 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
       absl::MutexLock lock(&wake_mu_);
       generation = wake_generation_;
     }
+    // A caller that has gone (cancelled, or past its deadline while the call queued in a
+    // busy server) would never see a lease taken for it: the job would sit leased until the
+    // lease expired and that expiry would count as a failed attempt.
+    if (cancelled && cancelled()) return response;
     ASSIGN_OR_RETURN(std::optional<v1::Job> job,
                      scheduler_->Lease(r.worker_id(), AffinityFor(r.worker_id())));
     if (job.has_value()) {

@@ -309,6 +309,24 @@ TEST_F(CoordinatorTest, NoJobMeansHasJobFalse) {
   EXPECT_FALSE(acquired->has_job());
 }
 
+TEST_F(CoordinatorTest, AGoneCallerTakesNoLease) {
+  CreateRun("r");
+  Register("w1");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  v1::AcquireJobRequest r;
+  r.set_worker_id("w1");
+  r.set_wait_ms(0);
+  auto gone = coordinator_->AcquireJob(r, [] { return true; });
+  ASSERT_OK(gone);
+  EXPECT_FALSE(gone->has_job());
+  // The job is still pending: the next caller gets it, at its first attempt.
+  auto acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  ASSERT_TRUE(acquired->has_job());
+  EXPECT_EQ(acquired->lease().job().attempts(), 1u);
+}
+
 TEST_F(CoordinatorTest, WorkersAreIdleBusyOrLost) {
   CreateRun("r");
   Register("w1");
