@@ -69,6 +69,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_machine.h"
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "server/store.h"
@@ -629,32 +630,6 @@ uint32_t JobsIn(const v1::GetRunResponse& r, const std::string& state) {
   return it == r.jobs_by_state().end() ? 0 : it->second;
 }
 
-// The 1-minute load average (other work on the machine skews every figure).
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return one.empty() ? "?" : one;
-}
-
-std::string MachineLine() {
-  std::string cpu = "unknown CPU";
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  struct utsname u {};
-  ::uname(&u);
-  std::ostringstream m;
-  m << std::thread::hardware_concurrency() << " cores (" << cpu << "), "
-    << Fmt("%.0f", pages * static_cast<double>(page) / (1ull << 30)) << " GiB RAM, " << u.sysname
-    << " " << u.release << " " << u.machine;
-  return m.str();
-}
 
 struct IngestStats {
   uint64_t jobs = 0, predictions = 0;

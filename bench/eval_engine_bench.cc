@@ -45,6 +45,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_machine.h"
 #include "common/prompt.h"
 #include "common/task.h"
 #include "nlohmann/json.hpp"
@@ -424,11 +425,12 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) md << " " << argv[i];
   md << "` (RelWithDebInfo build)\n\n"
      << absl::StrFormat(
-            "Machine: %d CPUs in the affinity mask, --threads %d (OpenBLAS threads %d, ATen "
-            "threads %d), CPU only, Debian libtorch 1.13.1 + OpenBLAS.\n\n",
-            DefaultThreads(), f.threads,
+            "Machine: %s; %d CPUs in the affinity mask, --threads %d (OpenBLAS threads %d, "
+            "ATen threads %d), CPU only, Debian libtorch 1.13.1 + OpenBLAS; 1-minute load "
+            "average at the start %s.\n\n",
+            MachineLine(), DefaultThreads(), f.threads,
             openblas_get_num_threads != nullptr ? openblas_get_num_threads() : -1,
-            at::get_num_threads())
+            at::get_num_threads(), LoadAverage())
      << absl::StrFormat(
             "Model: random fp32 Llama from steadyeval-fixtures, hidden %d, %d layers, %d heads, "
             "%d KV heads, MLP %d, vocab %d (%.0f MB of weights, loaded in %.1f s); SentencePiece "

@@ -49,6 +49,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_machine.h"
 #include "common/safetensors.h"
 #include "worker/averager.h"
 #include "worker/checkpoint_writer.h"
@@ -269,32 +270,6 @@ double OwnCpuSeconds() {
   return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
 }
 
-// The 1-minute load average (other work on the machine skews every figure).
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return one.empty() ? "?" : one;
-}
-
-std::string MachineLine() {
-  std::string cpu = "unknown CPU";
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  struct utsname u {};
-  ::uname(&u);
-  std::ostringstream m;
-  m << std::thread::hardware_concurrency() << " cores (" << cpu << "), "
-    << Fmt("%.0f", pages * static_cast<double>(page) / (1ull << 30)) << " GiB RAM, " << u.sysname
-    << " " << u.release << " " << u.machine << ", CPU only, libtorch " << TORCH_VERSION;
-  return m.str();
-}
 
 using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point t0) {
@@ -505,7 +480,8 @@ int Main(int argc, char** argv) {
   std::ostringstream md;
   md << "# Averaging windows at scale: from scratch and slid, vs a plain read-and-sum loop\n\n"
      << "Date: " << date << "\n\n"
-     << "Machine: " << MachineLine() << ". Other processes used " << Fmt("%.0f", other_cpu)
+     << "Machine: " << MachineLine() << ", CPU only, libtorch " << TORCH_VERSION
+     << ". Other processes used " << Fmt("%.0f", other_cpu)
      << " CPU-seconds during the run (" << Fmt("%.2f", other_cpu / total_seconds)
      << " cores on average; 1-minute load average at the start " << load_start << ").\n\n"
      << "Command: `" << command << "` (whole run " << Fmt("%.0f", total_seconds)
