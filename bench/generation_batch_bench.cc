@@ -5,8 +5,9 @@
 // The model is a random fp32 Llama (default 4 layers, hidden 256, 8 heads, 4 kv heads,
 // MLP 704) written into a temp folder, with the fixture SentencePiece tokenizer
 // (tests/fixtures/tokenizer/tokenizer.model) and its vocabulary. The task has N samples
-// (default 48) of varied lengths, 4 few-shots and output_length K (default 32); the shared prompt
-// prefix cache is on in both runs. Each configuration runs R times (default 3) after one
+// (default 48) of varied lengths, 4 few-shots and output_length K (default 32); both runs use
+// the default (packed) engine, so prompts share their prefixes the same way and only the
+// decoding batch differs. Each configuration runs R times (default 3) after one
 // warm-up run; the median wall time is reported.
 //
 //   steadyeval-bench-generation-batch [--samples N] [--batch B] [--repeats R]
@@ -246,7 +247,7 @@ int Main(int argc, char** argv) {
             << ", heads " << kHeads << "/" << kKvHeads << " kv, vocab "
             << (*tokenizer)->vocab_size() << ", fp32; torch threads " << flags.threads << "\n"
             << "task: " << task->samples.size() << " samples, 4 few-shots, output_length "
-            << task->output_length << ", prefix cache on; " << prompt_tokens
+            << task->output_length << ", packed engine (shared prefixes once); " << prompt_tokens
             << " prompt tokens, ~" << generated_tokens
             << " generated tokens (re-encoded outputs) in all\n"
             << "median of " << flags.repeats << " runs after 1 warm-up; GLIBC_TUNABLES="
