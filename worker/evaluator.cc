@@ -387,7 +387,6 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
   // scored alone (a model whose positions depend on the length, past that length).
   std::vector<std::vector<int64_t>> request(total);
   const int64_t limit = model.length_dependent_beyond();
-  size_t alone_only = 0;  // examples with no request in the scheduler
   for (size_t i = 0; i < total; ++i) {
     const ChoiceExample& example = task.choice_examples[i];
     outputs[i].index = static_cast<uint32_t>(i);
@@ -397,7 +396,6 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
                       absl::StrCat(task_context, " example ", i, " (id ", example.id, ")"));
     }
     outputs[i].option_logliks.assign(sequences->size(), 0);
-    bool any = false;
     for (size_t k = 0; k < sequences->size(); ++k) {
       const OptionSequence& seq = (*sequences)[k];
       if (limit > 0 && static_cast<int64_t>(seq.tokens.size()) > limit) {
@@ -414,9 +412,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
       }
       ASSIGN_OR_RETURN(size_t id, scheduler.AddLoglik(seq.tokens, seq.score_from, i));
       request[i].push_back(static_cast<int64_t>(id));
-      any = true;
     }
-    if (!any) ++alone_only;
   }
   absl::Status status = scheduler.Run(model, nullptr);
   if (absl::IsCancelled(status)) return Cancelled(task_context, reported, total);

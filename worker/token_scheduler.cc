@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 
 #include <ATen/ATen.h>
 
@@ -118,10 +117,8 @@ absl::Status TokenScheduler::Run(const LanguageModel& model, const PromptFn& on_
         "a request of ", max_depth + 2, " tokens is longer than ", limit,
         ", where this model's positions depend on the sequence length; evaluate it alone"));
   }
-  if (!targets_.empty() || !prompts_.empty()) {
-    if (!prompts_.empty() && !on_prompt) {
-      return absl::InvalidArgumentError("generation prompts need a prompt callback");
-    }
+  if (!prompts_.empty() && !on_prompt) {
+    return absl::InvalidArgumentError("generation prompts need a prompt callback");
   }
   // Progress: a group is done once the batch holding the deepest node of each of its
   // requests has run.
