@@ -18,7 +18,9 @@
 # refuses (google/sanitizers#611), so tests that tokenize with a SentencePiece model are not
 # run under ASan: worker_tokenizer_test, worker_evaluator_test, worker_generation_batch_test,
 # worker_offline_test, worker_averager_test (its average-command test scores a task),
-# worker_torch_backend_test, toy_trainer_test. worker_averager_memory_test bounds this
+# worker_torch_backend_test, toy_trainer_test; worker_token_scheduler_test runs only its
+# suites that need no tokenizer (every model family's packed forward and the scheduler).
+# worker_averager_memory_test bounds this
 # process's peak RSS, which ASan's shadow memory inflates.
 #
 # TSan's limit here: absl::Mutex lives in Debian's uninstrumented Abseil, so TSan does not
@@ -55,12 +57,15 @@ run_asan() {
   configure "$dir" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
   echo "sanitize: building $dir (ASan + UBSan) with $JOBS jobs" >&2
   ninja -C "$dir" -j "$JOBS"
-  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1" \
-  LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0" \
-  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp" \
-  STEADYEVAL_SANITIZER=asan \
-    ctest --test-dir "$dir" --output-on-failure --timeout 1800 -LE 'e2e|kernels|static' \
-      -E "torch_only_configure_test|prometheus_|deploy_|^($asan_skipped)\$" "${@}"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1"
+  export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp"
+  export STEADYEVAL_SANITIZER=asan
+  ctest --test-dir "$dir" --output-on-failure --timeout 1800 -LE 'e2e|kernels|static' \
+    -E "torch_only_configure_test|prometheus_|deploy_|worker_token_scheduler_test|^($asan_skipped)\$" "${@}"
+  echo "sanitize: worker_token_scheduler_test, the suites without a tokenizer" >&2
+  (cd "$dir" && ./bin/worker_token_scheduler_test \
+     --gtest_filter='EveryFamily/*:TokenSchedulerTest.*:PackedForwardTest.*')
 }
 
 run_tsan() {
