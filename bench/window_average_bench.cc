@@ -33,6 +33,7 @@
 #include <torch/version.h>
 
 #include "bench/bench_flags.h"
+#include "bench/bench_tensors.h"
 #include "worker/averager.h"
 #include "worker/offline.h"
 #include "worker/test_checkpoints.h"
@@ -113,17 +114,6 @@ const char* PathName(WindowSumCache::Path p) {
     case WindowSumCache::Path::kUncached: return "uncached";
   }
   return "?";
-}
-
-double MaxAbsDiff(const TensorMap& a, const TensorMap& b) {
-  double worst = 0;
-  for (const std::string& name : a.TensorNames()) {
-    auto ta = a.Stored(name);
-    auto tb = b.Stored(name);
-    if (!ta.ok() || !tb.ok()) return INFINITY;
-    worst = std::max(worst, (*ta - *tb).abs().max().item<double>());
-  }
-  return worst;
 }
 
 std::string Fmt(const char* format, double x) {

@@ -49,6 +49,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_tensors.h"
 #include "bench/bench_machine.h"
 #include "common/safetensors.h"
 #include "worker/averager.h"
@@ -229,17 +230,6 @@ double MaxAbsDiff(const TensorMap& a, const float* plain, const MemberFile& layo
     at::Tensor p = at::from_blob(const_cast<float*>(plain) + info.begin / 4,
                                  {info.numel()}, at::kFloat);
     worst = std::max(worst, (t->reshape({-1}) - p).abs().max().item<double>());
-  }
-  return worst;
-}
-
-double MaxAbsDiff(const TensorMap& a, const TensorMap& b) {
-  double worst = 0;
-  for (const std::string& name : a.TensorNames()) {
-    auto ta = a.Stored(name);
-    auto tb = b.Stored(name);
-    if (!ta.ok() || !tb.ok()) return INFINITY;
-    worst = std::max(worst, (*ta - *tb).abs().max().item<double>());
   }
   return worst;
 }

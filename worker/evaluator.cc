@@ -145,26 +145,44 @@ class ContextScorer {
   at::Tensor next_logprobs_;  // [V] log p(· | context)
 };
 
+// An example's context and its options' continuations: the query's trailing whitespace
+// moves to the front of every option (the convention in evaluator.h).
+struct ChoiceSplit {
+  std::string context;
+  std::vector<std::string> continuations;
+};
+
+ChoiceSplit SplitChoices(const ChoiceExample& example) {
+  ChoiceSplit split;
+  for (const std::string& choice : example.choices) {
+    auto [ctx, cont] = MoveTrailingWhitespace(example.query, choice);
+    split.context = ctx;
+    split.continuations.push_back(cont);
+  }
+  return split;
+}
+
+// The index of the best option; ties go to the lowest.
+size_t BestOption(const std::vector<double>& logliks) {
+  size_t best = 0;
+  for (size_t k = 1; k < logliks.size(); ++k) {
+    if (logliks[k] > logliks[best]) best = k;
+  }
+  return best;
+}
+
 absl::StatusOr<EvalOutput> EvaluateChoice(const LanguageModel& model, const Tokenizer& tokenizer,
                                           const ChoiceExample& example, uint32_t index) {
   EvalOutput out;
   out.index = index;
-  std::string context;
-  std::vector<std::string> continuations;
-  for (const std::string& choice : example.choices) {
-    auto [ctx, cont] = MoveTrailingWhitespace(example.query, choice);
-    context = ctx;
-    continuations.push_back(cont);
-  }
+  const auto [context, continuations] = SplitChoices(example);
   ASSIGN_OR_RETURN(ContextScorer scorer, ContextScorer::Create(model, tokenizer, context));
-  size_t best = 0;
   for (size_t k = 0; k < continuations.size(); ++k) {
     auto ll = scorer.Score(continuations[k]);
     if (!ll.ok()) return Annotate(ll.status(), absl::StrCat("option ", k));
     out.option_logliks.push_back(*ll);
-    if (*ll > out.option_logliks[best]) best = k;
   }
-  out.output = std::to_string(best);
+  out.output = std::to_string(BestOption(out.option_logliks));
   return out;
 }
 
@@ -336,13 +354,7 @@ struct OptionSequence {
 absl::StatusOr<std::vector<OptionSequence>> OptionSequences(const LanguageModel& model,
                                                             const Tokenizer& tokenizer,
                                                             const ChoiceExample& example) {
-  std::string context;
-  std::vector<std::string> continuations;
-  for (const std::string& choice : example.choices) {
-    auto [ctx, cont] = MoveTrailingWhitespace(example.query, choice);
-    context = ctx;
-    continuations.push_back(cont);
-  }
+  const auto [context, continuations] = SplitChoices(example);
   bool substituted = false;
   ASSIGN_OR_RETURN(std::vector<int64_t> ctx_ids,
                    ContextTokens(tokenizer, model, context, &substituted));
@@ -419,12 +431,10 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
   if (!status.ok()) return Annotate(status, task_context);
   for (size_t i = 0; i < total; ++i) {
     EvalOutput& out = outputs[i];
-    size_t best = 0;
     for (size_t k = 0; k < request[i].size(); ++k) {
       if (request[i][k] >= 0) out.option_logliks[k] = scheduler.loglik(request[i][k]);
-      if (out.option_logliks[k] > out.option_logliks[best]) best = k;
     }
-    out.output = std::to_string(best);
+    out.output = std::to_string(BestOption(out.option_logliks));
   }
   if (reported < total && !Report(options, total, total)) {
     return Cancelled(task_context, reported, total);
@@ -483,19 +493,21 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     // Prompt batches report the examples decoded so far (a cancel point per batch).
     scheduler_options.after_batch = [&](size_t) { return Report(options, done, total); };
     ASSIGN_OR_RETURN(TokenScheduler scheduler, TokenScheduler::Create(scheduler_options));
-    std::vector<PromptState> pending;
+    std::vector<PromptState> pending;  // run prompts, decoded batch_size at a time
+    auto queue = [&](PromptState row) -> absl::Status {
+      pending.push_back(std::move(row));
+      if (pending.size() < batch_size) return absl::OkStatus();
+      std::vector<PromptState> rows = std::move(pending);
+      pending.clear();
+      return decode(std::move(rows));
+    };
     std::vector<size_t> example_of;  // by request id
     for (size_t i = 0; i < total; ++i) {
       // A model whose positions depend on the total length sees a long prompt in one pass.
       if (limit > 0 && static_cast<int64_t>(prompts[i].size()) > limit) {
         ASSIGN_OR_RETURN(std::vector<PromptState> alone,
                          RunPrompts(model, {{i, false, prompts[i]}}, KVCache()));
-        pending.push_back(std::move(alone.front()));
-        if (pending.size() >= batch_size) {
-          std::vector<PromptState> rows = std::move(pending);
-          pending.clear();
-          RETURN_IF_ERROR(decode(std::move(rows)));
-        }
+        RETURN_IF_ERROR(queue(std::move(alone.front())));
         continue;
       }
       ASSIGN_OR_RETURN(size_t id, scheduler.AddPrompt(prompts[i], i));
@@ -505,11 +517,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     absl::Status status = scheduler.Run(
         model,
         [&](size_t request, at::Tensor last_logits, KVCache cache) -> absl::Status {
-          pending.push_back({example_of[request], std::move(cache), std::move(last_logits)});
-          if (pending.size() < batch_size) return absl::OkStatus();
-          std::vector<PromptState> rows = std::move(pending);
-          pending.clear();
-          return decode(std::move(rows));
+          return queue({example_of[request], std::move(cache), std::move(last_logits)});
         },
         /*spare_slots=*/std::max(max_new, 0));
     if (absl::IsCancelled(status)) return Cancelled(task_context, done, total);
