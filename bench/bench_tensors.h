@@ -1,4 +1,5 @@
-// Comparing averaged checkpoints in the averaging benchmarks.
+// Helpers of the averaging benchmarks: comparing averaged checkpoints, naming the path
+// WindowSumCache took.
 #ifndef STEADYEVAL_BENCH_BENCH_TENSORS_H_
 #define STEADYEVAL_BENCH_BENCH_TENSORS_H_
 
@@ -8,6 +9,7 @@
 
 #include <ATen/ATen.h>
 
+#include "worker/averager.h"
 #include "worker/tensor_source.h"
 
 namespace steadyeval {
@@ -23,6 +25,17 @@ inline double MaxAbsDiff(const TensorMap& a, const TensorMap& b) {
     worst = std::max(worst, (*ta - *tb).abs().max().item<double>());
   }
   return worst;
+}
+
+inline const char* PathName(WindowSumCache::Path p) {
+  switch (p) {
+    case WindowSumCache::Path::kNone: return "none";
+    case WindowSumCache::Path::kReused: return "reused";
+    case WindowSumCache::Path::kSlid: return "slid";
+    case WindowSumCache::Path::kRebuilt: return "rebuilt";
+    case WindowSumCache::Path::kUncached: return "uncached";
+  }
+  return "?";
 }
 
 }  // namespace steadyeval

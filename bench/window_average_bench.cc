@@ -105,17 +105,6 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-const char* PathName(WindowSumCache::Path p) {
-  switch (p) {
-    case WindowSumCache::Path::kNone: return "none";
-    case WindowSumCache::Path::kReused: return "reused";
-    case WindowSumCache::Path::kSlid: return "slid";
-    case WindowSumCache::Path::kRebuilt: return "rebuilt";
-    case WindowSumCache::Path::kUncached: return "uncached";
-  }
-  return "?";
-}
-
 std::string Fmt(const char* format, double x) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), format, x);

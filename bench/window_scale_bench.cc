@@ -234,17 +234,6 @@ double MaxAbsDiff(const TensorMap& a, const float* plain, const MemberFile& layo
   return worst;
 }
 
-const char* PathName(WindowSumCache::Path p) {
-  switch (p) {
-    case WindowSumCache::Path::kNone: return "none";
-    case WindowSumCache::Path::kReused: return "reused";
-    case WindowSumCache::Path::kSlid: return "slid";
-    case WindowSumCache::Path::kRebuilt: return "rebuilt";
-    case WindowSumCache::Path::kUncached: return "uncached";
-  }
-  return "?";
-}
-
 // CPU-seconds the whole machine has been busy (all cores; /proc/stat).
 double MachineBusySeconds() {
   std::ifstream in("/proc/stat");
