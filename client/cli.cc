@@ -39,6 +39,11 @@ const std::vector<FlagSpec>& GlobalFlags() {
        "HOST:PORT"},
       {"json", true, "print one JSON object (data only) to stdout"},
       {"timeout_s", false, "deadline of each request in seconds (default 30)", "N"},
+      {"token_file", false,
+       "file whose first line is the bearer token (default $STEADYEVAL_TOKEN_FILE)", "FILE"},
+      {"ca_cert", false, "connect over TLS, trusting these PEM roots for the server", "FILE"},
+      {"client_cert", false, "PEM client certificate for a server that requires mTLS", "FILE"},
+      {"client_key", false, "PEM private key of --client_cert", "FILE"},
       {"help", true, "explain usage"},
   };
   return *flags;
@@ -933,6 +938,13 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
   inv.json = parsed.Has("json");
   inv.server = parsed.Get("server", env_server.empty() ? kDefaultServer : env_server);
   if (inv.server.empty()) return UsageError("--server needs HOST:PORT", nullptr);
+  const char* env_token_file = std::getenv("STEADYEVAL_TOKEN_FILE");
+  inv.connection.server = inv.server;
+  inv.connection.token_file =
+      parsed.Get("token_file", env_token_file == nullptr ? "" : env_token_file);
+  inv.connection.ca_cert = parsed.Get("ca_cert");
+  inv.connection.client_cert = parsed.Get("client_cert");
+  inv.connection.client_key = parsed.Get("client_key");
 
   std::vector<std::string> positionals = parsed.positionals();
   if (!positionals.empty() && positionals[0] == "help") {  // `steadyeval help runs add`
@@ -1175,6 +1187,18 @@ std::string DescribeError(const absl::Status& status, const std::string& server,
 
 int RunCli(const std::vector<std::string>& args, const std::string& env_server,
            const StubFactory& make_stub, std::ostream& out, std::ostream& err) {
+  return RunCli(
+      args, env_server,
+      ConnectionStubFactory(
+          [&make_stub](const Connection& connection)
+              -> absl::StatusOr<std::unique_ptr<v1::EvalService::StubInterface>> {
+            return make_stub(connection.server);
+          }),
+      out, err);
+}
+
+int RunCli(const std::vector<std::string>& args, const std::string& env_server,
+           const ConnectionStubFactory& make_stub, std::ostream& out, std::ostream& err) {
   auto inv = ParseInvocation(args, env_server);
   if (!inv.ok()) {
     err << "steadyeval: " << OneLine(inv.status().message()) << "\n";
@@ -1184,8 +1208,13 @@ int RunCli(const std::vector<std::string>& args, const std::string& env_server,
     out << UsageText(inv->command);
     return kExitOk;
   }
-  std::unique_ptr<v1::EvalService::StubInterface> stub = make_stub(inv->server);
-  absl::Status status = Execute(*inv, stub.get(), out, err);
+  absl::StatusOr<std::unique_ptr<v1::EvalService::StubInterface>> stub =
+      make_stub(inv->connection);
+  if (!stub.ok()) {
+    err << "steadyeval: " << OneLine(stub.status().message()) << "\n";
+    return kExitFailure;
+  }
+  absl::Status status = Execute(*inv, stub->get(), out, err);
   if (!status.ok()) {
     err << "steadyeval: " << DescribeError(status, inv->server, inv->timeout_s) << "\n";
     return kExitFailure;

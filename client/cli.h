@@ -41,9 +41,20 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
+// How to reach the coordinator: the global flags --server, --token_file (or
+// $STEADYEVAL_TOKEN_FILE), --ca_cert, --client_cert, --client_key.
+struct Connection {
+  std::string server;       // HOST:PORT
+  std::string token_file;   // empty: no token
+  std::string ca_cert;      // empty: plaintext
+  std::string client_cert;  // mTLS
+  std::string client_key;
+};
+
 // A parsed command line.
 struct Invocation {
-  std::string server;            // HOST:PORT
+  std::string server;            // HOST:PORT (also connection.server)
+  Connection connection;
   bool json = false;
   double timeout_s = kDefaultTimeoutSeconds;
   bool help = false;
@@ -112,11 +123,19 @@ absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
 // default). INVALID_ARGUMENT naming the flag for malformed values or when both are given.
 absl::Status SetStabilityRange(const Invocation& inv, v1::GetStabilityRequest& request);
 
-// Creates the stub for a server address; main.cc passes one that opens a gRPC channel.
+// Creates the stub for a server address (tests pass mocks).
 using StubFactory =
     std::function<std::unique_ptr<v1::EvalService::StubInterface>(const std::string& server)>;
+// Creates the stub for a connection; main.cc passes one that opens a gRPC channel with TLS
+// and the token. Errors (an unreadable token file, ...) end the CLI with exit code 1.
+using ConnectionStubFactory =
+    std::function<absl::StatusOr<std::unique_ptr<v1::EvalService::StubInterface>>(
+        const Connection& connection)>;
 
 // The whole CLI: parse, print help, execute, map errors. Returns the process exit code.
+// `env_server` is $STEADYEVAL_SERVER; $STEADYEVAL_TOKEN_FILE is read here.
+int RunCli(const std::vector<std::string>& args, const std::string& env_server,
+           const ConnectionStubFactory& make_stub, std::ostream& out, std::ostream& err);
 int RunCli(const std::vector<std::string>& args, const std::string& env_server,
            const StubFactory& make_stub, std::ostream& out, std::ostream& err);
 

@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libicu-dev
-  libssl-dev libre2-dev
+  libssl-dev libre2-dev openssl
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
   prometheus python3

@@ -13,7 +13,9 @@
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "server/auth.h"
 #include "server/server.h"
+#include "server/tls.h"
 
 namespace steadyeval {
 namespace {
@@ -29,7 +31,25 @@ const std::vector<FlagSpec>& Flags() {
       {"settle_seconds", false,
        "quiescence for runs created without one (default 30)", "S"},
       {"ready_file", false,
-       "write {\"grpc\",\"metrics\",\"pid\"} JSON here once serving", "FILE"},
+       "write {\"grpc\",\"listen\",\"metrics\",\"pid\"} JSON here once serving", "FILE"},
+      {"tls_cert", false, "serve gRPC over TLS with this PEM certificate chain", "FILE"},
+      {"tls_key", false, "the PEM private key of --tls_cert", "FILE"},
+      {"client_ca", false,
+       "require client certificates signed by these PEM roots (mTLS; needs --tls_cert)", "FILE"},
+      {"tokens_file", false,
+       "bearer tokens allowed to call, one 'ROLE NAME SHA256_HEX' line each (see `tokens add`); "
+       "without it every caller may call everything",
+       "FILE"},
+      {"insecure", true,
+       "allow plaintext gRPC on a non-loopback --listen (only on a network you trust)", ""},
+      {"help", true, "show this help", ""},
+  };
+  return *flags;
+}
+
+const std::vector<FlagSpec>& TokensFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"tokens_file", false, "the tokens file to append to (created 0600 if missing)", "FILE"},
       {"help", true, "show this help", ""},
   };
   return *flags;
@@ -38,8 +58,41 @@ const std::vector<FlagSpec>& Flags() {
 void Usage(std::ostream& out) {
   out << "usage: steadyeval-server --data_dir DIR [--listen HOST:PORT] "
          "[--metrics_listen HOST:PORT] [--poll_interval_ms N] [--lease_ttl_ms N] "
-         "[--settle_seconds S] [--ready_file FILE]\n\n"
+         "[--settle_seconds S] [--ready_file FILE] [--tls_cert FILE --tls_key FILE "
+         "[--client_ca FILE]] [--tokens_file FILE] [--insecure]\n"
+         "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n\n"
+         "Serves until SIGTERM or SIGINT. SIGHUP re-reads --tokens_file and the TLS files (a "
+         "file that does not parse is refused and the previous one stays).\n\n"
       << FlagsHelp(Flags());
+}
+
+// `steadyeval-server tokens add ROLE NAME --tokens_file FILE`: prints a new token once.
+absl::Status RunTokens(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(ParsedArgs args, ParseArgs(argv, TokensFlags()));
+  const std::vector<std::string>& words = args.positionals();
+  if (args.Has("help") || words.empty()) {
+    std::cout << "usage: steadyeval-server tokens add ROLE NAME --tokens_file FILE\n\n"
+                 "Makes a new random token for ROLE (worker, reader or admin) named NAME, "
+                 "appends 'ROLE NAME SHA256_HEX' to FILE and prints the token on stdout: the "
+                 "only time it is shown. Give it to the client in a file (--token_file); a "
+                 "running server picks the new line up on SIGHUP.\n\n"
+              << FlagsHelp(TokensFlags());
+    return absl::OkStatus();
+  }
+  if (words.size() != 3 || words[0] != "add") {
+    return absl::InvalidArgumentError(
+        "usage: steadyeval-server tokens add ROLE NAME --tokens_file FILE");
+  }
+  if (!args.Has("tokens_file")) {
+    return absl::InvalidArgumentError("tokens add needs --tokens_file FILE");
+  }
+  ASSIGN_OR_RETURN(Role role, ParseRole(words[1]));
+  ASSIGN_OR_RETURN(std::string token, AddToken(args.Get("tokens_file"), role, words[2]));
+  std::cout << token << std::endl;
+  std::cerr << "steadyeval-server: added " << RoleName(role) << " token '" << words[2] << "' to "
+            << args.Get("tokens_file")
+            << "; this is the only time the token is shown (SIGHUP a running server to use it)\n";
+  return absl::OkStatus();
 }
 
 // Writes `content` to `path` atomically (temporary file + rename).
@@ -61,6 +114,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 }
 
 absl::Status Run(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "tokens") {
+    return RunTokens(std::vector<std::string>(argv + 2, argv + argc));
+  }
   ASSIGN_OR_RETURN(ParsedArgs args,
                    ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
   if (args.Has("help")) {
@@ -88,11 +144,19 @@ absl::Status Run(int argc, char** argv) {
         "--poll_interval_ms and --lease_ttl_ms must be > 0, --settle_seconds >= 0");
   }
 
-  // Block the shutdown signals in every thread; the main thread waits for them below.
+  options.tls.cert = args.Get("tls_cert");
+  options.tls.key = args.Get("tls_key");
+  options.tls.client_ca = args.Get("client_ca");
+  options.tokens_file = args.Get("tokens_file");
+  options.insecure = args.Has("insecure");
+
+  // Block the shutdown and reload signals in every thread; the main thread waits for them
+  // below.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::error_code ec;
@@ -101,16 +165,38 @@ absl::Status Run(int argc, char** argv) {
                    CoordinatorServer::Start(options));
   const std::string grpc_address = server->grpc_address();
   const std::string metrics_address = server->metrics_address();
-  std::cout << "steadyeval-server: serving grpc=" << grpc_address
-            << " metrics=" << metrics_address << " data_dir=" << options.data_dir << std::endl;
+  const std::string listen_address = server->grpc_listen_address();
+  std::cout << "steadyeval-server: serving grpc=" << listen_address;
+  if (listen_address != grpc_address) std::cout << " (connect via " << grpc_address << ")";
+  std::cout << " metrics=" << metrics_address << " data_dir=" << options.data_dir
+            << (options.tls.enabled()
+                    ? (options.tls.client_ca.empty() ? " tls=on" : " tls=on mtls=on")
+                    : " tls=off")
+            << (options.tokens_file.empty() ? " tokens=off" : " tokens=on") << std::endl;
+  if (options.tokens_file.empty() && !IsLoopbackListen(options.listen)) {
+    std::cerr << "steadyeval-server: warning: no --tokens_file: anyone who reaches "
+              << listen_address << " may register workers, report results and change runs\n";
+  }
   if (args.Has("ready_file")) {
-    nlohmann::json ready = {
-        {"grpc", grpc_address}, {"metrics", metrics_address}, {"pid", static_cast<int>(getpid())}};
+    nlohmann::json ready = {{"grpc", grpc_address},
+                            {"listen", listen_address},
+                            {"metrics", metrics_address},
+                            {"pid", static_cast<int>(getpid())}};
     RETURN_IF_ERROR(WriteFileAtomically(args.Get("ready_file"), ready.dump() + "\n"));
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    absl::Status reloaded = server->Reload();
+    if (reloaded.ok()) {
+      std::cerr << "steadyeval-server: SIGHUP: reloaded the tokens file and TLS files\n";
+    } else {
+      std::cerr << "steadyeval-server: SIGHUP: kept the previous configuration: "
+                << reloaded.message() << "\n";
+    }
+  }
   std::cerr << "steadyeval-server: received signal " << signal_number << ", shutting down\n";
   server->Shutdown(absl::Seconds(5));
   return absl::OkStatus();

@@ -35,10 +35,23 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::InvalidArgumentError("no data directory given (pass --data_dir DIR)");
   }
   s->options_ = options;
+  RETURN_IF_ERROR(CheckTlsFiles(options.tls));
+  if (!options.tls.enabled() && !options.insecure && !IsLoopbackListen(options.listen)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to serve plaintext gRPC on ", options.listen,
+        ", which is not a loopback address: give --tls_cert and --tls_key, or --insecure on a "
+        "network you trust"));
+  }
+  ASSIGN_OR_RETURN(s->authenticator_, Authenticator::Create(options.tokens_file));
+  if (options.tls.enabled()) {
+    RETURN_IF_ERROR(InstallTlsFiles(options.tls, s->TlsWatchDir()));
+  }
   ASSIGN_OR_RETURN(s->store_, Store::Open(options.data_dir));
   ASSIGN_OR_RETURN(s->coordinator_, Coordinator::Create(s->store_.get(), options.clock,
                                                         options.discovery, options.coordinator));
 
+  s->access_ = std::make_unique<AccessControl>(s->authenticator_.get(),
+                                              *s->coordinator_->metrics()->registry());
   s->rpc_metrics_ =
       std::make_unique<RpcMetrics>(s->coordinator_->metrics()->registry(), options.clock);
   s->store_metrics_ = std::make_shared<StoreMetrics>(s->store_.get());
@@ -58,10 +71,16 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
 
   grpc::EnableDefaultHealthCheckService(true);
-  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->coordinator_.get());
-  s->eval_service_ = std::make_unique<EvalServiceImpl>(s->coordinator_.get());
+  s->worker_service_ =
+      std::make_unique<WorkerServiceImpl>(s->coordinator_.get(), s->access_.get());
+  s->eval_service_ = std::make_unique<EvalServiceImpl>(s->coordinator_.get(), s->access_.get());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->grpc_port_);
+  builder.AddListeningPort(options.listen,
+                           options.tls.enabled()
+                               ? WatchedTlsCredentials(s->TlsWatchDir(),
+                                                       !options.tls.client_ca.empty())
+                               : grpc::InsecureServerCredentials(),
+                           &s->grpc_port_);
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->eval_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -80,6 +99,17 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
+std::string CoordinatorServer::TlsWatchDir() const { return options_.data_dir + "/tls"; }
+
+absl::Status CoordinatorServer::Reload() {
+  absl::Status status = authenticator_->Reload();
+  if (options_.tls.enabled()) {
+    absl::Status tls = InstallTlsFiles(options_.tls, TlsWatchDir());
+    if (status.ok()) status = tls;
+  }
+  return status;
+}
+
 void CoordinatorServer::Shutdown(absl::Duration deadline) {
   if (shut_down_) return;
   shut_down_ = true;
@@ -88,9 +118,14 @@ void CoordinatorServer::Shutdown(absl::Duration deadline) {
   exposer_.reset();  // no scrape reads store_metrics_ after this
   server_.reset();   // no interceptor records into rpc_metrics_ after this
   rpc_metrics_.reset();
+  access_.reset();
   store_metrics_.reset();
   coordinator_.reset();
   store_.reset();
+}
+
+std::string CoordinatorServer::grpc_listen_address() const {
+  return absl::StrCat(HostOf(options_.listen), ":", grpc_port_);
 }
 
 std::string CoordinatorServer::grpc_address() const {

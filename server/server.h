@@ -14,12 +14,15 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "prometheus/exposer.h"
+#include "server/access_control.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/discovery.h"
 #include "server/rpc_metrics.h"
 #include "server/services.h"
 #include "server/store.h"
 #include "server/store_metrics.h"
+#include "server/tls.h"
 
 namespace steadyeval {
 
@@ -32,6 +35,11 @@ struct ServerOptions {
   DiscoveryFactory discovery;     // null: WatcherDiscoveryFactory(clock)
   bool start_background = true;   // polling loops and reaper (tests may drive them)
   int max_message_bytes = 64 << 20;
+  // Security (issue 16). Without TLS a listen address that is not loopback is refused
+  // unless `insecure`. Without a tokens file every caller may call everything.
+  TlsFiles tls;
+  std::string tokens_file;
+  bool insecure = false;
 };
 
 class CoordinatorServer {
@@ -41,10 +49,16 @@ class CoordinatorServer {
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(ServerOptions options);
   ~CoordinatorServer();
 
+  // SIGHUP: re-reads the tokens file and the TLS files. A file that does not parse is
+  // refused (the error is returned) and the previous one stays in force.
+  absl::Status Reload();
+
   // Stops polling loops and long polls, shuts the gRPC server down (in-flight calls get
   // until `deadline`), closes the store. Idempotent.
   void Shutdown(absl::Duration deadline = absl::Seconds(5));
 
+  // The address bound, as given ("0.0.0.0:PORT" stays so), with the port picked.
+  std::string grpc_listen_address() const;
   // Connectable addresses ("127.0.0.1:PORT" for a wildcard host).
   std::string grpc_address() const;
   std::string metrics_address() const;  // empty without an exposer
@@ -55,10 +69,13 @@ class CoordinatorServer {
 
  private:
   CoordinatorServer() = default;
+  std::string TlsWatchDir() const;  // <data_dir>/tls: the copies gRPC reads
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<AccessControl> access_;        // outlives the services
   std::unique_ptr<RpcMetrics> rpc_metrics_;      // outlives server_ (its interceptors)
   std::shared_ptr<StoreMetrics> store_metrics_;  // registered on exposer_; reads store_
   std::unique_ptr<WorkerServiceImpl> worker_service_;

@@ -1,11 +1,13 @@
-// gRPC front ends of the coordinator (DESIGN §9). Handlers stay thin: they parse the
-// request, call Coordinator, and map its absl::Status with ToGrpcStatus. Thread-safe.
+// gRPC front ends of the coordinator (DESIGN §9). Handlers stay thin: they pass the
+// AccessControl gate (authentication, role, worker identity; audit of admin calls), call
+// Coordinator, and map its absl::Status with ToGrpcStatus. Thread-safe.
 #ifndef STEADYEVAL_SERVER_SERVICES_H_
 #define STEADYEVAL_SERVER_SERVICES_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "server/access_control.h"
 #include "server/coordinator.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
@@ -13,11 +15,14 @@
 namespace steadyeval {
 
 // The one place absl codes become gRPC codes (their numbering is the same).
+// Messages longer than 2 KiB are cut (gRPC sends them as metadata).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
+  // Neither is owned; both outlive the service.
+  WorkerServiceImpl(Coordinator* coordinator, AccessControl* access)
+      : coordinator_(coordinator), access_(access) {}
 
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest* request,
                               v1::RegisterWorkerResponse* response) override;
@@ -35,11 +40,13 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
  private:
   Coordinator* const coordinator_;
+  AccessControl* const access_;
 };
 
 class EvalServiceImpl final : public v1::EvalService::Service {
  public:
-  explicit EvalServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
+  EvalServiceImpl(Coordinator* coordinator, AccessControl* access)
+      : coordinator_(coordinator), access_(access) {}
 
   grpc::Status CreateRun(grpc::ServerContext*, const v1::CreateRunRequest* request,
                          v1::Run* response) override;
@@ -68,6 +75,7 @@ class EvalServiceImpl final : public v1::EvalService::Service {
 
  private:
   Coordinator* const coordinator_;
+  AccessControl* const access_;
 };
 
 }  // namespace steadyeval

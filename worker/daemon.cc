@@ -133,6 +133,10 @@ absl::Status WorkerDaemon::Run() {
   while (!stopping_) {
     if (!registered) {
       absl::Status s = Register();
+      if (absl::IsUnauthenticated(s) || absl::IsPermissionDenied(s)) {
+        // Retrying cannot help: the token is wrong, revoked or of the wrong role.
+        return Annotate(s, "the coordinator refused this worker (check --token_file)");
+      }
       if (!s.ok()) {
         Log(absl::StrCat("cannot register: ", s.message(), "; retrying"));
         if (!WaitMs(options_.retry_backoff_ms)) break;

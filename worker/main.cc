@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cli_args.h"
+#include "common/grpc_channel.h"
 #include "worker/daemon.h"
 #include "worker/eval_backend.h"
 #include "worker/offline.h"
@@ -46,6 +47,12 @@ const std::vector<FlagSpec>& DaemonFlags() {
        "BYTES"},
       {"window_rebuild_every", false,
        "re-sum a window from scratch after this many consecutive slides (default 8)", "K"},
+      {"token_file", false,
+       "file whose first line is this worker's bearer token (a worker-role token)", "FILE"},
+      {"ca_cert", false, "connect over TLS, trusting these PEM roots for the coordinator",
+       "FILE"},
+      {"client_cert", false, "PEM client certificate for a coordinator requiring mTLS", "FILE"},
+      {"client_key", false, "PEM private key of --client_cert", "FILE"},
       {"help", true, "show this help"},
   };
   return *flags;
@@ -156,16 +163,24 @@ int RunDaemon(const std::vector<std::string>& args) {
     fprintf(stderr, "steadyeval-worker: %s\n", std::string(backend.status().message()).c_str());
     return 1;
   }
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(64 << 20);
-  channel_args.SetMaxSendMessageSize(64 << 20);
+  steadyeval::ChannelOptions channel_options;
+  channel_options.target = parsed->Get("coordinator");
+  channel_options.token_file = parsed->Get("token_file");
+  channel_options.ca_cert = parsed->Get("ca_cert");
+  channel_options.client_cert = parsed->Get("client_cert");
+  channel_options.client_key = parsed->Get("client_key");
+  channel_options.arguments.SetMaxReceiveMessageSize(64 << 20);
+  channel_options.arguments.SetMaxSendMessageSize(64 << 20);
   // Reconnect quickly after a coordinator restart (gRPC's default backoff grows to 120 s).
-  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
-  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel = grpc::CreateCustomChannel(parsed->Get("coordinator"),
-                                           grpc::InsecureChannelCredentials(), channel_args);
+  channel_options.arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  channel_options.arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  auto channel = steadyeval::OpenChannel(channel_options);
+  if (!channel.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(channel.status().message()).c_str());
+    return 1;
+  }
   std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub =
-      steadyeval::v1::WorkerService::NewStub(channel);
+      steadyeval::v1::WorkerService::NewStub(*channel);
   WorkerDaemon daemon(options, stub, std::move(*backend));
   auto metrics = daemon.StartMetrics();
   if (!metrics.ok()) {

@@ -1,0 +1,174 @@
+#include "server/tls.h"
+
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace steadyeval {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxPemBytes = 1 << 20;
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, ": not a readable regular file"));
+  }
+  if (static_cast<size_t>(st.st_size) > kMaxPemBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is ", st.st_size,
+                                                   " bytes; a PEM file is at most 1 MiB"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": cannot read"));
+  }
+  return content;
+}
+
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct KeyDeleter {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+
+std::unique_ptr<BIO, BioDeleter> MemoryBio(const std::string& pem) {
+  return std::unique_ptr<BIO, BioDeleter>(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+absl::StatusOr<std::unique_ptr<X509, X509Deleter>> FirstCertificate(const std::string& pem,
+                                                                    const std::string& path,
+                                                                    const char* flag) {
+  auto bio = MemoryBio(pem);
+  std::unique_ptr<X509, X509Deleter> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, ": no PEM certificate in it"));
+  }
+  return cert;
+}
+
+// Writes `content` to `path` with mode 0600 via a temporary file and rename.
+absl::Status WritePrivateFile(const std::string& path, const std::string& content) {
+  const std::string tmp = absl::StrCat(path, ".tmp");
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+  }
+  const bool ok = write(fd, content.data(), content.size()) ==
+                      static_cast<ssize_t>(content.size()) &&
+                  fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (!files.client_ca.empty() && files.cert.empty()) {
+    return absl::InvalidArgumentError("--client_ca needs --tls_cert and --tls_key");
+  }
+  if (files.cert.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string cert_pem, ReadPem(files.cert, "tls_cert"));
+  ASSIGN_OR_RETURN(std::string key_pem, ReadPem(files.key, "tls_key"));
+  ASSIGN_OR_RETURN(auto cert, FirstCertificate(cert_pem, files.cert, "tls_cert"));
+  auto key_bio = MemoryBio(key_pem);
+  std::unique_ptr<EVP_PKEY, KeyDeleter> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key ", files.key, ": no unencrypted PEM private key in it"));
+  }
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls_key ", files.key,
+                                                   " does not belong to --tls_cert ", files.cert));
+  }
+  if (!files.client_ca.empty()) {
+    ASSIGN_OR_RETURN(std::string ca_pem, ReadPem(files.client_ca, "client_ca"));
+    RETURN_IF_ERROR(FirstCertificate(ca_pem, files.client_ca, "client_ca").status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InstallTlsFiles(const TlsFiles& files, const std::string& watch_dir) {
+  RETURN_IF_ERROR(CheckTlsFiles(files));
+  std::error_code ec;
+  fs::create_directories(watch_dir, ec);
+  if (ec || chmod(watch_dir.c_str(), 0700) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", watch_dir, ": ", ec.message()));
+  }
+  ASSIGN_OR_RETURN(std::string cert_pem, ReadPem(files.cert, "tls_cert"));
+  ASSIGN_OR_RETURN(std::string key_pem, ReadPem(files.key, "tls_key"));
+  // The key first: the provider reloads when either file changes, and it must never pair
+  // a new certificate with the old key for long (it re-checks every refresh).
+  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/key.pem", key_pem));
+  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/cert.pem", cert_pem));
+  if (!files.client_ca.empty()) {
+    ASSIGN_OR_RETURN(std::string ca_pem, ReadPem(files.client_ca, "client_ca"));
+    RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/client_ca.pem", ca_pem));
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ServerCredentials> WatchedTlsCredentials(const std::string& watch_dir,
+                                                               bool require_client_cert) {
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (require_client_cert) {
+    provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        watch_dir + "/key.pem", watch_dir + "/cert.pem", watch_dir + "/client_ca.pem",
+        kTlsRefreshSeconds);
+  } else {
+    provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        watch_dir + "/key.pem", watch_dir + "/cert.pem", kTlsRefreshSeconds);
+  }
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (require_client_cert) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+bool IsLoopbackListen(const std::string& address) {
+  size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost" || host == "::1") return true;
+  return absl::StartsWith(host, "127.");
+}
+
+}  // namespace steadyeval
