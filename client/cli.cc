@@ -25,6 +25,8 @@
 #include "common/prompt.h"
 #include "common/scoring.h"
 #include "common/task.h"
+#include "common/limits.h"
+#include "common/text_escape.h"
 
 namespace steadyeval::client {
 namespace {
@@ -275,9 +277,10 @@ absl::Status UsageError(const std::string& reason, const CommandSpec* command) {
                                                  " --help')"));
 }
 
+// A message on one line, control characters escaped, at most 4 KiB of it.
 std::string OneLine(absl::string_view s) {
   std::string out = absl::StrReplaceAll(s, {{"\r\n", " "}, {"\n", " "}, {"\r", " "}});
-  return out;
+  return Printable(out, 4096);
 }
 
 void SetDeadline(const Invocation& inv, grpc::ClientContext& ctx) {
@@ -295,13 +298,33 @@ std::string MakeAbsolute(const std::string& path) {
   return ec ? path : abs.lexically_normal().string();
 }
 
+// Reads a task file, refusing before reading anything that is not a regular file (a FIFO,
+// /dev/zero) or larger than kMaxTaskFileBytes; never reads more than that bound.
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) {
+    return absl::NotFoundError(absl::StrCat("cannot read task file ", Printable(path, 512)));
+  }
+  if (!fs::is_regular_file(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task file ", Printable(path, 512), " is not a regular file (give a .json or .jsonl file)"));
+  }
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec || size > kMaxTaskFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("task file ", Printable(path, 512), " is ",
+                                                   size, " bytes; at most ", kMaxTaskFileBytes,
+                                                   " are accepted"));
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read task file ", path));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading task file ", path));
-  return buf.str();
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read task file ", Printable(path, 512)));
+  std::string content(static_cast<size_t>(size), '\0');
+  in.read(content.data(), static_cast<std::streamsize>(content.size()));
+  if (in.bad()) {
+    return absl::DataLossError(absl::StrCat("error reading task file ", Printable(path, 512)));
+  }
+  content.resize(static_cast<size_t>(in.gcount()));
+  return content;
 }
 
 bool FileExists(const std::string& path) {
@@ -829,7 +852,7 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(const std::string& spec,
 
 absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
                                                    const std::string& value) {
-  constexpr uint32_t kMaxWindow = 10000;
+  constexpr uint32_t kMaxWindow = kMaxWindowSize;  // the server's bound
   std::vector<uint32_t> windows;
   if (absl::AsciiStrToLower(absl::StripAsciiWhitespace(value)) == "none") return windows;
   for (absl::string_view piece : absl::StrSplit(value, ',')) {
@@ -847,6 +870,10 @@ absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
   }
   std::sort(windows.begin(), windows.end());
   windows.erase(std::unique(windows.begin(), windows.end()), windows.end());
+  if (windows.size() > kMaxWindowsPerKind) {
+    return absl::InvalidArgumentError(absl::StrCat("bad --", flag, ": at most ",
+                                                   kMaxWindowsPerKind, " window sizes"));
+  }
   return windows;
 }
 

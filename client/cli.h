@@ -113,7 +113,8 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(const std::string& spec,
                                        const std::function<bool(const std::string&)>& exists);
 
 // Parses a window list such as "2,5,10" for `flag` ("average" or "ensemble"): each n an
-// integer >= 2 (at most 10000); sorted, duplicates dropped. "none" is the empty list.
+// integer >= 2 (at most kMaxWindowSize, the server's bound; at most
+// kMaxWindowsPerKind sizes); sorted, duplicates dropped. "none" is the empty list.
 // INVALID_ARGUMENT naming --flag otherwise.
 absl::StatusOr<std::vector<uint32_t>> ParseWindows(const std::string& flag,
                                                    const std::string& value);

@@ -243,6 +243,51 @@ TEST(RunCliTest, RunsAddRejectsUnreadableAndMalformedTasksLocally) {
   EXPECT_THAT(malformed.err, HasSubstr("bad.jsonl:1"));
 }
 
+TEST(RunCliTest, RunsAddRefusesNonRegularTaskFilesBeforeReading) {
+  // /dev/zero never ends: reading it would not return (issue 16: 6 GB in 8 s).
+  CliResult zero = RunWith({"runs", "add", "demo", "--source", "/x", "--tasks", "/dev/zero"},
+                           std::make_unique<MockStub>());
+  EXPECT_EQ(zero.code, kExitFailure);
+  ExpectOneErrorLine(zero);
+  EXPECT_THAT(zero.err, HasSubstr("not a regular file"));
+  TempDir dir;
+  CliResult folder = RunWith({"runs", "add", "demo", "--source", "/x", "--tasks", dir.path()},
+                             std::make_unique<MockStub>());
+  EXPECT_EQ(folder.code, kExitFailure);
+  EXPECT_THAT(folder.err, HasSubstr("not a regular file"));
+}
+
+TEST(RunCliTest, WindowBoundsMatchTheServer) {
+  EXPECT_OK(ParseWindows("average", "2,1000"));
+  EXPECT_THAT(ParseWindows("average", "1001").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2..1000")));
+  std::string many;
+  for (int n = 2; n < 2 + 65; ++n) absl::StrAppend(&many, many.empty() ? "" : ",", n);
+  EXPECT_THAT(ParseWindows("ensemble", many).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most 64")));
+}
+
+TEST(RunCliTest, TerminalControlCharactersFromTheServerAreEscaped) {
+  auto stub = std::make_unique<MockStub>();
+  v1::ListWorkersResponse resp;
+  v1::WorkerInfo* w = resp.add_workers();
+  w->set_id("w1");
+  w->set_name("evil\x1b]0;pwned\x07\x1b[2J");
+  w->set_device("cpu");
+  EXPECT_CALL(*stub, ListWorkers(_, _, _))
+      .WillOnce(DoAll(SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"workers"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("evil\\x1b]0;pwned\\x07"));
+
+  auto failing = std::make_unique<MockStub>();
+  EXPECT_CALL(*failing, ListWorkers(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, "no \x1b[2J here")));
+  CliResult e = RunWith({"workers"}, std::move(failing));
+  EXPECT_EQ(e.err.find('\x1b'), std::string::npos) << e.err;
+}
+
 TEST(RunCliTest, RunsListFollowsPageTokens) {
   auto stub = std::make_unique<MockStub>();
   v1::ListRunsResponse page1, page2;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/text_escape.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -35,6 +36,7 @@ std::string OneLineTruncated(const std::string& s, size_t width) {
   std::string flat;
   flat.reserve(s.size());
   for (char c : s) flat += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+  flat = Printable(flat);  // no terminal control sequences from model outputs or names
   if (DisplayWidth(flat) <= width) return flat;
   std::string out;
   size_t used = 0;
@@ -138,8 +140,13 @@ size_t DisplayWidth(const std::string& s, bool skip_ansi_escapes) {
 }
 
 std::string FormatTable(const std::vector<std::string>& header,
-                        const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<std::vector<std::string>>& raw_rows,
                         const std::vector<bool>& right_aligned) {
+  // Cells hold text from the server (names, paths, reasons): escape control characters.
+  std::vector<std::vector<std::string>> rows = raw_rows;
+  for (auto& row : rows) {
+    for (std::string& cell : row) cell = Printable(cell);
+  }
   std::vector<size_t> width(header.size(), 0);
   for (size_t i = 0; i < header.size(); ++i) width[i] = DisplayWidth(header[i]);
   for (const auto& row : rows) {
@@ -364,7 +371,7 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
   for (const auto& r : rows) width = std::max(width, r[0].size());
   for (const auto& r : rows) {
     absl::StrAppendFormat(&out, "%-*s  %s\n", static_cast<int>(width + 1),
-                          absl::StrCat(r[0], ":"), r[1]);
+                          absl::StrCat(r[0], ":"), Printable(r[1]));
   }
   return out;
 }

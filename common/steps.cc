@@ -2,6 +2,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/limits.h"
+#include "common/text_escape.h"
 #include "re2/re2.h"
 
 namespace steadyeval {
@@ -25,16 +27,22 @@ absl::StatusOr<std::unique_ptr<StepParser>> StepParser::Create(const std::string
       pattern.empty() ? DefaultPatterns() : std::vector<std::string>{pattern};
   std::vector<std::unique_ptr<re2::RE2>> compiled;
   for (const std::string& source : sources) {
+    if (source.size() > kMaxPatternBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("step pattern is ", source.size(),
+                                                     " bytes; at most ", kMaxPatternBytes,
+                                                     " are accepted"));
+    }
     re2::RE2::Options options;
     options.set_log_errors(false);
+    options.set_max_mem(kMaxPatternProgramBytes);  // a huge repetition fails to compile
     auto re = std::make_unique<re2::RE2>(source, options);
     if (!re->ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("step pattern '", source, "' is not a valid regex: ", re->error()));
+      return absl::InvalidArgumentError(absl::StrCat("step pattern '", Printable(source, 200),
+                                                     "' is not a valid regex: ", re->error()));
     }
     if (re->NumberOfCapturingGroups() != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "step pattern '", source, "' has ", re->NumberOfCapturingGroups(),
+          "step pattern '", Printable(source, 200), "' has ", re->NumberOfCapturingGroups(),
           " capture groups; it needs exactly one, around the step digits, e.g. 'ckpt_(\\d+)'"));
     }
     compiled.push_back(std::move(re));

@@ -73,5 +73,18 @@ TEST(StepParserTest, EveryDefaultPatternCompiles) {
   }
 }
 
+TEST(StepParserTest, BacktrackingPatternsRunInLinearTime) {
+  // (a+)+$ takes exponential time in a backtracking engine on "aaaa…ab"; RE2 is linear.
+  auto parser = StepParser::Create("(a+)+$");
+  ASSERT_TRUE(parser.ok());
+  EXPECT_EQ((*parser)->Parse(std::string(100000, 'a') + "b"), std::nullopt);
+}
+
+TEST(StepParserTest, OversizedPatternsAreRefused) {
+  EXPECT_FALSE(StepParser::Create(std::string(2000, 'a') + "(\\d+)").ok());
+  // Small text, huge program: RE2's memory bound refuses it.
+  EXPECT_FALSE(StepParser::Create("((((((a{100}){100}){100}){100})))(\\d+)x").ok());
+}
+
 }  // namespace
 }  // namespace steadyeval

@@ -22,6 +22,8 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/steps.h"
+#include "common/text_escape.h"
+#include "server/run_inputs.h"
 #include "steadyeval/v1/eval_lag.h"
 #include "steadyeval/v1/task_content.h"
 
@@ -199,16 +201,12 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
   const std::string name = config.name();
   if (!ValidRunName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "run name '", name, "' is invalid: use 1-128 characters from [A-Za-z0-9._-]"));
+        "run name '", Printable(name, 200),
+        "' is invalid: use 1-128 characters from [A-Za-z0-9._-]"));
   }
-  std::string dir = config.source();
-  if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
-  std::error_code ec;
-  if (dir.empty() || dir[0] != '/' || !std::filesystem::is_directory(dir, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "run ", name, ": source '", config.source(),
-        "' is not an existing directory (give an absolute path the coordinator can read)"));
-  }
+  RETURN_IF_ERROR(Annotate(CheckRunInputLimits(config, task_files), absl::StrCat("run ", name)));
+  RETURN_IF_ERROR(Annotate(ResolveSource(config.source(), options_.source_roots).status(),
+                           absl::StrCat("run ", name)));
   if (auto parser = StepParser::Create(config.pattern()); !parser.ok()) {
     return Annotate(parser.status(), absl::StrCat("run ", name));
   }

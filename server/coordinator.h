@@ -42,6 +42,8 @@ struct CoordinatorOptions {
   double default_settle_seconds = 30;   // for runs created with settle_seconds = 0
   int64_t max_acquire_wait_ms = 30'000; // cap on AcquireJob's long poll
   int64_t reap_interval_ms = 250;       // lease expiry / worker state check period
+  // Resolved folders a run's source must resolve into (symlinks followed); empty: any.
+  std::vector<std::string> source_roots;
 };
 
 class Coordinator {

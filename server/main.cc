@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "server/auth.h"
+#include "server/run_inputs.h"
 #include "server/server.h"
 #include "server/tls.h"
 
@@ -40,6 +41,10 @@ const std::vector<FlagSpec>& Flags() {
        "bearer tokens allowed to call, one 'ROLE NAME SHA256_HEX' line each (see `tokens add`); "
        "without it every caller may call everything",
        "FILE"},
+      {"source_roots", false,
+       "folders (comma-separated) run sources must resolve into, symlinks followed; without "
+       "it any folder the coordinator can read is accepted",
+       "DIR[,DIR...]"},
       {"insecure", true,
        "allow plaintext gRPC on a non-loopback --listen (only on a network you trust)", ""},
       {"help", true, "show this help", ""},
@@ -149,6 +154,12 @@ absl::Status Run(int argc, char** argv) {
   options.tls.client_ca = args.Get("client_ca");
   options.tokens_file = args.Get("tokens_file");
   options.insecure = args.Has("insecure");
+  ASSIGN_OR_RETURN(options.coordinator.source_roots,
+                   ParseSourceRoots(args.Get("source_roots")));
+  if (options.coordinator.source_roots.empty()) {
+    std::cerr << "steadyeval-server: warning: no --source_roots: a run may watch any folder "
+                 "this process can read (pass --source_roots DIR to confine run sources)\n";
+  }
 
   // Block the shutdown and reload signals in every thread; the main thread waits for them
   // below.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/limits.h"
 
 namespace steadyeval {
 namespace {
@@ -56,6 +57,13 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                v1::RegisterWorkerResponse* response) {
   static constexpr char kMethod[] = "WorkerService/RegisterWorker";
   AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kWorkerCall);
+  for (const std::string* field : {&request->worker_id(), &request->name(), &request->device()}) {
+    if (field->size() > kMaxNameBytes) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("worker id, name and device are at most ", kMaxNameBytes,
+                       " bytes each; got ", field->size())));
+    }
+  }
   RETURN_GRPC_IF_ERROR(access_->BindWorker(caller, kMethod, request->worker_id()));
   return Respond(coordinator_->RegisterWorker(*request), response);
 }
@@ -119,6 +127,13 @@ grpc::Status WorkerServiceImpl::FailJob(grpc::ServerContext* context,
   static constexpr char kMethod[] = "WorkerService/FailJob";
   AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kWorkerCall);
   RETURN_GRPC_IF_ERROR(access_->CheckWorker(caller, kMethod, request->worker_id()));
+  if (request->reason().size() > kMaxReasonBytes) {
+    // Kept (stored on the job and shown), so cut rather than refused.
+    v1::FailJobRequest cut = *request;
+    cut.set_reason(absl::StrCat(request->reason().substr(0, kMaxReasonBytes), "…(",
+                                request->reason().size(), " bytes)"));
+    return Respond(coordinator_->FailJob(cut), response);
+  }
   return Respond(coordinator_->FailJob(*request), response);
 }
 

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -386,6 +387,44 @@ TEST_F(SecurityTest, MutualTlsRefusesClientsWithoutAGoodCertificate) {
   EXPECT_EQ(ListRuns(Channel(tokens_.reader, true, true, /*rogue_cert=*/true)),
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(ListRuns(Channel(tokens_.reader, true, true)), grpc::StatusCode::OK);
+}
+
+TEST_F(SecurityTest, HugeInputsGetShortErrorsPromptly) {
+  StartServer(0);
+  auto admin = v1::EvalService::NewStub(Channel(tokens_.admin));
+  const std::string huge(100 << 10, 'x');
+  auto create = [&](const std::function<void(v1::CreateRunRequest&)>& edit) {
+    v1::CreateRunRequest request;
+    request.mutable_config()->set_name("r");
+    request.mutable_config()->set_source(tmp_.path());
+    *request.add_task_files() = McTaskFile();
+    edit(request);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::Run run;
+    return admin->CreateRun(&ctx, request, &run);
+  };
+  for (const auto& edit : std::vector<std::function<void(v1::CreateRunRequest&)>>{
+           [&](v1::CreateRunRequest& r) { r.mutable_config()->set_name(huge); },
+           [&](v1::CreateRunRequest& r) { r.mutable_config()->set_source("/" + huge); },
+           [&](v1::CreateRunRequest& r) { r.mutable_config()->set_pattern(huge + "(\\d+)"); },
+           [&](v1::CreateRunRequest& r) { r.mutable_config()->set_marker(huge); },
+           // A task file whose first line is 100 KB of garbage: the parse error may quote it.
+           [&](v1::CreateRunRequest& r) { r.mutable_task_files(0)->set_content(huge + "\n"); },
+       }) {
+    grpc::Status status = create(edit);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_LE(status.error_message().size(), 2200u);
+  }
+  auto worker = v1::WorkerService::NewStub(Channel(tokens_.worker_a));
+  grpc::ClientContext ctx;
+  v1::RegisterWorkerRequest request;
+  request.set_worker_id("w");
+  request.set_name(huge);
+  v1::RegisterWorkerResponse response;
+  grpc::Status status = worker->RegisterWorker(&ctx, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LE(status.error_message().size(), 200u);
 }
 
 TEST(SecurityStartTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
