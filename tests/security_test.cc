@@ -48,7 +48,7 @@ void WriteFile(const std::string& path, const std::string& content) {
 struct Certificates {
   std::string dir;
   std::string ca, server_cert, server_key, client_cert, client_key, rogue_cert, rogue_key;
-  std::string other_ca;
+  std::string other_ca, server2_cert, server2_key;  // server2: signed by other_ca
   std::string error;  // set when openssl failed
 };
 
@@ -84,7 +84,8 @@ const Certificates& TestCertificates() {
     }
     struct Leaf { const char* name; const char* ca; const char* ext; };
     for (const Leaf& leaf : {Leaf{"server", "ca", "server.ext"}, Leaf{"client", "ca", "client.ext"},
-                             Leaf{"rogue", "other_ca", "client.ext"}}) {
+                             Leaf{"rogue", "other_ca", "client.ext"},
+                             Leaf{"server2", "other_ca", "server.ext"}}) {
       const std::string n = leaf.name;
       std::string e = Openssl(c->dir, with(with({"req"}, ec),
                                            {"-keyout", d + n + ".key", "-out", d + n + ".csr",
@@ -105,6 +106,8 @@ const Certificates& TestCertificates() {
     c->client_key = d + "client.key";
     c->rogue_cert = d + "rogue.pem";
     c->rogue_key = d + "rogue.key";
+    c->server2_cert = d + "server2.pem";
+    c->server2_key = d + "server2.key";
     return c;
   }();
   return *certs;
@@ -425,6 +428,56 @@ TEST_F(SecurityTest, HugeInputsGetShortErrorsPromptly) {
   grpc::Status status = worker->RegisterWorker(&ctx, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_LE(status.error_message().size(), 200u);
+}
+
+TEST(SecurityReloadTest, SighupInstallsARenewedCertificate) {
+  const Certificates& certs = TestCertificates();
+  ASSERT_EQ(certs.error, "");
+  TempDir tmp;
+  // The server's own copies of its files, which the operator replaces on renewal.
+  std::filesystem::copy_file(certs.server_cert, tmp / "tls.crt");
+  std::filesystem::copy_file(certs.server_key, tmp / "tls.key");
+  FakeCheckpoints checkpoints;
+  ServerOptions options;
+  options.data_dir = tmp / "db";
+  options.metrics_listen = "";
+  options.discovery = checkpoints.Factory();
+  options.start_background = false;
+  options.tls.cert = tmp / "tls.crt";
+  options.tls.key = tmp / "tls.key";
+  auto server = CoordinatorServer::Start(options);
+  ASSERT_OK(server);
+  auto list_runs_trusting = [&](const std::string& ca) {
+    ChannelOptions channel_options;
+    channel_options.target = (*server)->grpc_address();
+    channel_options.ca_cert = ca;
+    auto channel = OpenChannel(channel_options);
+    if (!channel.ok()) return grpc::StatusCode::INTERNAL;
+    auto stub = v1::EvalService::NewStub(*channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListRunsResponse response;
+    return stub->ListRuns(&ctx, v1::ListRunsRequest(), &response).error_code();
+  };
+  EXPECT_EQ(list_runs_trusting(certs.ca), grpc::StatusCode::OK);
+  EXPECT_EQ(list_runs_trusting(certs.other_ca), grpc::StatusCode::UNAVAILABLE);
+
+  // A broken renewal is refused and the served certificate stays.
+  WriteFile(tmp / "tls.key", "not a key\n");
+  EXPECT_THAT((*server)->Reload(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("--tls_key")));
+  EXPECT_EQ(list_runs_trusting(certs.ca), grpc::StatusCode::OK);
+
+  // A good one is served after SIGHUP (Reload), within the provider's refresh period.
+  std::filesystem::copy_file(certs.server2_cert, tmp / "tls.crt",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(certs.server2_key, tmp / "tls.key",
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_OK((*server)->Reload());
+  EXPECT_TRUE(steadyeval::testing::WaitFor(
+      [&] { return list_runs_trusting(certs.other_ca) == grpc::StatusCode::OK; },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(list_runs_trusting(certs.ca), grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST(SecurityStartTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
