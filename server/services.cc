@@ -129,6 +129,11 @@ grpc::Status EvalServiceImpl::Rescore(grpc::ServerContext*, const v1::RescoreReq
   return Respond(coordinator_->Rescore(*request), response);
 }
 
+grpc::Status EvalServiceImpl::Backup(grpc::ServerContext*, const v1::BackupRequest* request,
+                                     v1::BackupResponse* response) {
+  return Respond(coordinator_->Backup(*request), response);
+}
+
 grpc::Status EvalServiceImpl::GetStability(grpc::ServerContext*,
                                            const v1::GetStabilityRequest* request,
                                            v1::GetStabilityResponse* response) {
