@@ -149,6 +149,18 @@ TEST_F(StoreFaultTest, ZeroReserveTurnsTheCheckOff) {
   EXPECT_TRUE(store_->GetHealth().healthy);
 }
 
+TEST_F(StoreFaultTest, TableFilesAtTheSstLimitRefuseWrites) {
+  options_.max_sst_bytes = 1;  // any table file reaches it
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_OK(PutRun("before"));  // in the write-ahead log and memtable: no table file yet
+  store_->Flush().IgnoreError();  // RocksDB may report the limit on the flush itself
+  EXPECT_THAT(PutRun("after"), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("--storage_max_sst_bytes")));
+  EXPECT_EQ(Refused(*store_, Store::Refusal::kSstLimit), 1);
+  EXPECT_FALSE(store_->GetHealth().healthy);
+  EXPECT_THAT(RunNames(*store_), ::testing::ElementsAre("before"));
+}
+
 // The failure RocksDB turns into a stopped database ("hard error"), on a write or on the
 // sync after it (the path of the reported abort): refused with RESOURCE_EXHAUSTED, never
 // applied, and resumed by the next write once the disk works again, without a restart.
