@@ -104,6 +104,8 @@ const std::vector<FlagSpec>& CommandFlags() {
       {"interval_s", false, "seconds between refreshes (default 2)", "S"},
       {"once", true, "print one frame (or with --line one line) and exit"},
       {"line", true, "one compact status line per refresh, printed when it changes"},
+      {"to", false,
+       "backup folder on the server's machine (made absolute here; created if missing)", "DIR"},
   };
   return *flags;
 }
@@ -214,6 +216,15 @@ const std::vector<CommandSpec>& Commands() {
         "steadyeval plot run42 --task jnli --variants raw,avg@5,ens@5 --out jnli.png",
         "steadyeval plot run42 --last 50% --out run42-half.svg"},
        {"out"}},
+      {{"backup"},
+       {},
+       {"to"},
+       "back up the live server's database into a folder on the server's machine (RocksDB "
+       "backups: each one adds only what changed; restore the latest offline with "
+       "`steadyeval-server restore --from DIR --data_dir NEW_DIR`)",
+       {"steadyeval backup --to /backups/steadyeval",
+        "STEADYEVAL_SERVER=coord:50051 steadyeval backup --to /mnt/backup/steadyeval --json"},
+       {"to"}},
       {{"watch"},
        {"NAME"},
        {"interval_s", "once", "line"},
@@ -749,6 +760,25 @@ absl::Status Rescore(const Invocation& inv, v1::EvalService::StubInterface* stub
   return absl::OkStatus();
 }
 
+absl::Status BackupCommand(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                           std::ostream& out) {
+  v1::BackupRequest req;
+  req.set_to_dir(MakeAbsolute(inv.Flag("to")));
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::BackupResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->Backup(&ctx, req, &resp)));
+  if (inv.json) {
+    PrintJson({{"backup_id", resp.backup_id()}, {"bytes", resp.bytes()}, {"path", resp.path()}},
+              out);
+    return absl::OkStatus();
+  }
+  out << "backup " << resp.backup_id() << " written to " << resp.path() << " (" << resp.bytes()
+      << " bytes added); restore it with: steadyeval-server restore --from " << resp.path()
+      << " --data_dir NEW_DIR\n";
+  return absl::OkStatus();
+}
+
 // A buffered CSV row: the fixed columns already rendered, the metrics by column index.
 struct CsvRow {
   std::string fixed;
@@ -1183,6 +1213,7 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
   if (name == "examples") return Examples(inv, stub, out);
   if (name == "export") return Export(inv, stub, out);
   if (name == "rescore") return Rescore(inv, stub, out);
+  if (name == "backup") return BackupCommand(inv, stub, out);
   if (name == "plot") return PlotCommand(inv, stub, out, err);
   if (name == "watch") return ExecuteWatch(inv, stub, out);
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", name, "'"));
@@ -1193,6 +1224,8 @@ std::string DescribeError(const absl::Status& status, const std::string& server,
   const std::string message = OneLine(status.message());
   switch (status.code()) {
     case absl::StatusCode::kUnavailable:
+      // The server answered but its storage refused the write (store.h).
+      if (absl::StartsWith(message, "storage: ")) return message;
       return absl::StrCat("cannot reach steadyeval-server at ", server,
                           ": is steadyeval-server running?",
                           message.empty() ? "" : absl::StrCat(" (", message, ")"));

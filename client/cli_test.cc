@@ -659,6 +659,34 @@ TEST(RunCliTest, RescoreSendsRunAndTaskAndReports) {
   EXPECT_EQ(json::parse(j.out)["scores_changed"], 3);
 }
 
+TEST(RunCliTest, BackupSendsAnAbsoluteFolderAndStorageErrorsShowTheServersReason) {
+  auto stub = std::make_unique<MockStub>();
+  v1::BackupRequest sent;
+  v1::BackupResponse response;
+  response.set_backup_id(3);
+  response.set_bytes(4096);
+  response.set_path("/srv/backups");
+  EXPECT_CALL(*stub, Backup(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"backup", "--to", "relative/backups"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.to_dir(), (std::filesystem::current_path() / "relative/backups").string());
+  EXPECT_THAT(r.out, HasSubstr("backup 3 written to /srv/backups (4096 bytes added)"));
+  EXPECT_THAT(r.out, HasSubstr("steadyeval-server restore --from /srv/backups"));
+
+  EXPECT_EQ(RunWith({"backup"}, std::make_unique<MockStub>()).code, kExitUsage);
+
+  // A refusal by the server's storage is the server's message, not "cannot reach".
+  auto full = std::make_unique<MockStub>();
+  EXPECT_CALL(*full, Backup(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                    "storage: RocksDB stopped writes to /d: IO error")));
+  CliResult refused = RunWith({"backup", "--to", "/b"}, std::move(full));
+  EXPECT_EQ(refused.code, kExitFailure);
+  EXPECT_THAT(refused.err, HasSubstr("storage: RocksDB stopped writes"));
+  EXPECT_THAT(refused.err, ::testing::Not(HasSubstr("cannot reach")));
+}
+
 TEST(RunCliTest, RunsAddRejectsBadCategoryAndWindowWithUsage) {
   TempDir dir;
   const std::string mc = dir.Write("arith_mc.jsonl", kChoiceTask);

@@ -592,6 +592,8 @@ absl::Status Coordinator::PollRun(RunState& state) {
     }
   }
   ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, state.discovery->Poll());
+  found.insert(found.begin(), state.unadmitted.begin(), state.unadmitted.end());
+  state.unadmitted.clear();
   const std::vector<PendingDiscovery> pending = state.discovery->Pending();
   int64_t oldest_seen_nanos = clock_->MonotonicNanos();
   for (const PendingDiscovery& p : pending) {
@@ -602,16 +604,25 @@ absl::Status Coordinator::PollRun(RunState& state) {
       name, static_cast<int>(pending.size()),
       (clock_->MonotonicNanos() - oldest_seen_nanos) / 1e9);
   bool admitted = false;
-  for (const DiscoveredCheckpoint& c : found) {
+  absl::Status status;
+  for (size_t i = 0; i < found.size(); ++i) {
+    const DiscoveredCheckpoint& c = found[i];
     if (state.seen_steps.insert(c.step).second) metrics_.CheckpointDiscovered(name);
-    ASSIGN_OR_RETURN(bool added, Admit(state.run, c));
-    admitted = admitted || added;
+    absl::StatusOr<bool> added = Admit(state.run, c);
+    if (!added.ok()) {
+      // Nothing of it was written; it and the rest are admitted at the next poll.
+      state.unadmitted.assign(found.begin() + i, found.end());
+      status = Annotate(added.status(), absl::StrCat("admitting step ", c.step,
+                                                     " (retried at the next poll)"));
+      break;
+    }
+    admitted = admitted || *added;
   }
   if (admitted) {
     WakeWaiters();
     RefreshGauges();
   }
-  return absl::OkStatus();
+  return status;
 }
 
 absl::Status Coordinator::PollRunsOnce() {
@@ -1088,6 +1099,20 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
   return response;
 }
 
+absl::StatusOr<v1::BackupResponse> Coordinator::Backup(const v1::BackupRequest& r) {
+  if (r.to_dir().empty()) {
+    return absl::InvalidArgumentError("to_dir is empty (steadyeval backup --to DIR)");
+  }
+  ASSIGN_OR_RETURN(Store::BackupResult backup, store_->Backup(r.to_dir()));
+  std::cerr << "steadyeval-server: backup " << backup.backup_id << " written to " << backup.path
+            << " (" << backup.bytes << " bytes added)\n";
+  v1::BackupResponse response;
+  response.set_backup_id(backup.backup_id);
+  response.set_bytes(backup.bytes);
+  response.set_path(backup.path);
+  return response;
+}
+
 void Coordinator::RefreshStabilityGauges(
     const std::set<std::pair<std::string, std::string>>& tasks) {
   for (const auto& [run, task] : tasks) {
@@ -1117,6 +1142,7 @@ void Coordinator::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
 }
 
 absl::Status Coordinator::Tick() {
+  store_->RefreshHealth();
   ASSIGN_OR_RETURN(std::vector<uint64_t> expired, scheduler_->ExpireLeases());
   for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
   // Backoffs pass silently; the long polls re-check on their own period too.

@@ -96,6 +96,8 @@ class Coordinator {
   absl::StatusOr<v1::GetExamplesResponse> GetExamples(const v1::GetExamplesRequest& r);
   absl::Status ExportPredictions(const v1::ExportPredictionsRequest& r,
                                  const std::function<bool(const v1::ExportedPrediction&)>& visit);
+  // Adds a backup of the live store to r.to_dir() on this machine (Store::Backup).
+  absl::StatusOr<v1::BackupResponse> Backup(const v1::BackupRequest& r);
 
   // ---- workers (WorkerService) ----
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
@@ -123,9 +125,11 @@ class Coordinator {
       const std::vector<v1::ReportResultsRequest>& chunks);
 
   // ---- driving (tests; the background threads call these) ----
-  // Polls every run's discovery once and admits what it returns.
+  // Polls every run's discovery once and admits what it returns. A checkpoint whose
+  // admission fails (e.g. storage refuses the write) is admitted at the run's next poll.
   absl::Status PollRunsOnce();
-  // Expires leases, wakes long polls, refreshes gauges.
+  // Re-checks storage health (resuming writes once space returns), expires leases, wakes
+  // long polls, refreshes gauges.
   absl::Status Tick();
 
   Scheduler* scheduler() { return scheduler_.get(); }
@@ -143,6 +147,9 @@ class Coordinator {
     // Steps seen by this process (pending or admitted) or stored at start-up: each step
     // counts once in steadyeval_checkpoints_discovered_total.
     std::set<uint64_t> seen_steps ABSL_GUARDED_BY(poll_mu);
+    // Returned by the discovery (which returns each checkpoint once) but not admitted
+    // because the admission failed: tried again first at the next poll.
+    std::vector<DiscoveredCheckpoint> unadmitted ABSL_GUARDED_BY(poll_mu);
     std::thread poller;
   };
   struct WorkerEntry {

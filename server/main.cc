@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -47,6 +48,12 @@ const std::vector<FlagSpec>& Flags() {
        "DIR[,DIR...]"},
       {"insecure", true,
        "allow plaintext gRPC on a non-loopback --listen (only on a network you trust)", ""},
+      {"storage_reserve_bytes", false,
+       "refuse writes (RESOURCE_EXHAUSTED, retried by workers) unless the data dir's disk "
+       "keeps this much free after each write; 0 disables the check (default 1048576)",
+       "N"},
+      {"storage_max_sst_bytes", false,
+       "refuse writes once RocksDB's table files reach this size (default 0: no limit)", "N"},
       {"help", true, "show this help", ""},
   };
   return *flags;
@@ -60,12 +67,24 @@ const std::vector<FlagSpec>& TokensFlags() {
   return *flags;
 }
 
+const std::vector<FlagSpec>& RestoreFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"from", false, "backup folder written by `steadyeval backup --to DIR` (required)", "DIR"},
+      {"data_dir", false, "new data dir to restore into; must not exist or be empty (required)",
+       "DIR"},
+      {"help", true, "show this help", ""},
+  };
+  return *flags;
+}
+
 void Usage(std::ostream& out) {
   out << "usage: steadyeval-server --data_dir DIR [--listen HOST:PORT] "
          "[--metrics_listen HOST:PORT] [--poll_interval_ms N] [--lease_ttl_ms N] "
          "[--settle_seconds S] [--ready_file FILE] [--tls_cert FILE --tls_key FILE "
-         "[--client_ca FILE]] [--tokens_file FILE] [--insecure]\n"
-         "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n\n"
+         "[--client_ca FILE]] [--tokens_file FILE] [--insecure] [--source_roots DIR,...] "
+         "[--storage_reserve_bytes N] [--storage_max_sst_bytes N]\n"
+         "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n"
+         "       steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n\n"
          "Serves until SIGTERM or SIGINT. SIGHUP re-reads --tokens_file and the TLS files (a "
          "file that does not parse is refused and the previous one stays).\n\n"
       << FlagsHelp(Flags());
@@ -100,6 +119,36 @@ absl::Status RunTokens(const std::vector<std::string>& argv) {
   return absl::OkStatus();
 }
 
+// `steadyeval-server restore`: offline, the latest backup of BACKUP_DIR into NEW_DIR.
+absl::Status Restore(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(ParsedArgs args, ParseArgs(argv, RestoreFlags()));
+  if (args.Has("help")) {
+    std::cout << "usage: steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n\n"
+                 "Restores the latest backup in BACKUP_DIR (made by `steadyeval backup --to "
+                 "BACKUP_DIR` on a live server) into NEW_DIR, checks that it opens, and "
+                 "exits; then start steadyeval-server with --data_dir NEW_DIR.\n\n"
+              << FlagsHelp(RestoreFlags());
+    return absl::OkStatus();
+  }
+  if (!args.positionals().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument '", args.positionals().front(), "' (see restore --help)"));
+  }
+  const std::string from = args.Get("from");
+  const std::string data_dir = args.Get("data_dir");
+  if (from.empty() || data_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "restore needs --from BACKUP_DIR and --data_dir NEW_DIR (see restore --help)");
+  }
+  ASSIGN_OR_RETURN(Store::RestoreResult restored, Store::Restore(from, data_dir));
+  std::cout << "steadyeval-server: restored backup " << restored.backup_id << " (taken "
+            << absl::FormatTime("%Y-%m-%d %H:%M:%S %Z", absl::FromUnixSeconds(restored.timestamp),
+                                absl::LocalTimeZone())
+            << ", " << restored.bytes << " bytes) from " << from << " into " << data_dir
+            << "; start steadyeval-server --data_dir " << data_dir << std::endl;
+  return absl::OkStatus();
+}
+
 // Writes `content` to `path` atomically (temporary file + rename).
 absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
@@ -121,6 +170,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 absl::Status Run(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "tokens") {
     return RunTokens(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "restore") {
+    return Restore(std::vector<std::string>(argv + 2, argv + argc));
   }
   ASSIGN_OR_RETURN(ParsedArgs args,
                    ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
@@ -148,6 +200,15 @@ absl::Status Run(int argc, char** argv) {
     return absl::InvalidArgumentError(
         "--poll_interval_ms and --lease_ttl_ms must be > 0, --settle_seconds >= 0");
   }
+  ASSIGN_OR_RETURN(const int64_t reserve,
+                   args.GetInt("storage_reserve_bytes", StoreOptions::kDefaultReserveBytes));
+  ASSIGN_OR_RETURN(const int64_t max_sst, args.GetInt("storage_max_sst_bytes", 0));
+  if (reserve < 0 || max_sst < 0) {
+    return absl::InvalidArgumentError(
+        "--storage_reserve_bytes and --storage_max_sst_bytes must be >= 0");
+  }
+  options.store.reserve_bytes = static_cast<uint64_t>(reserve);
+  options.store.max_sst_bytes = static_cast<uint64_t>(max_sst);
 
   options.tls.cert = args.Get("tls_cert");
   options.tls.key = args.Get("tls_key");

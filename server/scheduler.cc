@@ -479,12 +479,19 @@ absl::StatusOr<std::vector<uint64_t>> Scheduler::ExpireLeases() {
   std::vector<uint64_t> expired;
   for (auto& [id, entry] : jobs_) {
     if (entry.job.state() != v1::JOB_LEASED || entry.lease_expiry_nanos > now) continue;
-    RETURN_IF_ERROR(Release(entry,
-                            absl::StrCat("lease expired: worker ", entry.job.worker_id(),
-                                         " sent no heartbeat for ", options_.lease_ttl_ms,
-                                         " ms (epoch ", entry.job.epoch(), ")"),
-                            /*retryable=*/true)
-                        .status());
+    absl::Status released =
+        Release(entry,
+                absl::StrCat("lease expired: worker ", entry.job.worker_id(),
+                             " sent no heartbeat for ", options_.lease_ttl_ms, " ms (epoch ",
+                             entry.job.epoch(), ")"),
+                /*retryable=*/true)
+            .status();
+    if (!released.ok()) {
+      // The job stays leased (nothing written); the next call retries. Report the ones
+      // already released so their failed attempts are counted.
+      if (expired.empty()) return released;
+      break;
+    }
     expired.push_back(id);
   }
   return expired;

@@ -164,7 +164,9 @@ class Scheduler {
                                     const std::string& reason, bool retryable);
 
   // Expires leases whose expiry has passed (each counts as a retryable failure). Returns
-  // the ids of the jobs whose lease expired.
+  // the ids of the jobs whose lease expired; when a commit fails it stops there (that job
+  // and the rest stay leased, retried at the next call) and returns the ones released so
+  // far, or the error when there are none.
   absl::StatusOr<std::vector<uint64_t>> ExpireLeases();
 
   // Snapshots.

@@ -46,7 +46,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (options.tls.enabled()) {
     RETURN_IF_ERROR(InstallTlsFiles(options.tls, s->TlsWatchDir()));
   }
-  ASSIGN_OR_RETURN(s->store_, Store::Open(options.data_dir));
+  ASSIGN_OR_RETURN(s->store_, Store::Open(options.data_dir, options.store));
   ASSIGN_OR_RETURN(s->coordinator_, Coordinator::Create(s->store_.get(), options.clock,
                                                         options.discovery, options.coordinator));
 
@@ -93,6 +93,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", options.listen,
                                                " (is the port in use, or the address wrong?)"));
   }
+  // Health follows the store: NOT_SERVING while it refuses writes.
+  grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    s->store_->SetHealthObserver(
+        [health](bool healthy, const std::string&) { health->SetServingStatus(healthy); });
+    s->store_->RefreshHealth();
+    health->SetServingStatus(s->store_->GetHealth().healthy);
+  }
   if (options.start_background) s->coordinator_->Start();
   return s;
 }
@@ -113,6 +121,7 @@ absl::Status CoordinatorServer::Reload() {
 void CoordinatorServer::Shutdown(absl::Duration deadline) {
   if (shut_down_) return;
   shut_down_ = true;
+  if (store_) store_->SetHealthObserver(nullptr);  // before the health service goes
   if (coordinator_) coordinator_->Stop();  // wakes long polls, stops polling loops
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
   exposer_.reset();  // no scrape reads store_metrics_ after this

@@ -1,7 +1,9 @@
 // A running coordinator: store + coordinator + gRPC server + Prometheus exposer, wired
 // together. The exposer serves the coordinator's registry (with the gRPC metrics of
-// RpcMetrics) and the store's RocksDB figures (StoreMetrics, read at scrape time). Used by
-// steadyeval-server's main and by in-process tests.
+// RpcMetrics) and the store's RocksDB figures (StoreMetrics, read at scrape time). The
+// gRPC health service (grpc.health.v1) answers NOT_SERVING while the store refuses writes
+// (Store::GetHealth) and SERVING otherwise. Used by steadyeval-server's main and by
+// in-process tests.
 #ifndef STEADYEVAL_SERVER_SERVER_H_
 #define STEADYEVAL_SERVER_SERVER_H_
 
@@ -30,6 +32,7 @@ struct ServerOptions {
   std::string data_dir;                        // RocksDB folder (created if missing)
   std::string listen = "127.0.0.1:0";          // gRPC HOST:PORT; port 0 picks one
   std::string metrics_listen = "127.0.0.1:0";  // Prometheus HOST:PORT; empty: no exposer
+  StoreOptions store;                          // free-space reserve, SST limit, test FS
   CoordinatorOptions coordinator;
   Clock* clock = nullptr;         // null: the real clock
   DiscoveryFactory discovery;     // null: WatcherDiscoveryFactory(clock)
@@ -65,6 +68,7 @@ class CoordinatorServer {
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
   Coordinator* coordinator() { return coordinator_.get(); }
+  Store* store() { return store_.get(); }
   grpc::Server* grpc_server() { return server_.get(); }
 
  private:

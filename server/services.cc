@@ -232,6 +232,17 @@ grpc::Status EvalServiceImpl::Rescore(grpc::ServerContext* context,
   return Respond(std::move(result), response);
 }
 
+grpc::Status EvalServiceImpl::Backup(grpc::ServerContext* context,
+                                     const v1::BackupRequest* request,
+                                     v1::BackupResponse* response) {
+  static constexpr char kMethod[] = "EvalService/Backup";
+  AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
+  absl::StatusOr<v1::BackupResponse> result = coordinator_->Backup(*request);
+  access_->Audit(caller, *context, kMethod, absl::StrCat("to=", request->to_dir()),
+                 result.status());
+  return Respond(std::move(result), response);
+}
+
 grpc::Status EvalServiceImpl::GetStability(grpc::ServerContext* context,
                                            const v1::GetStabilityRequest* request,
                                            v1::GetStabilityResponse* response) {

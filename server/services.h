@@ -72,6 +72,8 @@ class EvalServiceImpl final : public v1::EvalService::Service {
                                  grpc::ServerWriter<v1::ExportedPrediction>* writer) override;
   grpc::Status Rescore(grpc::ServerContext*, const v1::RescoreRequest* request,
                        v1::RescoreResponse* response) override;
+  grpc::Status Backup(grpc::ServerContext*, const v1::BackupRequest* request,
+                      v1::BackupResponse* response) override;
 
  private:
   Coordinator* const coordinator_;

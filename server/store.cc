@@ -1,13 +1,26 @@
 #include "server/store.h"
 
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/keys.h"
 #include "common/status.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/statistics.h"
+#include "rocksdb/utilities/backup_engine.h"
+#include "server/store_logger.h"
 
 namespace steadyeval {
 namespace {
@@ -17,12 +30,66 @@ constexpr const char* kFamilyNames[] = {"meta",        "runs",   "tasks", "check
                                         "predictions", "scores", "pairs", "drift"};
 constexpr size_t kFamiliesV1 = 7;
 constexpr absl::string_view kSchemaVersionKey = "schema_version";
+// RocksDB's writable_file_max_buffer_size (set explicitly at Open): the most a failed
+// write can leave unwritten in a log's buffer, which a resume writes first.
+constexpr uint64_t kLogBufferBytes = 1 << 20;
 constexpr absl::string_view kNextJobIdKey = "next_job_id";
+
+constexpr absl::string_view kRestoreHint =
+    "restore the data dir from a backup (steadyeval-server restore --from BACKUP_DIR "
+    "--data_dir NEW_DIR) and start steadyeval-server on NEW_DIR";
+
+bool IsSpaceError(const rocksdb::Status& s) {
+  return s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit;
+}
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(what, ": ", s.ToString()));
+  if (s.IsCorruption()) {
+    return absl::DataLossError(absl::StrCat(what, ": ", s.ToString(), " (the data dir is damaged: ",
+                                            kRestoreHint, ")"));
+  }
+  if (IsSpaceError(s)) return absl::ResourceExhaustedError(absl::StrCat(what, ": ", s.ToString()));
   return absl::InternalError(absl::StrCat(what, ": ", s.ToString()));
+}
+
+// DATA_LOSS for a database RocksDB refuses to open as damaged, naming the files RocksDB's
+// log blamed (or, failing that, the write-ahead logs it replays).
+absl::Status DamagedAtOpen(const std::string& dir, const rocksdb::Status& s,
+                           const std::vector<std::string>& log_lines) {
+  std::vector<std::string> files;
+  std::string evidence;
+  for (const std::string& line : log_lines) {
+    for (std::string& f : StoreLogger::FilesNamedIn(line)) {
+      if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(std::move(f));
+    }
+    if (evidence.empty() && absl::StrContains(line, "dropping")) evidence = line;
+  }
+  for (std::string& f : StoreLogger::FilesNamedIn(s.ToString())) {
+    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(std::move(f));
+  }
+  std::string where;
+  if (!files.empty()) {
+    for (std::string& f : files) f = dir + "/" + f;
+    where = absl::StrCat(" in ", absl::StrJoin(files, ", "));
+  } else {
+    std::error_code ec;
+    std::vector<std::string> logs;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".log") logs.push_back(entry.path().string());
+    }
+    std::sort(logs.begin(), logs.end());
+    if (!logs.empty()) where = absl::StrCat(" in one of ", absl::StrJoin(logs, ", "));
+  }
+  if (!evidence.empty()) {
+    const size_t start = evidence.find(' ', evidence.find(' ') + 1);  // after date and thread
+    absl::StrAppend(&where, " (RocksDB: \"",
+                    start == std::string::npos ? evidence : evidence.substr(start + 1), "\")");
+  }
+  return absl::DataLossError(absl::StrCat(
+      "the database in ", dir, " is damaged: ", s.ToString(), where,
+      ". steadyeval-server does not open it, because recovering past the damage would "
+      "silently drop committed results: ", kRestoreHint, "; keep ", dir, " for inspection"));
 }
 
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -119,10 +186,63 @@ void Store::Batch::DeleteDrift(absl::string_view run, uint64_t to_step) {
 
 // ---- open ----
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
+// Reports RocksDB's background errors to the store, which resumes writes itself.
+class Store::Listener : public rocksdb::EventListener {
+ public:
+  explicit Listener(Store* store) : store_(store) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason /*reason*/,
+                         rocksdb::Status* bg_error) override {
+    if (bg_error != nullptr && !bg_error->ok()) store_->OnBackgroundError(*bg_error);
+  }
+  // RocksDB's own recovery from a full disk (SstFileManager) waits until the free space
+  // reaches its reserved disk buffer, the write buffer size (64 MiB by default): on a
+  // small disk it never starts, and while it is pending DB::Resume() answers Busy, so
+  // writes fail until a restart. The store resumes instead (Store::ResumeIfStopped).
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
+                            bool* auto_recovery) override {
+    if (auto_recovery != nullptr) *auto_recovery = false;
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) store_->OnRecovered();
+  }
+
+ private:
+  Store* const store_;
+};
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
+                                                   const StoreOptions& store_options) {
+  std::unique_ptr<Store> store(new Store);
+  store->dir_ = dir;
+  store->options_ = store_options;
   rocksdb::Options options;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
+  if (store_options.file_system != nullptr) {
+    store->env_ = rocksdb::NewCompositeEnv(store_options.file_system);
+    options.env = store->env_.get();
+  }
+  rocksdb::Status made = options.env->CreateDirIfMissing(dir);
+  if (!made.ok()) {
+    return FromRocks(made, absl::StrCat("creating the data dir ", dir));
+  }
+  // RocksDB's info log without RocksDB's file writer (see store_logger.h).
+  ASSIGN_OR_RETURN(store->logger_, StoreLogger::Open(dir));
+  options.info_log = store->logger_;
+  // A torn last record (a crash mid-write) is dropped; any other checksum error fails
+  // Open. The default, kPointInTimeRecovery, opens and silently stops replaying at the
+  // first bad record, losing every later committed write.
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  options.paranoid_checks = true;
+  // No automatic resume thread: the store resumes at the next write (ResumeIfStopped).
+  options.max_bgerror_resume_count = 0;
+  options.writable_file_max_buffer_size = kLogBufferBytes;
+  options.listeners.push_back(std::make_shared<Listener>(store.get()));
+  store->sst_files_.reset(rocksdb::NewSstFileManager(options.env, store->logger_));
+  if (store_options.max_sst_bytes > 0) {
+    store->sst_files_->SetMaxAllowedSpaceUsage(store_options.max_sst_bytes);
+  }
+  options.sst_file_manager = store->sst_files_;
   // Tickers for steadyeval_rocksdb_write_stall_seconds_total (STALL_MICROS). The default
   // stats level (kExceptDetailedTimers) skips timing inside the DB mutex and compression,
   // so the cost is a few atomic increments per write.
@@ -147,11 +267,16 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
     descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
   }
 
-  std::unique_ptr<Store> store(new Store);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &handles, &db);
   if (!s.ok()) {
+    if (s.IsCorruption()) return DamagedAtOpen(dir, s, store->logger_->CorruptionLines());
+    if (IsSpaceError(s)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "storage: opening the database in ", dir, ": ", s.ToString(),
+          " (free space on its filesystem, then start again)"));
+    }
     return FromRocks(s, absl::StrCat("opening the database in ", dir,
                                      " (is another steadyeval-server using it?)"));
   }
@@ -213,17 +338,284 @@ absl::Status Store::MigrateV1ToV2(const std::string& dir) {
   return PutMeta(kSchemaVersionKey, std::to_string(kSchemaVersion));
 }
 
-absl::Status Store::Commit(Batch batch) {
-  rocksdb::WriteOptions options;
-  options.sync = true;
-  return FromRocks(db_->Write(options, &batch.batch_), "committing a write batch");
-}
+absl::Status Store::Commit(Batch batch) { return Write(&batch.batch_, "committing a write batch"); }
 
 absl::Status Store::PutMeta(absl::string_view key, absl::string_view value) {
+  rocksdb::WriteBatch batch;
+  batch.Put(cf(kMeta), ToSlice(key), ToSlice(value));
+  return Write(&batch, absl::StrCat("writing meta ", key));
+}
+
+// ---- storage faults and health ----
+
+const char* Store::RefusalName(Refusal reason) {
+  switch (reason) {
+    case Refusal::kReserve: return "reserve";
+    case Refusal::kSstLimit: return "sst_limit";
+    case Refusal::kNoSpace: return "no_space";
+    case Refusal::kWriteError: return "write_error";
+    case Refusal::kNumRefusals: break;
+  }
+  return "unknown";
+}
+
+absl::Status Store::Write(rocksdb::WriteBatch* batch, absl::string_view what) {
+  RETURN_IF_ERROR(ReadyForWrite(batch->GetDataSize(), what));
   rocksdb::WriteOptions options;
   options.sync = true;
-  return FromRocks(db_->Put(options, cf(kMeta), ToSlice(key), ToSlice(value)),
-                   absl::StrCat("writing meta ", key));
+  rocksdb::Status s = db_->Write(options, batch);
+  if (!s.ok()) {
+    Refusal reason = Refusal::kWriteError;
+    absl::Status error = WriteError(s, what, &reason);
+    return Refuse(reason, std::move(error));
+  }
+  bool healthy;
+  {
+    absl::MutexLock lock(&health_mu_);
+    healthy = healthy_;
+  }
+  if (!healthy) SetHealth(true, "");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Store::FreeBytes() const {
+  if (options_.file_system != nullptr) {
+    uint64_t free = 0;
+    rocksdb::IOStatus s =
+        options_.file_system->GetFreeSpace(dir_, rocksdb::IOOptions(), &free, nullptr);
+    if (!s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("storage: cannot read the free space of ", dir_, ": ", s.ToString()));
+    }
+    return free;
+  }
+  struct statvfs st;
+  if (statvfs(dir_.c_str(), &st) != 0) {
+    return absl::UnavailableError(absl::StrCat("storage: cannot read the free space of ", dir_,
+                                               ": ", strerror(errno)));
+  }
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+absl::Status Store::ReadyForWrite(uint64_t bytes, absl::string_view what) {
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok()) return Refuse(Refusal::kWriteError, free.status());
+  {
+    absl::MutexLock lock(&health_mu_);
+    last_free_bytes_ = *free;
+  }
+  const uint64_t reserve = options_.reserve_bytes;
+  if (reserve > 0 && *free < reserve + bytes) {
+    return Refuse(Refusal::kReserve,
+                  absl::ResourceExhaustedError(absl::StrCat(
+                      "storage: ", what, " (", bytes, " bytes) refused: the data dir ", dir_,
+                      " has ", *free, " bytes free, less than this write plus the reserve of ",
+                      reserve, " bytes (--storage_reserve_bytes); free space on its "
+                      "filesystem and writes resume by themselves")));
+  }
+  if (options_.max_sst_bytes > 0 && sst_files_->IsMaxAllowedSpaceReached()) {
+    return Refuse(Refusal::kSstLimit,
+                  absl::ResourceExhaustedError(absl::StrCat(
+                      "storage: ", what, " refused: RocksDB's table files in ", dir_,
+                      " reached the limit of ", options_.max_sst_bytes,
+                      " bytes (--storage_max_sst_bytes); raise the limit")));
+  }
+  Refusal reason = Refusal::kWriteError;
+  absl::Status resumed = ResumeIfStopped(what, &reason);
+  if (!resumed.ok()) return Refuse(reason, std::move(resumed));
+  return absl::OkStatus();
+}
+
+absl::Status Store::ResumeIfStopped(absl::string_view what, Refusal* reason) {
+  {
+    absl::MutexLock lock(&health_mu_);
+    if (!background_error_) return absl::OkStatus();
+  }
+  absl::MutexLock resume_lock(&resume_mu_);
+  std::string error;
+  bool fatal;
+  {
+    absl::MutexLock lock(&health_mu_);
+    if (!background_error_) return absl::OkStatus();  // another thread resumed it
+    error = background_error_text_;
+    fatal = background_error_fatal_;
+  }
+  if (fatal) {
+    *reason = Refusal::kWriteError;
+    return absl::UnavailableError(absl::StrCat(
+        "storage: ", what, " refused: RocksDB stopped writes to ", dir_, " for good after \"",
+        error, "\" (an error it does not resume from): restart steadyeval-server; everything "
+        "committed before is kept"));
+  }
+  // DB::Resume flushes every memtable and starts a new write-ahead log; when a write fails
+  // on the way, RocksDB 7.8 makes the error fatal (only a restart clears it). So resume
+  // only once the disk takes writes again.
+  RETURN_IF_ERROR(ProbeWritable(what, error, reason));
+  rocksdb::Status s = db_->Resume();
+  if (s.ok()) {
+    OnRecovered();
+    std::cerr << "steadyeval-server: storage: RocksDB resumed writes to " << dir_ << " after \""
+              << error << "\"\n";
+    return absl::OkStatus();
+  }
+  return WriteError(
+      s, absl::StrCat(what, ": RocksDB stopped writes after \"", error, "\"; resuming"), reason);
+}
+
+absl::Status Store::ProbeWritable(absl::string_view what, const std::string& error,
+                                  Refusal* reason) {
+  uint64_t memtables = 0;
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok()) {
+    *reason = Refusal::kWriteError;
+    return free.status();
+  }
+  // A resume writes the memtables out, and first the failed log's unwritten buffer (up to
+  // writable_file_max_buffer_size); keep the reserve on top.
+  const uint64_t needed = options_.reserve_bytes + memtables + kLogBufferBytes;
+  if (*free < needed) {
+    *reason = Refusal::kNoSpace;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "storage: ", what, " refused: RocksDB stopped writes to ", dir_, " after \"", error,
+        "\"; it resumes by itself once the data dir has ", needed, " bytes free (it has ", *free,
+        "): free space on its filesystem"));
+  }
+  rocksdb::Env* env = db_->GetEnv();
+  const std::string probe = dir_ + "/steadyeval-write-probe";
+  std::unique_ptr<rocksdb::WritableFile> file;
+  rocksdb::Status s = env->NewWritableFile(probe, &file, rocksdb::EnvOptions());
+  if (s.ok()) s = file->Append(std::string(4096, '\0'));
+  if (s.ok()) s = file->Sync();
+  if (file != nullptr) {
+    rocksdb::Status closed = file->Close();
+    if (s.ok()) s = closed;
+  }
+  env->DeleteFile(probe).PermitUncheckedError();
+  if (s.ok()) return absl::OkStatus();
+  return WriteError(s, absl::StrCat(what, ": RocksDB stopped writes after \"", error,
+                                    "\"; the data dir does not take writes yet (probe file ",
+                                    probe, ")"),
+                    reason);
+}
+
+absl::Status Store::WriteError(const rocksdb::Status& s, absl::string_view what,
+                               Refusal* reason) const {
+  if (s.subcode() == rocksdb::Status::kSpaceLimit) {
+    *reason = Refusal::kSstLimit;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "storage: ", what, " failed: ", s.ToString(), " (RocksDB's table files in ", dir_,
+        " reached --storage_max_sst_bytes; raise it)"));
+  }
+  if (s.IsNoSpace()) {
+    *reason = Refusal::kNoSpace;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "storage: ", what, " failed: ", s.ToString(), " (the data dir ", dir_,
+        " is out of space; free space on its filesystem and writes resume by themselves)"));
+  }
+  *reason = Refusal::kWriteError;
+  return absl::UnavailableError(absl::StrCat(
+      "storage: ", what, " failed: ", s.ToString(), " (writes to ", dir_,
+      " are retried at every commit; if this persists, check the disk and restart "
+      "steadyeval-server)"));
+}
+
+absl::Status Store::Refuse(Refusal reason, absl::Status status) {
+  {
+    absl::MutexLock lock(&health_mu_);
+    ++refused_[static_cast<int>(reason)];
+  }
+  SetHealth(false, std::string(status.message()));
+  return status;
+}
+
+void Store::SetHealth(bool healthy, const std::string& reason) {
+  absl::MutexLock lock(&health_mu_);
+  if (healthy == healthy_ && (healthy || reason == unhealthy_reason_)) return;
+  const bool changed = healthy != healthy_;
+  healthy_ = healthy;
+  unhealthy_reason_ = healthy ? "" : reason;
+  if (!changed) return;
+  if (healthy) {
+    std::cerr << "steadyeval-server: storage healthy again: writes to " << dir_
+              << " go through\n";
+  } else {
+    std::cerr << "steadyeval-server: storage unhealthy, writes are refused: " << reason << "\n";
+  }
+  if (health_observer_) health_observer_(healthy, unhealthy_reason_);
+}
+
+void Store::SetHealthObserver(std::function<void(bool, const std::string&)> observer) {
+  absl::MutexLock lock(&health_mu_);
+  health_observer_ = std::move(observer);
+}
+
+Store::Health Store::GetHealth() const {
+  absl::MutexLock lock(&health_mu_);
+  Health health;
+  health.healthy = healthy_;
+  health.reason = unhealthy_reason_;
+  health.free_bytes = last_free_bytes_;
+  health.reserve_bytes = options_.reserve_bytes;
+  std::copy(std::begin(refused_), std::end(refused_), std::begin(health.refused));
+  return health;
+}
+
+void Store::RefreshHealth() {
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok()) {
+    SetHealth(false, std::string(free.status().message()));
+    return;
+  }
+  {
+    absl::MutexLock lock(&health_mu_);
+    last_free_bytes_ = *free;
+  }
+  if (options_.reserve_bytes > 0 && *free < options_.reserve_bytes) {
+    SetHealth(false, absl::StrCat("storage: the data dir ", dir_, " has ", *free,
+                                  " bytes free, less than the reserve of ",
+                                  options_.reserve_bytes,
+                                  " bytes (--storage_reserve_bytes): writes are refused until "
+                                  "space is freed"));
+    return;
+  }
+  if (options_.max_sst_bytes > 0 && sst_files_->IsMaxAllowedSpaceReached()) {
+    SetHealth(false, absl::StrCat("storage: RocksDB's table files in ", dir_,
+                                  " reached the limit of ", options_.max_sst_bytes,
+                                  " bytes (--storage_max_sst_bytes): writes are refused"));
+    return;
+  }
+  Refusal reason = Refusal::kWriteError;
+  absl::Status resumed = ResumeIfStopped("resuming writes", &reason);
+  if (!resumed.ok()) {
+    SetHealth(false, std::string(resumed.message()));
+    return;
+  }
+  SetHealth(true, "");
+}
+
+void Store::OnBackgroundError(const rocksdb::Status& status) {
+  const std::string text = status.ToString();
+  bool fatal;
+  {
+    absl::MutexLock lock(&health_mu_);
+    background_error_ = true;
+    background_error_text_ = text;
+    background_error_fatal_ =
+        background_error_fatal_ || status.severity() >= rocksdb::Status::Severity::kFatalError;
+    fatal = background_error_fatal_;
+  }
+  SetHealth(false, absl::StrCat("storage: RocksDB stopped writes to ", dir_, ": ", text,
+                                fatal ? " (an error it does not resume from: restart "
+                                        "steadyeval-server)"
+                                      : " (resumed at the next write once the disk takes "
+                                        "writes again)"));
+}
+
+void Store::OnRecovered() {
+  absl::MutexLock lock(&health_mu_);
+  background_error_ = false;
+  background_error_text_.clear();
 }
 
 absl::StatusOr<std::optional<std::string>> Store::GetMeta(absl::string_view key) const {
@@ -232,6 +624,144 @@ absl::StatusOr<std::optional<std::string>> Store::GetMeta(absl::string_view key)
   if (s.IsNotFound()) return std::optional<std::string>();
   RETURN_IF_ERROR(FromRocks(s, absl::StrCat("reading meta ", key)));
   return std::optional<std::string>(std::move(value));
+}
+
+// ---- backup ----
+
+namespace {
+
+// Bytes of the regular files under `dir` (0 when it does not exist).
+uint64_t TreeBytes(const std::filesystem::path& dir) {
+  std::error_code ec;
+  uint64_t total = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const uint64_t size = it->file_size(size_ec);
+      if (!size_ec) total += size;
+    }
+  }
+  return total;
+}
+
+// The status for a BackupEngine failure of `what`.
+absl::Status FromBackupEngine(const rocksdb::Status& s, absl::string_view what) {
+  if (IsSpaceError(s)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": ", s.ToString(), " (free space there, or back up elsewhere)"));
+  }
+  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(what, ": ", s.ToString()));
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat(what, ": ", s.ToString()));
+  return absl::FailedPreconditionError(absl::StrCat(what, ": ", s.ToString()));
+}
+
+}  // namespace
+
+absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& to_dir) {
+  namespace fs = std::filesystem;
+  if (to_dir.empty()) {
+    return absl::InvalidArgumentError("no backup folder given (steadyeval backup --to DIR)");
+  }
+  std::error_code ec;
+  const fs::path target = fs::weakly_canonical(fs::absolute(to_dir), ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("backup folder ", to_dir, " cannot be resolved: ", ec.message()));
+  }
+  const fs::path data = fs::weakly_canonical(fs::absolute(dir_), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot resolve the data dir ", dir_));
+  auto [data_end, target_it] = std::mismatch(data.begin(), data.end(), target.begin(), target.end());
+  (void)target_it;
+  if (data_end == data.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backup folder ", target.string(), " is inside the data dir ", data.string(),
+        ": back up to another folder, ideally on another disk"));
+  }
+  fs::create_directories(target, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create the backup folder ",
+                                                      target.string(), ": ", ec.message()));
+  }
+  absl::MutexLock lock(&backup_mu_);
+  const uint64_t before = TreeBytes(target);
+  rocksdb::BackupEngineOptions engine_options(target.string(), rocksdb::Env::Default());
+  engine_options.info_log = logger_.get();
+  rocksdb::BackupEngine* raw_engine = nullptr;
+  const std::string where = absl::StrCat("backing up ", dir_, " to ", target.string());
+  rocksdb::Status s = rocksdb::BackupEngine::Open(engine_options, db_->GetEnv(), &raw_engine);
+  if (!s.ok()) return FromBackupEngine(s, where);
+  std::unique_ptr<rocksdb::BackupEngine> engine(raw_engine);
+  rocksdb::CreateBackupOptions create;
+  // The live write-ahead log is copied too (BackupEngineOptions::backup_log_files), so
+  // the backup holds every committed write without flushing memtables here.
+  create.flush_before_backup = false;
+  rocksdb::BackupID id = 0;
+  s = engine->CreateNewBackup(create, db_.get(), &id);
+  if (!s.ok()) return FromBackupEngine(s, where);
+  s = engine->VerifyBackup(id, /*verify_with_checksum=*/true);
+  if (!s.ok()) return FromBackupEngine(s, absl::StrCat(where, ": verifying backup ", id));
+  BackupResult result;
+  result.backup_id = id;
+  const uint64_t after = TreeBytes(target);
+  result.bytes = after > before ? after - before : 0;
+  result.path = target.string();
+  return result;
+}
+
+absl::StatusOr<Store::RestoreResult> Store::Restore(const std::string& from_dir,
+                                                    const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (from_dir.empty() || data_dir.empty()) {
+    return absl::InvalidArgumentError("restore needs --from BACKUP_DIR and --data_dir DIR");
+  }
+  if (!fs::is_directory(from_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("backup folder ", from_dir, " does not exist"));
+  }
+  if (fs::exists(data_dir, ec) && !fs::is_empty(data_dir, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data dir ", data_dir, " is not empty: restore into a new (or empty) folder, then "
+        "start steadyeval-server with --data_dir on it"));
+  }
+  rocksdb::BackupEngineReadOnly* raw_engine = nullptr;
+  rocksdb::Status s = rocksdb::BackupEngineReadOnly::Open(
+      rocksdb::BackupEngineOptions(from_dir), rocksdb::Env::Default(), &raw_engine);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no backup in ", from_dir, " (", s.ToString(), "; make one with `steadyeval backup --to ",
+        from_dir, "`)"));
+  }
+  if (!s.ok()) return FromBackupEngine(s, absl::StrCat("opening the backups in ", from_dir));
+  std::unique_ptr<rocksdb::BackupEngineReadOnly> engine(raw_engine);
+  rocksdb::BackupInfo info;
+  s = engine->GetLatestBackupInfo(&info);
+  if (!s.ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no backup in ", from_dir, " (make one with `steadyeval backup --to ", from_dir, "`)"));
+  }
+  s = engine->VerifyBackup(info.backup_id, /*verify_with_checksum=*/true);
+  if (!s.ok()) {
+    return FromBackupEngine(s, absl::StrCat("verifying backup ", info.backup_id, " in ", from_dir));
+  }
+  fs::create_directories(data_dir, ec);
+  s = engine->RestoreDBFromBackup(info.backup_id, data_dir, data_dir);
+  if (!s.ok()) {
+    return FromBackupEngine(s, absl::StrCat("restoring backup ", info.backup_id, " from ",
+                                            from_dir, " into ", data_dir));
+  }
+  StoreOptions check;
+  check.reserve_bytes = 0;  // opening writes nothing to a restored database
+  absl::StatusOr<std::unique_ptr<Store>> restored = Open(data_dir, check);
+  if (!restored.ok()) {
+    return Annotate(restored.status(), absl::StrCat("opening backup ", info.backup_id,
+                                                    " restored into ", data_dir));
+  }
+  RestoreResult result;
+  result.backup_id = info.backup_id;
+  result.timestamp = info.timestamp;
+  result.bytes = info.size;
+  return result;
 }
 
 // ---- point reads ----

@@ -53,10 +53,56 @@ std::vector<prometheus::MetricFamily> StoreMetrics::Families(const Store::Stats&
   return families;
 }
 
+std::vector<prometheus::MetricFamily> StoreMetrics::HealthFamilies(const Store::Health& health) {
+  prometheus::MetricFamily healthy;
+  healthy.name = "steadyeval_storage_healthy";
+  healthy.help =
+      "1 while the store accepts writes, 0 while it refuses them (disk full, below the free "
+      "space reserve, or RocksDB stopped after a write error)";
+  healthy.type = prometheus::MetricType::Gauge;
+  healthy.metric.push_back(GaugeSample(health.healthy ? 1 : 0));
+
+  prometheus::MetricFamily free;
+  free.name = "steadyeval_storage_free_bytes";
+  free.help = "Free space of the data dir's filesystem for unprivileged writers, at the last check";
+  free.type = prometheus::MetricType::Gauge;
+  free.metric.push_back(GaugeSample(static_cast<double>(health.free_bytes)));
+
+  prometheus::MetricFamily reserve;
+  reserve.name = "steadyeval_storage_reserve_bytes";
+  reserve.help = "Writes are refused when they would leave less free space than this (0: off)";
+  reserve.type = prometheus::MetricType::Gauge;
+  reserve.metric.push_back(GaugeSample(static_cast<double>(health.reserve_bytes)));
+
+  prometheus::MetricFamily refused;
+  refused.name = "steadyeval_storage_writes_refused_total";
+  refused.help =
+      "Writes refused by the store, by reason: reserve (free space below the reserve), "
+      "sst_limit (table files at --storage_max_sst_bytes), no_space (RocksDB hit ENOSPC), "
+      "write_error (any other RocksDB write error, or not resumed yet)";
+  refused.type = prometheus::MetricType::Counter;
+  for (int r = 0; r < static_cast<int>(Store::Refusal::kNumRefusals); ++r) {
+    prometheus::ClientMetric sample;
+    sample.label = {{"reason", Store::RefusalName(static_cast<Store::Refusal>(r))}};
+    sample.counter.value = static_cast<double>(health.refused[r]);
+    refused.metric.push_back(std::move(sample));
+  }
+
+  std::vector<prometheus::MetricFamily> families;
+  families.push_back(std::move(healthy));
+  families.push_back(std::move(free));
+  families.push_back(std::move(reserve));
+  families.push_back(std::move(refused));
+  return families;
+}
+
 std::vector<prometheus::MetricFamily> StoreMetrics::Collect() const {
+  std::vector<prometheus::MetricFamily> families = HealthFamilies(store_->GetHealth());
   absl::StatusOr<Store::Stats> stats = store_->GetStats();
-  if (!stats.ok()) return {};
-  return Families(*stats);
+  if (stats.ok()) {
+    for (prometheus::MetricFamily& f : Families(*stats)) families.push_back(std::move(f));
+  }
+  return families;
 }
 
 }  // namespace steadyeval

@@ -18,13 +18,16 @@ class StoreMetrics : public prometheus::Collectable {
   explicit StoreMetrics(const Store* store) : store_(store) {}
 
   // steadyeval_rocksdb_size_bytes{kind="sst"|"memtable"|"live_data"},
-  // steadyeval_rocksdb_write_stall_seconds_total and steadyeval_rocksdb_write_stalled.
-  // Empty when the store cannot report its figures (the scrape goes on without them).
+  // steadyeval_rocksdb_write_stall_seconds_total and steadyeval_rocksdb_write_stalled
+  // (left out when the store cannot report its figures; the scrape goes on without them),
+  // and the storage health: steadyeval_storage_healthy, steadyeval_storage_free_bytes,
+  // steadyeval_storage_reserve_bytes and steadyeval_storage_writes_refused_total{reason}.
   // Thread-safe.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
-  // The families for `stats` (what Collect returns; exposed for tests).
+  // The families for `stats` and `health` (what Collect returns; exposed for tests).
   static std::vector<prometheus::MetricFamily> Families(const Store::Stats& stats);
+  static std::vector<prometheus::MetricFamily> HealthFamilies(const Store::Health& health);
 
  private:
   const Store* store_;

@@ -1,5 +1,6 @@
 #include "worker/daemon.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -432,14 +433,27 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
     ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
     const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
-    // Report, retrying through coordinator restarts: the outputs are kept until accepted.
+    // Report, retrying through coordinator restarts and refused writes: the outputs are
+    // kept until accepted. UNAVAILABLE and RESOURCE_EXHAUSTED (coordinator down, or its
+    // storage refusing writes) are retried for as long as the lease is held (the
+    // heartbeat thread keeps it), with exponential backoff; other errors 20 times.
+    int64_t backoff_ms = options_.retry_backoff_ms;
     for (int attempt = 0;; ++attempt) {
       if (lost) return absl::AbortedError("lease lost");
       absl::Status s = Report(lease, outputs, drifts);
-      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || attempt >= 20 || stopping_) return s;
-      Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying"));
+      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || stopping_) return s;
+      const bool retry_while_leased = absl::IsUnavailable(s) || absl::IsResourceExhausted(s);
+      if (!retry_while_leased && attempt >= 20) return s;
+      const int64_t wait_ms = retry_while_leased ? backoff_ms : options_.retry_backoff_ms;
+      Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying in ",
+                       wait_ms, " ms",
+                       retry_while_leased ? " while the lease is held" : "", " (attempt ",
+                       attempt + 1, ")"));
       if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();
-      if (!WaitMs(options_.retry_backoff_ms)) return s;
+      if (!WaitMs(wait_ms)) return s;
+      if (retry_while_leased) {
+        backoff_ms = std::min(std::max<int64_t>(1, backoff_ms) * 2, options_.report_backoff_max_ms);
+      }
     }
   }();
   finish();

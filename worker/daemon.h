@@ -6,7 +6,11 @@
 //   - NOT_FOUND from the coordinator (it restarted and forgot us) → register again with
 //     the same worker id and carry on; our persisted lease stays valid.
 //   - UNAVAILABLE → back off and retry; outputs of a finished job are kept in memory and
-//     re-sent, so a coordinator restart during reporting loses nothing.
+//     re-sent, so a coordinator restart during reporting loses nothing. A report refused
+//     with UNAVAILABLE or RESOURCE_EXHAUSTED (e.g. the coordinator's disk is full) is
+//     retried with exponential backoff (retry_backoff_ms doubling up to
+//     report_backoff_max_ms) for as long as the lease is held, heartbeating meanwhile; it
+//     never fails the job.
 //   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
 //     permanent; other errors → FailJob as retryable.
@@ -60,6 +64,7 @@ struct DaemonOptions {
   std::vector<PathMapping> path_map;
   int64_t acquire_wait_ms = 5000;
   int64_t retry_backoff_ms = 500;
+  int64_t report_backoff_max_ms = 10'000;  // cap of a refused report's retry backoff
   int report_chunk = 64;  // outputs per ReportResults message
   int batch_size = 8;     // generation examples decoded together (EvalSettings)
   std::string metrics_listen;  // empty: no metrics endpoint

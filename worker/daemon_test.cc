@@ -353,6 +353,69 @@ std::string McTaskText(int examples) {
   return lease;
 }
 
+// A report the coordinator refuses for storage (RESOURCE_EXHAUSTED, or UNAVAILABLE) is
+// re-sent, with backoff, for as long as the lease is held: more often than the 21 tries
+// other errors get, and the job is never failed (that would use up an attempt).
+TEST(WorkerDaemonTest, RetriesAReportRefusedForStorageWhileHoldingTheLease) {
+  namespace v1 = ::steadyeval::v1;
+  using ::testing::_;
+  const std::string task_text = McTaskText(2);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
+  DaemonOptions options;
+  options.worker_id = "w1";
+  options.acquire_wait_ms = 10;
+  options.retry_backoff_ms = 1;
+  options.report_backoff_max_ms = 4;
+  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
+
+  EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+  EXPECT_CALL(*stub, Heartbeat(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+  int acquired = 0;
+  EXPECT_CALL(*stub, AcquireJob(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&,
+                          v1::AcquireJobResponse* resp) {
+        if (acquired++ == 0) {
+          resp->set_has_job(true);
+          *resp->mutable_lease() = RawLease(1, 100, task->sha256);
+        } else {
+          daemon.Stop();
+        }
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub, GetTask(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* c) {
+        c->set_filename("mc.jsonl");
+        c->set_content(task_text);
+        c->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
+        return grpc::Status::OK;
+      });
+  constexpr int kRefusals = 30;
+  int attempts = 0;
+  std::vector<v1::ReportResultsRequest> accepted;
+  EXPECT_CALL(*stub, ReportResultsRaw(_, _))
+      .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
+                          -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
+        if (++attempts > kRefusals) return testing_daemon::RecordingReportWriter(&accepted);
+        auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
+        EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(true));
+        EXPECT_CALL(*writer, WritesDone()).WillOnce(::testing::Return(true));
+        EXPECT_CALL(*writer, Finish())
+            .WillOnce(::testing::Return(
+                attempts % 2 == 0
+                    ? grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "storage: disk full")
+                    : grpc::Status(grpc::StatusCode::UNAVAILABLE, "storage: write error")));
+        return writer;
+      });
+  EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
+
+  ASSERT_OK(daemon.Run());
+  EXPECT_EQ(attempts, kRefusals + 1);
+  EXPECT_EQ(daemon.jobs_done(), 1);
+  EXPECT_FALSE(accepted.empty());
+}
+
 // Drives a WorkerDaemon named "w1" through `leases` (one per AcquireJob, then Stop) against
 // a mocked coordinator serving `task_text`; every ReportResults is accepted after advancing
 // `clock` by 1000 s (reporting is not evaluation time).
