@@ -16,6 +16,7 @@
 #include "prometheus/text_serializer.h"
 #include "server/checkpoint_test_util.h"
 #include "server/coordinator_test_util.h"
+#include "steadyeval/v1/protocol.h"
 
 namespace steadyeval {
 namespace {
@@ -45,6 +46,7 @@ class CoordinatorTest : public CoordinatorFixture {
     v1::RegisterWorkerRequest r;
     r.set_worker_id(worker);
     r.set_device("cpu");
+    r.set_protocol_version(kProtocolVersion);
     ASSERT_OK(coordinator_->RegisterWorker(r));
   }
   absl::StatusOr<v1::AcquireJobResponse> Acquire(const std::string& worker) {
@@ -63,6 +65,7 @@ class CoordinatorTest : public CoordinatorFixture {
       r.set_worker_id(worker);
       r.set_job_id(lease.job().id());
       r.set_epoch(lease.job().epoch());
+      r.set_lease_secret(lease.lease_secret());
       r.set_step(lease.job().steps(0));
       *r.mutable_task() = lease.task_headers(task).ref();
       for (auto& [i, text] : outs) {
@@ -111,6 +114,7 @@ class CoordinatorTest : public CoordinatorFixture {
     fail.set_worker_id(worker);
     fail.set_job_id(lease.job().id());
     fail.set_epoch(lease.job().epoch());
+    fail.set_lease_secret(lease.lease_secret());
     fail.set_reason("injected failure");
     fail.set_retryable(retryable);
     return coordinator_->FailJob(fail);
@@ -260,11 +264,12 @@ TEST_F(CoordinatorTest, ReportForAJobTheWorkerDoesNotHoldIsAborted) {
   Register("w1");
   Register("w2");
   v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  // w2 sends w1's lease (and secret) under its own id: the secret is not w2's.
   auto chunks = Report(lease, "w2");
   EXPECT_THAT(coordinator_->CheckReportStart(chunks[0]),
-              StatusIs(absl::StatusCode::kAborted, HasSubstr("worker w2")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
   EXPECT_THAT(coordinator_->ReportResults(chunks),
-              StatusIs(absl::StatusCode::kAborted, HasSubstr("does not hold the lease")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
   EXPECT_EQ(PredictionCount("r", 100), 0);
 
   // A stale epoch after expiry and re-lease: aborted, nothing written.
@@ -283,6 +288,7 @@ TEST_F(CoordinatorTest, ReportForAJobTheWorkerDoesNotHoldIsAborted) {
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(1);
+  hb.set_lease_secret(lease.lease_secret());
   EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
   EXPECT_OK(coordinator_->ReportResults(Report(again->lease(), "w2")));
 }
@@ -358,6 +364,7 @@ TEST_F(CoordinatorTest, RestartKeepsLeasesForWorkersThatRegisterAgain) {
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(lease.job().epoch());
+  hb.set_lease_secret(lease.lease_secret());
   EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kNotFound, HasSubstr("register again")));
   Register("w1");
   EXPECT_OK(coordinator_->Heartbeat(hb));
@@ -416,6 +423,7 @@ TEST_F(CoordinatorTest, FailJobRetriesThenFails) {
   fail.set_worker_id("w1");
   fail.set_job_id(lease.job().id());
   fail.set_epoch(1);
+  fail.set_lease_secret(lease.lease_secret());
   fail.set_reason("config.json: unknown model_type 'mamba'");
   fail.set_retryable(false);
   auto state = coordinator_->FailJob(fail);
@@ -501,6 +509,7 @@ TEST_F(CoordinatorTest, TaskSettingsTravelWithTheLeaseAndShapeTheTask) {
   r.set_worker_id("w1");
   r.set_job_id(lease.job().id());
   r.set_epoch(lease.job().epoch());
+  r.set_lease_secret(lease.lease_secret());
   r.set_step(100);
   r.set_bos("no bos");
   *r.mutable_task() = lease.task_headers(0).ref();
@@ -637,6 +646,7 @@ TEST_F(CoordinatorTest, CorpusLevelMetricHasTaskFiguresButNoExampleMtv) {
     r.set_worker_id("w1");
     r.set_job_id(lease.job().id());
     r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
     r.set_step(100 * (k + 1));
     *r.mutable_task() = lease.task_headers(0).ref();
     for (uint32_t i = 0; i < 3; ++i) {
@@ -710,7 +720,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
 
   // Seen, not admitted: discovered, incomplete, aging with the clock.
   const int64_t t0 = clock_.MonotonicNanos();
-  checkpoints_.SetSeen("r", {{100, t0}});
+  checkpoints_.SetSeen("r", {Seen(100, t0)});
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);
   EXPECT_EQ(Metric(admitted), 0);
@@ -720,7 +730,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);  // still pending: not counted again
   EXPECT_EQ(Metric(age), 7);
-  checkpoints_.SetSeen("r", {{100, t0}, {200, clock_.MonotonicNanos()}});
+  checkpoints_.SetSeen("r", {Seen(100, t0), Seen(200, clock_.MonotonicNanos())});
   clock_.AdvanceSeconds(3);
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 2);
@@ -728,7 +738,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   EXPECT_EQ(Metric(age), 10);  // the oldest
 
   // 100 admitted: the age is 200's now; then 200 too: nothing incomplete.
-  checkpoints_.SetSeen("r", {{200, t0 + 7'000'000'000}});
+  checkpoints_.SetSeen("r", {Seen(200, t0 + 7'000'000'000)});
   checkpoints_.Add("r", 100);
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 2);
@@ -752,7 +762,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   Restart();
   EXPECT_EQ(Metric(discovered), 0);
   checkpoints_.Add("r", 300);
-  checkpoints_.SetSeen("r", {{100, clock_.MonotonicNanos()}, {400, clock_.MonotonicNanos()}});
+  checkpoints_.SetSeen("r", {Seen(100, clock_.MonotonicNanos()), Seen(400, clock_.MonotonicNanos())});
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);  // 400 only
   EXPECT_EQ(Metric(admitted), 0);
@@ -901,6 +911,7 @@ TEST_F(CoordinatorTest, HeartbeatAgeIsPerWorkerNameAndTheFreshestWins) {
     v1::RegisterWorkerRequest r;
     r.set_worker_id(id);
     r.set_name(name);
+    r.set_protocol_version(kProtocolVersion);
     ASSERT_OK(coordinator_->RegisterWorker(r));
   };
   register_named("id-1", "gpu-a");

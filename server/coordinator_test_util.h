@@ -73,6 +73,17 @@ class FakeCheckpoints {
   std::map<std::string, std::vector<PendingDiscovery>> seen_ ABSL_GUARDED_BY(mu_);
 };
 
+// A folder seen at `first_seen_nanos` and not admitted, for FakeCheckpoints::SetSeen.
+inline PendingDiscovery Seen(uint64_t step, int64_t first_seen_nanos,
+                             const std::string& reason = "incomplete") {
+  PendingDiscovery p;
+  p.step = step;
+  p.first_seen_nanos = first_seen_nanos;
+  p.path = "/ckpt/step_" + std::to_string(step);
+  p.reason = reason;
+  return p;
+}
+
 // A multiple-choice task with golds 1, 0, 1 and a generation task with answers "2", "4".
 inline v1::TaskContent McTaskFile() {
   v1::TaskContent t;

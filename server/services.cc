@@ -129,6 +129,35 @@ grpc::Status EvalServiceImpl::Rescore(grpc::ServerContext*, const v1::RescoreReq
   return Respond(coordinator_->Rescore(*request), response);
 }
 
+grpc::Status EvalServiceImpl::ListPendingCheckpoints(
+    grpc::ServerContext*, const v1::ListPendingCheckpointsRequest* request,
+    v1::ListPendingCheckpointsResponse* response) {
+  return Respond(coordinator_->ListPendingCheckpoints(request->run()), response);
+}
+
+grpc::Status EvalServiceImpl::SetRunPaused(grpc::ServerContext*,
+                                           const v1::SetRunPausedRequest* request,
+                                           v1::Run* response) {
+  return Respond(coordinator_->SetRunPaused(request->name(), request->paused()), response);
+}
+
+grpc::Status EvalServiceImpl::DeleteRun(grpc::ServerContext*, const v1::DeleteRunRequest* request,
+                                        v1::DeleteRunResponse* response) {
+  return Respond(coordinator_->DeleteRun(request->name()), response);
+}
+
+grpc::Status EvalServiceImpl::RequeueJobs(grpc::ServerContext*,
+                                          const v1::RequeueJobsRequest* request,
+                                          v1::RequeueJobsResponse* response) {
+  return Respond(coordinator_->RequeueJobs(*request), response);
+}
+
+grpc::Status EvalServiceImpl::ClearTokenizerPin(grpc::ServerContext*,
+                                                const v1::ClearTokenizerPinRequest* request,
+                                                v1::Run* response) {
+  return Respond(coordinator_->ClearTokenizerPin(request->name()), response);
+}
+
 grpc::Status EvalServiceImpl::GetStability(grpc::ServerContext*,
                                            const v1::GetStabilityRequest* request,
                                            v1::GetStabilityResponse* response) {
