@@ -135,6 +135,7 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   }
   avg.set_window(3);
   avg.set_lease_ttl_ms(600000);
+  avg.set_source_root("/mnt");
   avg.set_few_shots(2);
   avg.set_prompt_language("en");
   avg.set_bos("add");
@@ -342,6 +343,8 @@ std::string McTaskText(int examples) {
   lease.mutable_job()->set_epoch(1);
   lease.mutable_job()->add_steps(step);
   lease.add_checkpoint_paths("/ckpt/step_" + std::to_string(step));
+  lease.set_source_root("/ckpt");
+  lease.set_lease_secret("secret-" + std::to_string(id));
   lease.set_lease_ttl_ms(600000);
   lease.set_prompt_language("en");
   lease.set_bos("add");

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -12,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/cli_args.h"
 #include "worker/daemon.h"
 #include "worker/eval_backend.h"
@@ -20,6 +23,66 @@
 namespace steadyeval {
 namespace {
 
+// SIGINT and SIGTERM for the daemon. Start() blocks both in the calling thread before any
+// other thread exists (libtorch's and gRPC's threads inherit the mask, so none of them
+// takes a signal) and waits for them in a thread of its own: the first one prints a
+// "stopping" line and calls the handler (Drain; remembered until a handler is set), a
+// second one exits at once with 128 + its number.
+class StopSignals {
+ public:
+  void Start() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([this, set] {
+      for (int received = 0;; ++received) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (received > 0) {
+          fprintf(stderr, "steadyeval-worker: second signal %d, exiting now\n", sig);
+          fflush(stderr);
+          _exit(128 + sig);
+        }
+        fprintf(stderr,
+                "steadyeval-worker: signal %d, stopping (no new jobs; the current one is "
+                "finished within the grace period or handed back; signal again to exit now)\n",
+                sig);
+        fflush(stderr);
+        std::lock_guard<std::mutex> lock(mu_);  // Clear() waits for the handler
+        signalled_ = true;
+        if (handler_) handler_();
+      }
+    }).detach();
+  }
+  // Runs `handler` on the first signal, or now if it has come already.
+  void OnFirstSignal(std::function<void()> handler) {
+    bool now = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      handler_ = handler;
+      now = signalled_;
+    }
+    if (now) handler();
+  }
+  // Forgets the handler (before what it refers to goes away).
+  void Clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler_ = nullptr;
+  }
+
+ private:
+  std::mutex mu_;
+  bool signalled_ = false;
+  std::function<void()> handler_;
+};
+
+StopSignals& Signals() {
+  static auto* signals = new StopSignals();
+  return *signals;
+}
+
 const std::vector<FlagSpec>& DaemonFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
       {"coordinator", false, "coordinator gRPC address (required)", "HOST:PORT"},
@@ -27,6 +90,14 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"name", false, "worker name shown by `steadyeval workers` (default host-pid)", "NAME"},
       {"metrics_listen", false, "serve Prometheus /metrics here (port 0 picks one)", "HOST:PORT"},
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
+      {"tokenizer_dirs", false,
+       "folders a run's own tokenizer file (runs add --tokenizer) may be in, comma-separated; "
+       "without it, jobs of runs that name a tokenizer file fail (default: none)",
+       "DIR[,DIR...]"},
+      {"drain_grace_s", false,
+       "on SIGTERM/SIGINT, finish the current job if that takes at most this long, else hand "
+       "it back after the packed batch in progress (default 20)",
+       "S"},
       {"threads", false,
        "CPU threads for OpenBLAS's matrix products, whatever OPENBLAS_NUM_THREADS says; "
        "libtorch's own kernels keep one thread beside them (default: every CPU this process "
@@ -112,6 +183,22 @@ int RunDaemon(const std::vector<std::string>& args) {
     }
     options.path_map.push_back(*m);
   }
+  for (const std::string& value : parsed->GetAll("tokenizer_dirs")) {
+    for (absl::string_view dir : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      if (dir.empty() || dir[0] != '/') {
+        fprintf(stderr, "steadyeval-worker: --tokenizer_dirs: '%s' is not an absolute path\n",
+                std::string(dir).c_str());
+        return 2;
+      }
+      options.tokenizer_dirs.emplace_back(dir);
+    }
+  }
+  auto grace = parsed->GetDouble("drain_grace_s", 20);
+  if (!grace.ok() || !(*grace >= 0) || *grace > 86400) {
+    fprintf(stderr, "steadyeval-worker: --drain_grace_s must be in 0..86400 seconds\n");
+    return 2;
+  }
+  options.drain_grace_ms = static_cast<int64_t>(*grace * 1000);
   auto wait = parsed->GetInt("acquire_wait_ms", 5000);
   auto threads = parsed->GetInt("threads", DefaultThreads());
   if (!wait.ok() || !threads.ok()) {
@@ -177,20 +264,10 @@ int RunDaemon(const std::vector<std::string>& args) {
           metrics->empty() ? "" : absl::StrCat(", metrics=", *metrics).c_str());
   fflush(stdout);
 
-  // Signals are taken by a dedicated thread (sigwait), so Stop() runs in normal context.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "steadyeval-worker: signal %d, stopping\n", sig);
-    daemon.Stop();
-  });
-  signals.detach();
+  // The signal thread (started first thing in main) drains the daemon.
+  Signals().OnFirstSignal([&daemon] { daemon.Drain(); });
   absl::Status s = daemon.Run();
+  Signals().Clear();
   if (!s.ok()) {
     fprintf(stderr, "steadyeval-worker: %s\n", std::string(s.message()).c_str());
     return 1;
@@ -212,5 +289,7 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "average") {
     return steadyeval::RunAverageCommand({args.begin() + 1, args.end()});
   }
+  // Before anything starts a thread: see StopSignals.
+  steadyeval::Signals().Start();
   return steadyeval::RunDaemon(args);
 }
