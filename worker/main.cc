@@ -1,8 +1,11 @@
 // steadyeval-worker: the evaluation worker daemon, plus offline commands for people and
 // tests (`logprobs`, `eval`, `average`).
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <functional>
 #include <mutex>
@@ -23,37 +26,46 @@
 namespace steadyeval {
 namespace {
 
-// SIGINT and SIGTERM for the daemon. Start() blocks both in the calling thread before any
-// other thread exists (libtorch's and gRPC's threads inherit the mask, so none of them
-// takes a signal) and waits for them in a thread of its own: the first one prints a
-// "stopping" line and calls the handler (Drain; remembered until a handler is set), a
-// second one exits at once with 128 + its number.
+// SIGINT and SIGTERM for the daemon. Blocking them in main() is not enough: OpenBLAS
+// starts its thread pool when the library is loaded, before main, and a process-directed
+// signal delivered to one of those threads would take the default action (death) there.
+// So Start() installs a handler (process-wide, whichever thread takes the signal) that
+// only writes the signal number to a pipe, and a thread of its own reads the pipe: the
+// first signal prints a "stopping" line and calls the handler set by OnFirstSignal (Drain;
+// remembered until one is set), a second one exits at once with 128 + its number (from
+// the signal handler itself, with async-signal-safe calls only).
 class StopSignals {
  public:
   void Start() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    std::thread([this, set] {
-      for (int received = 0;; ++received) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0) continue;
-        if (received > 0) {
-          fprintf(stderr, "steadyeval-worker: second signal %d, exiting now\n", sig);
-          fflush(stderr);
-          _exit(128 + sig);
-        }
-        fprintf(stderr,
-                "steadyeval-worker: signal %d, stopping (no new jobs; the current one is "
-                "finished within the grace period or handed back; signal again to exit now)\n",
-                sig);
-        fflush(stderr);
-        std::lock_guard<std::mutex> lock(mu_);  // Clear() waits for the handler
-        signalled_ = true;
-        if (handler_) handler_();
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      perror("steadyeval-worker: pipe2");
+      _exit(1);
+    }
+    write_fd_ = fds[1];
+    struct sigaction action = {};
+    action.sa_handler = &StopSignals::OnSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    const int read_fd = fds[0];
+    std::thread([this, read_fd] {
+      unsigned char sig = 0;
+      while (true) {
+        const ssize_t n = read(read_fd, &sig, 1);
+        if (n == 1) break;
+        if (n < 0 && errno == EINTR) continue;
+        return;
       }
+      fprintf(stderr,
+              "steadyeval-worker: signal %d, stopping (no new jobs; the current one is "
+              "finished within the grace period or handed back; signal again to exit now)\n",
+              sig);
+      fflush(stderr);
+      std::lock_guard<std::mutex> lock(mu_);  // Clear() waits for the handler
+      signalled_ = true;
+      if (handler_) handler_();
     }).detach();
   }
   // Runs `handler` on the first signal, or now if it has come already.
@@ -73,6 +85,21 @@ class StopSignals {
   }
 
  private:
+  static void OnSignal(int sig) {
+    if (received_.fetch_add(1) > 0) {
+      static const char kExiting[] = "steadyeval-worker: second signal, exiting now\n";
+      ssize_t ignored = write(STDERR_FILENO, kExiting, sizeof(kExiting) - 1);
+      (void)ignored;
+      _exit(128 + sig);
+    }
+    const unsigned char byte = static_cast<unsigned char>(sig);
+    ssize_t ignored = write(write_fd_, &byte, 1);
+    (void)ignored;
+  }
+
+  static inline std::atomic<int> received_{0};  // lock-free: usable in the handler
+  static_assert(std::atomic<int>::is_always_lock_free);
+  static inline int write_fd_ = -1;
   std::mutex mu_;
   bool signalled_ = false;
   std::function<void()> handler_;
@@ -289,7 +316,7 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "average") {
     return steadyeval::RunAverageCommand({args.begin() + 1, args.end()});
   }
-  // Before anything starts a thread: see StopSignals.
+  // First thing in the daemon: see StopSignals.
   steadyeval::Signals().Start();
   return steadyeval::RunDaemon(args);
 }
