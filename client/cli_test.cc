@@ -1346,6 +1346,15 @@ TEST(RunCliTest, PauseAndResumeSendTheFlag) {
     EXPECT_EQ(sent.paused(), pause);
     EXPECT_THAT(r.out, StartsWith(pause ? "paused run r1" : "resumed run r1"));
   }
+  // `runs show` says so.
+  auto stub = std::make_unique<MockStub>();
+  v1::GetRunResponse shown;
+  *shown.mutable_run() = MakeRun("r1");
+  shown.mutable_run()->set_paused(true);
+  EXPECT_CALL(*stub, GetRun(_, _, _)).WillRepeatedly(DoAll(SetArgPointee<2>(shown), Return(grpc::Status::OK)));
+  CliResult text = RunWith({"runs", "show", "r1"}, std::move(stub));
+  EXPECT_THAT(text.out, HasSubstr("paused"));
+  EXPECT_THAT(text.out, HasSubstr("steadyeval runs resume r1"));
 }
 
 TEST(RunCliTest, DeleteNeedsYesAndReportsTheKeysRemoved) {

@@ -221,7 +221,8 @@ Json RunToJson(const v1::Run& run) {
               {"settle_seconds", c.settle_seconds()},
               {"average_windows", std::move(average)},
               {"ensemble_windows", std::move(ensemble)},
-              {"created_unix_ms", run.created_unix_ms()}};
+              {"created_unix_ms", run.created_unix_ms()},
+              {"paused", run.paused()}};
 }
 
 Json RunsToJson(const std::vector<v1::Run>& runs) {
@@ -351,6 +352,10 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"ensemble_windows", OrDash(absl::StrJoin(c.ensemble_windows(), ","))},
       {"created", FormatUnixMillis(d.run().created_unix_ms())},
   };
+  if (d.run().paused()) {
+    rows.push_back({"paused", absl::StrCat("yes: no admissions, no leases (steadyeval runs resume ",
+                                           c.name(), ")")});
+  }
   for (const v1::TaskRef& t : c.tasks()) {
     std::string text = t.name();
     if (!t.category().empty()) absl::StrAppend(&text, " [", t.category(), "]");

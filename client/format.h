@@ -42,7 +42,7 @@ bool VariantLess(const std::string& a, const std::string& b);
 
 // {"name","source","pattern","marker","tasks":[{"name","sha256","category"}],"few_shots",
 //  "tokenizer_path","settle_seconds","average_windows":[n],"ensemble_windows":[n],
-//  "created_unix_ms"}  (category "" when the task has none)
+//  "created_unix_ms","paused"}  (category "" when the task has none)
 Json RunToJson(const v1::Run& run);
 // {"runs":[RunToJson...]}
 Json RunsToJson(const std::vector<v1::Run>& runs);
