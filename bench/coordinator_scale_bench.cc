@@ -74,6 +74,7 @@
 #include "nlohmann/json.hpp"
 #include "server/store.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
+#include "steadyeval/v1/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 
 namespace steadyeval {
@@ -308,6 +309,7 @@ grpc::Status Report(v1::WorkerService::Stub& stub, const std::string& worker_id,
     req.set_worker_id(worker_id);
     req.set_job_id(job.id());
     req.set_epoch(job.epoch());
+    req.set_lease_secret(lease.lease_secret());
     req.set_step(step);
     *req.mutable_task() = job.tasks(t);
     // The task's index in the run is its name's suffix (task00, task01, ...).
@@ -370,6 +372,7 @@ int IngestMain(const Flags& f) {
     grpc::ClientContext ctx;
     SetDeadline(ctx, 30);
     v1::RegisterWorkerRequest req;
+    req.set_protocol_version(kProtocolVersion);
     req.set_worker_id(f.worker_id);
     req.set_name(f.worker_id);
     req.set_device("bench");
@@ -432,6 +435,7 @@ int DispatchMain(const Flags& f) {
         grpc::ClientContext ctx;
         SetDeadline(ctx, 60);
         v1::RegisterWorkerRequest req;
+        req.set_protocol_version(kProtocolVersion);
         req.set_worker_id(id);
         req.set_name(id);
         req.set_device("bench");
@@ -854,6 +858,7 @@ int BenchMain(const Flags& f, int argc, char** argv) {
     grpc::ClientContext ctx;
     SetDeadline(ctx, 30);
     v1::RegisterWorkerRequest req;
+    req.set_protocol_version(kProtocolVersion);
     req.set_worker_id("integrator");
     v1::RegisterWorkerResponse resp;
     grpc::Status s = worker->RegisterWorker(&ctx, req, &resp);
@@ -981,6 +986,7 @@ int BenchMain(const Flags& f, int argc, char** argv) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, 30);
       v1::RegisterWorkerRequest req;
+      req.set_protocol_version(kProtocolVersion);
       req.set_worker_id("dispatch-solo");
       v1::RegisterWorkerResponse resp;
       grpc::Status s = solo->RegisterWorker(&ctx, req, &resp);

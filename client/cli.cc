@@ -17,6 +17,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/format.h"
 #include "client/plot.h"
 #include "client/watch.h"
@@ -88,6 +90,8 @@ const std::vector<FlagSpec>& CommandFlags() {
        "S"},
       {"tokenizer", false, "tokenizer.model to use instead of each checkpoint's", "FILE"},
       {"run", false, "only this run's jobs", "NAME"},
+      {"state", false, "with --run: requeue the run's jobs in this state (only failed)", "failed"},
+      {"yes", true, "really delete: the run's checkpoints, jobs, predictions and scores go for good"},
       {"task", false, "only this task", "TASK"},
       {"variant", false, "raw, avg@n, ens@n, ens-soft@n, or all (default all)", "V"},
       {"last", false, "the last K raw points, or the last P% of them (default: the last 20%)",
@@ -146,6 +150,30 @@ const std::vector<CommandSpec>& Commands() {
        {"steadyeval runs update run42 --average 2,5,10,20",
         "steadyeval runs update run42 --ensemble 3 --average none"}},
       {{"runs", "list"}, {}, {}, "list the watched runs", {"steadyeval runs list --json"}},
+      {{"runs", "pause"},
+       {"NAME"},
+       {},
+       "stop admitting a run's checkpoints and leasing its jobs (jobs already leased finish); "
+       "kept across server restarts until `runs resume`",
+       {"steadyeval runs pause run42"}},
+      {{"runs", "resume"},
+       {"NAME"},
+       {},
+       "admit a paused run's checkpoints and lease its jobs again",
+       {"steadyeval runs resume run42"}},
+      {{"runs", "delete"},
+       {"NAME"},
+       {"yes"},
+       "delete a run and everything stored for it (checkpoint records, jobs, predictions, "
+       "scores, stability figures, metric series); the checkpoint folder itself is not "
+       "touched; needs --yes",
+       {"steadyeval runs delete run42 --yes"}},
+      {{"runs", "clear-tokenizer"},
+       {"NAME"},
+       {},
+       "forget the tokenizer a run is pinned to (after a wrong pin); the next accepted result "
+       "pins one again",
+       {"steadyeval runs clear-tokenizer run42"}},
       {{"runs", "show"},
        {"NAME"},
        {},
@@ -154,7 +182,8 @@ const std::vector<CommandSpec>& Commands() {
       {{"checkpoints"},
        {"NAME"},
        {},
-       "list a run's admitted checkpoints and their evaluation state",
+       "list a run's admitted checkpoints and their evaluation state, then the folders not "
+       "admitted yet with the reason (incomplete, or settling) and how long it has held",
        {"steadyeval checkpoints demo",
         "steadyeval checkpoints demo --json | jq '.checkpoints[] | select(.state==\"failed\")'"}},
       {{"jobs"},
@@ -162,6 +191,12 @@ const std::vector<CommandSpec>& Commands() {
        {"run"},
        "list evaluation jobs (all runs, or one with --run)",
        {"steadyeval jobs --run demo"}},
+      {{"jobs", "requeue"},
+       {"ID..."},
+       {"run", "state"},
+       "put failed jobs back in the queue with a fresh attempt budget (after a failure that "
+       "was not the checkpoint's fault): the given job ids, or every failed job of a run",
+       {"steadyeval jobs requeue 12 15", "steadyeval jobs requeue --run run42 --state failed"}},
       {{"workers"}, {}, {}, "list the workers the coordinator knows", {"steadyeval workers"}},
       {{"scores"},
        {"NAME"},
@@ -634,12 +669,107 @@ absl::Status ListCheckpoints(const Invocation& inv, v1::EvalService::StubInterfa
   req.set_run(inv.args[0]);
   std::vector<v1::Checkpoint> items;
   RETURN_IF_ERROR(ReadAll(stub->ListCheckpoints(&ctx, req).get(), items));
+  // The folders not admitted yet (an older server does not know the request).
+  std::vector<v1::PendingCheckpoint> pending;
+  {
+    grpc::ClientContext pending_ctx;
+    SetDeadline(inv, pending_ctx);
+    v1::ListPendingCheckpointsRequest pending_req;
+    pending_req.set_run(inv.args[0]);
+    v1::ListPendingCheckpointsResponse pending_resp;
+    absl::Status status =
+        ToAbsl(stub->ListPendingCheckpoints(&pending_ctx, pending_req, &pending_resp));
+    if (!status.ok() && !absl::IsUnimplemented(status)) return status;
+    pending.assign(pending_resp.pending().begin(), pending_resp.pending().end());
+  }
   if (inv.json) {
-    PrintJson(CheckpointsToJson(items), out);
-  } else if (items.empty()) {
+    PrintJson(CheckpointsToJson(items, pending), out);
+  } else if (items.empty() && pending.empty()) {
     out << "no checkpoints admitted yet for run " << inv.args[0] << "\n";
   } else {
-    out << CheckpointsTable(items);
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    out << CheckpointsTable(items, pending, now_ms);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunsPause(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                       std::ostream& out, bool paused) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::SetRunPausedRequest req;
+  req.set_name(inv.args[0]);
+  req.set_paused(paused);
+  v1::Run run;
+  RETURN_IF_ERROR(ToAbsl(stub->SetRunPaused(&ctx, req, &run)));
+  if (inv.json) {
+    PrintJson(RunToJson(run), out);
+  } else if (paused) {
+    out << "paused run " << inv.args[0]
+        << ": no checkpoints are admitted and no jobs leased until `steadyeval runs resume "
+        << inv.args[0] << "`\n";
+  } else {
+    out << "resumed run " << inv.args[0] << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunsDelete(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                        std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::DeleteRunRequest req;
+  req.set_name(inv.args[0]);
+  v1::DeleteRunResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->DeleteRun(&ctx, req, &resp)));
+  if (inv.json) {
+    PrintJson({{"run", inv.args[0]}, {"keys_deleted", resp.keys_deleted()}}, out);
+  } else {
+    out << "deleted run " << inv.args[0] << " (" << resp.keys_deleted() << " stored records)\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunsClearTokenizer(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                                std::ostream& out) {
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::ClearTokenizerPinRequest req;
+  req.set_name(inv.args[0]);
+  v1::Run run;
+  RETURN_IF_ERROR(ToAbsl(stub->ClearTokenizerPin(&ctx, req, &run)));
+  if (inv.json) {
+    PrintJson(RunToJson(run), out);
+  } else {
+    out << "run " << inv.args[0]
+        << " is pinned to no tokenizer now; the next accepted result pins one again\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobsRequeue(const Invocation& inv, v1::EvalService::StubInterface* stub,
+                         std::ostream& out) {
+  v1::RequeueJobsRequest req;
+  for (const std::string& id : inv.args) {
+    uint64_t value = 0;
+    if (absl::SimpleAtoi(id, &value)) req.add_job_ids(value);
+  }
+  if (inv.HasFlag("run")) {
+    req.set_run(inv.Flag("run"));
+    req.set_state(v1::JOB_FAILED);
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(inv, ctx);
+  v1::RequeueJobsResponse resp;
+  RETURN_IF_ERROR(ToAbsl(stub->RequeueJobs(&ctx, req, &resp)));
+  std::vector<uint64_t> ids(resp.requeued().begin(), resp.requeued().end());
+  if (inv.json) {
+    PrintJson({{"requeued", ids}}, out);
+  } else if (ids.empty()) {
+    out << "no failed jobs to requeue\n";
+  } else {
+    out << "requeued " << ids.size() << (ids.size() == 1 ? " job: " : " jobs: ")
+        << absl::StrJoin(ids, ", ") << "\n";
   }
   return absl::OkStatus();
 }
@@ -1017,9 +1147,11 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
     if (positionals.empty()) return UsageError("no command given", nullptr);
     if (positionals[0] == "runs") {
       return UsageError(positionals.size() == 1
-                            ? "'runs' needs a subcommand: add, list, show or update"
+                            ? "'runs' needs a subcommand: add, list, show, update, pause, "
+                              "resume, delete or clear-tokenizer"
                             : absl::StrCat("unknown command 'runs ", positionals[1],
-                                           "' (runs subcommands: add, list, show, update)"),
+                                           "' (runs subcommands: add, list, show, update, pause, resume, delete, "
+                                           "clear-tokenizer)"),
                         nullptr);
     }
     return UsageError(absl::StrCat("unknown command '", positionals[0], "'"), nullptr);
@@ -1043,15 +1175,19 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
   }
 
   inv.args.assign(positionals.begin() + static_cast<std::ptrdiff_t>(consumed), positionals.end());
-  if (inv.args.size() < command->positionals.size()) {
+  // A last positional named "X..." takes any number of arguments, none included.
+  const bool variadic = !command->positionals.empty() &&
+                        absl::EndsWith(command->positionals.back(), "...");
+  const size_t required = command->positionals.size() - (variadic ? 1 : 0);
+  if (inv.args.size() < required) {
     return UsageError(absl::StrCat("missing ", command->positionals[inv.args.size()]), command);
   }
-  if (inv.args.size() > command->positionals.size()) {
+  if (!variadic && inv.args.size() > command->positionals.size()) {
     return UsageError(absl::StrCat("unexpected argument '", inv.args[command->positionals.size()],
                                    "'"),
                       command);
   }
-  for (size_t i = 0; i < command->positionals.size(); ++i) {
+  for (size_t i = 0; i < required; ++i) {
     if (command->positionals[i] == "NAME" && !IsValidRunName(inv.args[i])) {
       return UsageError(absl::StrCat("bad run name '", inv.args[i],
                                      "': use letters, digits, '.', '_' and '-'"),
@@ -1081,6 +1217,31 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
   const std::string name = inv.CommandName();
   if (name == "runs update" && !inv.HasFlag("average") && !inv.HasFlag("ensemble")) {
     return UsageError("nothing to update: give --average and/or --ensemble", command);
+  }
+  if (name == "runs delete" && !inv.HasFlag("yes")) {
+    return UsageError(absl::StrCat("deleting run ", inv.args[0],
+                                   " removes its checkpoint records, jobs, predictions and "
+                                   "scores for good; repeat with --yes to do it"),
+                      command);
+  }
+  if (name == "jobs requeue") {
+    const bool by_run = inv.HasFlag("run") || inv.HasFlag("state");
+    if (by_run == !inv.args.empty()) {
+      return UsageError("give job ids, or --run NAME --state failed (not both)", command);
+    }
+    if (by_run && (!inv.HasFlag("run") || absl::AsciiStrToLower(inv.Flag("state")) != "failed")) {
+      return UsageError("requeue by run needs --run NAME and --state failed (only failed jobs "
+                        "can be requeued)",
+                        command);
+    }
+    for (const std::string& id : inv.args) {
+      uint64_t value = 0;
+      if (!absl::SimpleAtoi(id, &value) || value == 0) {
+        return UsageError(absl::StrCat("bad job id '", id, "': give the numbers `steadyeval "
+                                       "jobs` shows in its ID column"),
+                          command);
+      }
+    }
   }
   if (name == "stability") {
     v1::GetStabilityRequest unused;
@@ -1205,6 +1366,11 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
   if (name == "runs update") return RunsUpdate(inv, stub, out);
   if (name == "runs list") return RunsList(inv, stub, out);
   if (name == "runs show") return RunsShow(inv, stub, out);
+  if (name == "runs pause") return RunsPause(inv, stub, out, true);
+  if (name == "runs resume") return RunsPause(inv, stub, out, false);
+  if (name == "runs delete") return RunsDelete(inv, stub, out);
+  if (name == "runs clear-tokenizer") return RunsClearTokenizer(inv, stub, out);
+  if (name == "jobs requeue") return JobsRequeue(inv, stub, out);
   if (name == "checkpoints") return ListCheckpoints(inv, stub, out);
   if (name == "jobs") return ListJobs(inv, stub, out);
   if (name == "workers") return ListWorkers(inv, stub, out);

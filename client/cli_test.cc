@@ -10,7 +10,10 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/test_util.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -119,7 +122,8 @@ TEST(ParseInvocationTest, UsageErrors) {
   EXPECT_THAT(ParseInvocation({"frobnicate"}, ""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown command")));
   EXPECT_THAT(ParseInvocation({"runs"}, ""),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("add, list, show or update")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("add, list, show, update, pause, resume, delete or clear-tokenizer")));
   EXPECT_THAT(ParseInvocation({}, ""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no command")));
   EXPECT_THAT(ParseInvocation({"runs", "add", "demo", "--tasks", "a.jsonl"}, ""),
@@ -344,11 +348,31 @@ TEST(RunCliTest, CheckpointsJsonShape) {
   EXPECT_CALL(*stub, ListCheckpointsRaw(_, _))
       .WillOnce(DoAll(SaveArg<1>(&sent),
                       Return(new FakeReader<v1::Checkpoint>(items, grpc::Status::OK))));
+  v1::ListPendingCheckpointsRequest pending_sent;
+  EXPECT_CALL(*stub, ListPendingCheckpoints(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&pending_sent), Invoke([](grpc::ClientContext*,
+                                                           const v1::ListPendingCheckpointsRequest&,
+                                                           v1::ListPendingCheckpointsResponse* resp) {
+                        v1::PendingCheckpoint* p = resp->add_pending();
+                        p->set_step(300);
+                        p->set_path("/d/step_000300");
+                        p->set_reason("step_000300: config.json is not valid JSON");
+                        p->set_since_unix_ms(1'700'000'000'000);
+                        p->set_incomplete(true);
+                        return grpc::Status::OK;
+                      })));
   CliResult r = RunWith({"checkpoints", "demo", "--json"}, std::move(stub));
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(sent.run(), "demo");
+  EXPECT_EQ(pending_sent.run(), "demo");
   json out = json::parse(r.out);
-  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out.size(), 2u);
+  ASSERT_EQ(out["pending"].size(), 1u);
+  EXPECT_EQ(out["pending"][0]["step"], 300);
+  EXPECT_EQ(out["pending"][0]["path"], "/d/step_000300");
+  EXPECT_EQ(out["pending"][0]["state"], "incomplete");
+  EXPECT_EQ(out["pending"][0]["reason"], "step_000300: config.json is not valid JSON");
+  EXPECT_EQ(out["pending"][0]["since_unix_ms"], 1'700'000'000'000);
   ASSERT_EQ(out["checkpoints"].size(), 2u);
   EXPECT_EQ(out["checkpoints"][0]["step"], 100);
   EXPECT_EQ(out["checkpoints"][0]["path"], "/d/step_000100");
@@ -366,11 +390,63 @@ TEST(RunCliTest, CheckpointsHumanTable) {
   items[0].set_state(v1::CHECKPOINT_PENDING);
   EXPECT_CALL(*stub, ListCheckpointsRaw(_, _))
       .WillOnce(Return(new FakeReader<v1::Checkpoint>(items, grpc::Status::OK)));
+  EXPECT_CALL(*stub, ListPendingCheckpoints(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "older server")));
   CliResult r = RunWith({"checkpoints", "demo"}, std::move(stub));
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(r.out,
             "STEP  STATE    PATH            ERROR\n"
             " 100  pending  /d/step_000100  -\n");
+}
+
+TEST(RunCliTest, CheckpointsTableShowsFoldersNotAdmittedWithReasonAndAge) {
+  auto stub = std::make_unique<MockStub>();
+  std::vector<v1::Checkpoint> items(1);
+  items[0].set_step(100);
+  items[0].set_path("/d/step_000100");
+  items[0].set_state(v1::CHECKPOINT_EVALUATED);
+  EXPECT_CALL(*stub, ListCheckpointsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Checkpoint>(items, grpc::Status::OK)));
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  v1::ListPendingCheckpointsResponse pending;
+  v1::PendingCheckpoint* garbage = pending.add_pending();
+  garbage->set_step(200);
+  garbage->set_path("/d/step_000200");
+  garbage->set_reason("step_000200: config.json is not valid JSON");
+  garbage->set_since_unix_ms(now_ms - 3 * 3600 * 1000);  // 3 hours (and a little) ago
+  garbage->set_incomplete(true);
+  v1::PendingCheckpoint* settling = pending.add_pending();
+  settling->set_step(300);
+  settling->set_path("/d/step_000300");
+  settling->set_reason("settling (complete; waiting for the next poll)");
+  settling->set_since_unix_ms(now_ms + 60'000);  // a server clock ahead: no negative age
+  EXPECT_CALL(*stub, ListPendingCheckpoints(_, _, _))
+      .WillOnce(DoAll(SetArgPointee<2>(pending), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"checkpoints", "demo"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u) << r.out;
+  EXPECT_THAT(lines[1], HasSubstr("evaluated"));
+  EXPECT_THAT(lines[2], AllOf(HasSubstr(" 200  incomplete  /d/step_000200"),
+                              HasSubstr("config.json is not valid JSON (for 3h00m)")));
+  EXPECT_THAT(lines[3], AllOf(HasSubstr(" 300  settling    /d/step_000300"),
+                              HasSubstr("settling (complete; waiting for the next poll) (for 0s)")));
+}
+
+TEST(RunCliTest, CheckpointsOfARunWithOnlyPendingFoldersShowThem) {
+  auto stub = std::make_unique<MockStub>();
+  EXPECT_CALL(*stub, ListCheckpointsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Checkpoint>({}, grpc::Status::OK)));
+  v1::ListPendingCheckpointsResponse pending;
+  pending.add_pending()->set_step(100);
+  pending.mutable_pending(0)->set_reason("step_000100: config.json is missing");
+  pending.mutable_pending(0)->set_incomplete(true);
+  EXPECT_CALL(*stub, ListPendingCheckpoints(_, _, _))
+      .WillOnce(DoAll(SetArgPointee<2>(pending), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"checkpoints", "demo"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("config.json is missing"));
+  EXPECT_THAT(r.out, Not(HasSubstr("no checkpoints admitted yet")));
 }
 
 TEST(RunCliTest, JobsJsonShapeAndRunFilter) {
@@ -1294,6 +1370,138 @@ TEST(RunCliTest, RealChannelToClosedPortIsUnavailable) {
   EXPECT_THAT(err_text, StartsWith("steadyeval: cannot reach steadyeval-server at " + server));
   EXPECT_EQ(std::count(err_text.begin(), err_text.end(), '\n'), 1);
   EXPECT_EQ(out.str(), "");
+}
+
+// ---- Admin commands ----
+
+TEST(ParseInvocationTest, AdminCommandUsage) {
+  ASSERT_OK(ParseInvocation({"runs", "pause", "r1"}, ""));
+  ASSERT_OK(ParseInvocation({"runs", "resume", "r1"}, ""));
+  ASSERT_OK(ParseInvocation({"runs", "clear-tokenizer", "r1"}, ""));
+  EXPECT_THAT(ParseInvocation({"runs", "delete", "r1"}, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("deleting run r1"), HasSubstr("--yes"))));
+  ASSERT_OK(ParseInvocation({"runs", "delete", "r1", "--yes"}, ""));
+  EXPECT_THAT(ParseInvocation({"runs", "pause"}, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("missing NAME")));
+
+  auto by_ids = ParseInvocation({"jobs", "requeue", "12", "15"}, "");
+  ASSERT_OK(by_ids);
+  EXPECT_EQ(by_ids->CommandName(), "jobs requeue");
+  EXPECT_EQ(by_ids->args, (std::vector<std::string>{"12", "15"}));
+  ASSERT_OK(ParseInvocation({"jobs", "requeue", "--run", "r1", "--state", "failed"}, ""));
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"jobs", "requeue"},
+        {"jobs", "requeue", "12", "--run", "r1", "--state", "failed"},
+        {"jobs", "requeue", "--run", "r1"},
+        {"jobs", "requeue", "--run", "r1", "--state", "done"},
+        {"jobs", "requeue", "x12"},
+        {"jobs", "requeue", "0"}}) {
+    EXPECT_THAT(ParseInvocation(bad, ""), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("")))
+        << absl::StrJoin(bad, " ");
+  }
+  // Plain `jobs` still takes no argument.
+  EXPECT_THAT(ParseInvocation({"jobs", "12"}, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unexpected argument '12'")));
+}
+
+TEST(RunCliTest, PauseAndResumeSendTheFlag) {
+  for (bool pause : {true, false}) {
+    auto stub = std::make_unique<MockStub>();
+    v1::SetRunPausedRequest sent;
+    v1::Run run = MakeRun("r1");
+    run.set_paused(pause);
+    EXPECT_CALL(*stub, SetRunPaused(_, _, _))
+        .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(run), Return(grpc::Status::OK)));
+    CliResult r = RunWith({"runs", pause ? "pause" : "resume", "r1"}, std::move(stub));
+    ASSERT_EQ(r.code, kExitOk) << r.err;
+    EXPECT_EQ(sent.name(), "r1");
+    EXPECT_EQ(sent.paused(), pause);
+    EXPECT_THAT(r.out, StartsWith(pause ? "paused run r1" : "resumed run r1"));
+  }
+  // `runs show` says so.
+  auto stub = std::make_unique<MockStub>();
+  v1::GetRunResponse shown;
+  *shown.mutable_run() = MakeRun("r1");
+  shown.mutable_run()->set_paused(true);
+  EXPECT_CALL(*stub, GetRun(_, _, _)).WillRepeatedly(DoAll(SetArgPointee<2>(shown), Return(grpc::Status::OK)));
+  CliResult text = RunWith({"runs", "show", "r1"}, std::move(stub));
+  EXPECT_THAT(text.out, HasSubstr("paused"));
+  EXPECT_THAT(text.out, HasSubstr("steadyeval runs resume r1"));
+}
+
+TEST(RunCliTest, DeleteNeedsYesAndReportsTheKeysRemoved) {
+  auto refused = std::make_unique<MockStub>();
+  EXPECT_CALL(*refused, DeleteRun(_, _, _)).Times(0);
+  CliResult no = RunWith({"runs", "delete", "r1"}, std::move(refused));
+  EXPECT_EQ(no.code, kExitUsage);
+  ExpectOneErrorLine(no);
+  EXPECT_THAT(no.err, HasSubstr("--yes"));
+
+  auto stub = std::make_unique<MockStub>();
+  v1::DeleteRunRequest sent;
+  v1::DeleteRunResponse resp;
+  resp.set_keys_deleted(1234);
+  EXPECT_CALL(*stub, DeleteRun(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "delete", "r1", "--yes", "--json"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.name(), "r1");
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["run"], "r1");
+  EXPECT_EQ(out["keys_deleted"], 1234);
+}
+
+TEST(RunCliTest, RequeueByIdsOrByRunAndState) {
+  std::vector<v1::RequeueJobsRequest> sent;
+  auto answer = [&](grpc::ClientContext*, const v1::RequeueJobsRequest& req,
+                    v1::RequeueJobsResponse* resp) {
+    sent.push_back(req);
+    for (uint64_t id : req.job_ids()) resp->add_requeued(id);
+    if (!req.run().empty()) resp->add_requeued(7);
+    return grpc::Status::OK;
+  };
+  auto by_ids = std::make_unique<MockStub>();
+  EXPECT_CALL(*by_ids, RequeueJobs(_, _, _)).WillOnce(answer);
+  CliResult r1 = RunWith({"jobs", "requeue", "12", "15"}, std::move(by_ids));
+  ASSERT_EQ(r1.code, kExitOk) << r1.err;
+  EXPECT_EQ(r1.out, "requeued 2 jobs: 12, 15\n");
+
+  auto by_run = std::make_unique<MockStub>();
+  EXPECT_CALL(*by_run, RequeueJobs(_, _, _)).WillOnce(answer);
+  CliResult r2 =
+      RunWith({"jobs", "requeue", "--run", "r1", "--state", "failed", "--json"}, std::move(by_run));
+  ASSERT_EQ(r2.code, kExitOk) << r2.err;
+  EXPECT_EQ(json::parse(r2.out)["requeued"], json::array({7}));
+
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_THAT(sent[0].job_ids(), ::testing::ElementsAre(12u, 15u));
+  EXPECT_EQ(sent[0].run(), "");
+  EXPECT_EQ(sent[1].job_ids_size(), 0);
+  EXPECT_EQ(sent[1].run(), "r1");
+  EXPECT_EQ(sent[1].state(), v1::JOB_FAILED);
+}
+
+TEST(RunCliTest, ClearTokenizerPin) {
+  auto stub = std::make_unique<MockStub>();
+  v1::ClearTokenizerPinRequest sent;
+  EXPECT_CALL(*stub, ClearTokenizerPin(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(MakeRun("r1")), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "clear-tokenizer", "r1"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.name(), "r1");
+  EXPECT_THAT(r.out, HasSubstr("pinned to no tokenizer"));
+}
+
+TEST(RunCliTest, AdminFailuresAreOneLine) {
+  auto stub = std::make_unique<MockStub>();
+  EXPECT_CALL(*stub, RequeueJobs(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "job 12 is done; only failed jobs can be requeued")));
+  CliResult r = RunWith({"jobs", "requeue", "12"}, std::move(stub));
+  EXPECT_EQ(r.code, kExitFailure);
+  ExpectOneErrorLine(r);
+  EXPECT_THAT(r.err, HasSubstr("only failed jobs can be requeued"));
 }
 
 // The real wire path: an in-process EvalService on port 0 that streams checkpoints and

@@ -228,7 +228,8 @@ Json RunToJson(const v1::Run& run) {
               {"settle_seconds", c.settle_seconds()},
               {"average_windows", std::move(average)},
               {"ensemble_windows", std::move(ensemble)},
-              {"created_unix_ms", run.created_unix_ms()}};
+              {"created_unix_ms", run.created_unix_ms()},
+              {"paused", run.paused()}};
 }
 
 Json RunsToJson(const std::vector<v1::Run>& runs) {
@@ -250,7 +251,8 @@ Json RunDetailsToJson(const v1::GetRunResponse& d) {
               {"jobs_by_state", std::move(by_state)}};
 }
 
-Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints) {
+Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints,
+                       const std::vector<v1::PendingCheckpoint>& pending) {
   Json list = Json::array();
   for (const v1::Checkpoint& c : checkpoints) {
     list.push_back(Json{{"step", c.step()},
@@ -259,7 +261,15 @@ Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints) {
                         {"error", c.error()},
                         {"admitted_unix_ms", c.admitted_unix_ms()}});
   }
-  return Json{{"checkpoints", std::move(list)}};
+  Json waiting = Json::array();
+  for (const v1::PendingCheckpoint& p : pending) {
+    waiting.push_back(Json{{"step", p.step()},
+                           {"path", p.path()},
+                           {"state", p.incomplete() ? "incomplete" : "settling"},
+                           {"reason", p.reason()},
+                           {"since_unix_ms", p.since_unix_ms()}});
+  }
+  return Json{{"checkpoints", std::move(list)}, {"pending", std::move(waiting)}};
 }
 
 Json JobsToJson(const std::vector<v1::Job>& jobs) {
@@ -349,6 +359,10 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"ensemble_windows", OrDash(absl::StrJoin(c.ensemble_windows(), ","))},
       {"created", FormatUnixMillis(d.run().created_unix_ms())},
   };
+  if (d.run().paused()) {
+    rows.push_back({"paused", absl::StrCat("yes: no admissions, no leases (steadyeval runs resume ",
+                                           c.name(), ")")});
+  }
   for (const v1::TaskRef& t : c.tasks()) {
     std::string text = t.name();
     if (!t.category().empty()) absl::StrAppend(&text, " [", t.category(), "]");
@@ -376,11 +390,26 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
   return out;
 }
 
-std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints) {
+std::string FormatAge(int64_t millis) {
+  const int64_t s = std::max<int64_t>(0, millis) / 1000;
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  if (s < 86400) return absl::StrFormat("%dh%02dm", s / 3600, s % 3600 / 60);
+  return absl::StrFormat("%dd%02dh", s / 86400, s % 86400 / 3600);
+}
+
+std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints,
+                             const std::vector<v1::PendingCheckpoint>& pending,
+                             int64_t now_unix_ms) {
   std::vector<std::vector<std::string>> rows;
   for (const v1::Checkpoint& c : checkpoints) {
     rows.push_back({absl::StrCat(c.step()), CheckpointStateName(c.state()), c.path(),
                     OrDash(c.error())});
+  }
+  for (const v1::PendingCheckpoint& p : pending) {
+    rows.push_back({absl::StrCat(p.step()), p.incomplete() ? "incomplete" : "settling", p.path(),
+                    absl::StrCat(OrDash(p.reason()), " (for ",
+                                 FormatAge(now_unix_ms - p.since_unix_ms()), ")")});
   }
   return FormatTable({"STEP", "STATE", "PATH", "ERROR"}, rows, {true});
 }

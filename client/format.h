@@ -42,15 +42,18 @@ bool VariantLess(const std::string& a, const std::string& b);
 
 // {"name","source","pattern","marker","tasks":[{"name","sha256","category"}],"few_shots",
 //  "tokenizer_path","settle_seconds","average_windows":[n],"ensemble_windows":[n],
-//  "created_unix_ms"}  (category "" when the task has none)
+//  "created_unix_ms","paused"}  (category "" when the task has none)
 Json RunToJson(const v1::Run& run);
 // {"runs":[RunToJson...]}
 Json RunsToJson(const std::vector<v1::Run>& runs);
 // {"run":RunToJson, "checkpoints","evaluated","failed","newest_step",
 //  "newest_evaluated_step","jobs_by_state":{state:count}}
 Json RunDetailsToJson(const v1::GetRunResponse& details);
-// {"checkpoints":[{"step","path","state","error","admitted_unix_ms"}]}
-Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints);
+// {"checkpoints":[{"step","path","state","error","admitted_unix_ms"}],
+//  "pending":[{"step","path","state":"incomplete|settling","reason","since_unix_ms"}]}
+// (pending: folders the server's watcher sees but has not admitted, and why)
+Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints,
+                       const std::vector<v1::PendingCheckpoint>& pending = {});
 // {"jobs":[{"id","run","kind","steps","state","attempts","error","worker","epoch",
 //  "tasks":[names],"created_unix_ms","finished_unix_ms","superseded_by"}]}
 // (superseded_by: the replacing job's id, null unless the job is superseded)
@@ -83,7 +86,13 @@ std::string FormatNumber(double value);
 
 std::string RunsTable(const std::vector<v1::Run>& runs);
 std::string RunDetailsText(const v1::GetRunResponse& details);
-std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints);
+// The admitted checkpoints, then the folders not admitted yet (STATE "incomplete" or
+// "settling"; ERROR the watcher's reason and how long it has held at `now_unix_ms`).
+std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints,
+                             const std::vector<v1::PendingCheckpoint>& pending = {},
+                             int64_t now_unix_ms = 0);
+// "45s", "12m05s", "3h07m", "2d04h" (negative counts as 0).
+std::string FormatAge(int64_t millis);
 std::string JobsTable(const std::vector<v1::Job>& jobs);
 std::string WorkersTable(const std::vector<v1::WorkerInfo>& workers);
 // One step × task table per variant (raw first), values with four decimals, "-" where a

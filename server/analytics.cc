@@ -282,6 +282,18 @@ Analytics::Update::~Update() {
   analytics_->mu_.Unlock();
 }
 
+void Analytics::Update::ForgetRun(const std::string& run) {
+  analytics_->mu_.AssertHeld();
+  auto& indexes = analytics_->indexes_;
+  for (auto it = indexes.lower_bound({run, "", ""});
+       it != indexes.end() && std::get<0>(it->first) == run;) {
+    it = indexes.erase(it);
+  }
+  for (auto it = touched_.begin(); it != touched_.end();) {
+    it = std::get<0>(*it) == run ? touched_.erase(it) : std::next(it);
+  }
+}
+
 std::set<std::pair<std::string, std::string>> Analytics::Update::TouchedTasks() const {
   std::set<std::pair<std::string, std::string>> out;
   for (const auto& [run, task, variant] : touched_) out.emplace(run, task);

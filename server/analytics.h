@@ -107,6 +107,9 @@ class Analytics {
     // that now contain the new, unevaluated checkpoint.
     absl::Status OnAdmission(Store::Batch& batch, const v1::Run& run, const Admission& admission);
 
+    // The run's keys were deleted (Coordinator::DeleteRun, committed): drops its indexes.
+    void ForgetRun(const std::string& run);
+
     // The batch was committed: keep the in-memory changes.
     void Committed() { committed_ = true; }
     // (run, task) of every sequence this update changed.

@@ -25,6 +25,7 @@
 #include "common/text_escape.h"
 #include "server/run_inputs.h"
 #include "steadyeval/v1/eval_lag.h"
+#include "steadyeval/v1/protocol.h"
 #include "steadyeval/v1/task_content.h"
 
 namespace steadyeval {
@@ -98,6 +99,15 @@ absl::StatusOr<std::string> NormalizeCategory(absl::string_view category, absl::
                                                  absl::StrJoin(TaskCategories(), ", ")));
 }
 
+// The run's source folder as leases name it: without a file:// prefix, lexically
+// normalised. Symlinks are left to the worker, which resolves them on its own filesystem
+// (after its --path_map) together with the checkpoint paths.
+std::string SourceRootOf(const v1::RunConfig& config) {
+  std::string dir = config.source();
+  if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
+  return std::filesystem::path(dir).lexically_normal().string();
+}
+
 std::string NewInstanceId(Clock* clock) {
   return Sha256Hex(absl::StrCat(clock->UnixMillis(), "/", getpid(), "/",
                                 std::chrono::steady_clock::now().time_since_epoch().count()))
@@ -119,11 +129,14 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
                                                                  CoordinatorOptions options) {
   std::unique_ptr<Coordinator> c(new Coordinator(store, clock, std::move(discovery), options));
   ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(store, clock, options.scheduler));
+  ASSIGN_OR_RETURN(LeaseSecrets secrets, LeaseSecrets::Load(store));
+  c->lease_secrets_.emplace(std::move(secrets));
   absl::ReleasableMutexLock lock(&c->mu_);
   RETURN_IF_ERROR(store->ScanRuns("", 0, [&](const v1::Run& run) {
     c->mu_.AssertHeld();  // the lock above; clang's analysis does not follow it into lambdas
     auto state = std::make_unique<RunState>();
     state->run = run;
+    if (run.paused()) c->scheduler_->SetRunPaused(run.config().name(), true);
     c->runs_[run.config().name()] = std::move(state);
     return true;
   }));
@@ -166,30 +179,54 @@ void Coordinator::Start() {
 
 void Coordinator::StartPoller(RunState& state) {
   RunState* s = &state;
+  {
+    absl::MutexLock stop_lock(&state.stop_mu);
+    state.stop_poller = false;
+  }
   state.poller = std::thread([this, s] {
-    do {
+    while (true) {
       absl::Status status = PollRun(*s);
       if (!status.ok()) {
         std::cerr << "steadyeval-server: run " << s->run.config().name() << ": " << status
                   << "\n";
       }
-    } while (!stop_.WaitForNotificationWithTimeout(
-        absl::Milliseconds(options_.poll_interval_ms)));
+      absl::MutexLock stop_lock(&s->stop_mu);
+      if (s->stop_mu.AwaitWithTimeout(absl::Condition(&s->stop_poller),
+                                      absl::Milliseconds(options_.poll_interval_ms))) {
+        return;
+      }
+    }
   });
+}
+
+void Coordinator::StopPoller(RunState& state) {
+  {
+    absl::MutexLock stop_lock(&state.stop_mu);
+    state.stop_poller = true;
+  }
+  std::thread poller;
+  {
+    absl::MutexLock lock(&mu_);
+    poller = std::move(state.poller);
+  }
+  if (poller.joinable()) poller.join();
 }
 
 void Coordinator::Stop() {
   if (stopping_.exchange(true)) return;
   if (!stop_.HasBeenNotified()) stop_.Notify();
   WakeWaiters();
-  std::vector<std::thread> threads;
+  std::vector<RunState*> states;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [name, state] : runs_) {
-      if (state->poller.joinable()) threads.push_back(std::move(state->poller));
-    }
+    for (auto& [name, state] : runs_) states.push_back(state.get());
   }
-  for (auto& t : threads) t.join();
+  // Signal every poller first, then join them: each stops after its current poll.
+  for (RunState* state : states) {
+    absl::MutexLock stop_lock(&state->stop_mu);
+    state->stop_poller = true;
+  }
+  for (RunState* state : states) StopPoller(*state);
   if (reaper_.joinable()) reaper_.join();
 }
 
@@ -416,6 +453,7 @@ absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r) {
   }
   // Serialises with admissions: window jobs are created against one list of checkpoints.
   absl::MutexLock poll_lock(&state->poll_mu);
+  if (state->deleted) return RunNotFound(r.name());
   std::optional<absl::MutexLock> write_lock(std::in_place, &state->write_mu);
   v1::Run run;
   {
@@ -553,6 +591,174 @@ absl::Status Coordinator::ExportPredictions(
   return analytics_->ExportPredictions(run, r, visit);
 }
 
+absl::StatusOr<v1::ListPendingCheckpointsResponse> Coordinator::ListPendingCheckpoints(
+    const std::string& run) const {
+  std::vector<PendingDiscovery> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(run);
+    if (it == runs_.end()) return RunNotFound(run);
+    absl::MutexLock pending_lock(&it->second->pending_mu);
+    pending = it->second->pending;
+  }
+  v1::ListPendingCheckpointsResponse response;
+  for (const PendingDiscovery& p : pending) {
+    v1::PendingCheckpoint* out = response.add_pending();
+    out->set_path(p.path);
+    out->set_step(p.step);
+    out->set_reason(p.reason);
+    out->set_since_unix_ms(p.reason_since_unix_ms);
+    out->set_incomplete(p.incomplete);
+  }
+  return response;
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin
+
+absl::StatusOr<v1::Run> Coordinator::SetRunPaused(const std::string& name, bool paused) {
+  RunState* state = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(name);
+    if (it == runs_.end()) return RunNotFound(name);
+    state = it->second.get();
+  }
+  // Under poll_mu: once this returns, no poll of the run is admitting anything.
+  absl::MutexLock poll_lock(&state->poll_mu);
+  if (state->deleted) return RunNotFound(name);
+  absl::MutexLock write_lock(&state->write_mu);
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(name));
+  if (run.paused() != paused) {
+    run.set_paused(paused);
+    Store::Batch batch = store_->NewBatch();
+    batch.PutRun(run);
+    RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+    scheduler_->SetRunPaused(name, paused);
+    absl::MutexLock lock(&mu_);
+    state->run = run;
+    std::cerr << "steadyeval-server: run " << name << (paused ? " paused" : " resumed") << "\n";
+  }
+  if (!paused) WakeWaiters();
+  if (paused) {
+    absl::MutexLock pending_lock(&state->pending_mu);
+    state->pending.clear();
+  }
+  return run;
+}
+
+absl::StatusOr<v1::DeleteRunResponse> Coordinator::DeleteRun(const std::string& name) {
+  RunState* state = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(name);
+    if (it == runs_.end()) return RunNotFound(name);
+    state = it->second.get();
+  }
+  StopPoller(*state);
+  uint64_t keys = 0;
+  absl::Status deleted = [&]() -> absl::Status {
+    absl::MutexLock poll_lock(&state->poll_mu);
+    if (state->deleted) return RunNotFound(name);
+    // The analytics lock keeps result commits (and their pins) out while the keys go.
+    Analytics::Update update(analytics_.get());
+    absl::MutexLock write_lock(&state->write_mu);
+    ASSIGN_OR_RETURN(keys, store_->CountRunKeys(name));
+    ASSIGN_OR_RETURN(uint64_t jobs, scheduler_->DeleteRun(name, [&](Store::Batch& batch) {
+                       batch.DeleteRunData(name);
+                       return absl::OkStatus();
+                     }));
+    keys += jobs;
+    state->deleted = true;
+    update.ForgetRun(name);
+    update.Committed();
+    return absl::OkStatus();
+  }();
+  if (!deleted.ok()) {
+    absl::MutexLock lock(&mu_);
+    if (started_ && !stopping_ && runs_.count(name) && !state->poller.joinable()) {
+      StartPoller(*state);
+    }
+    return deleted;
+  }
+  {
+    absl::MutexLock gauges_lock(&gauges_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = runs_.find(name);
+      retired_runs_.push_back(std::move(it->second));
+      runs_.erase(it);
+    }
+    metrics_.RemoveRun(name);
+  }
+  std::cerr << "steadyeval-server: run " << name << " deleted (" << keys << " keys)\n";
+  WakeWaiters();
+  RefreshGauges();
+  v1::DeleteRunResponse response;
+  response.set_keys_deleted(keys);
+  return response;
+}
+
+absl::StatusOr<v1::RequeueJobsResponse> Coordinator::RequeueJobs(const v1::RequeueJobsRequest& r) {
+  const bool by_run = !r.run().empty() || r.state() != v1::JOB_STATE_UNSPECIFIED;
+  if (by_run == (r.job_ids_size() > 0)) {
+    return absl::InvalidArgumentError(
+        "give either job ids or a run and a state (e.g. `steadyeval jobs requeue 12 13` or "
+        "`steadyeval jobs requeue --run R --state failed`)");
+  }
+  std::vector<uint64_t> ids(r.job_ids().begin(), r.job_ids().end());
+  if (by_run) {
+    RETURN_IF_ERROR(FindRun(r.run()).status());
+    if (r.state() != v1::JOB_FAILED) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "only failed jobs can be requeued, not ", JobStateName(r.state()), " ones"));
+    }
+    for (const v1::Job& job : scheduler_->Jobs()) {
+      if (job.run() == r.run() && job.state() == v1::JOB_FAILED) ids.push_back(job.id());
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<v1::Job> requeued, scheduler_->Requeue(ids));
+  v1::RequeueJobsResponse response;
+  for (const v1::Job& job : requeued) {
+    response.add_requeued(job.id());
+    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " " << job.kind()
+              << ") requeued\n";
+  }
+  WakeWaiters();
+  RefreshGauges();
+  return response;
+}
+
+absl::StatusOr<v1::Run> Coordinator::ClearTokenizerPin(const std::string& name) {
+  RunState* state = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(name);
+    if (it == runs_.end()) return RunNotFound(name);
+    state = it->second.get();
+  }
+  absl::MutexLock poll_lock(&state->poll_mu);
+  if (state->deleted) return RunNotFound(name);
+  // The same locks, in the same order, as a result that pins the tokenizer.
+  Analytics::Update update(analytics_.get());
+  absl::MutexLock write_lock(&state->write_mu);
+  ASSIGN_OR_RETURN(v1::Run run, FindRun(name));
+  if (!run.tokenizer_sha256().empty()) {
+    std::cerr << "steadyeval-server: run " << name << ": tokenizer pin "
+              << run.tokenizer_sha256() << " (step " << run.tokenizer_pinned_step()
+              << ") cleared\n";
+    run.clear_tokenizer_sha256();
+    run.clear_tokenizer_pinned_step();
+    Store::Batch batch = store_->NewBatch();
+    batch.PutRun(run);
+    RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+    absl::MutexLock lock(&mu_);
+    state->run = run;
+  }
+  update.Committed();
+  return run;
+}
+
 // ---------------------------------------------------------------------------------------
 // Checkpoint discovery
 
@@ -583,6 +789,9 @@ absl::StatusOr<bool> Coordinator::Admit(const v1::Run& run, const DiscoveredChec
 absl::Status Coordinator::PollRun(RunState& state) {
   const std::string& name = state.run.config().name();
   absl::MutexLock poll_lock(&state.poll_mu);
+  // Paused: nothing is admitted, so the folder is not even listed (a poll marks what it
+  // returns as admitted). Deleted: the run's keys are gone.
+  if (state.deleted || state.run.paused()) return absl::OkStatus();
   if (state.discovery == nullptr) {
     // Created at start-up (or after a failed attempt): steps already stored are known.
     ASSIGN_OR_RETURN(state.discovery, discovery_factory_(state.run.config()));
@@ -599,6 +808,15 @@ absl::Status Coordinator::PollRun(RunState& state) {
   for (const PendingDiscovery& p : pending) {
     if (state.seen_steps.insert(p.step).second) metrics_.CheckpointDiscovered(name);
     oldest_seen_nanos = std::min(oldest_seen_nanos, p.first_seen_nanos);
+    if (p.reason_changed) {
+      std::cerr << "steadyeval-server: run " << name << ": checkpoint folder "
+                << (p.path.empty() ? absl::StrCat("of step ", p.step) : p.path)
+                << " not admitted yet: " << p.reason << "\n";
+    }
+  }
+  {
+    absl::MutexLock pending_lock(&state.pending_mu);
+    state.pending = pending;
   }
   metrics_.SetIncompleteCheckpoints(
       name, static_cast<int>(pending.size()),
@@ -647,6 +865,15 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   if (r.worker_id().empty()) {
     return absl::InvalidArgumentError("worker_id is empty (give each worker a stable id)");
   }
+  if (r.protocol_version() != kProtocolVersion) {
+    const bool older = r.protocol_version() < kProtocolVersion;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", r.worker_id(), " speaks worker protocol version ", r.protocol_version(),
+        r.protocol_version() == 0 ? " (a release from before protocol versions)" : "",
+        " but this coordinator speaks version ", kProtocolVersion, ": upgrade the ",
+        older ? "worker" : "coordinator",
+        " so that both run the same steadyeval release"));
+  }
   {
     absl::MutexLock lock(&mu_);
     WorkerEntry& w = workers_[r.worker_id()];
@@ -659,6 +886,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   v1::RegisterWorkerResponse response;
   response.set_coordinator_instance(instance_id_);
   response.set_heartbeat_interval_ms(std::max<int64_t>(1, scheduler_->lease_ttl_ms() / 3));
+  response.set_protocol_version(kProtocolVersion);
   return response;
 }
 
@@ -720,6 +948,8 @@ absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) co
   leased.set_tokenizer_path(run.config().tokenizer_path());
   leased.set_tokenizer_sha256(run.tokenizer_sha256());
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
+  leased.set_lease_secret(lease_secrets_->For(job.id(), job.epoch(), job.worker_id()));
+  leased.set_source_root(SourceRootOf(run.config()));
   if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
     leased.set_window(*n);
   }
@@ -819,7 +1049,20 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
   }
 }
 
+absl::Status Coordinator::CheckLeaseSecret(uint64_t job_id, uint64_t epoch,
+                                           const std::string& worker_id,
+                                           const std::string& secret) const {
+  if (lease_secrets_->Matches(job_id, epoch, worker_id, secret)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "job ", job_id, " epoch ", epoch,
+      ": the request does not prove the lease (its worker id, epoch and lease secret must be "
+      "those the lease was granted with); only the worker holding a lease may use it"));
+}
+
 absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& r) {
+  if (r.job_id() != 0) {
+    RETURN_IF_ERROR(CheckLeaseSecret(r.job_id(), r.epoch(), r.worker_id(), r.lease_secret()));
+  }
   RETURN_IF_ERROR(TouchWorker(r.worker_id()));
   if (r.job_id() != 0) RETURN_IF_ERROR(scheduler_->Heartbeat(r.job_id(), r.epoch(), r.worker_id()));
   v1::HeartbeatResponse response;
@@ -828,11 +1071,20 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 }
 
 absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobRequest& r) {
+  RETURN_IF_ERROR(CheckLeaseSecret(r.job_id(), r.epoch(), r.worker_id(), r.lease_secret()));
   TouchWorker(r.worker_id()).IgnoreError();  // heard from; the lease check is Fail's
-  ASSIGN_OR_RETURN(v1::JobState state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(),
-                                                        r.reason(), r.retryable()));
-  CountAttemptFailure(r.job_id(),
-                      r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
+  v1::JobState state = v1::JOB_PENDING;
+  if (r.retryable() && r.reason() == kWorkerStoppingReason) {
+    // A stopping worker's hand-back: not the checkpoint's fault, not an attempt.
+    RETURN_IF_ERROR(scheduler_->HandBack(r.job_id(), r.epoch(), r.worker_id()));
+    std::cerr << "steadyeval-server: job " << r.job_id() << " handed back by stopping worker "
+              << r.worker_id() << "\n";
+  } else {
+    ASSIGN_OR_RETURN(state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(), r.reason(),
+                                             r.retryable()));
+    CountAttemptFailure(r.job_id(),
+                        r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
+  }
   WakeWaiters();
   RefreshGauges();
   v1::FailJobResponse response;
@@ -876,6 +1128,8 @@ absl::StatusOr<std::shared_ptr<const Task>> Coordinator::LoadTask(const v1::Task
 }
 
 absl::Status Coordinator::CheckReportStart(const v1::ReportResultsRequest& first) const {
+  RETURN_IF_ERROR(
+      CheckLeaseSecret(first.job_id(), first.epoch(), first.worker_id(), first.lease_secret()));
   return scheduler_->CheckReport(first.job_id(), first.epoch(), first.worker_id()).status();
 }
 
@@ -885,6 +1139,8 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     return absl::InvalidArgumentError("the report stream carried no messages");
   }
   const v1::ReportResultsRequest& first = chunks.front();
+  RETURN_IF_ERROR(
+      CheckLeaseSecret(first.job_id(), first.epoch(), first.worker_id(), first.lease_secret()));
   TouchWorker(first.worker_id()).IgnoreError();  // heard from; the lease check follows
   const std::string where = absl::StrCat("job ", first.job_id(), " epoch ", first.epoch());
   ASSIGN_OR_RETURN(ReportCheck check,
@@ -1115,7 +1371,12 @@ absl::StatusOr<v1::BackupResponse> Coordinator::Backup(const v1::BackupRequest& 
 
 void Coordinator::RefreshStabilityGauges(
     const std::set<std::pair<std::string, std::string>>& tasks) {
+  absl::MutexLock gauges_lock(&gauges_mu_);
   for (const auto& [run, task] : tasks) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!runs_.count(run)) continue;  // deleted since
+    }
     for (const Analytics::VariantFigures& f : analytics_->DefaultRangeFigures(run, task)) {
       metrics_.SetScore(run, task, f.variant, f.latest_score, f.latest_step, f.previous_score);
       metrics_.SetStability(run, task, f.variant, f.figures.mtv, f.figures.instability);
@@ -1152,6 +1413,7 @@ absl::Status Coordinator::Tick() {
 }
 
 void Coordinator::RefreshGauges() {
+  absl::MutexLock gauges_lock(&gauges_mu_);
   metrics_.SetJobs(scheduler_->CountJobs());
   int idle = 0, busy = 0, lost = 0;
   const v1::ListWorkersResponse workers = ListWorkers();

@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "common/task.h"
 #include "server/analytics.h"
 #include "server/discovery.h"
+#include "server/lease_secret.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/store.h"
@@ -93,6 +95,24 @@ class Coordinator {
   // the stored outputs with the current metric code, then recomputes the ensembles; pair
   // figures follow. One committed batch per task. NOT_FOUND for an unknown run or task.
   absl::StatusOr<v1::RescoreResponse> Rescore(const v1::RescoreRequest& r);
+  // The folders the run's discovery saw but did not admit at its last poll, by step, with
+  // the reason and since when it holds. Empty before the first poll and while paused.
+  absl::StatusOr<v1::ListPendingCheckpointsResponse> ListPendingCheckpoints(
+      const std::string& run) const;
+
+  // ---- admin (EvalService) ----
+  // Pause: no admissions (the run's folder is not polled) and no leases of its jobs;
+  // leases held run on. Resume restarts both. Persisted in Run.paused; idempotent.
+  absl::StatusOr<v1::Run> SetRunPaused(const std::string& name, bool paused);
+  // Stops the run's polling loop and deletes the run record and every checkpoint, job,
+  // prediction, score, pair and drift key of it in one batch (task contents, shared by
+  // hash, stay), then its metric series. Requests for its jobs are then ABORTED.
+  absl::StatusOr<v1::DeleteRunResponse> DeleteRun(const std::string& name);
+  // FAILED -> PENDING with a fresh attempt budget (Scheduler::Requeue): `job_ids`, or
+  // every job of `run` in `state` (only JOB_FAILED). INVALID_ARGUMENT for both or neither.
+  absl::StatusOr<v1::RequeueJobsResponse> RequeueJobs(const v1::RequeueJobsRequest& r);
+  // Forgets the run's tokenizer pin; the next accepted result that names one pins again.
+  absl::StatusOr<v1::Run> ClearTokenizerPin(const std::string& name);
   absl::StatusOr<v1::GetExamplesResponse> GetExamples(const v1::GetExamplesRequest& r);
   absl::Status ExportPredictions(const v1::ExportPredictionsRequest& r,
                                  const std::function<bool(const v1::ExportedPrediction&)>& visit);
@@ -100,6 +120,8 @@ class Coordinator {
   absl::StatusOr<v1::BackupResponse> Backup(const v1::BackupRequest& r);
 
   // ---- workers (WorkerService) ----
+  // FAILED_PRECONDITION naming both versions when r.protocol_version() is not
+  // kProtocolVersion (steadyeval/v1/protocol.h).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
   // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
   // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.
@@ -109,12 +131,20 @@ class Coordinator {
   // lease TTL, holding no lease); once it is busy or lost they are.
   absl::StatusOr<v1::AcquireJobResponse> AcquireJob(const v1::AcquireJobRequest& r,
                                                     const std::function<bool()>& cancelled);
+  // Heartbeat (with a job), ReportResults and FailJob must carry the lease's secret
+  // (LeasedJob.lease_secret, see lease_secret.h): PERMISSION_DENIED otherwise, whichever
+  // of worker id, epoch and secret is wrong. With the right secret of an older lease of
+  // the job: ABORTED (stop working on it).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
+  // A retryable failure whose reason is kWorkerStoppingReason hands the lease back
+  // (Scheduler::HandBack): not an attempt failure.
   absl::StatusOr<v1::FailJobResponse> FailJob(const v1::FailJobRequest& r);
   absl::StatusOr<v1::TaskContent> GetTask(const std::string& sha256) const;
 
   // Checks a report stream's first message before reading the rest: the worker must hold
-  // (job, epoch), or the job must be DONE with that epoch (replay). ABORTED otherwise.
+  // (job, epoch) and prove it with the lease secret, or the job must be DONE with that
+  // epoch (replay, also with the secret). PERMISSION_DENIED for a wrong secret, ABORTED
+  // for a lease the worker no longer holds.
   absl::Status CheckReportStart(const v1::ReportResultsRequest& first) const;
   // Commits one job's report (every chunk of the stream): validates, scores each task and
   // writes predictions, scores, job DONE and checkpoint EVALUATED in one synced batch.
@@ -140,6 +170,9 @@ class Coordinator {
   struct RunState {
     v1::Run run;
     absl::Mutex poll_mu;  // serialises polls of `discovery`
+    // Set (under poll_mu) once DeleteRun has committed: nothing may write for this run.
+    // Deleted states stay allocated (retired_runs_) for threads that still hold them.
+    bool deleted ABSL_GUARDED_BY(poll_mu) = false;
     // Serialises read-modify-writes of the stored Run record (UpdateRun, the tokenizer
     // pin). Lock order: poll_mu, then the analytics lock, then write_mu, then mu_.
     absl::Mutex write_mu;
@@ -150,7 +183,13 @@ class Coordinator {
     // Returned by the discovery (which returns each checkpoint once) but not admitted
     // because the admission failed: tried again first at the next poll.
     std::vector<DiscoveredCheckpoint> unadmitted ABSL_GUARDED_BY(poll_mu);
+    // The poller stops when `stop_poller` is set (Stop, DeleteRun).
+    absl::Mutex stop_mu;
+    bool stop_poller ABSL_GUARDED_BY(stop_mu) = false;
     std::thread poller;
+    // The discovery's pending folders after the last poll (ListPendingCheckpoints).
+    mutable absl::Mutex pending_mu;
+    std::vector<PendingDiscovery> pending ABSL_GUARDED_BY(pending_mu);
   };
   struct WorkerEntry {
     v1::WorkerInfo info;
@@ -165,6 +204,12 @@ class Coordinator {
   void StartPoller(RunState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Run> FindRun(const std::string& name) const;
   absl::Status TouchWorker(const std::string& worker_id);
+  // OK when `secret` is the secret of lease (job_id, epoch) granted to `worker_id`;
+  // PERMISSION_DENIED (naming none of them as the culprit) otherwise.
+  absl::Status CheckLeaseSecret(uint64_t job_id, uint64_t epoch, const std::string& worker_id,
+                                const std::string& secret) const;
+  // Tells the run's poller to stop and joins it. Call without poll_mu held.
+  void StopPoller(RunState& state);
   absl::StatusOr<std::shared_ptr<const Task>> LoadTask(const v1::TaskRef& ref) const;
   absl::StatusOr<v1::LeasedJob> BuildLeasedJob(const v1::Job& job) const;
   LeaseAffinity AffinityFor(const std::string& worker_id) const;
@@ -175,8 +220,10 @@ class Coordinator {
   // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
   // (looked up after the transition: FAILED means it failed for good).
   void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
+  // Call without mu_ held.
   void RefreshGauges();
-  // The score / MTV / IS gauges of these (run, task)s' variants. Call without mu_ held.
+  // The score / MTV / IS gauges of these (run, task)s' variants (runs still present).
+  // Call without mu_ held.
   void RefreshStabilityGauges(const std::set<std::pair<std::string, std::string>>& tasks);
 
   Store* const store_;
@@ -186,11 +233,17 @@ class Coordinator {
   const std::string instance_id_;
   CoordinatorMetrics metrics_;
   std::unique_ptr<Scheduler> scheduler_;
-  // Lock order: RunState::poll_mu, then an Analytics::Update, then Scheduler, then mu_.
+  std::optional<LeaseSecrets> lease_secrets_;  // set by Create
+  // Lock order: RunState::poll_mu, then an Analytics::Update, then RunState::write_mu,
+  // then gauges_mu_, then Scheduler, then mu_.
   std::unique_ptr<Analytics> analytics_;
+  // Serialises the per-run gauge refreshes with DeleteRun's removal of the run's series,
+  // so a refresh that listed a run before its deletion cannot bring its series back.
+  absl::Mutex gauges_mu_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<RunState>> runs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<RunState>> retired_runs_ ABSL_GUARDED_BY(mu_);  // deleted
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
 

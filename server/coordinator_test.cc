@@ -16,6 +16,7 @@
 #include "prometheus/text_serializer.h"
 #include "server/checkpoint_test_util.h"
 #include "server/coordinator_test_util.h"
+#include "steadyeval/v1/protocol.h"
 
 namespace steadyeval {
 namespace {
@@ -45,6 +46,7 @@ class CoordinatorTest : public CoordinatorFixture {
     v1::RegisterWorkerRequest r;
     r.set_worker_id(worker);
     r.set_device("cpu");
+    r.set_protocol_version(kProtocolVersion);
     ASSERT_OK(coordinator_->RegisterWorker(r));
   }
   absl::StatusOr<v1::AcquireJobResponse> Acquire(const std::string& worker) {
@@ -63,6 +65,7 @@ class CoordinatorTest : public CoordinatorFixture {
       r.set_worker_id(worker);
       r.set_job_id(lease.job().id());
       r.set_epoch(lease.job().epoch());
+      r.set_lease_secret(lease.lease_secret());
       r.set_step(lease.job().steps(0));
       *r.mutable_task() = lease.task_headers(task).ref();
       for (auto& [i, text] : outs) {
@@ -111,6 +114,7 @@ class CoordinatorTest : public CoordinatorFixture {
     fail.set_worker_id(worker);
     fail.set_job_id(lease.job().id());
     fail.set_epoch(lease.job().epoch());
+    fail.set_lease_secret(lease.lease_secret());
     fail.set_reason("injected failure");
     fail.set_retryable(retryable);
     return coordinator_->FailJob(fail);
@@ -260,11 +264,12 @@ TEST_F(CoordinatorTest, ReportForAJobTheWorkerDoesNotHoldIsAborted) {
   Register("w1");
   Register("w2");
   v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  // w2 sends w1's lease (and secret) under its own id: the secret is not w2's.
   auto chunks = Report(lease, "w2");
   EXPECT_THAT(coordinator_->CheckReportStart(chunks[0]),
-              StatusIs(absl::StatusCode::kAborted, HasSubstr("worker w2")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
   EXPECT_THAT(coordinator_->ReportResults(chunks),
-              StatusIs(absl::StatusCode::kAborted, HasSubstr("does not hold the lease")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
   EXPECT_EQ(PredictionCount("r", 100), 0);
 
   // A stale epoch after expiry and re-lease: aborted, nothing written.
@@ -283,6 +288,7 @@ TEST_F(CoordinatorTest, ReportForAJobTheWorkerDoesNotHoldIsAborted) {
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(1);
+  hb.set_lease_secret(lease.lease_secret());
   EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
   EXPECT_OK(coordinator_->ReportResults(Report(again->lease(), "w2")));
 }
@@ -358,6 +364,7 @@ TEST_F(CoordinatorTest, RestartKeepsLeasesForWorkersThatRegisterAgain) {
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(lease.job().epoch());
+  hb.set_lease_secret(lease.lease_secret());
   EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kNotFound, HasSubstr("register again")));
   Register("w1");
   EXPECT_OK(coordinator_->Heartbeat(hb));
@@ -416,6 +423,7 @@ TEST_F(CoordinatorTest, FailJobRetriesThenFails) {
   fail.set_worker_id("w1");
   fail.set_job_id(lease.job().id());
   fail.set_epoch(1);
+  fail.set_lease_secret(lease.lease_secret());
   fail.set_reason("config.json: unknown model_type 'mamba'");
   fail.set_retryable(false);
   auto state = coordinator_->FailJob(fail);
@@ -501,6 +509,7 @@ TEST_F(CoordinatorTest, TaskSettingsTravelWithTheLeaseAndShapeTheTask) {
   r.set_worker_id("w1");
   r.set_job_id(lease.job().id());
   r.set_epoch(lease.job().epoch());
+  r.set_lease_secret(lease.lease_secret());
   r.set_step(100);
   r.set_bos("no bos");
   *r.mutable_task() = lease.task_headers(0).ref();
@@ -637,6 +646,7 @@ TEST_F(CoordinatorTest, CorpusLevelMetricHasTaskFiguresButNoExampleMtv) {
     r.set_worker_id("w1");
     r.set_job_id(lease.job().id());
     r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
     r.set_step(100 * (k + 1));
     *r.mutable_task() = lease.task_headers(0).ref();
     for (uint32_t i = 0; i < 3; ++i) {
@@ -710,7 +720,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
 
   // Seen, not admitted: discovered, incomplete, aging with the clock.
   const int64_t t0 = clock_.MonotonicNanos();
-  checkpoints_.SetSeen("r", {{100, t0}});
+  checkpoints_.SetSeen("r", {Seen(100, t0)});
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);
   EXPECT_EQ(Metric(admitted), 0);
@@ -720,7 +730,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);  // still pending: not counted again
   EXPECT_EQ(Metric(age), 7);
-  checkpoints_.SetSeen("r", {{100, t0}, {200, clock_.MonotonicNanos()}});
+  checkpoints_.SetSeen("r", {Seen(100, t0), Seen(200, clock_.MonotonicNanos())});
   clock_.AdvanceSeconds(3);
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 2);
@@ -728,7 +738,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   EXPECT_EQ(Metric(age), 10);  // the oldest
 
   // 100 admitted: the age is 200's now; then 200 too: nothing incomplete.
-  checkpoints_.SetSeen("r", {{200, t0 + 7'000'000'000}});
+  checkpoints_.SetSeen("r", {Seen(200, t0 + 7'000'000'000)});
   checkpoints_.Add("r", 100);
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 2);
@@ -752,7 +762,7 @@ TEST_F(CoordinatorTest, DiscoveredCountsEachNewFolderOnceAndAdmittedCountsAdmiss
   Restart();
   EXPECT_EQ(Metric(discovered), 0);
   checkpoints_.Add("r", 300);
-  checkpoints_.SetSeen("r", {{100, clock_.MonotonicNanos()}, {400, clock_.MonotonicNanos()}});
+  checkpoints_.SetSeen("r", {Seen(100, clock_.MonotonicNanos()), Seen(400, clock_.MonotonicNanos())});
   ASSERT_OK(coordinator_->PollRunsOnce());
   EXPECT_EQ(Metric(discovered), 1);  // 400 only
   EXPECT_EQ(Metric(admitted), 0);
@@ -901,6 +911,7 @@ TEST_F(CoordinatorTest, HeartbeatAgeIsPerWorkerNameAndTheFreshestWins) {
     v1::RegisterWorkerRequest r;
     r.set_worker_id(id);
     r.set_name(name);
+    r.set_protocol_version(kProtocolVersion);
     ASSERT_OK(coordinator_->RegisterWorker(r));
   };
   register_named("id-1", "gpu-a");
@@ -1000,6 +1011,429 @@ TEST(CoordinatorWatcherTest, AdmitsCompleteQuiescentCheckpointsOnce) {
   coordinator->reset();
   store->reset();
   std::filesystem::remove_all(root);
+}
+
+// ---- worker protocol: versions and lease secrets ----
+
+TEST_F(CoordinatorTest, RegisterRefusesAnotherProtocolVersionNamingBoth) {
+  v1::RegisterWorkerRequest r;
+  r.set_worker_id("old");  // no version: a worker from before versions
+  EXPECT_THAT(coordinator_->RegisterWorker(r),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(HasSubstr("version 0"),
+                                        HasSubstr(absl::StrCat("version ", kProtocolVersion)),
+                                        HasSubstr("upgrade the worker"))));
+  r.set_protocol_version(kProtocolVersion + 1);
+  EXPECT_THAT(coordinator_->RegisterWorker(r),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(HasSubstr(absl::StrCat("version ", kProtocolVersion + 1)),
+                                        HasSubstr("upgrade the coordinator"))));
+  // Refused means not registered.
+  EXPECT_THAT(Acquire("old"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("not registered")));
+  r.set_protocol_version(kProtocolVersion);
+  auto registered = coordinator_->RegisterWorker(r);
+  ASSERT_OK(registered);
+  EXPECT_EQ(registered->protocol_version(), kProtocolVersion);
+}
+
+TEST_F(CoordinatorTest, ListJobsNeverShowsTheLeaseSecretAndForgedRequestsAreRefused) {
+  CreateRun("r");
+  Register("w1");
+  Register("mallory");
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  ASSERT_EQ(lease.lease_secret().size(), 32u) << "128 bits, hex";
+  EXPECT_EQ(lease.source_root(), (root_ / "ckpt").string());
+
+  // Everything the query side answers, as bytes: the secret is in none of it.
+  std::vector<v1::Job> listed;
+  ASSERT_OK(coordinator_->ListJobs("", [&](const v1::Job& j) {
+    listed.push_back(j);
+    return true;
+  }));
+  ASSERT_EQ(listed.size(), 1u);
+  std::string answers = listed[0].SerializeAsString() + listed[0].DebugString();
+  ASSERT_OK_AND_ASSIGN(v1::GetRunResponse run, coordinator_->GetRun("r"));
+  answers += run.SerializeAsString() + coordinator_->ListWorkers().SerializeAsString();
+  ASSERT_OK(coordinator_->ListCheckpoints("r", [&](const v1::Checkpoint& c) {
+    answers += c.SerializeAsString();
+    return true;
+  }));
+  EXPECT_THAT(answers, ::testing::Not(HasSubstr(lease.lease_secret())));
+
+  // A report forged from what ListJobs shows (job id, epoch, worker id): refused, even
+  // under the holder's own worker id, and nothing is written.
+  v1::LeasedJob forged;
+  *forged.mutable_job() = listed[0];
+  *forged.mutable_task_headers() = lease.task_headers();
+  const std::string holder = listed[0].worker_id();
+  ASSERT_EQ(holder, "w1");
+  std::string wrong = lease.lease_secret();
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  for (const std::string& secret : {std::string(), wrong}) {
+    forged.set_lease_secret(secret);
+    for (const std::string& worker : {holder, std::string("mallory")}) {
+      auto chunks = Report(forged, worker);
+      EXPECT_THAT(coordinator_->CheckReportStart(chunks[0]),
+                  StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
+      EXPECT_THAT(coordinator_->ReportResults(chunks),
+                  StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("does not prove the lease")));
+      v1::HeartbeatRequest hb;
+      hb.set_worker_id(worker);
+      hb.set_job_id(listed[0].id());
+      hb.set_epoch(listed[0].epoch());
+      hb.set_lease_secret(secret);
+      EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("")));
+      EXPECT_THAT(Fail(forged, worker, /*retryable=*/false),
+                  StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("")));
+    }
+  }
+  EXPECT_EQ(PredictionCount("r", 100), 0);
+  EXPECT_EQ(store_->GetJob(lease.job().id())->state(), v1::JOB_LEASED);
+
+  // The holder, with the secret, commits; a replay is recognised only with the secret.
+  auto chunks = Report(lease, "w1");
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  ASSERT_OK_AND_ASSIGN(v1::ReportResultsResponse replay, coordinator_->ReportResults(chunks));
+  EXPECT_TRUE(replay.replay());
+  forged.set_lease_secret("");
+  EXPECT_THAT(coordinator_->ReportResults(Report(forged, "w1")),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("")));
+}
+
+TEST_F(CoordinatorTest, LeaseSecretsHoldAcrossARestartAndDifferPerLease) {
+  CreateRun("r");
+  Register("w1");
+  v1::LeasedJob first = AdmitAndLease("r", 100, "w1");
+  ASSERT_OK(Fail(first, "w1", /*retryable=*/true));
+  clock_.AdvanceSeconds(60);  // past the backoff
+  v1::LeasedJob second = Acquire("w1")->lease();
+  ASSERT_EQ(second.job().id(), first.job().id());
+  EXPECT_NE(second.lease_secret(), first.lease_secret());  // a new epoch, a new secret
+
+  Restart();
+  Register("w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(second, "w1")));
+  EXPECT_EQ(store_->GetJob(second.job().id())->state(), v1::JOB_DONE);
+}
+
+TEST_F(CoordinatorTest, StoppingWorkerHandsTheJobBackWithoutUsingAnAttempt) {
+  CreateRun("r");
+  Register("w1");
+  Register("w2");
+  const std::string retryable_failures =
+      "steadyeval_job_attempt_failures_total{kind=\"raw\",reason=\"retryable\",run=\"r\"}";
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  for (int i = 0; i < 5; ++i) {  // more than max_attempts
+    v1::FailJobRequest stop;
+    stop.set_worker_id(lease.job().worker_id());
+    stop.set_job_id(lease.job().id());
+    stop.set_epoch(lease.job().epoch());
+    stop.set_lease_secret(lease.lease_secret());
+    stop.set_reason(kWorkerStoppingReason);
+    stop.set_retryable(true);
+    ASSERT_OK_AND_ASSIGN(v1::FailJobResponse response, coordinator_->FailJob(stop));
+    EXPECT_EQ(response.state(), v1::JOB_PENDING);
+    EXPECT_EQ(store_->GetJob(lease.job().id())->attempts(), 0u);
+    EXPECT_EQ(store_->GetCheckpoint("r", 100)->state(), v1::CHECKPOINT_PENDING);
+    // Leasable at once (no backoff, the clock has not moved), by another worker.
+    auto next = Acquire(i % 2 == 0 ? "w2" : "w1");
+    ASSERT_OK(next);
+    ASSERT_TRUE(next->has_job());
+    lease = next->lease();
+    EXPECT_EQ(lease.job().attempts(), 1u);
+  }
+  EXPECT_FALSE(Metric(retryable_failures).value_or(0) > 0) << MetricsText();
+  // The same reason on a permanent failure is a failure.
+  ASSERT_OK_AND_ASSIGN(v1::FailJobResponse failed,
+                       [&] {
+                         v1::FailJobRequest r;
+                         r.set_worker_id(lease.job().worker_id());
+                         r.set_job_id(lease.job().id());
+                         r.set_epoch(lease.job().epoch());
+                         r.set_lease_secret(lease.lease_secret());
+                         r.set_reason(kWorkerStoppingReason);
+                         r.set_retryable(false);
+                         return coordinator_->FailJob(r);
+                       }());
+  EXPECT_EQ(failed.state(), v1::JOB_FAILED);
+}
+
+// ---- admin ----
+
+TEST_F(CoordinatorTest, PausedRunAdmitsAndLeasesNothingUntilResumedAcrossRestarts) {
+  CreateRun("r");
+  CreateRun("s");
+  Register("w1");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  ASSERT_OK_AND_ASSIGN(v1::Run paused, coordinator_->SetRunPaused("r", true));
+  EXPECT_TRUE(paused.paused());
+  ASSERT_OK(coordinator_->SetRunPaused("r", true));  // idempotent
+  ASSERT_OK_AND_ASSIGN(v1::AcquireJobResponse none, Acquire("w1"));
+  EXPECT_FALSE(none.has_job());
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(coordinator_->scheduler()->Checkpoints("r").size(), 1u);  // 200 not admitted
+  // Other runs carry on.
+  checkpoints_.Add("s", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  ASSERT_OK_AND_ASSIGN(v1::AcquireJobResponse other, Acquire("w1"));
+  ASSERT_TRUE(other.has_job());
+  EXPECT_EQ(other.lease().job().run(), "s");
+
+  Restart();
+  Register("w1");
+  EXPECT_TRUE(coordinator_->GetRun("r")->run().paused());
+  EXPECT_TRUE(store_->GetRun("r")->paused());
+  ASSERT_OK_AND_ASSIGN(none, Acquire("w1"));
+  EXPECT_FALSE(none.has_job());
+
+  ASSERT_OK_AND_ASSIGN(v1::Run resumed, coordinator_->SetRunPaused("r", false));
+  EXPECT_FALSE(resumed.paused());
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_EQ(coordinator_->scheduler()->Checkpoints("r").size(), 2u);
+  ASSERT_OK_AND_ASSIGN(v1::AcquireJobResponse leased, Acquire("w1"));
+  ASSERT_TRUE(leased.has_job());
+  EXPECT_EQ(leased.lease().job().run(), "r");
+  EXPECT_EQ(leased.lease().job().steps(0), 200u);
+  EXPECT_THAT(coordinator_->SetRunPaused("nope", true),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+}
+
+TEST_F(CoordinatorTest, DeleteRunRemovesEveryKeyAndSeriesAndRefusesItsLeases) {
+  CreateRun("r");
+  CreateRun("keep");
+  Register("w1");
+  v1::LeasedJob done = AdmitAndLease("r", 100, "w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(done, "w1")));
+  v1::LeasedJob keep = AdmitAndLease("keep", 100, "w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(keep, "w1")));
+  v1::LeasedJob held = AdmitAndLease("r", 200, "w1");
+  Store::Batch drift = store_->NewBatch();
+  v1::ParameterDrift d;
+  d.set_from_step(100);
+  d.set_to_step(200);
+  drift.PutDrift("r", d);
+  ASSERT_OK(store_->Commit(std::move(drift)));
+  ASSERT_OK(coordinator_->Tick());
+  ASSERT_THAT(MetricsText(), HasSubstr("run=\"r\""));
+  ASSERT_OK_AND_ASSIGN(uint64_t run_keys, store_->CountRunKeys("r"));
+
+  ASSERT_OK_AND_ASSIGN(v1::DeleteRunResponse deleted, coordinator_->DeleteRun("r"));
+  EXPECT_EQ(deleted.keys_deleted(), run_keys + 2);  // and its two jobs
+  EXPECT_GT(run_keys, 10u);
+
+  // Nothing of r is left in any family; keep is untouched.
+  EXPECT_THAT(store_->GetRun("r"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  EXPECT_EQ(*store_->CountRunKeys("r"), 0u);
+  ASSERT_OK(store_->ScanJobs([](const v1::Job& j) {
+    EXPECT_NE(j.run(), "r");
+    return true;
+  }));
+  EXPECT_EQ(PredictionCount("r", 100), 0);
+  EXPECT_EQ(PredictionCount("keep", 100), 5);
+  EXPECT_GT(*store_->CountRunKeys("keep"), 5u);
+  EXPECT_THAT(coordinator_->GetRun("r"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("'r'")));
+  EXPECT_EQ(coordinator_->ListRuns(0, "")->runs_size(), 1);
+  const std::string metrics = MetricsText();
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("run=\"r\""))) << metrics;
+  EXPECT_THAT(metrics, HasSubstr("run=\"keep\""));
+
+  // The worker still holding a lease of r is told to stop.
+  v1::HeartbeatRequest hb;
+  hb.set_worker_id("w1");
+  hb.set_job_id(held.job().id());
+  hb.set_epoch(held.job().epoch());
+  hb.set_lease_secret(held.lease_secret());
+  EXPECT_THAT(coordinator_->Heartbeat(hb), StatusIs(absl::StatusCode::kAborted, HasSubstr("deleted")));
+  EXPECT_THAT(coordinator_->ReportResults(Report(held, "w1")),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("deleted")));
+  EXPECT_THAT(Fail(held, "w1", true), StatusIs(absl::StatusCode::kAborted, HasSubstr("deleted")));
+
+  // Its discovery is gone; the name can be reused; a restart does not bring it back.
+  checkpoints_.Add("r", 300);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  EXPECT_TRUE(coordinator_->scheduler()->Checkpoints("r").empty());
+  EXPECT_THAT(coordinator_->DeleteRun("r"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  Restart();
+  EXPECT_THAT(coordinator_->GetRun("r"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  CreateRun("r");
+  EXPECT_TRUE(coordinator_->scheduler()->Checkpoints("r").empty());
+}
+
+TEST_F(CoordinatorTest, DeleteRunStopsItsRunningPoller) {
+  options_.poll_interval_ms = 1;
+  Restart();
+  CreateRun("r");
+  CreateRun("keep");
+  coordinator_->Start();
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->DeleteRun("r"));  // joins r's poller
+  checkpoints_.Add("keep", 100);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return coordinator_->scheduler()->Checkpoints("keep").size() == 1; }));
+  EXPECT_TRUE(coordinator_->scheduler()->Checkpoints("r").empty());
+  coordinator_->Stop();
+}
+
+TEST_F(CoordinatorTest, RequeueGivesFailedJobsAFreshBudget) {
+  CreateRun("r");
+  Register("w1");
+  v1::LeasedJob first = AdmitAndLease("r", 100, "w1");
+  ASSERT_OK(Fail(first, "w1", /*retryable=*/false));
+  v1::LeasedJob second = AdmitAndLease("r", 200, "w1");
+  ASSERT_OK(Fail(second, "w1", /*retryable=*/false));
+  ASSERT_EQ(store_->GetCheckpoint("r", 100)->state(), v1::CHECKPOINT_FAILED);
+
+  v1::RequeueJobsRequest by_id;
+  by_id.add_job_ids(first.job().id());
+  ASSERT_OK_AND_ASSIGN(v1::RequeueJobsResponse requeued, coordinator_->RequeueJobs(by_id));
+  EXPECT_THAT(requeued.requeued(), ::testing::ElementsAre(first.job().id()));
+  EXPECT_EQ(store_->GetJob(first.job().id())->state(), v1::JOB_PENDING);
+  EXPECT_EQ(store_->GetJob(first.job().id())->attempts(), 0u);
+  EXPECT_EQ(store_->GetCheckpoint("r", 100)->state(), v1::CHECKPOINT_PENDING);
+  ASSERT_OK_AND_ASSIGN(v1::AcquireJobResponse again, Acquire("w1"));
+  ASSERT_TRUE(again.has_job());
+  EXPECT_EQ(again.lease().job().id(), first.job().id());
+  ASSERT_OK(coordinator_->ReportResults(Report(again.lease(), "w1")));
+  EXPECT_EQ(store_->GetCheckpoint("r", 100)->state(), v1::CHECKPOINT_EVALUATED);
+  // A done job cannot be requeued; nothing changes.
+  EXPECT_THAT(coordinator_->RequeueJobs(by_id),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("only failed jobs")));
+
+  v1::RequeueJobsRequest by_run;
+  by_run.set_run("r");
+  by_run.set_state(v1::JOB_FAILED);
+  ASSERT_OK_AND_ASSIGN(requeued, coordinator_->RequeueJobs(by_run));
+  EXPECT_THAT(requeued.requeued(), ::testing::ElementsAre(second.job().id()));
+  ASSERT_OK_AND_ASSIGN(requeued, coordinator_->RequeueJobs(by_run));
+  EXPECT_EQ(requeued.requeued_size(), 0);  // none left
+
+  v1::RequeueJobsRequest both = by_run;
+  both.add_job_ids(1);
+  EXPECT_THAT(coordinator_->RequeueJobs(both), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("either")));
+  EXPECT_THAT(coordinator_->RequeueJobs(v1::RequeueJobsRequest()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("either")));
+  by_run.set_state(v1::JOB_DONE);
+  EXPECT_THAT(coordinator_->RequeueJobs(by_run),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("only failed jobs")));
+  by_run.set_run("nope");
+  EXPECT_THAT(coordinator_->RequeueJobs(by_run), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  v1::RequeueJobsRequest unknown;
+  unknown.add_job_ids(999);
+  EXPECT_THAT(coordinator_->RequeueJobs(unknown), StatusIs(absl::StatusCode::kNotFound, HasSubstr("999")));
+}
+
+TEST_F(CoordinatorTest, ClearTokenizerPinLetsTheNextResultPinAgain) {
+  CreateRun("r");
+  Register("w1");
+  const std::string a(64, 'a'), b(64, 'b');
+  auto chunks = Report(AdmitAndLease("r", 100, "w1"), "w1");
+  for (auto& c : chunks) c.set_tokenizer_sha256(a);
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  chunks = Report(AdmitAndLease("r", 200, "w1"), "w1");
+  for (auto& c : chunks) c.set_tokenizer_sha256(b);
+  ASSERT_THAT(coordinator_->ReportResults(chunks),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pinned")));
+
+  ASSERT_OK_AND_ASSIGN(v1::Run cleared, coordinator_->ClearTokenizerPin("r"));
+  EXPECT_EQ(cleared.tokenizer_sha256(), "");
+  EXPECT_EQ(store_->GetRun("r")->tokenizer_sha256(), "");
+  ASSERT_OK(coordinator_->ReportResults(chunks));
+  EXPECT_EQ(coordinator_->GetRun("r")->run().tokenizer_sha256(), b);
+  EXPECT_EQ(coordinator_->GetRun("r")->run().tokenizer_pinned_step(), 200u);
+  EXPECT_THAT(coordinator_->ClearTokenizerPin("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+}
+
+// ---- visible reasons ----
+
+TEST_F(CoordinatorTest, PendingCheckpointsCarryTheReasonAndLogOnlyChanges) {
+  CreateRun("r");
+  PendingDiscovery garbage = Seen(300, clock_.MonotonicNanos(), "step_000300: config.json is not JSON");
+  garbage.reason_since_unix_ms = 1'700'000'000'000;
+  garbage.reason_changed = true;
+  checkpoints_.SetSeen("r", {garbage});
+  ::testing::internal::CaptureStderr();
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  garbage.reason_changed = false;  // the next poll sees the same reason
+  checkpoints_.SetSeen("r", {garbage});
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t pos = log.find("config.json is not JSON"); pos != std::string::npos;
+       pos = log.find("config.json is not JSON", pos + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;  // the poll that saw it first, not every poll
+  EXPECT_THAT(log, HasSubstr("run r: checkpoint folder /ckpt/step_300 not admitted yet"));
+
+  ASSERT_OK_AND_ASSIGN(v1::ListPendingCheckpointsResponse pending,
+                       coordinator_->ListPendingCheckpoints("r"));
+  ASSERT_EQ(pending.pending_size(), 1);
+  EXPECT_EQ(pending.pending(0).step(), 300u);
+  EXPECT_EQ(pending.pending(0).path(), "/ckpt/step_300");
+  EXPECT_EQ(pending.pending(0).reason(), "step_000300: config.json is not JSON");
+  EXPECT_EQ(pending.pending(0).since_unix_ms(), 1'700'000'000'000);
+  EXPECT_TRUE(pending.pending(0).incomplete());
+  EXPECT_THAT(coordinator_->ListPendingCheckpoints("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+}
+
+// The production discovery (a CheckpointWatcher per run) behind the coordinator.
+TEST(CoordinatorWatcherTest, GarbageConfigIsShownWithItsReasonUntilFixedThenAdmitted) {
+  testing_util::TempDir dir;
+  const std::string source = dir.Sub("ckpt");
+  const std::string ckpt = source + "/step_000100";
+  testing_util::WriteSafetensorsCheckpoint(ckpt);
+  testing_util::WriteFile(ckpt + "/config.json", "{\"model_type\": ");  // cut off
+  FakeClock clock;
+  auto store = Store::Open(dir.Sub("db"));
+  ASSERT_OK(store);
+  auto coordinator =
+      Coordinator::Create(store->get(), &clock, WatcherDiscoveryFactory(&clock), CoordinatorOptions());
+  ASSERT_OK(coordinator);
+  Coordinator& c = **coordinator;
+  v1::RunConfig config;
+  config.set_name("r");
+  config.set_source(source);
+  config.set_settle_seconds(5);
+  ASSERT_OK(c.CreateRun(config, {McTaskFile()}));
+
+  ::testing::internal::CaptureStderr();
+  ASSERT_OK(c.PollRunsOnce());
+  const int64_t seen_ms = clock.UnixMillis();
+  clock.AdvanceSeconds(60);
+  ASSERT_OK(c.PollRunsOnce());
+  ASSERT_OK_AND_ASSIGN(v1::ListPendingCheckpointsResponse pending, c.ListPendingCheckpoints("r"));
+  ASSERT_EQ(pending.pending_size(), 1);
+  EXPECT_EQ(pending.pending(0).step(), 100u);
+  EXPECT_EQ(pending.pending(0).path(), ckpt);
+  EXPECT_THAT(pending.pending(0).reason(), HasSubstr("config.json"));
+  EXPECT_TRUE(pending.pending(0).incomplete());
+  EXPECT_EQ(pending.pending(0).since_unix_ms(), seen_ms);
+  EXPECT_TRUE(c.scheduler()->Checkpoints("r").empty());
+
+  testing_util::WriteFile(ckpt + "/config.json", testing_util::kConfigJson);
+  ASSERT_OK(c.PollRunsOnce());
+  ASSERT_OK_AND_ASSIGN(pending, c.ListPendingCheckpoints("r"));
+  ASSERT_EQ(pending.pending_size(), 1);
+  EXPECT_FALSE(pending.pending(0).incomplete());
+  EXPECT_THAT(pending.pending(0).reason(), ::testing::StartsWith("settling"));
+  clock.AdvanceSeconds(5);
+  ASSERT_OK(c.PollRunsOnce());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_OK_AND_ASSIGN(pending, c.ListPendingCheckpoints("r"));
+  EXPECT_EQ(pending.pending_size(), 0);
+  ASSERT_EQ(c.scheduler()->Checkpoints("r").size(), 1u);
+  EXPECT_EQ(c.scheduler()->Checkpoints("r")[0].step(), 100u);
+  // One line per reason (garbage, then settling), not one per poll.
+  size_t lines = 0;
+  for (size_t pos = log.find("not admitted yet"); pos != std::string::npos;
+       pos = log.find("not admitted yet", pos + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2u) << log;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #ifndef STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
 #define STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -11,6 +12,8 @@
 #include <filesystem>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
@@ -72,6 +75,29 @@ class FakeCheckpoints {
   std::map<std::string, std::set<uint64_t>> known_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<PendingDiscovery>> seen_ ABSL_GUARDED_BY(mu_);
 };
+
+// Polls `condition` (real time) until it holds or `timeout` passes; returns whether it
+// held. For conditions background threads make true; it assumes no timing.
+inline bool WaitUntil(const std::function<bool()>& condition,
+                      absl::Duration timeout = absl::Seconds(60)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+// A folder seen at `first_seen_nanos` and not admitted, for FakeCheckpoints::SetSeen.
+inline PendingDiscovery Seen(uint64_t step, int64_t first_seen_nanos,
+                             const std::string& reason = "incomplete") {
+  PendingDiscovery p;
+  p.step = step;
+  p.first_seen_nanos = first_seen_nanos;
+  p.path = "/ckpt/step_" + std::to_string(step);
+  p.reason = reason;
+  return p;
+}
 
 // A multiple-choice task with golds 1, 0, 1 and a generation task with answers "2", "4".
 inline v1::TaskContent McTaskFile() {

@@ -28,6 +28,13 @@ struct DiscoveredCheckpoint {
 struct PendingDiscovery {
   uint64_t step = 0;
   int64_t first_seen_nanos = 0;  // Clock::MonotonicNanos() when the folder was first seen
+  std::string path;
+  // Why it is not admitted; "settling (...)" when it is complete but its files have not
+  // yet been unchanged for the settle time.
+  std::string reason;
+  bool incomplete = true;           // false: complete, waiting for quiescence
+  int64_t reason_since_unix_ms = 0; // Clock::UnixMillis() when this reason was first seen
+  bool reason_changed = false;      // the last Poll saw this reason for the first time
 };
 
 // Not thread-safe: one polling loop calls Poll.

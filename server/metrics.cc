@@ -29,6 +29,22 @@ void SetOrRemove(prometheus::Family<prometheus::Gauge>& family,
   }
 }
 
+// Removes the series of `family` whose `run` label is `run`.
+template <typename T>
+void RemoveRunSeries(prometheus::Family<T>& family, const std::string& run) {
+  for (const prometheus::MetricFamily& collected : family.Collect()) {
+    for (const prometheus::ClientMetric& metric : collected.metric) {
+      std::map<std::string, std::string> labels;
+      for (const prometheus::ClientMetric::Label& label : metric.label) {
+        labels[label.name] = label.value;
+      }
+      auto it = labels.find("run");
+      if (it == labels.end() || it->second != run || !family.Has(labels)) continue;
+      family.Remove(&family.Add(labels));
+    }
+  }
+}
+
 const char* ReasonLabel(AttemptFailure reason) {
   switch (reason) {
     case AttemptFailure::kRetryable: return "retryable";
@@ -102,6 +118,24 @@ void CoordinatorMetrics::AddRun(const std::string& run) {
   eval_lag_.Add({{"run", run}});
   eval_lag_seconds_.Add({{"run", run}});
   SetCheckpoints(run, CheckpointCounts());
+}
+
+void CoordinatorMetrics::RemoveRun(const std::string& run) {
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = job_gauges_.begin(); it != job_gauges_.end();) {
+      it = std::get<0>(it->first) == run ? job_gauges_.erase(it) : std::next(it);
+    }
+  }
+  for (auto* family : {&discovered_, &admitted_, &checkpoints_failed_, &jobs_finished_,
+                       &attempt_failures_}) {
+    RemoveRunSeries(*family, run);
+  }
+  for (auto* family : {&checkpoints_, &incomplete_, &incomplete_age_, &jobs_, &eval_lag_,
+                       &eval_lag_seconds_, &score_, &score_previous_, &score_step_, &mtv_,
+                       &instability_}) {
+    RemoveRunSeries(*family, run);
+  }
 }
 
 void CoordinatorMetrics::CheckpointDiscovered(const std::string& run) {

@@ -42,6 +42,8 @@ class CoordinatorMetrics {
   // Creates `run`'s run-labelled series at 0 (counters, checkpoint and lag gauges), so
   // dashboards show zeros and rates start from the first event.
   void AddRun(const std::string& run);
+  // Removes every series labelled run=`run` (a deleted run).
+  void RemoveRun(const std::string& run);
 
   // ---- checkpoints ----
   // A checkpoint folder of `run` seen for the first time by this process.

@@ -16,6 +16,7 @@
 #include "server/server.h"
 #include "server/server_test_util.h"
 #include "server/store_metrics.h"
+#include "steadyeval/v1/protocol.h"
 #include "common/test_http.h"
 
 namespace steadyeval {
@@ -105,6 +106,7 @@ TEST_F(ObservabilityTest, CountsEveryCallOnceByMethodAndFinalStatus) {
     grpc::ClientContext ctx;
     v1::RegisterWorkerRequest request;
     request.set_worker_id("w");
+    request.set_protocol_version(kProtocolVersion);
     v1::RegisterWorkerResponse response;
     ASSERT_TRUE(worker_->RegisterWorker(&ctx, request, &response).ok());
   }
@@ -126,6 +128,7 @@ TEST_F(ObservabilityTest, CountsEveryCallOnceByMethodAndFinalStatus) {
       chunk.set_worker_id("w");
       chunk.set_job_id(lease.job().id());
       chunk.set_epoch(lease.job().epoch());
+      chunk.set_lease_secret(lease.lease_secret());
       chunk.set_step(lease.job().steps(0));
       *chunk.mutable_task() = lease.task_headers(0).ref();
       v1::ExampleOutput* output = chunk.add_outputs();

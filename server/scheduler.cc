@@ -17,7 +17,8 @@ constexpr std::pair<JobState, JobState> kLegalTransitions[] = {
     {v1::JOB_PENDING, v1::JOB_LEASED},  // leased to a worker
     {v1::JOB_LEASED, v1::JOB_DONE},     // results committed
     {v1::JOB_LEASED, v1::JOB_FAILED},   // permanent failure / attempts exhausted
-    {v1::JOB_LEASED, v1::JOB_PENDING},  // lease expired / retryable failure
+    {v1::JOB_LEASED, v1::JOB_PENDING},  // lease expired / retryable failure / handed back
+    {v1::JOB_FAILED, v1::JOB_PENDING},  // requeued by an admin
     // A window whose membership changed, or whose size was removed from the run.
     {v1::JOB_PENDING, v1::JOB_SUPERSEDED},
     {v1::JOB_LEASED, v1::JOB_SUPERSEDED},
@@ -328,7 +329,7 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
   size_t best_overlap = 0;
   for (const HeldWindow& held : affinity.held) {
     auto run_it = pending_by_run_.find(held.run);
-    if (run_it == pending_by_run_.end()) continue;
+    if (run_it == pending_by_run_.end() || paused_runs_.count(held.run)) continue;
     const std::set<uint64_t> members(held.steps.begin(), held.steps.end());
     for (const PendingKey& key : run_it->second) {
       if (std::get<1>(key) != held.window) continue;
@@ -353,6 +354,7 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
   for (auto it = start; it != pending_by_run_.end(); ++it) order.push_back(it);
   for (auto it = pending_by_run_.begin(); it != start; ++it) order.push_back(it);
   for (auto run_it : order) {
+    if (paused_runs_.count(run_it->first)) continue;
     for (const PendingKey& key : run_it->second) {
       Entry& entry = jobs_.at(std::get<2>(key));
       if (entry.not_before_nanos > now) continue;
@@ -371,6 +373,7 @@ bool Scheduler::HasLeasableJob() const {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_->MonotonicNanos();
   for (const auto& [run, keys] : pending_by_run_) {
+    if (paused_runs_.count(run)) continue;
     for (const PendingKey& key : keys) {
       if (jobs_.at(std::get<2>(key)).not_before_nanos <= now) return true;
     }
@@ -382,6 +385,10 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindHeld(uint64_t job_id, uint64_t 
                                                       const std::string& worker_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) {
+    if (job_id > 0 && job_id < next_job_id_) {  // ids are never reused: its run was deleted
+      return absl::AbortedError(absl::StrCat(
+          "job ", job_id, " no longer exists (its run was deleted); stop working on it"));
+    }
     return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
   }
   const v1::Job& job = it->second.job;
@@ -471,6 +478,95 @@ absl::StatusOr<v1::JobState> Scheduler::Fail(uint64_t job_id, uint64_t epoch,
   // A window whose members were rotated away never comes back: fail it for good.
   if (absl::StrContains(reason, "members_gone")) retryable = false;
   return Release(*entry, reason.empty() ? "worker gave no reason" : reason, retryable);
+}
+
+absl::Status Scheduler::HandBack(uint64_t job_id, uint64_t epoch, const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
+  v1::Job next = entry->job;
+  next.set_state(v1::JOB_PENDING);
+  if (next.attempts() > 0) next.set_attempts(next.attempts() - 1);
+  RETURN_IF_ERROR(CommitTransition(*entry, std::move(next), store_->NewBatch()));
+  entry->lease_expiry_nanos = 0;
+  entry->not_before_nanos = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Job>> Scheduler::Requeue(const std::vector<uint64_t>& job_ids) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Job> requeued;
+  std::vector<v1::Checkpoint> checkpoints;
+  std::set<uint64_t> seen;
+  Store::Batch batch = store_->NewBatch();
+  for (uint64_t id : job_ids) {
+    if (!seen.insert(id).second) continue;
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      return absl::NotFoundError(absl::StrCat("job ", id, " does not exist (see `steadyeval jobs`)"));
+    }
+    const v1::Job& job = it->second.job;
+    if (job.state() != v1::JOB_FAILED) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", id, " is ", JobStateName(job.state()), "; only failed jobs can be requeued"));
+    }
+    v1::Job next = job;
+    next.set_state(v1::JOB_PENDING);
+    next.set_attempts(0);
+    next.set_finished_unix_ms(0);
+    next.set_error(absl::StrCat("requeued by an admin; last error: ", job.error()));
+    if (std::optional<v1::Checkpoint> c = FollowCheckpoint(next)) {
+      batch.PutCheckpoint(*c);
+      checkpoints.push_back(std::move(*c));
+    }
+    batch.PutJob(next);
+    requeued.push_back(std::move(next));
+  }
+  if (requeued.empty()) return requeued;
+  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  for (const v1::Job& job : requeued) {
+    Install(job);
+    Entry& entry = jobs_.at(job.id());
+    entry.not_before_nanos = 0;
+  }
+  for (const v1::Checkpoint& c : checkpoints) checkpoints_[{c.run(), c.step()}] = c;
+  return requeued;
+}
+
+void Scheduler::SetRunPaused(const std::string& run, bool paused) {
+  absl::MutexLock lock(&mu_);
+  if (paused) {
+    paused_runs_.insert(run);
+  } else {
+    paused_runs_.erase(run);
+  }
+}
+
+absl::StatusOr<uint64_t> Scheduler::DeleteRun(
+    const std::string& run, const std::function<absl::Status(Store::Batch&)>& extra) {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint64_t> ids;
+  for (const auto& [id, entry] : jobs_) {
+    if (entry.job.run() == run) ids.push_back(id);
+  }
+  Store::Batch batch = store_->NewBatch();
+  for (uint64_t id : ids) batch.DeleteJob(id);
+  if (extra) RETURN_IF_ERROR(extra(batch));
+  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  for (uint64_t id : ids) jobs_.erase(id);
+  pending_by_run_.erase(run);
+  paused_runs_.erase(run);
+  auto in_run = [&run](const auto& key) { return std::get<0>(key) == run; };
+  for (auto it = checkpoints_.lower_bound({run, 0}); it != checkpoints_.end() && in_run(it->first);) {
+    it = checkpoints_.erase(it);
+  }
+  for (auto it = raw_jobs_.lower_bound({run, 0}); it != raw_jobs_.end() && in_run(it->first);) {
+    it = raw_jobs_.erase(it);
+  }
+  for (auto it = window_jobs_.lower_bound({run, 0, 0});
+       it != window_jobs_.end() && in_run(it->first);) {
+    it = window_jobs_.erase(it);
+  }
+  return static_cast<uint64_t>(ids.size());
 }
 
 absl::StatusOr<std::vector<uint64_t>> Scheduler::ExpireLeases() {

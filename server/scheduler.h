@@ -4,9 +4,12 @@
 //   PENDING -> LEASED            a worker acquires it (epoch += 1, attempts += 1)
 //   LEASED  -> DONE              results committed
 //   LEASED  -> PENDING           lease expired or retryable failure, attempts left
-//                                (not leasable again before an exponential backoff)
+//                                (not leasable again before an exponential backoff);
+//                                or handed back by a stopping worker (the attempt is
+//                                given back, no backoff)
 //   LEASED  -> FAILED            permanent failure, or attempts exhausted (a failure whose
 //                                reason contains "members_gone" is always permanent)
+//   FAILED  -> PENDING           requeued by an admin (attempts back to 0)
 //   PENDING | LEASED | DONE | FAILED -> SUPERSEDED
 //                                an avg@n job whose window changed membership (a checkpoint
 //                                admitted late), or of a size removed from the run
@@ -22,6 +25,8 @@
 // Leases: expiry = clock monotonic now + TTL, kept in memory only; on Create every LEASED
 // job gets a fresh expiry of now + TTL and keeps its epoch and worker. A request carrying
 // another epoch or worker than the lease's gets ABORTED and changes nothing.
+//
+// Paused runs (SetRunPaused) have no leasable jobs; their leases held run on.
 //
 // Priority among leasable jobs: round-robin across runs (by name); within a run the newest
 // window-end step first, then `raw` before `avg@n` (smaller n first), then the oldest id.
@@ -163,11 +168,31 @@ class Scheduler {
   absl::StatusOr<v1::JobState> Fail(uint64_t job_id, uint64_t epoch, const std::string& worker_id,
                                     const std::string& reason, bool retryable);
 
+  // A stopping worker gives its lease back unfinished: LEASED -> PENDING, leasable at
+  // once, and the attempt it used is given back (it says nothing about the checkpoint).
+  // Fails like Fail.
+  absl::Status HandBack(uint64_t job_id, uint64_t epoch, const std::string& worker_id);
+
   // Expires leases whose expiry has passed (each counts as a retryable failure). Returns
   // the ids of the jobs whose lease expired; when a commit fails it stops there (that job
   // and the rest stay leased, retried at the next call) and returns the ones released so
   // far, or the error when there are none.
   absl::StatusOr<std::vector<uint64_t>> ExpireLeases();
+
+  // FAILED -> PENDING with attempts 0 (a fresh budget) for each of `job_ids`, in one
+  // batch; a raw job's checkpoint follows (PENDING). NOT_FOUND for an unknown id,
+  // FAILED_PRECONDITION naming the job for one that is not FAILED; nothing is changed then.
+  // Returns the requeued jobs.
+  absl::StatusOr<std::vector<v1::Job>> Requeue(const std::vector<uint64_t>& job_ids);
+
+  // Whether `run`'s jobs may be leased (memory only; the caller persists Run.paused).
+  void SetRunPaused(const std::string& run, bool paused);
+
+  // Forgets every job and checkpoint of `run` and deletes the job records, in one batch
+  // with `extra`'s writes (the caller adds the rest of the run's keys). Requests for its
+  // jobs are then ABORTED. Returns the number of job records deleted.
+  absl::StatusOr<uint64_t> DeleteRun(const std::string& run,
+                                     const std::function<absl::Status(Store::Batch&)>& extra);
 
   // Snapshots.
   std::optional<v1::Job> GetJob(uint64_t id) const;
@@ -247,6 +272,7 @@ class Scheduler {
   std::map<std::pair<std::string, uint64_t>, uint64_t> raw_jobs_ ABSL_GUARDED_BY(mu_);
   std::string last_served_run_ ABSL_GUARDED_BY(mu_);
   uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::set<std::string> paused_runs_ ABSL_GUARDED_BY(mu_);
 };
 
 

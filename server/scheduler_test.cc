@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -483,6 +484,98 @@ TEST_F(WindowSchedulerTest, DriftPairsAreMeasuredByTheLaterAdmittedCheckpoint) {
   EXPECT_EQ(scheduler_->DriftPairs(Stored(first)), Pairs{});
   EXPECT_EQ(scheduler_->DriftPairs(Stored(late)), (Pairs{{100, 200}, {200, 300}}));
   EXPECT_EQ(scheduler_->DriftPairs(Stored(third)), Pairs{});  // 200 measures (200, 300)
+}
+
+TEST_F(SchedulerTest, HandBackGivesTheAttemptBackAndIsLeasableAtOnce) {
+  uint64_t id = Admit("a", 100);
+  // More hand-backs than max_attempts: the job never fails for it.
+  for (uint32_t i = 1; i <= options_.max_attempts + 2; ++i) {
+    v1::Job job = LeaseOrDie(absl::StrCat("w", i));
+    EXPECT_EQ(job.id(), id);
+    EXPECT_EQ(job.epoch(), i);
+    EXPECT_EQ(job.attempts(), 1u);
+    ASSERT_OK(scheduler_->HandBack(id, i, absl::StrCat("w", i)));
+    EXPECT_EQ(Stored(id).state(), v1::JOB_PENDING);
+    EXPECT_EQ(Stored(id).attempts(), 0u);
+    EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_PENDING);
+  }
+  // Only the holder may hand it back.
+  LeaseOrDie("w9");
+  EXPECT_THAT(scheduler_->HandBack(id, Stored(id).epoch(), "w8"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("does not hold the lease")));
+  EXPECT_EQ(Stored(id).state(), v1::JOB_LEASED);
+}
+
+TEST_F(SchedulerTest, RequeueTurnsFailedJobsPendingWithAFreshBudget) {
+  uint64_t failed = Admit("a", 100);
+  uint64_t done = Admit("a", 200);
+  LeaseOrDie("w");  // 200 (newest first)
+  ASSERT_OK(scheduler_->Complete(done, 1, "w", store_->NewBatch()));
+  LeaseOrDie("w");  // 100
+  ASSERT_OK(scheduler_->Fail(failed, 1, "w", "cuda oom", /*retryable=*/false));
+  ASSERT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_FAILED);
+
+  EXPECT_THAT(scheduler_->Requeue({failed, done}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(absl::StrCat("job ", done, " is done"))));
+  EXPECT_THAT(scheduler_->Requeue({failed, 999}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("job 999")));
+  EXPECT_EQ(Stored(failed).state(), v1::JOB_FAILED);  // nothing changed
+
+  auto requeued = scheduler_->Requeue({failed, failed});
+  ASSERT_OK(requeued);
+  ASSERT_EQ(requeued->size(), 1u);
+  v1::Job stored = Stored(failed);
+  EXPECT_EQ(stored.state(), v1::JOB_PENDING);
+  EXPECT_EQ(stored.attempts(), 0u);
+  EXPECT_EQ(stored.epoch(), 1u);  // epochs only grow: the old lease stays stale
+  EXPECT_THAT(stored.error(), HasSubstr("cuda oom"));
+  EXPECT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_PENDING);
+  Reopen();  // persisted
+  v1::Job again = LeaseOrDie("w");
+  EXPECT_EQ(again.id(), failed);
+  EXPECT_EQ(again.epoch(), 2u);
+  EXPECT_EQ(again.attempts(), 1u);
+}
+
+TEST_F(SchedulerTest, PausedRunsHaveNoLeasableJobs) {
+  Admit("a", 100);
+  uint64_t b = Admit("b", 100);
+  scheduler_->SetRunPaused("a", true);
+  EXPECT_EQ(LeaseOrDie("w").id(), b);
+  EXPECT_TRUE(NothingLeasable());
+  EXPECT_FALSE(scheduler_->HasLeasableJob());
+  scheduler_->SetRunPaused("a", false);
+  EXPECT_TRUE(scheduler_->HasLeasableJob());
+  EXPECT_EQ(LeaseOrDie("w").run(), "a");
+}
+
+TEST_F(SchedulerTest, DeleteRunForgetsItsJobsAndCheckpoints) {
+  const uint64_t a100 = Admit("a", 100);
+  Admit("a", 200);
+  const uint64_t b100 = Admit("b", 100);
+  const uint64_t a300 = Admit("a", 300);
+  ASSERT_EQ(LeaseOrDie("w").id(), a300);  // run a first, newest step first
+  auto deleted = scheduler_->DeleteRun("a", [](Store::Batch& batch) {
+    batch.DeleteRunData("a");
+    return absl::OkStatus();
+  });
+  ASSERT_OK(deleted);
+  EXPECT_EQ(*deleted, 3u);
+  EXPECT_TRUE(scheduler_->Checkpoints("a").empty());
+  EXPECT_FALSE(scheduler_->GetJob(a100).has_value());
+  EXPECT_THAT(store_->GetJob(a100), StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  // A request for a deleted job is told to stop; an id never handed out is unknown.
+  EXPECT_THAT(scheduler_->Heartbeat(a300, 1, "w"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("run was deleted")));
+  EXPECT_THAT(scheduler_->Heartbeat(999, 1, "w"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("")));
+  EXPECT_EQ(LeaseOrDie("w").id(), b100);
+  EXPECT_TRUE(NothingLeasable());
+  // The run's name can be used again; ids are not reused.
+  EXPECT_GT(Admit("a", 100), a300);
+  Reopen();
+  EXPECT_EQ(scheduler_->Checkpoints("a").size(), 1u);
+  EXPECT_EQ(scheduler_->Checkpoints("b").size(), 1u);
 }
 
 }  // namespace

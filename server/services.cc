@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
 
@@ -239,6 +240,70 @@ grpc::Status EvalServiceImpl::Backup(grpc::ServerContext* context,
   AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
   absl::StatusOr<v1::BackupResponse> result = coordinator_->Backup(*request);
   access_->Audit(caller, *context, kMethod, absl::StrCat("to=", request->to_dir()),
+                 result.status());
+  return Respond(std::move(result), response);
+}
+
+grpc::Status EvalServiceImpl::ListPendingCheckpoints(
+    grpc::ServerContext* context, const v1::ListPendingCheckpointsRequest* request,
+    v1::ListPendingCheckpointsResponse* response) {
+  REQUIRE_PERMISSION(context, "EvalService/ListPendingCheckpoints", Permission::kQuery);
+  return Respond(coordinator_->ListPendingCheckpoints(request->run()), response);
+}
+
+grpc::Status EvalServiceImpl::SetRunPaused(grpc::ServerContext* context,
+                                           const v1::SetRunPausedRequest* request,
+                                           v1::Run* response) {
+  static constexpr char kMethod[] = "EvalService/SetRunPaused";
+  AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
+  absl::StatusOr<v1::Run> result = coordinator_->SetRunPaused(request->name(), request->paused());
+  access_->Audit(caller, *context, kMethod,
+                 absl::StrCat("run=", request->name(), " paused=", request->paused()),
+                 result.status());
+  return Respond(std::move(result), response);
+}
+
+grpc::Status EvalServiceImpl::DeleteRun(grpc::ServerContext* context,
+                                        const v1::DeleteRunRequest* request,
+                                        v1::DeleteRunResponse* response) {
+  static constexpr char kMethod[] = "EvalService/DeleteRun";
+  AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
+  absl::StatusOr<v1::DeleteRunResponse> result = coordinator_->DeleteRun(request->name());
+  access_->Audit(caller, *context, kMethod,
+                 absl::StrCat("run=", request->name(),
+                              result.ok() ? absl::StrCat(" keys_deleted=", result->keys_deleted())
+                                          : ""),
+                 result.status());
+  return Respond(std::move(result), response);
+}
+
+grpc::Status EvalServiceImpl::RequeueJobs(grpc::ServerContext* context,
+                                          const v1::RequeueJobsRequest* request,
+                                          v1::RequeueJobsResponse* response) {
+  static constexpr char kMethod[] = "EvalService/RequeueJobs";
+  AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
+  if (request->job_ids_size() > 10000) {
+    return ToGrpcStatus(absl::InvalidArgumentError("at most 10000 job ids per requeue"));
+  }
+  absl::StatusOr<v1::RequeueJobsResponse> result = coordinator_->RequeueJobs(*request);
+  access_->Audit(
+      caller, *context, kMethod,
+      absl::StrCat(request->job_ids_size() > 0
+                       ? absl::StrCat("jobs=", absl::StrJoin(request->job_ids(), ","))
+                       : absl::StrCat("run=", request->run(), " state=",
+                                      v1::JobState_Name(request->state())),
+                   result.ok() ? absl::StrCat(" requeued=", result->requeued_size()) : ""),
+      result.status());
+  return Respond(std::move(result), response);
+}
+
+grpc::Status EvalServiceImpl::ClearTokenizerPin(grpc::ServerContext* context,
+                                                const v1::ClearTokenizerPinRequest* request,
+                                                v1::Run* response) {
+  static constexpr char kMethod[] = "EvalService/ClearTokenizerPin";
+  AUTHORIZE_OR_RETURN(caller, context, kMethod, Permission::kAdminCall);
+  absl::StatusOr<v1::Run> result = coordinator_->ClearTokenizerPin(request->name());
+  access_->Audit(caller, *context, kMethod, absl::StrCat("run=", request->name()),
                  result.status());
   return Respond(std::move(result), response);
 }

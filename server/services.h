@@ -74,6 +74,17 @@ class EvalServiceImpl final : public v1::EvalService::Service {
                        v1::RescoreResponse* response) override;
   grpc::Status Backup(grpc::ServerContext*, const v1::BackupRequest* request,
                       v1::BackupResponse* response) override;
+  grpc::Status ListPendingCheckpoints(grpc::ServerContext*,
+                                      const v1::ListPendingCheckpointsRequest* request,
+                                      v1::ListPendingCheckpointsResponse* response) override;
+  grpc::Status SetRunPaused(grpc::ServerContext*, const v1::SetRunPausedRequest* request,
+                            v1::Run* response) override;
+  grpc::Status DeleteRun(grpc::ServerContext*, const v1::DeleteRunRequest* request,
+                         v1::DeleteRunResponse* response) override;
+  grpc::Status RequeueJobs(grpc::ServerContext*, const v1::RequeueJobsRequest* request,
+                           v1::RequeueJobsResponse* response) override;
+  grpc::Status ClearTokenizerPin(grpc::ServerContext*, const v1::ClearTokenizerPinRequest* request,
+                                 v1::Run* response) override;
 
  private:
   Coordinator* const coordinator_;

@@ -12,6 +12,7 @@
 #include "server/coordinator_test_util.h"
 #include "server/server.h"
 #include "server/server_test_util.h"
+#include "steadyeval/v1/protocol.h"
 #include "common/test_http.h"
 
 namespace steadyeval {
@@ -37,6 +38,7 @@ class ServicesTest : public InProcessServerTest {
     grpc::ClientContext ctx;
     v1::RegisterWorkerRequest request;
     request.set_worker_id(id);
+    request.set_protocol_version(kProtocolVersion);
     v1::RegisterWorkerResponse response;
     ASSERT_TRUE(worker_->RegisterWorker(&ctx, request, &response).ok());
     EXPECT_EQ(response.coordinator_instance(), server_->coordinator()->instance_id());
@@ -59,6 +61,7 @@ class ServicesTest : public InProcessServerTest {
       r.set_worker_id(worker);
       r.set_job_id(lease.job().id());
       r.set_epoch(lease.job().epoch());
+      r.set_lease_secret(lease.lease_secret());
       r.set_step(lease.job().steps(0));
       *r.mutable_task() = lease.task_headers(0).ref();
       v1::ExampleOutput* o = r.add_outputs();
@@ -146,14 +149,15 @@ TEST_F(ServicesTest, WorkerFlowAndReportsForJobsNotHeld) {
   // w2 does not hold the job.
   v1::ReportResultsResponse response;
   grpc::Status s = ReportMc(lease, "w2", &response);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED);
-  EXPECT_THAT(s.error_message(), HasSubstr("does not hold the lease"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("does not prove the lease"));
 
   grpc::ClientContext hb_ctx;
   v1::HeartbeatRequest hb;
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(lease.job().epoch());
+  hb.set_lease_secret(lease.lease_secret());
   v1::HeartbeatResponse hb_response;
   ASSERT_TRUE(worker_->Heartbeat(&hb_ctx, hb, &hb_response).ok());
 

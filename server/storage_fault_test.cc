@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "server/coordinator_test_util.h"
 #include "server/fault_fs.h"
+#include "steadyeval/v1/protocol.h"
 #include "server/health_test_util.h"
 #include "server/server.h"
 #include "server/store.h"
@@ -428,6 +429,7 @@ class StorageFaultServerTest : public ::testing::Test {
     grpc::ClientContext register_ctx;
     v1::RegisterWorkerRequest worker;
     worker.set_worker_id("w1");
+    worker.set_protocol_version(kProtocolVersion);
     v1::RegisterWorkerResponse registered;
     ASSERT_TRUE(worker_->RegisterWorker(&register_ctx, worker, &registered).ok());
   }
@@ -453,6 +455,7 @@ class StorageFaultServerTest : public ::testing::Test {
     r.set_worker_id("w1");
     r.set_job_id(lease.job().id());
     r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
     r.set_step(lease.job().steps(0));
     *r.mutable_task() = lease.task_headers(0).ref();
     for (uint32_t i = 0; i < 3; ++i) {
@@ -535,6 +538,7 @@ TEST_F(StorageFaultServerTest, ReportDuringDiskFullFailsRetryablyAndLandsOnceSpa
   hb.set_worker_id("w1");
   hb.set_job_id(lease.job().id());
   hb.set_epoch(lease.job().epoch());
+  hb.set_lease_secret(lease.lease_secret());
   v1::HeartbeatResponse hb_response;
   EXPECT_TRUE(worker_->Heartbeat(&hb_ctx, hb, &hb_response).ok());
 
@@ -660,6 +664,7 @@ TEST_F(StorageFaultCoordinatorTest, LeaseExpiryDuringAFaultWaitsForTheDisk) {
   ASSERT_OK(coordinator_->CreateRun(config, {McTaskFile()}).status());
   v1::RegisterWorkerRequest worker;
   worker.set_worker_id("w1");
+  worker.set_protocol_version(kProtocolVersion);
   ASSERT_OK(coordinator_->RegisterWorker(worker).status());
   checkpoints_.Add("r", 100);
   ASSERT_OK(coordinator_->PollRunsOnce());

@@ -184,6 +184,15 @@ void Store::Batch::DeleteDrift(absl::string_view run, uint64_t to_step) {
   batch_.Delete(store_->cf(kDrift), DriftKey(run, to_step));
 }
 
+void Store::Batch::DeleteJob(uint64_t id) { batch_.Delete(store_->cf(kJobs), JobKey(id)); }
+void Store::Batch::DeleteRunData(absl::string_view run) {
+  const std::string prefix = RunKey(run);
+  batch_.Delete(store_->cf(kRuns), prefix);
+  for (Family f : {kCheckpoints, kPredictions, kScores, kPairs, kDrift}) {
+    batch_.DeleteRange(store_->cf(f), prefix, PrefixSuccessor(prefix));
+  }
+}
+
 // ---- open ----
 
 // Reports RocksDB's background errors to the store, which resumes writes itself.
@@ -982,6 +991,21 @@ absl::Status Store::ScanPairs(
                          return visit(*t, *v, pair);
                        }));
   return status;
+}
+
+absl::StatusOr<uint64_t> Store::CountRunKeys(absl::string_view run) const {
+  const std::string prefix = RunKey(run);
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(kRuns), prefix, &value);
+  uint64_t keys = s.ok() ? 1 : 0;
+  if (!s.ok() && !s.IsNotFound()) RETURN_IF_ERROR(FromRocks(s, absl::StrCat("reading run ", run)));
+  for (Family f : {kCheckpoints, kPredictions, kScores, kPairs, kDrift}) {
+    RETURN_IF_ERROR(Scan(f, prefix, prefix, [&keys](absl::string_view, absl::string_view) {
+      ++keys;
+      return true;
+    }));
+  }
+  return keys;
 }
 
 absl::Status Store::ScanDrifts(absl::string_view run,

@@ -105,6 +105,11 @@ class Store {
                     uint64_t to_step);
     void PutDrift(absl::string_view run, const v1::ParameterDrift& drift);
     void DeleteDrift(absl::string_view run, uint64_t to_step);
+    void DeleteJob(uint64_t id);
+    // Deletes the run record and every checkpoint, prediction, score, pair and drift key
+    // of `run` (range deletions; its jobs are keyed by id: DeleteJob each). Task contents
+    // are shared by content hash across runs and stay.
+    void DeleteRunData(absl::string_view run);
     int count() const { return batch_.Count(); }
 
    private:
@@ -222,6 +227,8 @@ class Store {
                          const std::function<bool(const std::string& task,
                                                   const std::string& variant,
                                                   const v1::PairStats&)>& visit) const;
+  // How many keys DeleteRunData(run) removes (a key-only scan).
+  absl::StatusOr<uint64_t> CountRunKeys(absl::string_view run) const;
   // A run's drift records by to_step.
   absl::Status ScanDrifts(absl::string_view run,
                           const std::function<bool(const v1::ParameterDrift&)>& visit) const;

@@ -37,6 +37,22 @@ std::string DescribeChange(const CheckpointFingerprint& before, const Checkpoint
   return "no change";
 }
 
+// A reason with its digits blanked: a shard that keeps growing, or a settle clock that
+// ticks, keeps one reason. Every complete candidate is "settling".
+std::string ReasonKey(const std::string& reason, bool complete) {
+  if (complete) return "settling";
+  std::string key;
+  for (char c : reason) {
+    const bool digit = c >= '0' && c <= '9';
+    if (!digit) {
+      key.push_back(c);
+    } else if (key.empty() || key.back() != '#') {
+      key.push_back('#');
+    }
+  }
+  return key;
+}
+
 // Completeness verdicts that describe the files themselves; anything else (a read error)
 // is worth retrying even when the files look the same.
 bool IsVerdict(const absl::Status& status) {
@@ -113,6 +129,20 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
     }
   }
   candidates_ = std::move(still_pending);
+  std::map<uint64_t, ReasonSince> reasons;
+  const int64_t now_unix_ms = clock_->UnixMillis();
+  for (const auto& [step, candidate] : candidates_) {
+    ReasonSince since;
+    since.key = ReasonKey(candidate.reason, candidate.complete);
+    if (auto it = reasons_.find(step); it != reasons_.end() && it->second.key == since.key) {
+      since.since_unix_ms = it->second.since_unix_ms;
+    } else {
+      since.since_unix_ms = now_unix_ms;
+      since.changed = true;
+    }
+    reasons[step] = std::move(since);
+  }
+  reasons_ = std::move(reasons);
   std::reverse(admitted.begin(), admitted.end());  // map order was ascending
   return admitted;
 }
@@ -136,6 +166,7 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, i
     candidate.fingerprint = *std::move(fingerprint);
     candidate.unchanged_since_nanos = now_nanos;
     candidate.completeness = completeness_.Check(*source_, path, candidate.fingerprint);
+    candidate.complete = candidate.completeness.ok();
     if (!candidate.completeness.ok()) {
       candidate.reason = std::string(candidate.completeness.message());
     } else if (first_look) {
@@ -151,6 +182,7 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, i
   if (!IsVerdict(candidate.completeness)) {
     candidate.completeness = completeness_.Check(*source_, path, candidate.fingerprint);
   }
+  candidate.complete = candidate.completeness.ok();
   if (!candidate.completeness.ok()) {
     candidate.reason = std::string(candidate.completeness.message());
     return false;
@@ -169,7 +201,14 @@ std::vector<PendingCheckpoint> CheckpointWatcher::Pending() const {
   std::vector<PendingCheckpoint> pending;
   pending.reserve(candidates_.size());
   for (const auto& [step, candidate] : candidates_) {
-    pending.push_back({step, candidate.path, candidate.reason, candidate.first_seen_nanos});
+    PendingCheckpoint p{step, candidate.path, candidate.reason, candidate.first_seen_nanos};
+    p.incomplete = !candidate.complete;
+    if (candidate.complete) p.reason = absl::StrCat("settling (", candidate.reason, ")");
+    if (auto it = reasons_.find(step); it != reasons_.end()) {
+      p.reason_since_unix_ms = it->second.since_unix_ms;
+      p.reason_changed = it->second.changed;
+    }
+    pending.push_back(std::move(p));
   }
   return pending;
 }
@@ -177,6 +216,7 @@ std::vector<PendingCheckpoint> CheckpointWatcher::Pending() const {
 void CheckpointWatcher::MarkAdmitted(uint64_t step) {
   admitted_.insert(step);
   candidates_.erase(step);
+  reasons_.erase(step);
 }
 
 }  // namespace steadyeval

@@ -9,7 +9,10 @@
 //     at least settle_seconds apart on the Clock's monotonic time. A candidate therefore
 //     always needs at least two polls, even with settle_seconds = 0.
 // Anything else stays pending, with a human-readable reason, and is re-checked on the next
-// poll. Steps admitted once (by Poll or MarkAdmitted) are never returned again.
+// poll. A complete candidate's reason starts with "settling". Each pending step also
+// carries since when its reason holds (the first poll that saw it; reasons that differ
+// only in numbers, such as a shard's growing size or the settle clock, count as one) and
+// whether the last poll saw it change. Steps admitted once (by Poll or MarkAdmitted) are never returned again.
 // Two folders whose names parse to the same step are both held back as ambiguous.
 //
 // Thread-compatible: one thread (the coordinator's poll loop) calls every method, or the
@@ -51,6 +54,9 @@ struct PendingCheckpoint {
   std::string path;
   std::string reason;
   int64_t first_seen_nanos;  // Clock::MonotonicNanos() of the first poll that listed it
+  bool incomplete = true;    // false: complete, settling
+  int64_t reason_since_unix_ms = 0;  // Clock::UnixMillis() of the first poll with this reason
+  bool reason_changed = false;       // the last poll saw this reason first
 };
 
 class CheckpointWatcher {
@@ -85,7 +91,14 @@ class CheckpointWatcher {
     CheckpointFingerprint fingerprint;  // as last seen
     int64_t unchanged_since_nanos = 0;  // when `fingerprint` was first seen
     absl::Status completeness;          // CompletenessCheck on `fingerprint`
+    bool complete = false;              // complete, only waiting for quiescence
     std::string reason;                 // why it is pending, after the last poll
+  };
+  // Since when a pending step's reason holds.
+  struct ReasonSince {
+    std::string key;  // ReasonKey of the reason
+    int64_t since_unix_ms = 0;
+    bool changed = false;  // by the last poll
   };
 
   CheckpointWatcher(WatcherOptions options, Clock* clock, std::unique_ptr<StepParser> parser,
@@ -103,6 +116,7 @@ class CheckpointWatcher {
 
   std::set<uint64_t> admitted_;
   std::map<uint64_t, Candidate> candidates_;  // steps seen by the last poll, not admitted
+  std::map<uint64_t, ReasonSince> reasons_;   // of the steps in candidates_
 };
 
 }  // namespace steadyeval

@@ -26,7 +26,15 @@ class WatcherDiscovery : public CheckpointDiscovery {
   std::vector<PendingDiscovery> Pending() const override {
     std::vector<PendingDiscovery> out;
     for (const PendingCheckpoint& p : watcher_->Pending()) {
-      out.push_back({p.step, p.first_seen_nanos});
+      PendingDiscovery d;
+      d.step = p.step;
+      d.first_seen_nanos = p.first_seen_nanos;
+      d.path = p.path;
+      d.reason = p.reason;
+      d.incomplete = p.incomplete;
+      d.reason_since_unix_ms = p.reason_since_unix_ms;
+      d.reason_changed = p.reason_changed;
+      out.push_back(std::move(d));
     }
     return out;
   }

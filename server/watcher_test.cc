@@ -373,5 +373,75 @@ TEST_F(WatcherTest, PendingKeepsWhenEachStepWasFirstSeen) {
   EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}, {2, t30}}));
 }
 
+// The pending entry for `step` (fails the test when there is none).
+PendingCheckpoint PendingFor(const CheckpointWatcher& watcher, uint64_t step) {
+  for (const auto& p : watcher.Pending()) {
+    if (p.step == step) return p;
+  }
+  ADD_FAILURE() << "step " << step << " is not pending";
+  return PendingCheckpoint{step, "", "", 0};
+}
+
+TEST_F(WatcherTest, AReasonKeepsItsSinceUntilItChangesAndSettlingIsNamed) {
+  const std::string ckpt = dir_.Sub("step_000300");
+  WriteSafetensorsCheckpoint(ckpt);
+  WriteFile(ckpt + "/config.json", "{garbage");
+  WatcherOptions options;
+  options.settle_seconds = 30;
+  auto watcher = MakeWatcher(options);
+  const int64_t t0 = clock_.UnixMillis();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  PendingCheckpoint p = PendingFor(*watcher, 300);
+  EXPECT_THAT(p.reason, HasSubstr("config.json"));
+  EXPECT_TRUE(p.incomplete);
+  EXPECT_EQ(p.reason_since_unix_ms, t0);
+  EXPECT_TRUE(p.reason_changed);
+  for (int i = 0; i < 3; ++i) {  // the same reason: since stays, no change reported
+    clock_.AdvanceSeconds(60);
+    EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+    p = PendingFor(*watcher, 300);
+    EXPECT_EQ(p.reason_since_unix_ms, t0);
+    EXPECT_FALSE(p.reason_changed);
+  }
+
+  // Fixed: complete and settling, a new reason from now.
+  WriteFile(ckpt + "/config.json", kConfigJson);
+  const int64_t t1 = clock_.UnixMillis();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  p = PendingFor(*watcher, 300);
+  EXPECT_FALSE(p.incomplete);
+  EXPECT_THAT(p.reason, ::testing::StartsWith("settling ("));
+  EXPECT_EQ(p.reason_since_unix_ms, t1);
+  EXPECT_TRUE(p.reason_changed);
+  clock_.AdvanceSeconds(10);  // the settle clock ticks: still the same reason
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  p = PendingFor(*watcher, 300);
+  EXPECT_THAT(p.reason, HasSubstr("unchanged for 10.0s of the 30.0s"));
+  EXPECT_EQ(p.reason_since_unix_ms, t1);
+  EXPECT_FALSE(p.reason_changed);
+  clock_.AdvanceSeconds(30);
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(300));
+  EXPECT_TRUE(watcher->Pending().empty());
+}
+
+TEST_F(WatcherTest, AShardStillGrowingIsOneReasonWhateverItsSize) {
+  const std::string ckpt = dir_.Sub("step_000300");
+  WriteShardedCheckpoint(ckpt, 2);
+  const std::string shard = ckpt + "/model-00002-of-00002.safetensors";
+  const std::string full = SafetensorsBytes();
+  WriteFile(shard, full.substr(0, full.size() - 20));
+  auto watcher = MakeWatcher();
+  const int64_t t0 = clock_.UnixMillis();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  const std::string first = PendingFor(*watcher, 300).reason;
+  clock_.AdvanceSeconds(1);
+  AppendFile(shard, full.substr(full.size() - 20, 10));
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  PendingCheckpoint p = PendingFor(*watcher, 300);
+  EXPECT_NE(p.reason, first);  // another size in the text...
+  EXPECT_EQ(p.reason_since_unix_ms, t0);  // ...but the same reason
+  EXPECT_FALSE(p.reason_changed);
+}
+
 }  // namespace
 }  // namespace steadyeval

@@ -16,6 +16,7 @@
 #include "rocksdb/db.h"
 #include "server/coordinator.h"
 #include "server/coordinator_test_util.h"
+#include "steadyeval/v1/protocol.h"
 
 namespace steadyeval {
 namespace {
@@ -66,6 +67,7 @@ class WindowsTest : public CoordinatorFixture {
   void Register(const std::string& worker) {
     v1::RegisterWorkerRequest r;
     r.set_worker_id(worker);
+    r.set_protocol_version(kProtocolVersion);
     ASSERT_OK(coordinator_->RegisterWorker(r));
   }
   void Admit(uint64_t step) {
@@ -99,6 +101,7 @@ class WindowsTest : public CoordinatorFixture {
       r.set_worker_id(worker);
       r.set_job_id(lease.job().id());
       r.set_epoch(lease.job().epoch());
+      r.set_lease_secret(lease.lease_secret());
       r.set_step(lease.job().steps(lease.job().steps_size() - 1));
       *r.mutable_task() = header.ref();
       const auto& texts = outputs.text.at(header.ref().name());
@@ -253,6 +256,7 @@ TEST_F(WindowsTest, MembersGoneFailsTheWindowForGood) {
   fail.set_worker_id("w");
   fail.set_job_id(leases["avg@2@200"].job().id());
   fail.set_epoch(leases["avg@2@200"].job().epoch());
+  fail.set_lease_secret(leases["avg@2@200"].lease_secret());
   fail.set_reason("members_gone: /ckpt/r/step_100 no longer exists");
   fail.set_retryable(true);
   auto state = coordinator_->FailJob(fail);

@@ -59,13 +59,14 @@ class EndToEndTest : public ::testing::Test {
 
   // `listen` "127.0.0.1:0" picks a free port; a restart passes the old address so the
   // running workers find the new coordinator there.
-  void StartServer(const std::string& listen = "127.0.0.1:0") {
+  void StartServer(const std::string& listen = "127.0.0.1:0",
+                   const std::string& lease_ttl_ms = "4000") {
     std::string ready = tmp_ / "ready.json";
     fs::remove(ready);
     auto server = ChildProcess::Start(
         {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", listen,
          "--metrics_listen", "127.0.0.1:0", "--ready_file", ready, "--poll_interval_ms", "200",
-         "--lease_ttl_ms", "4000"},
+         "--lease_ttl_ms", lease_ttl_ms},
         tmp_ / absl::StrCat("server", ++server_starts_));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -75,11 +76,11 @@ class EndToEndTest : public ::testing::Test {
     addr_ = info["grpc"].get<std::string>();
   }
 
-  void StartWorker(const std::string& name) {
-    auto worker = ChildProcess::Start(
-        {bin_ + "/steadyeval-worker", "--coordinator", addr_, "--name", name, "--threads", "1",
-         "--acquire_wait_ms", "500"},
-        tmp_ / name);
+  void StartWorker(const std::string& name, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {bin_ + "/steadyeval-worker", "--coordinator", addr_,
+                                     "--name", name, "--threads", "1", "--acquire_wait_ms", "500"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto worker = ChildProcess::Start(argv, tmp_ / name);
     ASSERT_TRUE(worker.ok()) << worker.status();
     workers_.push_back(std::move(*worker));
   }
@@ -322,6 +323,91 @@ TEST_F(EndToEndTest, BadInputGetsClearErrorsAndLosesNothing) {
   CommandResult down = RunCommand({bin_ + "/steadyeval", "--server", "127.0.0.1:1", "runs", "list"});
   EXPECT_NE(down.exit_code, 0);
   EXPECT_THAT(down.err, ::testing::HasSubstr("127.0.0.1:1"));
+}
+
+// SIGTERM while a worker evaluates: it says it is stopping, hands the job back at once
+// (the lease TTL is ten minutes here, so nothing else could bring it back) without using
+// up an attempt, and exits 0. A second signal ends a draining worker at once.
+TEST_F(EndToEndTest, SigtermDrainsAWorkerAndHandsItsJobBack) {
+  ASSERT_EQ(server_.Stop(SIGTERM), 0) << server_.Logs();
+  StartServer("127.0.0.1:0", /*lease_ttl_ms=*/"600000");
+  // Far more examples than can be evaluated before the signal arrives (about 20 s of
+  // work for one thread on an idle machine).
+  const std::string big = tmp_ / "big.jsonl";
+  {
+    std::ofstream out(big);
+    for (int i = 0; i < 20000; ++i) {
+      out << json{{"id", i},
+                  {"query", absl::StrCat("What is ", i, " plus ", i % 13, "? Answer:")},
+                  {"choices", {"a", "b", "c", "d"}},
+                  {"gold", i % 4}}
+                 .dump()
+          << "\n";
+    }
+  }
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(100)).exit_code, 0);
+  Cli({"runs", "add", "drain", "--source", ckpts_, "--tasks", big, "--settle_seconds", "0.1"});
+
+  StartWorker("wa", {"--drain_grace_s", "0"});
+  ChildProcess& wa = workers_.back();
+  ASSERT_TRUE(WaitFor([&] { return wa.Logs().find("leased") != std::string::npos; }, seconds(120)))
+      << Logs();
+  EXPECT_EQ(wa.Stop(SIGTERM), 0) << wa.Logs();
+  EXPECT_THAT(wa.Logs(), ::testing::HasSubstr("stopping"));
+  EXPECT_THAT(wa.Logs(), ::testing::HasSubstr("handed back"));
+  json jobs = Cli({"jobs", "--run", "drain"});
+  ASSERT_EQ(jobs["jobs"].size(), 1u) << jobs.dump(2);
+  EXPECT_EQ(jobs["jobs"][0]["state"], "pending") << jobs.dump(2);
+  EXPECT_EQ(jobs["jobs"][0]["attempts"], 0) << jobs.dump(2);
+  EXPECT_EQ(jobs["jobs"][0]["epoch"], 1) << jobs.dump(2);
+
+  // The default grace keeps evaluating; the second signal does not wait for it.
+  StartWorker("wb");
+  ChildProcess& wb = workers_.back();
+  ASSERT_TRUE(WaitFor([&] { return wb.Logs().find("leased") != std::string::npos; }, seconds(120)))
+      << Logs();
+  ASSERT_EQ(kill(wb.pid(), SIGTERM), 0);
+  ASSERT_TRUE(WaitFor([&] { return wb.Logs().find("stopping") != std::string::npos; }, seconds(60)))
+      << wb.Logs();
+  EXPECT_EQ(wb.Stop(SIGTERM), 128 + SIGTERM) << wb.Logs();
+  EXPECT_THAT(wb.Logs(), ::testing::HasSubstr("exiting now"));
+}
+
+// The admin commands and the pending reasons through the real CLI and server.
+TEST_F(EndToEndTest, AdminCommandsAndPendingReasonsThroughTheCli) {
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(100)).exit_code, 0);
+  ASSERT_EQ(RunCommand(WriteCheckpointArgs(200)).exit_code, 0);
+  std::ofstream(CheckpointDir(200) + "/config.json") << "{\"model_type\": ";  // garbage
+  Cli({"runs", "add", "adm", "--source", ckpts_, "--tasks", tmp_ / "tasks/arith_mc.jsonl",
+       "--settle_seconds", "0.1"});
+  json checkpoints;
+  ASSERT_TRUE(WaitFor([&] {
+    checkpoints = Cli({"checkpoints", "adm"});
+    return checkpoints["checkpoints"].size() == 1 && checkpoints["pending"].size() == 1;
+  }, seconds(60))) << checkpoints.dump(2) << Logs();
+  EXPECT_EQ(checkpoints["pending"][0]["step"], 200);
+  EXPECT_EQ(checkpoints["pending"][0]["state"], "incomplete");
+  EXPECT_THAT(checkpoints["pending"][0]["reason"].get<std::string>(),
+              ::testing::HasSubstr("config.json"));
+  CommandResult table = RunCommand({bin_ + "/steadyeval", "--server", addr_, "checkpoints", "adm"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, ::testing::HasSubstr("incomplete"));
+  EXPECT_THAT(server_.Logs(), ::testing::HasSubstr("not admitted yet"));
+
+  EXPECT_EQ(Cli({"runs", "pause", "adm"})["paused"], true);
+  EXPECT_EQ(Cli({"runs", "show", "adm"})["run"]["paused"], true);
+  EXPECT_EQ(Cli({"runs", "resume", "adm"})["paused"], false);
+  EXPECT_EQ(Cli({"jobs", "requeue", "--run", "adm", "--state", "failed"})["requeued"], json::array());
+  EXPECT_EQ(Cli({"runs", "clear-tokenizer", "adm"})["tokenizer_sha256"], "");
+
+  CommandResult no = RunCommand({bin_ + "/steadyeval", "--server", addr_, "runs", "delete", "adm"});
+  EXPECT_EQ(no.exit_code, 2);
+  EXPECT_THAT(no.err, ::testing::HasSubstr("--yes"));
+  EXPECT_GT(Cli({"runs", "delete", "adm", "--yes"})["keys_deleted"].get<uint64_t>(), 0u);
+  EXPECT_TRUE(Cli({"runs", "list"})["runs"].empty());
+  CommandResult gone = RunCommand({bin_ + "/steadyeval", "--server", addr_, "checkpoints", "adm"});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.err, ::testing::HasSubstr("'adm' not found"));
 }
 
 }  // namespace

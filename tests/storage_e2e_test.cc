@@ -29,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "server/health_test_util.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
+#include "steadyeval/v1/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 #include "tests/process_harness.h"
 
@@ -155,6 +156,7 @@ class StorageEndToEndTest : public ::testing::Test {
     grpc::ClientContext register_ctx;
     v1::RegisterWorkerRequest worker;
     worker.set_worker_id("w1");
+    worker.set_protocol_version(kProtocolVersion);
     v1::RegisterWorkerResponse registered;
     ASSERT_TRUE(worker_->RegisterWorker(&register_ctx, worker, &registered).ok());
     ASSERT_TRUE(WaitFor(
@@ -181,6 +183,7 @@ class StorageEndToEndTest : public ::testing::Test {
     r.set_worker_id("w1");
     r.set_job_id(lease_.job().id());
     r.set_epoch(lease_.job().epoch());
+    r.set_lease_secret(lease_.lease_secret());
     r.set_step(lease_.job().steps(0));
     *r.mutable_task() = lease_.task_headers(0).ref();
     for (int i = 0; i < kExamples; ++i) {

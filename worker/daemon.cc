@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -9,9 +10,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
+#include "steadyeval/v1/protocol.h"
 #include "steadyeval/v1/task_content.h"
 
 namespace steadyeval {
@@ -76,6 +79,30 @@ std::string MapPath(const std::vector<PathMapping>& mappings, const std::string&
   return path;
 }
 
+namespace {
+
+std::filesystem::path Resolve(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path resolved = std::filesystem::weakly_canonical(path, ec);
+  return ec ? std::filesystem::path(path).lexically_normal() : resolved;
+}
+
+bool IsUnder(const std::filesystem::path& path, const std::filesystem::path& root) {
+  if (root.empty() || !root.is_absolute() || !path.is_absolute()) return false;
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (r->empty() && std::next(r) == root.end()) break;  // a trailing separator
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool ResolvesUnder(const std::string& path, const std::string& root) {
+  return IsUnder(Resolve(path), Resolve(root));
+}
+
 absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind) {
   if (kind == "raw") return 0u;
   uint32_t n = 0;
@@ -106,13 +133,29 @@ absl::StatusOr<std::string> WorkerDaemon::StartMetrics() {
 void WorkerDaemon::Stop() {
   stopping_ = true;
   std::lock_guard<std::mutex> lock(mu_);
+  if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
   cv_.notify_all();
 }
 
-bool WorkerDaemon::WaitMs(int64_t ms) {
+void WorkerDaemon::Drain() {
+  if (draining_.exchange(true)) return;
+  drain_deadline_nanos_ = options_.clock->MonotonicNanos() + options_.drain_grace_ms * 1'000'000;
+  Log(absl::StrCat("draining: no new jobs; the current one is finished if that takes at most ",
+                   options_.drain_grace_ms / 1000.0, " s, else handed back"));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
+  cv_.notify_all();
+}
+
+bool WorkerDaemon::DrainExpired() const {
+  return draining_ && options_.clock->MonotonicNanos() >= drain_deadline_nanos_;
+}
+
+bool WorkerDaemon::WaitMs(int64_t ms, bool wake_on_drain) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stopping_.load(); });
-  return !stopping_;
+  auto woken = [&] { return stopping_.load() || (wake_on_drain && draining_.load()); };
+  cv_.wait_for(lock, std::chrono::milliseconds(ms), woken);
+  return !woken();
 }
 
 absl::Status WorkerDaemon::Register() {
@@ -120,6 +163,7 @@ absl::Status WorkerDaemon::Register() {
   req.set_worker_id(options_.worker_id);
   req.set_name(options_.name);
   req.set_device(options_.device);
+  req.set_protocol_version(kProtocolVersion);
   v1::RegisterWorkerResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx, kRpcDeadlineMs);
@@ -131,16 +175,19 @@ absl::Status WorkerDaemon::Register() {
 
 absl::Status WorkerDaemon::Run() {
   bool registered = false;
-  while (!stopping_) {
+  while (!stopping_ && !draining_) {
     if (!registered) {
       absl::Status s = Register();
       if (absl::IsUnauthenticated(s) || absl::IsPermissionDenied(s)) {
         // Retrying cannot help: the token is wrong, revoked or of the wrong role.
         return Annotate(s, "the coordinator refused this worker (check --token_file)");
       }
+      if (absl::IsFailedPrecondition(s)) {  // another protocol version: retrying cannot help
+        return Annotate(s, "the coordinator refused this worker");
+      }
       if (!s.ok()) {
         Log(absl::StrCat("cannot register: ", s.message(), "; retrying"));
-        if (!WaitMs(options_.retry_backoff_ms)) break;
+        if (!WaitMs(options_.retry_backoff_ms, /*wake_on_drain=*/true)) break;
         continue;
       }
       registered = true;
@@ -157,7 +204,22 @@ absl::Status WorkerDaemon::Run() {
     v1::AcquireJobResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.acquire_wait_ms + kRpcDeadlineMs);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || draining_) break;
+      acquire_ctx_ = &ctx;  // Drain() and Stop() cancel it
+    }
     absl::Status s = FromGrpc(stub_->AcquireJob(&ctx, req, &resp));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      acquire_ctx_ = nullptr;
+    }
+    if (s.ok() && resp.has_job() && (draining_ || stopping_)) {
+      // Leased just as we began to stop: give it straight back.
+      if (draining_) SendFailJob(resp.lease(), kWorkerStoppingReason, /*retryable=*/true);
+      break;
+    }
+    if (stopping_ || draining_) break;
     if (absl::IsNotFound(s)) {
       Log("coordinator does not know this worker (restarted?); registering again");
       registered = false;
@@ -166,12 +228,13 @@ absl::Status WorkerDaemon::Run() {
     if (!s.ok()) {
       Log(absl::StrCat("AcquireJob: ", s.message(), "; retrying"));
       if (absl::IsUnavailable(s)) registered = false;  // it may come back as a new instance
-      if (!WaitMs(options_.retry_backoff_ms)) break;
+      if (!WaitMs(options_.retry_backoff_ms, /*wake_on_drain=*/true)) break;
       continue;
     }
     if (!resp.has_job()) continue;
     RunJob(resp.lease());
   }
+  if (draining_) Log("drained; stopping");
   return absl::OkStatus();
 }
 
@@ -180,6 +243,7 @@ absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
   if (auto it = task_cache_.find(key); it != task_cache_.end()) return it->second;
   v1::GetTaskRequest req;
   req.set_sha256(header.ref().sha256());
+  req.set_worker_id(options_.worker_id);
   v1::TaskContent content;
   grpc::ClientContext ctx;
   SetDeadline(ctx, kRpcDeadlineMs);
@@ -215,18 +279,24 @@ void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) 
   Log(absl::StrCat("job ", lease.job().id(), " failed (", permanent ? "permanent" : "retryable",
                    "): ", why.message()));
   metrics_->JobFailed();
+  SendFailJob(lease, std::string(why.message()), !permanent);
+}
+
+void WorkerDaemon::SendFailJob(const v1::LeasedJob& lease, const std::string& reason,
+                               bool retryable) {
   for (int attempt = 0; attempt < 5 && !stopping_; ++attempt) {
     v1::FailJobRequest req;
     req.set_worker_id(options_.worker_id);
     req.set_job_id(lease.job().id());
     req.set_epoch(lease.job().epoch());
-    req.set_reason(std::string(why.message()));
-    req.set_retryable(!permanent);
+    req.set_reason(reason);
+    req.set_retryable(retryable);
+    req.set_lease_secret(lease.lease_secret());
     v1::FailJobResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(ctx, kRpcDeadlineMs);
     absl::Status s = FromGrpc(stub_->FailJob(&ctx, req, &resp));
-    if (s.ok() || absl::IsAborted(s)) return;
+    if (s.ok() || absl::IsAborted(s) || absl::IsPermissionDenied(s)) return;
     if (absl::IsNotFound(s)) {
       (void)Register();
       continue;
@@ -248,6 +318,7 @@ absl::Status WorkerDaemon::Report(const v1::LeasedJob& lease, const TaskOutputs&
   header.set_worker_id(options_.worker_id);
   header.set_job_id(lease.job().id());
   header.set_epoch(lease.job().epoch());
+  header.set_lease_secret(lease.lease_secret());
   header.set_step(step);
   header.set_bos(backend_->BosDescription());
   header.set_tokenizer_sha256(backend_->TokenizerSha256());
@@ -293,16 +364,68 @@ absl::Status WorkerDaemon::CheckPinnedTokenizer(const v1::LeasedJob& lease) cons
       "new run"));
 }
 
+absl::Status WorkerDaemon::CheckCheckpointFolder(const v1::LeasedJob& lease,
+                                                 const std::string& dir) const {
+  const std::string what = absl::StrCat("job ", lease.job().id(), " (run ", lease.job().run(), ")");
+  if (lease.source_root().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": the lease names no source folder, so checkpoint ", dir,
+        " cannot be checked against it; this worker opens only checkpoints under the run's "
+        "source folder (upgrade the coordinator)"));
+  }
+  const std::string root = MapPath(options_.path_map, lease.source_root());
+  const std::filesystem::path resolved_root = Resolve(root);
+  if (!IsUnder(Resolve(dir), resolved_root)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": checkpoint folder ", dir, " resolves to ", Resolve(dir).string(),
+        ", outside the run's source folder ", root,
+        "; this worker opens only checkpoints that resolve (after symlinks) under it"));
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::filesystem::path target = Resolve(entry.path().string());
+    if (!IsUnder(target, resolved_root)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, ": checkpoint file ", entry.path().string(), " resolves to ", target.string(),
+          ", outside the run's source folder ", root,
+          "; this worker opens only files that resolve (after symlinks) under it"));
+    }
+  }
+  return absl::OkStatus();  // a folder that cannot be listed fails in the loader, by name
+}
+
+absl::StatusOr<std::string> WorkerDaemon::AllowedTokenizer(const v1::LeasedJob& lease) const {
+  if (lease.tokenizer_path().empty()) return std::string();
+  const std::string path = MapPath(options_.path_map, lease.tokenizer_path());
+  const std::string what = absl::StrCat("job ", lease.job().id(), ": run ", lease.job().run(),
+                                        " asks for tokenizer file ", path);
+  if (options_.tokenizer_dirs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ", but this worker opens a run's tokenizer file only under its --tokenizer_dirs, "
+        "and none are given (start the worker with --tokenizer_dirs DIR naming the folder "
+        "that holds it, or let the run use each checkpoint's own tokenizer)"));
+  }
+  const std::filesystem::path resolved = Resolve(path);
+  for (const std::string& dir : options_.tokenizer_dirs) {
+    if (IsUnder(resolved, Resolve(dir))) return resolved.string();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " (resolves to ", resolved.string(), "), which is under none of this worker's "
+      "--tokenizer_dirs (", absl::StrJoin(options_.tokenizer_dirs, ", "),
+      "); add its folder to --tokenizer_dirs or let the run use each checkpoint's own tokenizer"));
+}
+
 absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
   const v1::Job& job = lease.job();
   ASSIGN_OR_RETURN(uint32_t window, WindowOfJobKind(job.kind()));
-  const std::string tokenizer =
-      lease.tokenizer_path().empty() ? "" : MapPath(options_.path_map, lease.tokenizer_path());
+  ASSIGN_OR_RETURN(const std::string tokenizer, AllowedTokenizer(lease));
   if (window == 0) {
     if (lease.checkpoint_paths_size() != 1) {
       return absl::InvalidArgumentError("raw job must name exactly one checkpoint");
     }
-    return backend_->Load(MapPath(options_.path_map, lease.checkpoint_paths(0)), tokenizer);
+    const std::string dir = MapPath(options_.path_map, lease.checkpoint_paths(0));
+    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
+    return backend_->Load(dir, tokenizer);
   }
   if (lease.window() != 0 && lease.window() != window) {
     return absl::InvalidArgumentError(absl::StrCat("job kind ", job.kind(), " but lease window ",
@@ -316,15 +439,22 @@ absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
   }
   std::vector<std::string> dirs;
   std::vector<uint64_t> steps(job.steps().begin(), job.steps().end());
-  for (const std::string& path : lease.checkpoint_paths()) dirs.push_back(MapPath(options_.path_map, path));
+  for (const std::string& path : lease.checkpoint_paths()) {
+    dirs.push_back(MapPath(options_.path_map, path));
+    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dirs.back()));
+  }
   return backend_->LoadAverage(job.run(), window, dirs, steps, tokenizer);
 }
 
 std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob& lease) {
   std::vector<v1::ParameterDrift> drifts;
   for (const v1::DriftTarget& target : lease.drift_targets()) {
-    auto drift = backend_->ComputeDrift(MapPath(options_.path_map, target.from_path()),
-                                        MapPath(options_.path_map, target.to_path()));
+    const std::string from = MapPath(options_.path_map, target.from_path());
+    const std::string to = MapPath(options_.path_map, target.to_path());
+    absl::Status allowed = CheckCheckpointFolder(lease, from);
+    if (allowed.ok()) allowed = CheckCheckpointFolder(lease, to);
+    absl::StatusOr<ParameterDriftResult> drift =
+        allowed.ok() ? backend_->ComputeDrift(from, to) : absl::StatusOr<ParameterDriftResult>(allowed);
     if (!drift.ok()) {
       Log(absl::StrCat("job ", lease.job().id(), ": parameter drift ", target.from_step(), " -> ",
                        target.to_step(), " skipped: ", drift.status().message()));
@@ -367,7 +497,7 @@ absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
                          examples += fresh;
                          metrics_->AddExamples(fresh);
                          count_eval_time();
-                         return !lost && !stopping_;
+                         return !lost && !stopping_ && !DrainExpired();
                        }));
       const uint64_t task_tokens = backend_->tokens_processed() - tokens_before;
       tokens += task_tokens;
@@ -404,11 +534,12 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
       req.set_worker_id(options_.worker_id);
       req.set_job_id(job.id());
       req.set_epoch(job.epoch());
+      req.set_lease_secret(lease.lease_secret());
       v1::HeartbeatResponse resp;
       grpc::ClientContext ctx;
       SetDeadline(ctx, kRpcDeadlineMs);
       absl::Status s = FromGrpc(stub_->Heartbeat(&ctx, req, &resp));
-      if (absl::IsAborted(s)) {
+      if (absl::IsAborted(s) || absl::IsPermissionDenied(s)) {
         Log(absl::StrCat("job ", job.id(), ": lease lost (", s.message(), "); dropping it"));
         lost = true;
       } else if (absl::IsNotFound(s)) {
@@ -428,6 +559,7 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
   };
 
   absl::Status status = [&]() -> absl::Status {
+    if (DrainExpired()) return absl::CancelledError("worker stopping before the job started");
     ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
     metrics_->RecordLoad(load);
     RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
@@ -441,7 +573,10 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     for (int attempt = 0;; ++attempt) {
       if (lost) return absl::AbortedError("lease lost");
       absl::Status s = Report(lease, outputs, drifts);
-      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || stopping_) return s;
+      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) ||
+          absl::IsPermissionDenied(s) || stopping_ || DrainExpired()) {
+        return s;
+      }
       const bool retry_while_leased = absl::IsUnavailable(s) || absl::IsResourceExhausted(s);
       if (!retry_while_leased && attempt >= 20) return s;
       const int64_t wait_ms = retry_while_leased ? backoff_ms : options_.retry_backoff_ms;
@@ -461,7 +596,14 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     ++jobs_done_;
     metrics_->JobDone();
     Log(absl::StrCat("job ", job.id(), " done"));
-  } else if (absl::IsAborted(status) || absl::IsCancelled(status)) {
+  } else if (draining_ && !lost && !stopping_ &&
+             (absl::IsCancelled(status) || absl::IsUnavailable(status) ||
+              absl::IsDeadlineExceeded(status))) {
+    // Stopped by the drain, or a report that could not be delivered within its grace.
+    Log(absl::StrCat("job ", job.id(), " handed back: ", kWorkerStoppingReason));
+    SendFailJob(lease, kWorkerStoppingReason, /*retryable=*/true);
+  } else if (absl::IsAborted(status) || absl::IsCancelled(status) ||
+             absl::IsPermissionDenied(status)) {
     Log(absl::StrCat("job ", job.id(), " dropped: ", status.message()));
   } else {
     FailJob(lease, status);

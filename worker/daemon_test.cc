@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include <grpcpp/test/mock_stream.h>
@@ -14,6 +16,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "steadyeval/v1/protocol.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
 #include "worker/metrics_http.h"
 #include "worker/test_daemon.h"
@@ -55,8 +58,9 @@ TEST(JobKindTest, RawAndAvgWindows) {
 // `tokens_per_example` tokens.
 class FakeBackend : public EvalBackend {
  public:
-  absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& /*tokenizer*/) override {
+  absl::StatusOr<LoadStats> Load(const std::string& dir, const std::string& tokenizer) override {
     loaded.push_back("raw " + dir);
+    tokenizers.push_back(tokenizer);
     if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
     return load_stats;
   }
@@ -94,6 +98,7 @@ class FakeBackend : public EvalBackend {
   uint64_t tokens_processed() const override { return tokens; }
 
   std::vector<std::string> loaded;
+  std::vector<std::string> tokenizers;  // of each Load
   std::vector<WindowSumInfo> held;
   std::vector<EvalSettings> settings;
   std::vector<size_t> task_sizes;
@@ -135,6 +140,7 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   }
   avg.set_window(3);
   avg.set_lease_ttl_ms(600000);
+  avg.set_source_root("/mnt");
   avg.set_few_shots(2);
   avg.set_prompt_language("en");
   avg.set_bos("add");
@@ -342,6 +348,8 @@ std::string McTaskText(int examples) {
   lease.mutable_job()->set_epoch(1);
   lease.mutable_job()->add_steps(step);
   lease.add_checkpoint_paths("/ckpt/step_" + std::to_string(step));
+  lease.set_source_root("/ckpt");
+  lease.set_lease_secret("secret-" + std::to_string(id));
   lease.set_lease_ttl_ms(600000);
   lease.set_prompt_language("en");
   lease.set_bos("add");
@@ -440,7 +448,12 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
                  const std::vector<std::function<void()>>& before_lease = {}) {
     namespace v1 = ::steadyeval::v1;
     using ::testing::_;
-    EXPECT_CALL(*stub_, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+    EXPECT_CALL(*stub_, RegisterWorker(_, _, _))
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::RegisterWorkerRequest& req,
+                            v1::RegisterWorkerResponse*) {
+          registrations_.push_back(req);
+          return grpc::Status::OK;
+        });
     size_t acquired = 0;
     EXPECT_CALL(*stub_, AcquireJob(_, _, _))
         .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
@@ -454,7 +467,8 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
           return grpc::Status::OK;
         });
     EXPECT_CALL(*stub_, GetTask(_, _, _))
-        .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest& req, v1::TaskContent* content) {
+          task_requests_.push_back(req);
           content->set_filename("mc.jsonl");
           content->set_content(task_text);
           content->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
@@ -485,6 +499,8 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
   std::unique_ptr<WorkerDaemon> daemon_;
   std::vector<::steadyeval::v1::ReportResultsRequest> reports_;
   std::vector<::steadyeval::v1::FailJobRequest> failed_;
+  std::vector<::steadyeval::v1::RegisterWorkerRequest> registrations_;
+  std::vector<::steadyeval::v1::GetTaskRequest> task_requests_;
 };
 
 TEST_F(WorkerDaemonMetricsTest, CountsAJobsExamplesTokensAndEvaluationTime) {
@@ -549,6 +565,258 @@ TEST_F(WorkerDaemonMetricsTest, FailedJobsCountAsFailedAndKeepTheLastJobsRates) 
   EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_seconds_count"), 2.0);
   EXPECT_EQ(Series("steadyeval_worker_checkpoint_load_bytes_total"), 200.0);
   EXPECT_EQ(Series("steadyeval_worker_busy"), 0.0);
+}
+
+TEST_F(WorkerDaemonMetricsTest, SendsItsProtocolVersionLeaseSecretsAndWorkerId) {
+  namespace v1 = ::steadyeval::v1;
+  const std::string task_text = McTaskText(2);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  v1::LeasedJob failing = RawLease(2, 200, task->sha256);
+  failing.add_checkpoint_paths("/ckpt/step_201");  // malformed: fails, with its secret
+  RunLeases(task_text, {RawLease(1, 100, task->sha256), failing});
+  ASSERT_FALSE(registrations_.empty());
+  EXPECT_EQ(registrations_[0].protocol_version(), kProtocolVersion);
+  ASSERT_FALSE(task_requests_.empty());
+  EXPECT_EQ(task_requests_[0].worker_id(), "w1-id");
+  ASSERT_EQ(reports_.size(), 1u);
+  EXPECT_EQ(reports_[0].lease_secret(), "secret-1");
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].lease_secret(), "secret-2");
+}
+
+TEST(WorkerDaemonProtocolTest, AnotherProtocolVersionEndsRunWithTheCoordinatorsMessage) {
+  namespace v1 = ::steadyeval::v1;
+  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
+  DaemonOptions options;
+  options.worker_id = "w1";
+  options.retry_backoff_ms = 1;
+  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
+  EXPECT_CALL(*stub, RegisterWorker(::testing::_, ::testing::_, ::testing::_))
+      .Times(1)  // no retry loop
+      .WillOnce(::testing::Return(grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          "worker w1 speaks worker protocol version 2 but this coordinator speaks version 3: "
+          "upgrade the worker")));
+  EXPECT_CALL(*stub, AcquireJob(::testing::_, ::testing::_, ::testing::_)).Times(0);
+  EXPECT_THAT(daemon.Run(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                     ::testing::HasSubstr("upgrade the worker")));
+}
+
+// Path rules, on real folders: a source root with one checkpoint folder.
+class WorkerDaemonPathTest : public WorkerDaemonMetricsTest {
+ protected:
+  void SetUp() override {
+    root_ = std::filesystem::path(::testing::TempDir()) /
+            ("daemon_paths_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ / "source/step_100");
+    std::filesystem::create_directories(root_ / "elsewhere");
+    std::filesystem::create_directories(root_ / "tokenizers");
+    std::ofstream(root_ / "source/step_100/config.json") << "{}";
+    std::ofstream(root_ / "elsewhere/secret.txt") << "secret";
+    std::ofstream(root_ / "tokenizers/tokenizer.model") << "tok";
+    WorkerDaemonMetricsTest::SetUp();
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  void Recreate(const std::vector<std::string>& tokenizer_dirs) {
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    options.tokenizer_dirs = tokenizer_dirs;
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+  ::steadyeval::v1::LeasedJob Lease(uint64_t id, const std::string& checkpoint) {
+    auto lease = RawLease(id, 100, task_->sha256);
+    lease.set_checkpoint_paths(0, checkpoint);
+    lease.set_source_root((root_ / "source").string());
+    return lease;
+  }
+  void SetTask() {
+    task_text_ = McTaskText(1);
+    auto task = ParseTask("mc.jsonl", task_text_);
+    ASSERT_OK(task);
+    task_ = std::make_unique<Task>(*task);
+  }
+
+  std::filesystem::path root_;
+  std::string task_text_;
+  std::unique_ptr<Task> task_;
+};
+
+TEST_F(WorkerDaemonPathTest, CheckpointFilesOutsideTheSourceRootAreNeverOpened) {
+  SetTask();
+  const std::string inside = (root_ / "source/step_100").string();
+  // A folder that links out of the root, a file in the folder that links out, and a
+  // lease with no root at all: each fails for good before the backend opens anything.
+  std::filesystem::create_directory_symlink(root_ / "elsewhere", root_ / "source/step_200");
+  std::filesystem::create_directories(root_ / "source/step_300");
+  std::filesystem::create_symlink(root_ / "elsewhere/secret.txt",
+                                  root_ / "source/step_300/model.safetensors");
+  auto no_root = Lease(4, inside);
+  no_root.clear_source_root();
+  auto dotdot = Lease(5, inside + "/../../elsewhere");
+  RunLeases(task_text_, {Lease(1, inside), Lease(2, (root_ / "source/step_200").string()),
+                         Lease(3, (root_ / "source/step_300").string()), no_root, dotdot});
+  EXPECT_THAT(fake_->loaded, ::testing::ElementsAre("raw " + inside));
+  ASSERT_EQ(failed_.size(), 4u);
+  for (const auto& f : failed_) EXPECT_FALSE(f.retryable()) << f.reason();
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("step_200"), ::testing::HasSubstr("elsewhere"),
+                               ::testing::HasSubstr("outside the run's source folder")));
+  EXPECT_THAT(failed_[1].reason(),
+              ::testing::AllOf(::testing::HasSubstr("step_300/model.safetensors"),
+                               ::testing::HasSubstr("secret.txt"),
+                               ::testing::HasSubstr("outside the run's source folder")));
+  EXPECT_THAT(failed_[2].reason(), ::testing::HasSubstr("names no source folder"));
+  EXPECT_THAT(failed_[3].reason(), ::testing::HasSubstr("outside the run's source folder"));
+}
+
+TEST_F(WorkerDaemonPathTest, ARunsTokenizerPathNeedsTokenizerDirs) {
+  SetTask();
+  const std::string inside = (root_ / "source/step_100").string();
+  const std::string tokenizer = (root_ / "tokenizers/tokenizer.model").string();
+  auto with_tokenizer = Lease(1, inside);
+  with_tokenizer.set_tokenizer_path(tokenizer);
+  auto outside = Lease(2, inside);
+  outside.set_tokenizer_path((root_ / "elsewhere/secret.txt").string());
+  auto sneaky = Lease(3, inside);  // under the dir by name, not after resolution
+  sneaky.set_tokenizer_path((root_ / "tokenizers/../elsewhere/secret.txt").string());
+
+  // No --tokenizer_dirs: any tokenizer path from a run is refused, naming the flag.
+  RunLeases(task_text_, {with_tokenizer});
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_FALSE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr(tokenizer), ::testing::HasSubstr("--tokenizer_dirs")));
+
+  ::testing::Mock::VerifyAndClearExpectations(stub_.get());
+  failed_.clear();
+  Recreate({(root_ / "tokenizers").string()});
+  RunLeases(task_text_, {with_tokenizer, outside, sneaky});
+  EXPECT_THAT(fake_->tokenizers, ::testing::ElementsAre(tokenizer));
+  ASSERT_EQ(failed_.size(), 2u);
+  for (const auto& f : failed_) {
+    EXPECT_FALSE(f.retryable());
+    EXPECT_THAT(f.reason(), ::testing::AllOf(::testing::HasSubstr("secret.txt"),
+                                             ::testing::HasSubstr("under none of")));
+  }
+  EXPECT_TRUE(ResolvesUnder(tokenizer, (root_ / "tokenizers").string()));
+  EXPECT_FALSE(ResolvesUnder((root_ / "tokenizers2").string(), (root_ / "tokenizers").string()));
+}
+
+TEST_F(WorkerDaemonMetricsTest, DrainAfterGraceHandsTheJobBackAfterTheCurrentBatch) {
+  namespace v1 = ::steadyeval::v1;
+  const std::string task_text = McTaskText(5);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  // Grace 0: the drain starts while the first task is evaluated.
+  auto backend = std::make_unique<FakeBackend>();
+  fake_ = backend.get();
+  DaemonOptions options;
+  options.worker_id = "w1-id";
+  options.name = "w1";
+  options.acquire_wait_ms = 10;
+  options.clock = &clock_;
+  options.drain_grace_ms = 0;
+  daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  fake_->during_evaluate = [&] { daemon_->Drain(); };
+  int acquires = 0;
+  EXPECT_CALL(*stub_, RegisterWorker(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly(::testing::Return(grpc::Status::OK));
+  EXPECT_CALL(*stub_, AcquireJob(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+        ++acquires;
+        resp->set_has_job(true);
+        *resp->mutable_lease() = RawLease(acquires, 100, task->sha256);
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub_, GetTask(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+        content->set_filename("mc.jsonl");
+        content->set_content(task_text);
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub_, ReportResultsRaw(::testing::_, ::testing::_)).Times(0);
+  EXPECT_CALL(*stub_, FailJob(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::FailJobRequest& req, v1::FailJobResponse*) {
+        failed_.push_back(req);
+        return grpc::Status::OK;
+      });
+  ASSERT_OK(daemon_->Run());  // returns by itself once drained
+  EXPECT_EQ(acquires, 1);     // nothing acquired after the signal
+  EXPECT_EQ(Series("steadyeval_worker_examples_total"), 1.0);  // stopped after that batch
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].job_id(), 1u);
+  EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_EQ(failed_[0].lease_secret(), "secret-1");
+}
+
+TEST_F(WorkerDaemonMetricsTest, DrainWithinGraceFinishesAndReportsTheJob) {
+  namespace v1 = ::steadyeval::v1;
+  const std::string task_text = McTaskText(5);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  fake_->seconds_per_example = 1;  // 5 s of evaluation, well within the default 20 s
+  fake_->during_evaluate = [&] { daemon_->Drain(); };
+  int acquires = 0;
+  EXPECT_CALL(*stub_, RegisterWorker(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly(::testing::Return(grpc::Status::OK));
+  EXPECT_CALL(*stub_, AcquireJob(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+        ++acquires;
+        resp->set_has_job(true);
+        *resp->mutable_lease() = RawLease(acquires, 100, task->sha256);
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub_, GetTask(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+        content->set_filename("mc.jsonl");
+        content->set_content(task_text);
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub_, ReportResultsRaw(::testing::_, ::testing::_))
+      .WillOnce([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
+        return testing_daemon::RecordingReportWriter(&reports_);
+      });
+  EXPECT_CALL(*stub_, FailJob(::testing::_, ::testing::_, ::testing::_)).Times(0);
+  ASSERT_OK(daemon_->Run());
+  EXPECT_EQ(acquires, 1);
+  EXPECT_EQ(daemon_->jobs_done(), 1);
+  EXPECT_EQ(reports_.size(), 1u);
+}
+
+TEST_F(WorkerDaemonMetricsTest, DrainWhileIdleStopsPollingAndHandsBackALateLease) {
+  namespace v1 = ::steadyeval::v1;
+  int acquires = 0;
+  EXPECT_CALL(*stub_, RegisterWorker(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly(::testing::Return(grpc::Status::OK));
+  EXPECT_CALL(*stub_, AcquireJob(::testing::_, ::testing::_, ::testing::_))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+        ++acquires;
+        daemon_->Drain();  // the signal comes during the long poll, which still leases a job
+        resp->set_has_job(true);
+        *resp->mutable_lease() = RawLease(7, 100, std::string(64, 'a'));
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub_, FailJob(::testing::_, ::testing::_, ::testing::_))
+      .WillOnce([&](grpc::ClientContext*, const v1::FailJobRequest& req, v1::FailJobResponse*) {
+        failed_.push_back(req);
+        return grpc::Status::OK;
+      });
+  ASSERT_OK(daemon_->Run());
+  EXPECT_EQ(acquires, 1);
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].job_id(), 7u);
+  EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
 }
 
 TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {

@@ -1,9 +1,14 @@
 // steadyeval-worker: the evaluation worker daemon, plus offline commands for people and
 // tests (`logprobs`, `eval`, `average`).
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -12,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/cli_args.h"
 #include "common/grpc_channel.h"
 #include "worker/daemon.h"
@@ -21,6 +27,90 @@
 namespace steadyeval {
 namespace {
 
+// SIGINT and SIGTERM for the daemon. Blocking them in main() is not enough: OpenBLAS
+// starts its thread pool when the library is loaded, before main, and a process-directed
+// signal delivered to one of those threads would take the default action (death) there.
+// So Start() installs a handler (process-wide, whichever thread takes the signal) that
+// only writes the signal number to a pipe, and a thread of its own reads the pipe: the
+// first signal prints a "stopping" line and calls the handler set by OnFirstSignal (Drain;
+// remembered until one is set), a second one exits at once with 128 + its number (from
+// the signal handler itself, with async-signal-safe calls only).
+class StopSignals {
+ public:
+  void Start() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      perror("steadyeval-worker: pipe2");
+      _exit(1);
+    }
+    write_fd_ = fds[1];
+    struct sigaction action = {};
+    action.sa_handler = &StopSignals::OnSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    const int read_fd = fds[0];
+    std::thread([this, read_fd] {
+      unsigned char sig = 0;
+      while (true) {
+        const ssize_t n = read(read_fd, &sig, 1);
+        if (n == 1) break;
+        if (n < 0 && errno == EINTR) continue;
+        return;
+      }
+      fprintf(stderr,
+              "steadyeval-worker: signal %d, stopping (no new jobs; the current one is "
+              "finished within the grace period or handed back; signal again to exit now)\n",
+              sig);
+      fflush(stderr);
+      std::lock_guard<std::mutex> lock(mu_);  // Clear() waits for the handler
+      signalled_ = true;
+      if (handler_) handler_();
+    }).detach();
+  }
+  // Runs `handler` on the first signal, or now if it has come already.
+  void OnFirstSignal(std::function<void()> handler) {
+    bool now = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      handler_ = handler;
+      now = signalled_;
+    }
+    if (now) handler();
+  }
+  // Forgets the handler (before what it refers to goes away).
+  void Clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler_ = nullptr;
+  }
+
+ private:
+  static void OnSignal(int sig) {
+    if (received_.fetch_add(1) > 0) {
+      static const char kExiting[] = "steadyeval-worker: second signal, exiting now\n";
+      ssize_t ignored = write(STDERR_FILENO, kExiting, sizeof(kExiting) - 1);
+      (void)ignored;
+      _exit(128 + sig);
+    }
+    const unsigned char byte = static_cast<unsigned char>(sig);
+    ssize_t ignored = write(write_fd_, &byte, 1);
+    (void)ignored;
+  }
+
+  static inline std::atomic<int> received_{0};  // lock-free: usable in the handler
+  static_assert(std::atomic<int>::is_always_lock_free);
+  static inline int write_fd_ = -1;
+  std::mutex mu_;
+  bool signalled_ = false;
+  std::function<void()> handler_;
+};
+
+StopSignals& Signals() {
+  static auto* signals = new StopSignals();
+  return *signals;
+}
+
 const std::vector<FlagSpec>& DaemonFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
       {"coordinator", false, "coordinator gRPC address (required)", "HOST:PORT"},
@@ -28,6 +118,14 @@ const std::vector<FlagSpec>& DaemonFlags() {
       {"name", false, "worker name shown by `steadyeval workers` (default host-pid)", "NAME"},
       {"metrics_listen", false, "serve Prometheus /metrics here (port 0 picks one)", "HOST:PORT"},
       {"path_map", false, "rewrite checkpoint paths that start with FROM (repeatable)", "FROM=TO"},
+      {"tokenizer_dirs", false,
+       "folders a run's own tokenizer file (runs add --tokenizer) may be in, comma-separated; "
+       "without it, jobs of runs that name a tokenizer file fail (default: none)",
+       "DIR[,DIR...]"},
+      {"drain_grace_s", false,
+       "on SIGTERM/SIGINT, finish the current job if that takes at most this long, else hand "
+       "it back after the packed batch in progress (default 20)",
+       "S"},
       {"threads", false,
        "CPU threads for OpenBLAS's matrix products, whatever OPENBLAS_NUM_THREADS says; "
        "libtorch's own kernels keep one thread beside them (default: every CPU this process "
@@ -119,6 +217,22 @@ int RunDaemon(const std::vector<std::string>& args) {
     }
     options.path_map.push_back(*m);
   }
+  for (const std::string& value : parsed->GetAll("tokenizer_dirs")) {
+    for (absl::string_view dir : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      if (dir.empty() || dir[0] != '/') {
+        fprintf(stderr, "steadyeval-worker: --tokenizer_dirs: '%s' is not an absolute path\n",
+                std::string(dir).c_str());
+        return 2;
+      }
+      options.tokenizer_dirs.emplace_back(dir);
+    }
+  }
+  auto grace = parsed->GetDouble("drain_grace_s", 20);
+  if (!grace.ok() || !(*grace >= 0) || *grace > 86400) {
+    fprintf(stderr, "steadyeval-worker: --drain_grace_s must be in 0..86400 seconds\n");
+    return 2;
+  }
+  options.drain_grace_ms = static_cast<int64_t>(*grace * 1000);
   auto wait = parsed->GetInt("acquire_wait_ms", 5000);
   auto threads = parsed->GetInt("threads", DefaultThreads());
   if (!wait.ok() || !threads.ok()) {
@@ -192,20 +306,10 @@ int RunDaemon(const std::vector<std::string>& args) {
           metrics->empty() ? "" : absl::StrCat(", metrics=", *metrics).c_str());
   fflush(stdout);
 
-  // Signals are taken by a dedicated thread (sigwait), so Stop() runs in normal context.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "steadyeval-worker: signal %d, stopping\n", sig);
-    daemon.Stop();
-  });
-  signals.detach();
+  // The signal thread (started first thing in main) drains the daemon.
+  Signals().OnFirstSignal([&daemon] { daemon.Drain(); });
   absl::Status s = daemon.Run();
+  Signals().Clear();
   if (!s.ok()) {
     fprintf(stderr, "steadyeval-worker: %s\n", std::string(s.message()).c_str());
     return 1;
@@ -227,5 +331,7 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "average") {
     return steadyeval::RunAverageCommand({args.begin() + 1, args.end()});
   }
+  // First thing in the daemon: see StopSignals.
+  steadyeval::Signals().Start();
   return steadyeval::RunDaemon(args);
 }

@@ -69,6 +69,7 @@ v1::LeasedJob RawLease(uint64_t id, const std::string& dir, const std::string& t
   lease.mutable_job()->set_epoch(1);
   lease.mutable_job()->add_steps(100 * id);
   lease.add_checkpoint_paths(dir);
+  lease.set_source_root(std::filesystem::path(dir).parent_path().string());
   lease.set_lease_ttl_ms(600000);
   lease.set_few_shots(0);
   v1::TaskContent* header = lease.add_task_headers();

@@ -12,6 +12,11 @@ namespace steadyeval {
 // 2: leases carry a secret; GetTask names the worker.
 inline constexpr uint32_t kProtocolVersion = 2;
 
+// FailJobRequest.reason of a worker that stops (SIGTERM/SIGINT) and hands its lease back
+// unfinished (retryable = true): the job is leasable again at once and the attempt is
+// given back, since the checkpoint did nothing wrong.
+inline constexpr char kWorkerStoppingReason[] = "worker stopping";
+
 }  // namespace steadyeval
 
 #endif  // STEADYEVAL_PROTO_STEADYEVAL_V1_PROTOCOL_H_
