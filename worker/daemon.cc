@@ -176,10 +176,18 @@ absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
   v1::GetTaskRequest req;
   req.set_sha256(header.ref().sha256());
   v1::TaskContent content;
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, kRpcDeadlineMs);
-  RETURN_IF_ERROR(Annotate(FromGrpc(stub_->GetTask(&ctx, req, &content)),
-                           absl::StrCat("fetching task ", header.ref().name())));
+  // An unreachable coordinator (restarting) is waited for: failing the job would spend one
+  // of its attempts on something that is not the checkpoint's fault.
+  absl::Status fetched;
+  while (true) {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, kRpcDeadlineMs);
+    fetched = FromGrpc(stub_->GetTask(&ctx, req, &content));
+    if (!absl::IsUnavailable(fetched) || stopping_) break;
+    Log(absl::StrCat("fetching task ", header.ref().name(), ": ", fetched.message(), "; retrying"));
+    if (!WaitMs(options_.retry_backoff_ms)) break;
+  }
+  RETURN_IF_ERROR(Annotate(fetched, absl::StrCat("fetching task ", header.ref().name())));
   ASSIGN_OR_RETURN(Task task, ParseTaskContent(content, header.ref()));
   if (task.kind != FromProto(content.kind()) && content.kind() != v1::TASK_KIND_UNSPECIFIED) {
     return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": kind mismatch"));
@@ -429,10 +437,14 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
     const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
     // Report, retrying through coordinator restarts: the outputs are kept until accepted.
-    for (int attempt = 0;; ++attempt) {
+    // An unreachable coordinator (UNAVAILABLE) is retried for as long as the lease lasts
+    // (a restarted coordinator keeps it; the heartbeat says when it is lost), since giving
+    // up would throw the evaluation away; other errors up to 20 times.
+    for (int failures = 0;;) {
       if (lost) return absl::AbortedError("lease lost");
       absl::Status s = Report(lease, outputs, drifts);
-      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || attempt >= 20 || stopping_) return s;
+      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) || stopping_) return s;
+      if (!absl::IsUnavailable(s) && ++failures > 20) return s;
       Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying"));
       if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();
       if (!WaitMs(options_.retry_backoff_ms)) return s;

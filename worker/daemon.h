@@ -6,7 +6,9 @@
 //   - NOT_FOUND from the coordinator (it restarted and forgot us) → register again with
 //     the same worker id and carry on; our persisted lease stays valid.
 //   - UNAVAILABLE → back off and retry; outputs of a finished job are kept in memory and
-//     re-sent, so a coordinator restart during reporting loses nothing.
+//     re-sent, so a coordinator restart during reporting loses nothing. Task fetches and
+//     reports wait for an unreachable coordinator as long as the lease is not lost, rather
+//     than failing the job.
 //   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
 //     permanent; other errors → FailJob as retryable.
