@@ -245,10 +245,18 @@ absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
   req.set_sha256(header.ref().sha256());
   req.set_worker_id(options_.worker_id);
   v1::TaskContent content;
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, kRpcDeadlineMs);
-  RETURN_IF_ERROR(Annotate(FromGrpc(stub_->GetTask(&ctx, req, &content)),
-                           absl::StrCat("fetching task ", header.ref().name())));
+  // An unreachable coordinator (restarting) is waited for: failing the job would spend one
+  // of its attempts on something that is not the checkpoint's fault.
+  absl::Status fetched;
+  while (true) {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, kRpcDeadlineMs);
+    fetched = FromGrpc(stub_->GetTask(&ctx, req, &content));
+    if (!absl::IsUnavailable(fetched) || stopping_) break;
+    Log(absl::StrCat("fetching task ", header.ref().name(), ": ", fetched.message(), "; retrying"));
+    if (!WaitMs(options_.retry_backoff_ms)) break;
+  }
+  RETURN_IF_ERROR(Annotate(fetched, absl::StrCat("fetching task ", header.ref().name())));
   ASSIGN_OR_RETURN(Task task, ParseTaskContent(content, header.ref()));
   if (task.kind != FromProto(content.kind()) && content.kind() != v1::TASK_KIND_UNSPECIFIED) {
     return absl::DataLossError(absl::StrCat("task ", header.ref().name(), ": kind mismatch"));
@@ -570,12 +578,21 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
     // storage refusing writes) are retried for as long as the lease is held (the
     // heartbeat thread keeps it), with exponential backoff; other errors 20 times.
     int64_t backoff_ms = options_.retry_backoff_ms;
+    // A heartbeat that finds the lease gone during a backoff may mean that an earlier
+    // attempt was committed and only its answer was lost (the coordinator restarted): the
+    // next attempt then comes back as a replay, so `lost` is checked after an attempt,
+    // never instead of one.
+    // A few attempts are still made after that, while the coordinator is unreachable.
+    constexpr int kAttemptsAfterLost = 5;
+    int attempts_after_lost = 0;
     for (int attempt = 0;; ++attempt) {
-      if (lost) return absl::AbortedError("lease lost");
       absl::Status s = Report(lease, outputs, drifts);
       if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) ||
           absl::IsPermissionDenied(s) || stopping_ || DrainExpired()) {
         return s;
+      }
+      if (lost && ++attempts_after_lost > kAttemptsAfterLost) {
+        return absl::AbortedError("lease lost");
       }
       const bool retry_while_leased = absl::IsUnavailable(s) || absl::IsResourceExhausted(s);
       if (!retry_while_leased && attempt >= 20) return s;

@@ -10,7 +10,8 @@
 //     with UNAVAILABLE or RESOURCE_EXHAUSTED (e.g. the coordinator's disk is full) is
 //     retried with exponential backoff (retry_backoff_ms doubling up to
 //     report_backoff_max_ms) for as long as the lease is held, heartbeating meanwhile; it
-//     never fails the job.
+//     never fails the job. Task fetches likewise wait for an unreachable coordinator as
+//     long as the lease is not lost.
 //   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
 //     permanent; other errors → FailJob as retryable.

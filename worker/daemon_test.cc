@@ -819,6 +819,68 @@ TEST_F(WorkerDaemonMetricsTest, DrainWhileIdleStopsPollingAndHandsBackALateLease
   EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
 }
 
+// A coordinator that is down (restarting) while the job fetches its task and for longer
+// than the 20 report retries other errors get: the worker waits for it, the job is not
+// failed (that would spend one of its attempts), and the report arrives once it is back.
+TEST(WorkerDaemonOutageTest, WaitsForAnUnreachableCoordinatorInsteadOfFailingTheJob) {
+  namespace v1 = ::steadyeval::v1;
+  using ::testing::_;
+  const std::string task_text = McTaskText(3);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
+  DaemonOptions options;
+  options.worker_id = "w1";
+  options.acquire_wait_ms = 10;
+  options.retry_backoff_ms = 1;
+  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
+  const grpc::Status down(grpc::StatusCode::UNAVAILABLE, "failed to connect to all addresses");
+
+  EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+  int acquired = 0;
+  EXPECT_CALL(*stub, AcquireJob(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+        if (acquired++ == 0) {
+          resp->set_has_job(true);
+          *resp->mutable_lease() = RawLease(1, 100, task->sha256);
+        } else {
+          daemon.Stop();
+        }
+        return grpc::Status::OK;
+      });
+  EXPECT_CALL(*stub, Heartbeat(_, _, _)).WillRepeatedly(::testing::Return(down));
+  int task_fetches = 0;
+  EXPECT_CALL(*stub, GetTask(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+        if (++task_fetches <= 3) return down;
+        content->set_filename("mc.jsonl");
+        content->set_content(task_text);
+        content->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
+        return grpc::Status::OK;
+      });
+  constexpr int kReportsRefused = 30;
+  int report_streams = 0;
+  std::vector<v1::ReportResultsRequest> reports;
+  EXPECT_CALL(*stub, ReportResultsRaw(_, _))
+      .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
+                          -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
+        if (++report_streams > kReportsRefused) return testing_daemon::RecordingReportWriter(&reports);
+        auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
+        EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(false));
+        EXPECT_CALL(*writer, WritesDone()).WillRepeatedly(::testing::Return(false));
+        EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(down));
+        return writer;
+      });
+  EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
+
+  ASSERT_OK(daemon.Run());
+  EXPECT_EQ(daemon.jobs_done(), 1);
+  EXPECT_EQ(task_fetches, 4);
+  EXPECT_EQ(report_streams, kReportsRefused + 1);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].outputs_size(), 3);
+}
+
 TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {
   using ::testing::HasSubstr;
   DaemonOptions options;
