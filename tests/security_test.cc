@@ -339,6 +339,74 @@ TEST_F(SecurityTest, AWorkerIdBelongsToTheTokenThatRegisteredIt) {
   EXPECT_EQ(workers.workers(0).token(), "pool-a");
 }
 
+TEST_F(SecurityTest, AReportForgedFromListJobsIsRefused) {
+  StartServer(0);
+  ASSERT_TRUE(CreateRun(Channel(tokens_.admin), "r").ok());
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(server_->coordinator()->PollRunsOnce());
+  auto pool_a = Channel(tokens_.worker_a);
+  ASSERT_TRUE(Register(pool_a, "gpu-0").ok());
+  v1::AcquireJobResponse acquired;
+  ASSERT_TRUE(Acquire(pool_a, "gpu-0", &acquired).ok());
+  ASSERT_TRUE(acquired.has_job());
+
+  // What a reader sees of the lease: job id, epoch and holder, never the secret.
+  auto eval = v1::EvalService::NewStub(Channel(tokens_.reader));
+  grpc::ClientContext list_ctx;
+  v1::ListJobsRequest list;
+  auto reader = eval->ListJobs(&list_ctx, list);
+  v1::Job seen;
+  v1::Job leased;
+  while (reader->Read(&seen)) {
+    if (seen.state() == v1::JOB_LEASED) leased = seen;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(leased.id(), acquired.lease().job().id());
+  EXPECT_EQ(leased.DebugString().find(acquired.lease().lease_secret()), std::string::npos);
+
+  // Another process holding the same worker token forges the holder's report from that.
+  auto report = [&](const std::string& secret) {
+    auto stub = v1::WorkerService::NewStub(Channel(tokens_.worker_a));
+    grpc::ClientContext ctx;
+    v1::ReportResultsResponse response;
+    auto writer = stub->ReportResults(&ctx, &response);
+    v1::ReportResultsRequest r;
+    r.set_worker_id(leased.worker_id());
+    r.set_job_id(leased.id());
+    r.set_epoch(leased.epoch());
+    r.set_lease_secret(secret);
+    r.set_step(100);
+    *r.mutable_task() = acquired.lease().task_headers(0).ref();
+    for (uint32_t i = 0; i < 3; ++i) {
+      v1::ExampleOutput* o = r.add_outputs();
+      o->set_index(i);
+      o->set_output("1");
+    }
+    r.set_task_complete(true);
+    writer->Write(r);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  EXPECT_EQ(report("").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(report(std::string(32, '0')).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  {
+    auto stub = v1::WorkerService::NewStub(Channel(tokens_.worker_a));
+    grpc::ClientContext ctx;
+    v1::FailJobRequest fail;
+    fail.set_worker_id(leased.worker_id());
+    fail.set_job_id(leased.id());
+    fail.set_epoch(leased.epoch());
+    fail.set_reason("forged");
+    v1::FailJobResponse response;
+    EXPECT_EQ(stub->FailJob(&ctx, fail, &response).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Nothing was written: the job is still leased to its holder.
+  std::optional<v1::Job> job = server_->coordinator()->scheduler()->GetJob(leased.id());
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state(), v1::JOB_LEASED);
+}
+
 TEST_F(SecurityTest, HealthNeedsNoToken) {
   StartServer(0);
   grpc::GenericStub stub(Channel(""));
