@@ -616,14 +616,15 @@ absl::StatusOr<v1::ListPendingCheckpointsResponse> Coordinator::ListPendingCheck
 // ---------------------------------------------------------------------------------------
 // Admin
 
+absl::StatusOr<Coordinator::RunState*> Coordinator::FindRunState(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(name);
+  if (it == runs_.end()) return RunNotFound(name);
+  return it->second.get();  // RunStates live until the coordinator does (DeleteRun marks them)
+}
+
 absl::StatusOr<v1::Run> Coordinator::SetRunPaused(const std::string& name, bool paused) {
-  RunState* state = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(name);
-    if (it == runs_.end()) return RunNotFound(name);
-    state = it->second.get();
-  }
+  ASSIGN_OR_RETURN(RunState* const state, FindRunState(name));
   // Under poll_mu: once this returns, no poll of the run is admitting anything.
   absl::MutexLock poll_lock(&state->poll_mu);
   if (state->deleted) return RunNotFound(name);
@@ -648,13 +649,7 @@ absl::StatusOr<v1::Run> Coordinator::SetRunPaused(const std::string& name, bool 
 }
 
 absl::StatusOr<v1::DeleteRunResponse> Coordinator::DeleteRun(const std::string& name) {
-  RunState* state = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(name);
-    if (it == runs_.end()) return RunNotFound(name);
-    state = it->second.get();
-  }
+  ASSIGN_OR_RETURN(RunState* const state, FindRunState(name));
   StopPoller(*state);
   uint64_t keys = 0;
   absl::Status deleted = [&]() -> absl::Status {
@@ -730,13 +725,7 @@ absl::StatusOr<v1::RequeueJobsResponse> Coordinator::RequeueJobs(const v1::Reque
 }
 
 absl::StatusOr<v1::Run> Coordinator::ClearTokenizerPin(const std::string& name) {
-  RunState* state = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(name);
-    if (it == runs_.end()) return RunNotFound(name);
-    state = it->second.get();
-  }
+  ASSIGN_OR_RETURN(RunState* const state, FindRunState(name));
   absl::MutexLock poll_lock(&state->poll_mu);
   if (state->deleted) return RunNotFound(name);
   // The same locks, in the same order, as a result that pins the tokenizer.

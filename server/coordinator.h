@@ -203,6 +203,8 @@ class Coordinator {
   absl::Status PollRun(RunState& state);
   void StartPoller(RunState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Run> FindRun(const std::string& name) const;
+  // The run's state (not its stored record); NOT_FOUND for an unknown run.
+  absl::StatusOr<RunState*> FindRunState(const std::string& name);
   absl::Status TouchWorker(const std::string& worker_id);
   // OK when `secret` is the secret of lease (job_id, epoch) granted to `worker_id`;
   // PERMISSION_DENIED (naming none of them as the culprit) otherwise.
