@@ -73,6 +73,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock
       // Never persisted as a clock value: a fresh lease from now, same epoch and worker.
       e.lease_expiry_nanos = now + options.lease_ttl_ms * 1'000'000;
       e.leased_at_nanos = now;
+      e.inherited_unheard = true;
     } else if (job.state() == v1::JOB_PENDING) {
       s->pending_by_run_[job.run()].insert(KeyOf(job));
     }
@@ -410,6 +411,7 @@ absl::Status Scheduler::Heartbeat(uint64_t job_id, uint64_t epoch, const std::st
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   entry->lease_expiry_nanos = clock_->MonotonicNanos() + options_.lease_ttl_ms * 1'000'000;
+  entry->inherited_unheard = false;
   return absl::OkStatus();
 }
 
@@ -575,6 +577,24 @@ absl::StatusOr<std::vector<uint64_t>> Scheduler::ExpireLeases() {
   std::vector<uint64_t> expired;
   for (auto& [id, entry] : jobs_) {
     if (entry.job.state() != v1::JOB_LEASED || entry.lease_expiry_nanos > now) continue;
+    if (entry.inherited_unheard) {
+      v1::Job next = entry.job;
+      next.set_state(v1::JOB_PENDING);
+      if (next.attempts() > 0) next.set_attempts(next.attempts() - 1);
+      next.set_error(absl::StrCat("lease of worker ", entry.job.worker_id(), " (epoch ",
+                                  entry.job.epoch(),
+                                  ") from before a coordinator restart expired unheard; "
+                                  "attempt not counted"));
+      absl::Status refunded = CommitTransition(entry, std::move(next), store_->NewBatch());
+      if (!refunded.ok()) {
+        if (expired.empty()) return refunded;
+        break;
+      }
+      entry.lease_expiry_nanos = 0;
+      entry.not_before_nanos = 0;
+      entry.inherited_unheard = false;
+      continue;
+    }
     absl::Status released =
         Release(entry,
                 absl::StrCat("lease expired: worker ", entry.job.worker_id(),

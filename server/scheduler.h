@@ -176,7 +176,10 @@ class Scheduler {
   // Expires leases whose expiry has passed (each counts as a retryable failure). Returns
   // the ids of the jobs whose lease expired; when a commit fails it stops there (that job
   // and the rest stay leased, retried at the next call) and returns the ones released so
-  // far, or the error when there are none.
+  // far, or the error when there are none. A lease restored at start-up whose holder never
+  // contacted this process goes back to PENDING with its attempt refunded and is not
+  // among the ids (a coordinator crash between a lease's commit and its answer must not
+  // use up a job's attempts).
   absl::StatusOr<std::vector<uint64_t>> ExpireLeases();
 
   // FAILED -> PENDING with attempts 0 (a fresh budget) for each of `job_ids`, in one
@@ -223,6 +226,10 @@ class Scheduler {
     int64_t lease_expiry_nanos = 0;  // LEASED only
     int64_t leased_at_nanos = 0;     // LEASED only
     int64_t not_before_nanos = 0;    // PENDING only: backoff
+    // LEASED only: restored from the store at start-up and not heard of since (no
+    // heartbeat, report or failure from its holder). Its expiry refunds the attempt: the
+    // previous coordinator may have died before the lease reached the worker.
+    bool inherited_unheard = false;
   };
   using WindowKey = std::tuple<std::string, uint32_t /*n*/, uint64_t /*end step*/>;
   // Orders a run's pending jobs by priority: newest step, raw first, oldest id.

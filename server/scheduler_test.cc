@@ -307,6 +307,29 @@ TEST_F(SchedulerTest, RestartGivesLeasedJobsAFreshExpiryAndKeepsEpochAndWorker) 
   EXPECT_EQ(Admit("a", 300), id + 2);
 }
 
+TEST_F(SchedulerTest, AnInheritedLeaseThatExpiresUnheardUsesNoAttempt) {
+  const uint64_t unheard = Admit("a", 100);
+  const uint64_t heard = Admit("a", 200);
+  LeaseOrDie("w1");  // step 200
+  LeaseOrDie("w2");  // step 100
+  // The coordinator dies right after committing the leases: maybe no worker learned of them.
+  Reopen();
+  ASSERT_OK(scheduler_->Heartbeat(heard, 1, "w1"));  // w1 did, and says so
+  clock_.AdvanceSeconds(2 * kTtlMs / 1000 + 1);
+  // Only the heard lease's expiry is a failed attempt; the unheard one is refunded.
+  EXPECT_THAT(*scheduler_->ExpireLeases(), ::testing::ElementsAre(heard));
+  v1::Job refunded = *scheduler_->GetJob(unheard);
+  EXPECT_EQ(refunded.state(), v1::JOB_PENDING);
+  EXPECT_EQ(refunded.attempts(), 0u);
+  EXPECT_THAT(refunded.error(), ::testing::HasSubstr("attempt not counted"));
+  v1::Job counted = *scheduler_->GetJob(heard);
+  EXPECT_EQ(counted.state(), v1::JOB_PENDING);
+  EXPECT_EQ(counted.attempts(), 1u);
+  // Refunded survives another restart (it is stored), and the job is leasable at once.
+  Reopen();
+  EXPECT_EQ(scheduler_->GetJob(unheard)->attempts(), 0u);
+}
+
 // ---- windows (DESIGN §3) ----
 
 v1::Run WindowedRun(const std::string& name, std::vector<uint32_t> windows) {

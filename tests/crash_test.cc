@@ -473,7 +473,9 @@ TEST_F(CrashTest, CoordinatorKilledAtRandomLosesNothingAndEvaluatesEachCheckpoin
     EXPECT_GE(attempts, 1u) << j.dump();
     EXPECT_LE(attempts, kMaxAttempts) << j.dump();
     extra_attempts += attempts - 1;
-    EXPECT_EQ(j["epoch"].get<uint64_t>(), attempts) << "one epoch per lease: " << j.dump();
+    // One epoch per lease; a lease restored after a kill that expired before its worker
+    // was heard of took an epoch but no attempt (Scheduler::ExpireLeases).
+    EXPECT_GE(j["epoch"].get<uint64_t>(), attempts) << "one epoch per lease: " << j.dump();
     EXPECT_EQ(log.acknowledged.count(id) ? log.acknowledged.at(id) : 0, 1)
         << "job " << id << " must be acknowledged exactly once: " << j.dump();
     // The lease that was acknowledged is the job's last one; no worker was leased an
