@@ -246,6 +246,20 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
   // No automatic resume thread: the store resumes at the next write (ResumeIfStopped).
   options.max_bgerror_resume_count = 0;
   options.writable_file_max_buffer_size = kLogBufferBytes;
+  // Memtables and the write-ahead log sized to the data dir's filesystem: with RocksDB's
+  // defaults (64 MiB memtables, WAL up to 4x that before a flush) a data dir of a few MiB
+  // fills with WAL and never flushes. A 16th (memtable) and an 8th (WAL) of the
+  // filesystem, within RocksDB's defaults, keep a small disk usable.
+  struct statvfs fs_info;
+  if (statvfs(dir.c_str(), &fs_info) == 0) {
+    const uint64_t total = static_cast<uint64_t>(fs_info.f_blocks) * fs_info.f_frsize;
+    options.write_buffer_size =
+        std::clamp<uint64_t>(total / 16, 256u << 10, options.write_buffer_size);
+    options.max_total_wal_size = std::clamp<uint64_t>(total / 8, 512u << 10, 256u << 20);
+  }
+  // No preallocation: space a file holds in reserve hides how full the disk is from the
+  // reserve check, and a write then fails at a moment the statvfs figure did not predict.
+  options.allow_fallocate = false;
   options.listeners.push_back(std::make_shared<Listener>(store.get()));
   store->sst_files_.reset(rocksdb::NewSstFileManager(options.env, store->logger_));
   if (store_options.max_sst_bytes > 0) {
