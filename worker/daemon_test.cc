@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -879,6 +880,70 @@ TEST(WorkerDaemonOutageTest, WaitsForAnUnreachableCoordinatorInsteadOfFailingThe
   EXPECT_EQ(report_streams, kReportsRefused + 1);
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_EQ(reports[0].outputs_size(), 3);
+}
+
+// The coordinator committed a report but died before answering; after its restart the
+// heartbeat says the job is done (ABORTED). The worker must still send its report once
+// more, which the coordinator answers as a replay: the job counts as done, not dropped.
+TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
+  namespace v1 = ::steadyeval::v1;
+  using ::testing::_;
+  const std::string task_text = McTaskText(3);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
+  DaemonOptions options;
+  options.worker_id = "w1";
+  options.acquire_wait_ms = 10;
+  options.retry_backoff_ms = 1;
+  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
+  const grpc::Status down(grpc::StatusCode::UNAVAILABLE, "Socket closed");
+
+  EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+  int acquired = 0;
+  EXPECT_CALL(*stub, AcquireJob(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+        if (acquired++ == 0) {
+          resp->set_has_job(true);
+          *resp->mutable_lease() = RawLease(1, 100, task->sha256);
+          resp->mutable_lease()->set_lease_ttl_ms(150);  // heartbeats every 50 ms
+        } else {
+          daemon.Stop();
+        }
+        return grpc::Status::OK;
+      });
+  std::atomic<int> heartbeats{0};
+  EXPECT_CALL(*stub, Heartbeat(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::HeartbeatRequest&, v1::HeartbeatResponse*) {
+        ++heartbeats;
+        return grpc::Status(grpc::StatusCode::ABORTED,
+                            "job 1 is done (epoch 1), not leased to worker w1 with epoch 1");
+      });
+  EXPECT_CALL(*stub, GetTask(_, _, _))
+      .WillRepeatedly([&](grpc::ClientContext*, const v1::GetTaskRequest&, v1::TaskContent* content) {
+        content->set_filename("mc.jsonl");
+        content->set_content(task_text);
+        content->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
+        return grpc::Status::OK;
+      });
+  std::vector<v1::ReportResultsRequest> reports;
+  EXPECT_CALL(*stub, ReportResultsRaw(_, _))
+      .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
+                          -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
+        // Down until the heartbeat has found the lease gone; then the replay is answered.
+        if (heartbeats.load() > 0) return testing_daemon::RecordingReportWriter(&reports);
+        auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
+        EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(false));
+        EXPECT_CALL(*writer, WritesDone()).WillRepeatedly(::testing::Return(false));
+        EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(down));
+        return writer;
+      });
+  EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
+
+  ASSERT_OK(daemon.Run());
+  EXPECT_GE(heartbeats.load(), 1);
+  EXPECT_EQ(daemon.jobs_done(), 1);
+  EXPECT_EQ(reports.size(), 1u);
 }
 
 TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {
