@@ -1,6 +1,7 @@
 #include "worker/config_fields.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -8,6 +9,7 @@ namespace steadyeval {
 using nlohmann::json;
 
 absl::StatusOr<json> ParseConfigObject(absl::string_view text) {
+  RETURN_IF_ERROR(CheckJsonNesting("config.json", text));
   json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     return absl::InvalidArgumentError("config.json: not a JSON object");

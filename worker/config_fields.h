@@ -22,7 +22,7 @@
 namespace steadyeval {
 
 // `text` parsed as a JSON object; INVALID_ARGUMENT "config.json: not a JSON object"
-// otherwise.
+// otherwise, or when it nests deeper than kMaxJsonNesting (common/json_limits.h).
 absl::StatusOr<nlohmann::json> ParseConfigObject(absl::string_view text);
 
 // INVALID_ARGUMENT "config.json: field '<field>' <what>".
