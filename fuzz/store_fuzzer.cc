@@ -1,17 +1,17 @@
 // What a corrupted database does to the coordinator: the fuzz input is written as raw
-// records into a fresh RocksDB with the store's column families (server/store.h), then
-// the coordinator starts over it (Store::Open, Coordinator::Create: every run, checkpoint,
-// job, score, pair and task record is decoded and loaded) and answers every query and
-// worker call that reads stored records (scans, stability, examples, export, rescoring,
-// leases). Each must end in a status, never a crash.
+// records into the store's column families (server/store.h), then a coordinator starts
+// over it (Coordinator::Create decodes and loads every run, checkpoint, job, score, pair
+// and task record) and answers every query and worker call that reads stored records
+// (scans, stability, examples, export, rescoring, leases). Each must end in a status,
+// never a crash. Afterwards every record is deleted again.
 //
 // Input: records, each [family u8][key length u16 LE][key][value length u16 LE][value];
 // family is an index into Store::FamilyNames(Store::kSchemaVersion) (modulo its size).
-// meta "schema_version" is "2" unless a record sets it. Seeds are dumps of small
-// databases that the coordinator wrote (fuzz/README.md).
+// Seeds are dumps of small databases written through Store and Analytics
+// (store_seeds.cc).
 //
-// The database lives in $TMPDIR (use a tmpfs for speed), one folder per process, removed
-// and recreated for every input.
+// One store per process, opened once in $TEST_TMPDIR or $TMPDIR (use a tmpfs for speed)
+// and removed at exit: opening RocksDB starts ~160 threads, too slow for every input.
 #include <unistd.h>
 
 #include <cstdint>
@@ -31,6 +31,19 @@
 #include "server/store.h"
 #include "steadyeval/v1/protocol.h"
 
+namespace steadyeval {
+
+// Raw access to the store's column families (a friend of Store).
+class StoreRawAccess {
+ public:
+  static rocksdb::DB* db(Store& store) { return store.db_.get(); }
+  static const std::vector<rocksdb::ColumnFamilyHandle*>& families(Store& store) {
+    return store.handles_;
+  }
+};
+
+}  // namespace steadyeval
+
 using namespace steadyeval;
 
 namespace {
@@ -43,49 +56,64 @@ class NoDiscovery : public CheckpointDiscovery {
   }
 };
 
-const std::string& DatabaseDir() {
-  static const std::string* dir = [] {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    if (tmp == nullptr || *tmp == '\0') tmp = std::getenv("TMPDIR");
-    if (tmp == nullptr || *tmp == '\0') tmp = "/tmp";
-    return new std::string(std::string(tmp) + "/steadyeval-store-fuzz-" +
-                           std::to_string(getpid()));
-  }();
-  return *dir;
+std::string DatabaseDir() {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  if (tmp == nullptr || *tmp == '\0') tmp = std::getenv("TMPDIR");
+  if (tmp == nullptr || *tmp == '\0') tmp = "/tmp";
+  return std::string(tmp) + "/steadyeval-store-fuzz-" + std::to_string(getpid());
 }
 
-// Writes the records into a fresh database in `dir`. False when RocksDB refuses (not a
-// finding: the store is never opened then).
-bool WriteRawDatabase(const std::string& dir, absl::string_view in) {
+std::unique_ptr<Store>* g_store = nullptr;
+
+void CloseStore() {
+  g_store->reset();
   std::error_code error;
-  std::filesystem::remove_all(dir, error);
-  const std::vector<std::string> families = Store::FamilyNames(Store::kSchemaVersion);
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.create_missing_column_families = true;
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
-  for (const std::string& name : families) {
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::filesystem::remove_all(DatabaseDir(), error);
+}
+
+Store& OpenStore() {
+  if (g_store == nullptr) {
+    std::error_code error;
+    std::filesystem::remove_all(DatabaseDir(), error);
+    auto store = Store::Open(DatabaseDir());
+    if (!store.ok()) {
+      std::fprintf(stderr, "store_fuzzer: %s\n", store.status().ToString().c_str());
+      std::abort();
+    }
+    g_store = new std::unique_ptr<Store>(std::move(*store));
+    std::atexit(CloseStore);
   }
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  if (!rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &handles, &raw).ok()) {
-    return false;
-  }
-  std::unique_ptr<rocksdb::DB> db(raw);
+  return **g_store;
+}
+
+void WriteRecords(Store& store, absl::string_view in) {
+  const auto& families = StoreRawAccess::families(store);
   rocksdb::WriteBatch batch;
-  batch.Put(handles[1], "schema_version", std::to_string(Store::kSchemaVersion));
   while (!in.empty()) {
-    const size_t family = 1 + fuzz::TakeLE(in, 1) % families.size();
+    rocksdb::ColumnFamilyHandle* family = families[fuzz::TakeLE(in, 1) % families.size()];
     const absl::string_view key = fuzz::TakeBytes(in, fuzz::TakeLE(in, 2));
     const absl::string_view value = fuzz::TakeBytes(in, fuzz::TakeLE(in, 2));
-    batch.Put(handles[family], rocksdb::Slice(key.data(), key.size()),
+    batch.Put(family, rocksdb::Slice(key.data(), key.size()),
               rocksdb::Slice(value.data(), value.size()));
   }
-  const bool written = db->Write(rocksdb::WriteOptions(), &batch).ok();
-  for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
-  return written && db->Close().ok();
+  FUZZ_CHECK(StoreRawAccess::db(store)->Write(rocksdb::WriteOptions(), &batch).ok());
+}
+
+// Deletes every record but the schema version, which Store::Open checked.
+void DeleteRecords(Store& store) {
+  rocksdb::DB* db = StoreRawAccess::db(store);
+  rocksdb::WriteBatch batch;
+  bool meta = true;
+  for (rocksdb::ColumnFamilyHandle* family : StoreRawAccess::families(store)) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), family));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) batch.Delete(family, it->key());
+    FUZZ_CHECK(it->status().ok());
+    if (meta) {
+      batch.Put(family, "schema_version", std::to_string(Store::kSchemaVersion));
+      meta = false;
+    }
+  }
+  FUZZ_CHECK(db->Write(rocksdb::WriteOptions(), &batch).ok());
 }
 
 void Exercise(Coordinator& c, FakeClock& clock) {
@@ -140,22 +168,19 @@ void Exercise(Coordinator& c, FakeClock& clock) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string& dir = DatabaseDir();
-  if (WriteRawDatabase(dir, fuzz::AsView(data, size))) {
-    auto store = Store::Open(dir);
-    if (store.ok()) {
-      FakeClock clock;
-      CoordinatorOptions options;
-      options.max_acquire_wait_ms = 0;
-      DiscoveryFactory discovery = [](const v1::RunConfig&)
-          -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
-        return std::unique_ptr<CheckpointDiscovery>(new NoDiscovery());
-      };
-      auto coordinator = Coordinator::Create(store->get(), &clock, discovery, options);
-      if (coordinator.ok()) Exercise(**coordinator, clock);
-    }
+  Store& store = OpenStore();
+  WriteRecords(store, fuzz::AsView(data, size));
+  {
+    FakeClock clock;
+    CoordinatorOptions options;
+    options.max_acquire_wait_ms = 0;
+    DiscoveryFactory discovery = [](const v1::RunConfig&)
+        -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
+      return std::unique_ptr<CheckpointDiscovery>(new NoDiscovery());
+    };
+    auto coordinator = Coordinator::Create(&store, &clock, discovery, options);
+    if (coordinator.ok()) Exercise(**coordinator, clock);
   }
-  std::error_code error;
-  std::filesystem::remove_all(dir, error);
+  DeleteRecords(store);
   return 0;
 }

@@ -179,6 +179,7 @@ class Store {
     kMeta, kRuns, kTasks, kCheckpoints, kJobs, kPredictions, kScores, kPairs, kDrift,
     kNumFamilies
   };
+  friend class StoreRawAccess;  // fuzz/store_fuzzer.cc writes raw records into an open store
   Store() = default;
   absl::Status CheckSchema(const std::string& dir);
   // Version 1 -> 2: the new families already exist (Open creates missing ones); stamp it.
