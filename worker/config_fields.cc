@@ -42,6 +42,10 @@ absl::StatusOr<int64_t> ConfigPositiveInt(const json& doc, const char* field,
   if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
     return ConfigFieldError(field, "must be a positive integer");
   }
+  if (v.get<int64_t>() > kMaxConfigInt) {
+    return ConfigFieldError(field, absl::StrCat("is ", v.get<int64_t>(), ", over the limit of ",
+                                                kMaxConfigInt, " (corrupt config.json?)"));
+  }
   return v.get<int64_t>();
 }
 
