@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets of fuzz/ (fuzz/README.md).
 #
-#   scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]   (SECONDS 0: build only)
+#   scripts/fuzz.sh TARGET[,TARGET...]|all SECONDS [libFuzzer flags...]   (SECONDS 0: build only)
 #
 # Builds the targets with clang, AddressSanitizer, UndefinedBehaviorSanitizer and libFuzzer
 # into build-fuzz/ (or $FUZZ_BUILD_DIR: a configure of its own with -DSTEADYEVAL_FUZZ=ON;
@@ -24,7 +24,8 @@ cd "$(dirname "$0")/.."
 
 TARGETS=(safetensors config task tokenizer keys steps store)
 usage() {
-  echo "usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]; targets: ${TARGETS[*]}" >&2
+  echo "usage: scripts/fuzz.sh TARGET[,TARGET...]|all SECONDS [libFuzzer flags...];" \
+       "targets: ${TARGETS[*]}" >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -35,8 +36,10 @@ shift 2
 if [ "$which" = all ]; then
   selected=("${TARGETS[@]}")
 else
-  [[ " ${TARGETS[*]} " == *" $which "* ]] || usage
-  selected=("$which")
+  IFS=, read -r -a selected <<<"$which"
+  for name in "${selected[@]}"; do
+    [[ " ${TARGETS[*]} " == *" $name "* ]] || usage
+  done
 fi
 
 ./scripts/install-deps.sh
