@@ -100,7 +100,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view heade
     for (const auto& d : v["shape"]) {
       if (!d.is_number_unsigned()) return bad("tensor '", name, "' has a non-integer or negative dimension");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, dim, &elements)) {
+      // TensorInfo::numel() is an int64_t: the count must fit in 63 bits.
+      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, dim, &elements) ||
+          elements > static_cast<uint64_t>(INT64_MAX)) {
         return bad("tensor '", name, "' has a shape whose element count overflows 64 bits");
       }
       t.shape.push_back(static_cast<int64_t>(dim));

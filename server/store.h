@@ -273,6 +273,7 @@ class Store {
     kNumFamilies
   };
   class Listener;
+  friend class StoreRawAccess;  // fuzz/store_fuzzer.cc writes raw records into an open store
   Store() = default;
   absl::Status CheckSchema(const std::string& dir);
   // Writes `batch` (sync) unless storage refuses it; `what` names the write in errors.

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worker/torch_status.h"
@@ -114,6 +115,9 @@ absl::Status AgreeWith(const std::string& ref_where, const std::string& ref_conf
       return mismatch(absl::StrCat("tensor '", name, "' is only in ", where));
     }
   }
+  // Comparing and printing the configs below recurses once per nesting level.
+  RETURN_IF_ERROR(CheckJsonNesting(absl::StrCat(ref_where, "/config.json"), ref_config));
+  RETURN_IF_ERROR(CheckJsonNesting(absl::StrCat(where, "/config.json"), member.config_json()));
   nlohmann::json a = nlohmann::json::parse(ref_config, nullptr, /*allow_exceptions=*/false);
   nlohmann::json b = nlohmann::json::parse(member.config_json(), nullptr, false);
   if (!a.is_object() || !b.is_object()) {

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -377,6 +378,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(absl::strin
 
 absl::Status BpeTokenizer::Parse(absl::string_view json_text) {
   const JsonReader reader(label_);
+  // Bounds the recursion over nested Sequences (Flatten) too.
+  RETURN_IF_ERROR(CheckJsonNesting(label_, json_text));
   const json root = json::parse(json_text.begin(), json_text.end(), nullptr,
                                 /*allow_exceptions=*/false);
   if (root.is_discarded()) return reader.Invalid("content", "is not valid JSON");

@@ -1,6 +1,7 @@
 #include "worker/config_fields.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -8,6 +9,7 @@ namespace steadyeval {
 using nlohmann::json;
 
 absl::StatusOr<json> ParseConfigObject(absl::string_view text) {
+  RETURN_IF_ERROR(CheckJsonNesting("config.json", text));
   json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     return absl::InvalidArgumentError("config.json: not a JSON object");
@@ -39,6 +41,10 @@ absl::StatusOr<int64_t> ConfigPositiveInt(const json& doc, const char* field,
   const json& v = doc[field];
   if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
     return ConfigFieldError(field, "must be a positive integer");
+  }
+  if (v.get<int64_t>() > kMaxConfigInt) {
+    return ConfigFieldError(field, absl::StrCat("is ", v.get<int64_t>(), ", over the limit of ",
+                                                kMaxConfigInt, " (corrupt config.json?)"));
   }
   return v.get<int64_t>();
 }

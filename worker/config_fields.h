@@ -22,7 +22,7 @@
 namespace steadyeval {
 
 // `text` parsed as a JSON object; INVALID_ARGUMENT "config.json: not a JSON object"
-// otherwise.
+// otherwise, or when it nests deeper than kMaxJsonNesting (common/json_limits.h).
 absl::StatusOr<nlohmann::json> ParseConfigObject(absl::string_view text);
 
 // INVALID_ARGUMENT "config.json: field '<field>' <what>".
@@ -34,7 +34,12 @@ bool ConfigFieldAbsent(const nlohmann::json& doc, const char* field);
 // The string `model_type`; INVALID_ARGUMENT when absent or not a string.
 absl::StatusOr<std::string> ConfigModelType(const nlohmann::json& doc);
 
-// A positive integer field; `fallback` when absent (nullopt: the field is required).
+// Largest size, count or length a config.json field may give (2^31 - 1). Real models are
+// orders of magnitude below it; products of two such fields fit in int64_t.
+inline constexpr int64_t kMaxConfigInt = 2147483647;
+
+// A positive integer field, at most kMaxConfigInt; `fallback` when absent (nullopt: the
+// field is required).
 absl::StatusOr<int64_t> ConfigPositiveInt(const nlohmann::json& doc, const char* field,
                                           std::optional<int64_t> fallback = std::nullopt);
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -35,6 +36,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 absl::StatusOr<nlohmann::json> ReadJsonIfPresent(const std::string& path) {
   if (!FileExists(path)) return nlohmann::json(nlohmann::json::value_t::discarded);
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  // tokenizer_config.json is dumped (recursively) into the tokenizer's hash.
+  RETURN_IF_ERROR(CheckJsonNesting(path, text));
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable JSON object"));
