@@ -820,6 +820,52 @@ TEST_F(WorkerDaemonMetricsTest, DrainWhileIdleStopsPollingAndHandsBackALateLease
   EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
 }
 
+// The setup both outage tests share: a daemon over a mocked stub whose registration
+// succeeds, whose first AcquireJob leases raw job 1 (step 100, `lease_ttl_ms`) and whose
+// next one stops the daemon.
+struct OutageSetup {
+  std::shared_ptr<::steadyeval::v1::MockWorkerServiceStub> stub =
+      std::make_shared<::steadyeval::v1::MockWorkerServiceStub>();
+  std::unique_ptr<WorkerDaemon> daemon;
+  int acquired = 0;
+
+  OutageSetup(const std::string& task_sha256, int64_t lease_ttl_ms) {
+    namespace v1 = ::steadyeval::v1;
+    using ::testing::_;
+    DaemonOptions options;
+    options.worker_id = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.report_backoff_max_ms = 2;  // the outage is counted in attempts, not seconds
+    daemon = std::make_unique<WorkerDaemon>(options, stub, std::make_unique<FakeBackend>());
+    EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
+    EXPECT_CALL(*stub, AcquireJob(_, _, _))
+        .WillRepeatedly([this, task_sha256, lease_ttl_ms](grpc::ClientContext*,
+                                                          const v1::AcquireJobRequest&,
+                                                          v1::AcquireJobResponse* resp) {
+          if (acquired++ == 0) {
+            resp->set_has_job(true);
+            *resp->mutable_lease() = RawLease(1, 100, task_sha256);
+            resp->mutable_lease()->set_lease_ttl_ms(lease_ttl_ms);
+          } else {
+            daemon->Stop();
+          }
+          return grpc::Status::OK;
+        });
+  }
+};
+
+// A ReportResults stream that fails with `status` (the stub takes ownership).
+grpc::ClientWriterInterface<::steadyeval::v1::ReportResultsRequest>* FailingReportWriter(
+    const grpc::Status& status) {
+  using ::testing::_;
+  auto* writer = new grpc::testing::MockClientWriter<::steadyeval::v1::ReportResultsRequest>();
+  EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(false));
+  EXPECT_CALL(*writer, WritesDone()).WillRepeatedly(::testing::Return(false));
+  EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(status));
+  return writer;
+}
+
 // A coordinator that is down (restarting) while the job fetches its task and for longer
 // than the 20 report retries other errors get: the worker waits for it, the job is not
 // failed (that would spend one of its attempts), and the report arrives once it is back.
@@ -829,26 +875,9 @@ TEST(WorkerDaemonOutageTest, WaitsForAnUnreachableCoordinatorInsteadOfFailingThe
   const std::string task_text = McTaskText(3);
   auto task = ParseTask("mc.jsonl", task_text);
   ASSERT_OK(task);
-  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
-  DaemonOptions options;
-  options.worker_id = "w1";
-  options.acquire_wait_ms = 10;
-  options.retry_backoff_ms = 1;
-  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
+  OutageSetup setup(task->sha256, /*lease_ttl_ms=*/600000);
+  auto& stub = setup.stub;
   const grpc::Status down(grpc::StatusCode::UNAVAILABLE, "failed to connect to all addresses");
-
-  EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
-  int acquired = 0;
-  EXPECT_CALL(*stub, AcquireJob(_, _, _))
-      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
-        if (acquired++ == 0) {
-          resp->set_has_job(true);
-          *resp->mutable_lease() = RawLease(1, 100, task->sha256);
-        } else {
-          daemon.Stop();
-        }
-        return grpc::Status::OK;
-      });
   EXPECT_CALL(*stub, Heartbeat(_, _, _)).WillRepeatedly(::testing::Return(down));
   int task_fetches = 0;
   EXPECT_CALL(*stub, GetTask(_, _, _))
@@ -866,16 +895,12 @@ TEST(WorkerDaemonOutageTest, WaitsForAnUnreachableCoordinatorInsteadOfFailingThe
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
         if (++report_streams > kReportsRefused) return testing_daemon::RecordingReportWriter(&reports);
-        auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
-        EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(false));
-        EXPECT_CALL(*writer, WritesDone()).WillRepeatedly(::testing::Return(false));
-        EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(down));
-        return writer;
+        return FailingReportWriter(down);
       });
   EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
 
-  ASSERT_OK(daemon.Run());
-  EXPECT_EQ(daemon.jobs_done(), 1);
+  ASSERT_OK(setup.daemon->Run());
+  EXPECT_EQ(setup.daemon->jobs_done(), 1);
   EXPECT_EQ(task_fetches, 4);
   EXPECT_EQ(report_streams, kReportsRefused + 1);
   ASSERT_EQ(reports.size(), 1u);
@@ -891,27 +916,8 @@ TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
   const std::string task_text = McTaskText(3);
   auto task = ParseTask("mc.jsonl", task_text);
   ASSERT_OK(task);
-  auto stub = std::make_shared<v1::MockWorkerServiceStub>();
-  DaemonOptions options;
-  options.worker_id = "w1";
-  options.acquire_wait_ms = 10;
-  options.retry_backoff_ms = 1;
-  WorkerDaemon daemon(options, stub, std::make_unique<FakeBackend>());
-  const grpc::Status down(grpc::StatusCode::UNAVAILABLE, "Socket closed");
-
-  EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
-  int acquired = 0;
-  EXPECT_CALL(*stub, AcquireJob(_, _, _))
-      .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
-        if (acquired++ == 0) {
-          resp->set_has_job(true);
-          *resp->mutable_lease() = RawLease(1, 100, task->sha256);
-          resp->mutable_lease()->set_lease_ttl_ms(150);  // heartbeats every 50 ms
-        } else {
-          daemon.Stop();
-        }
-        return grpc::Status::OK;
-      });
+  OutageSetup setup(task->sha256, /*lease_ttl_ms=*/150);  // heartbeats every 50 ms
+  auto& stub = setup.stub;
   std::atomic<int> heartbeats{0};
   EXPECT_CALL(*stub, Heartbeat(_, _, _))
       .WillRepeatedly([&](grpc::ClientContext*, const v1::HeartbeatRequest&, v1::HeartbeatResponse*) {
@@ -932,17 +938,13 @@ TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
         // Down until the heartbeat has found the lease gone; then the replay is answered.
         if (heartbeats.load() > 0) return testing_daemon::RecordingReportWriter(&reports);
-        auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
-        EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(false));
-        EXPECT_CALL(*writer, WritesDone()).WillRepeatedly(::testing::Return(false));
-        EXPECT_CALL(*writer, Finish()).WillOnce(::testing::Return(down));
-        return writer;
+        return FailingReportWriter(grpc::Status(grpc::StatusCode::UNAVAILABLE, "Socket closed"));
       });
   EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
 
-  ASSERT_OK(daemon.Run());
+  ASSERT_OK(setup.daemon->Run());
   EXPECT_GE(heartbeats.load(), 1);
-  EXPECT_EQ(daemon.jobs_done(), 1);
+  EXPECT_EQ(setup.daemon->jobs_done(), 1);
   EXPECT_EQ(reports.size(), 1u);
 }
 
