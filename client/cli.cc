@@ -27,6 +27,7 @@
 #include "common/prompt.h"
 #include "common/scoring.h"
 #include "common/task.h"
+#include "common/file_read.h"
 #include "common/limits.h"
 #include "common/text_escape.h"
 
@@ -344,33 +345,8 @@ std::string MakeAbsolute(const std::string& path) {
   return ec ? path : abs.lexically_normal().string();
 }
 
-// Reads a task file, refusing before reading anything that is not a regular file (a FIFO,
-// /dev/zero) or larger than kMaxTaskFileBytes; never reads more than that bound.
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) {
-    return absl::NotFoundError(absl::StrCat("cannot read task file ", Printable(path, 512)));
-  }
-  if (!fs::is_regular_file(status)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "task file ", Printable(path, 512), " is not a regular file (give a .json or .jsonl file)"));
-  }
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec || size > kMaxTaskFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("task file ", Printable(path, 512), " is ",
-                                                   size, " bytes; at most ", kMaxTaskFileBytes,
-                                                   " are accepted"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read task file ", Printable(path, 512)));
-  std::string content(static_cast<size_t>(size), '\0');
-  in.read(content.data(), static_cast<std::streamsize>(content.size()));
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat("error reading task file ", Printable(path, 512)));
-  }
-  content.resize(static_cast<size_t>(in.gcount()));
-  return content;
+  return ReadRegularFile(path, kMaxTaskFileBytes, "task file");
 }
 
 bool FileExists(const std::string& path) {

@@ -1,13 +1,11 @@
 #include "common/grpc_channel.h"
 
-#include <sys/stat.h>
-
-#include <fstream>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_read.h"
 #include "common/status.h"
 #include "grpcpp/support/client_interceptor.h"
 
@@ -16,27 +14,6 @@ namespace {
 
 constexpr size_t kMaxTokenFileBytes = 64 << 10;
 constexpr size_t kMaxPemBytes = 1 << 20;
-
-absl::StatusOr<std::string> ReadBounded(const std::string& path, size_t limit,
-                                        const std::string& what) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path, ": no such file"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is not a regular file"));
-  }
-  if (static_cast<size_t>(st.st_size) > limit) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is ", st.st_size,
-                                                   " bytes; at most ", limit, " are read"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", what, " ", path));
-  std::string content(static_cast<size_t>(st.st_size), '\0');
-  in.read(content.data(), static_cast<std::streamsize>(content.size()));
-  content.resize(static_cast<size_t>(in.gcount()));
-  return content;
-}
 
 // Adds the bearer token to every call's initial metadata.
 class BearerTokenInterceptor : public grpc::experimental::Interceptor {
@@ -71,7 +48,7 @@ class BearerTokenInterceptorFactory
 }  // namespace
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string content, ReadBounded(path, kMaxTokenFileBytes, "token file"));
+  ASSIGN_OR_RETURN(std::string content, ReadRegularFile(path, kMaxTokenFileBytes, "token file"));
   std::string first = content.substr(0, content.find('\n'));
   absl::StripTrailingAsciiWhitespace(&first);
   if (first.empty()) {
@@ -82,7 +59,7 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::string& flag) {
-  return ReadBounded(path, kMaxPemBytes, absl::StrCat("--", flag));
+  return ReadRegularFile(path, kMaxPemBytes, absl::StrCat("--", flag));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ChannelOptions& options) {

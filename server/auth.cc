@@ -4,7 +4,6 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/file_read.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -54,36 +54,6 @@ absl::StatusOr<std::array<uint8_t, 32>> ParseDigest(absl::string_view hex) {
   std::array<uint8_t, 32> digest;
   std::memcpy(digest.data(), bytes.data(), digest.size());
   return digest;
-}
-
-// Reads a regular file of at most `limit` bytes.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("cannot open tokens file ", path, ": ",
-                                            std::strerror(errno)));
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("tokens file ", path, " is not a regular file"));
-  }
-  if (static_cast<size_t>(st.st_size) > limit) {
-    close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("tokens file ", path, " is ", st.st_size,
-                                                   " bytes; at most ", limit, " are accepted"));
-  }
-  std::string content(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = read(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  close(fd);
-  content.resize(done);
-  return content;
 }
 
 }  // namespace
@@ -145,7 +115,7 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view content,
 }
 
 absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string content, ReadSmallFile(path, kMaxTokensFileBytes));
+  ASSIGN_OR_RETURN(std::string content, ReadRegularFile(path, kMaxTokensFileBytes, "tokens file"));
   return Parse(content, path);
 }
 
@@ -187,7 +157,7 @@ absl::StatusOr<std::string> AddToken(const std::string& path, Role role,
   }
   std::string existing;
   if (access(path.c_str(), F_OK) == 0) {
-    ASSIGN_OR_RETURN(existing, ReadSmallFile(path, kMaxTokensFileBytes));
+    ASSIGN_OR_RETURN(existing, ReadRegularFile(path, kMaxTokensFileBytes, "tokens file"));
     ASSIGN_OR_RETURN(TokenTable table, TokenTable::Parse(existing, path));
     (void)table;
     for (absl::string_view line : absl::StrSplit(existing, '\n')) {

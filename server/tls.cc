@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -18,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_read.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -27,22 +27,11 @@ namespace fs = std::filesystem;
 
 constexpr size_t kMaxPemBytes = 1 << 20;
 
+// A PEM file named by --`flag`; every failure is the operator's input: INVALID_ARGUMENT.
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", flag, " ", path, ": not a readable regular file"));
-  }
-  if (static_cast<size_t>(st.st_size) > kMaxPemBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is ", st.st_size,
-                                                   " bytes; a PEM file is at most 1 MiB"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": cannot read"));
-  }
-  return content;
+  absl::StatusOr<std::string> pem = ReadRegularFile(path, kMaxPemBytes, absl::StrCat("--", flag));
+  if (!pem.ok()) return absl::InvalidArgumentError(pem.status().message());
+  return pem;
 }
 
 struct BioDeleter {
