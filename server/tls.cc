@@ -79,18 +79,27 @@ absl::Status WritePrivateFile(const std::string& path, const std::string& conten
 
 }  // namespace
 
-absl::Status CheckTlsFiles(const TlsFiles& files) {
+namespace {
+
+// The PEM files' contents, as checked: what InstallTlsFiles copies is exactly what was
+// checked, even if a file changes meanwhile.
+struct CheckedPems {
+  std::string cert, key, client_ca;  // client_ca empty without mTLS
+};
+
+absl::StatusOr<CheckedPems> ReadCheckedPems(const TlsFiles& files) {
   if (files.cert.empty() != files.key.empty()) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
   }
   if (!files.client_ca.empty() && files.cert.empty()) {
     return absl::InvalidArgumentError("--client_ca needs --tls_cert and --tls_key");
   }
-  if (files.cert.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::string cert_pem, ReadPem(files.cert, "tls_cert"));
-  ASSIGN_OR_RETURN(std::string key_pem, ReadPem(files.key, "tls_key"));
-  ASSIGN_OR_RETURN(auto cert, FirstCertificate(cert_pem, files.cert, "tls_cert"));
-  auto key_bio = MemoryBio(key_pem);
+  CheckedPems pems;
+  if (files.cert.empty()) return pems;
+  ASSIGN_OR_RETURN(pems.cert, ReadPem(files.cert, "tls_cert"));
+  ASSIGN_OR_RETURN(pems.key, ReadPem(files.key, "tls_key"));
+  ASSIGN_OR_RETURN(auto cert, FirstCertificate(pems.cert, files.cert, "tls_cert"));
+  auto key_bio = MemoryBio(pems.key);
   std::unique_ptr<EVP_PKEY, KeyDeleter> key(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
@@ -102,28 +111,29 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
                                                    " does not belong to --tls_cert ", files.cert));
   }
   if (!files.client_ca.empty()) {
-    ASSIGN_OR_RETURN(std::string ca_pem, ReadPem(files.client_ca, "client_ca"));
-    RETURN_IF_ERROR(FirstCertificate(ca_pem, files.client_ca, "client_ca").status());
+    ASSIGN_OR_RETURN(pems.client_ca, ReadPem(files.client_ca, "client_ca"));
+    RETURN_IF_ERROR(FirstCertificate(pems.client_ca, files.client_ca, "client_ca").status());
   }
-  return absl::OkStatus();
+  return pems;
 }
 
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files) { return ReadCheckedPems(files).status(); }
+
 absl::Status InstallTlsFiles(const TlsFiles& files, const std::string& watch_dir) {
-  RETURN_IF_ERROR(CheckTlsFiles(files));
+  ASSIGN_OR_RETURN(CheckedPems pems, ReadCheckedPems(files));
   std::error_code ec;
   fs::create_directories(watch_dir, ec);
   if (ec || chmod(watch_dir.c_str(), 0700) != 0) {
     return absl::UnavailableError(absl::StrCat("cannot create ", watch_dir, ": ", ec.message()));
   }
-  ASSIGN_OR_RETURN(std::string cert_pem, ReadPem(files.cert, "tls_cert"));
-  ASSIGN_OR_RETURN(std::string key_pem, ReadPem(files.key, "tls_key"));
   // The key first: the provider reloads when either file changes, and it must never pair
   // a new certificate with the old key for long (it re-checks every refresh).
-  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/key.pem", key_pem));
-  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/cert.pem", cert_pem));
-  if (!files.client_ca.empty()) {
-    ASSIGN_OR_RETURN(std::string ca_pem, ReadPem(files.client_ca, "client_ca"));
-    RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/client_ca.pem", ca_pem));
+  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/key.pem", pems.key));
+  RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/cert.pem", pems.cert));
+  if (!pems.client_ca.empty()) {
+    RETURN_IF_ERROR(WritePrivateFile(watch_dir + "/client_ca.pem", pems.client_ca));
   }
   return absl::OkStatus();
 }

@@ -33,7 +33,8 @@ inline constexpr unsigned kTlsRefreshSeconds = 1;
 // naming the file and flag for unreadable, unparsable or mismatched files.
 absl::Status CheckTlsFiles(const TlsFiles& files);
 
-// Checks the files and copies them into `watch_dir` (created 0700) atomically.
+// Checks the files and copies exactly the checked bytes into `watch_dir` (created 0700),
+// each file atomically.
 absl::Status InstallTlsFiles(const TlsFiles& files, const std::string& watch_dir);
 
 // Server credentials reading the copies in `watch_dir` (InstallTlsFiles first).
