@@ -9,8 +9,8 @@
 
 #include <ATen/ATen.h>
 
-#include "worker/averager.h"
-#include "worker/tensor_source.h"
+#include "worker/averaging/averager.h"
+#include "worker/checkpoint/tensor_source.h"
 
 namespace steadyeval {
 

@@ -72,9 +72,9 @@
 #include "bench/bench_machine.h"
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
-#include "server/store.h"
+#include "server/store/store.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
-#include "steadyeval/v1/protocol.h"
+#include "api/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 
 namespace steadyeval {

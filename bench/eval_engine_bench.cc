@@ -1,4 +1,4 @@
-// Benchmark (not a test) of the evaluation engine (worker/token_scheduler.h) against
+// Benchmark (not a test) of the evaluation engine (worker/eval/token_scheduler.h) against
 // baseline A, the per-request engine (EvalEngine::kPerRequest: each example's context runs
 // alone and each option continues a fork of its cache; generation prompts one at a time,
 // no cross-example prefix sharing), in the same process on the same model.
@@ -49,11 +49,11 @@
 #include "common/prompt.h"
 #include "common/task.h"
 #include "nlohmann/json.hpp"
-#include "worker/checkpoint_reader.h"
-#include "worker/evaluator.h"
-#include "worker/language_model.h"
-#include "worker/offline.h"
-#include "worker/tokenizer.h"
+#include "worker/checkpoint/checkpoint_reader.h"
+#include "worker/eval/evaluator.h"
+#include "worker/model/language_model.h"
+#include "worker/eval/offline.h"
+#include "worker/tokenizer/tokenizer.h"
 
 // OpenBLAS's own query, when libtorch's BLAS is OpenBLAS.
 extern "C" int openblas_get_num_threads() __attribute__((weak));

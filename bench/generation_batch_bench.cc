@@ -29,12 +29,12 @@
 #include "common/prompt.h"
 #include "common/task.h"
 #include "nlohmann/json.hpp"
-#include "worker/checkpoint_reader.h"
-#include "worker/evaluator.h"
-#include "worker/language_model.h"
-#include "worker/offline.h"
-#include "worker/test_checkpoints.h"
-#include "worker/tokenizer.h"
+#include "worker/checkpoint/checkpoint_reader.h"
+#include "worker/eval/evaluator.h"
+#include "worker/model/language_model.h"
+#include "worker/eval/offline.h"
+#include "worker/checkpoint/test_checkpoints.h"
+#include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
 namespace {

@@ -34,9 +34,9 @@
 
 #include "bench/bench_flags.h"
 #include "bench/bench_tensors.h"
-#include "worker/averager.h"
-#include "worker/offline.h"
-#include "worker/test_checkpoints.h"
+#include "worker/averaging/averager.h"
+#include "worker/eval/offline.h"
+#include "worker/checkpoint/test_checkpoints.h"
 
 namespace steadyeval {
 namespace {

@@ -3,14 +3,14 @@
 //
 // Writes M = max(n) + S fp32 checkpoints (a Llama-shaped layout: hidden 1024, FFN 2816,
 // vocab 8000, untied lm_head, 3 layers: ~50M parameters, ~201 MB) with the project's
-// checkpoint writer (worker/checkpoint_writer.h, the offline `average` command's writer),
+// checkpoint writer (worker/checkpoint/checkpoint_writer.h, the offline `average` command's writer),
 // then for each n times, interleaved, R times each:
 //   plain:   the baseline. Reads the data section of each member's model.safetensors with
 //            pread(2), in chunks of 1 Mi floats taken from every member in turn, adds them
 //            into an fp64 chunk accumulator and writes sum / n as fp32 into a fresh output
 //            buffer. The same bytes, the same fp64 accumulation and the same output as the
 //            averager, in the simplest cache-friendly loop; one thread.
-//   scratch: AverageCheckpoints() of the window (worker/averager.h), from scratch.
+//   scratch: AverageCheckpoints() of the window (worker/averaging/averager.h), from scratch.
 // and, per n, one WindowSumCache (rebuild_every larger than the sweep) that averages the
 // window ending at checkpoint n (a rebuild: reads all n), then slides it S times by one
 // checkpoint (each slide reads the newest and the oldest member).
@@ -52,9 +52,9 @@
 #include "bench/bench_tensors.h"
 #include "bench/bench_machine.h"
 #include "common/safetensors.h"
-#include "worker/averager.h"
-#include "worker/checkpoint_writer.h"
-#include "worker/offline.h"
+#include "worker/averaging/averager.h"
+#include "worker/checkpoint/checkpoint_writer.h"
+#include "worker/eval/offline.h"
 
 namespace steadyeval {
 namespace {
@@ -468,7 +468,7 @@ int Main(int argc, char** argv) {
      << M << " fp32 checkpoints of " << Fmt("%.1f", ckpt_mb) << " MB of tensor data ("
      << Fmt("%.1f", ckpt_bytes / 4e6) << "M parameters: Llama layout, hidden " << kHidden
      << ", " << flags.layers << " layers, FFN " << kFfn << ", vocab " << kVocab
-     << ", untied lm_head), written by WriteCheckpoint (worker/checkpoint_writer.h). "
+     << ", untied lm_head), written by WriteCheckpoint (worker/checkpoint/checkpoint_writer.h). "
      << "libtorch intra-op threads: " << flags.threads
      << "; the plain loop uses one thread. Times are medians of " << flags.repeats
      << " repeats (plain, scratch) or of " << flags.slides << " slides; the files are in the "

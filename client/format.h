@@ -12,7 +12,7 @@
 
 #include "nlohmann/json.hpp"
 #include "steadyeval/v1/eval_service.pb.h"
-#include "steadyeval/v1/state_names.h"
+#include "api/state_names.h"
 #include "steadyeval/v1/types.pb.h"
 
 namespace steadyeval::client {
@@ -30,7 +30,7 @@ std::string FormatTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows,
                         const std::vector<bool>& right_aligned = {});
 
-using ::steadyeval::CheckpointStateName;  // steadyeval/v1/state_names.h
+using ::steadyeval::CheckpointStateName;  // api/state_names.h
 using ::steadyeval::JobStateName;
 using ::steadyeval::WorkerStateName;
 

@@ -25,7 +25,7 @@
 #include "absl/strings/strip.h"
 #include "client/cli.h"
 #include "client/format.h"
-#include "common/metrics.h"
+#include "common/eval_metrics.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 

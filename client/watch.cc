@@ -20,7 +20,7 @@
 #include "client/cli.h"
 #include "client/format.h"
 #include "common/status.h"
-#include "steadyeval/v1/eval_lag.h"
+#include "api/eval_lag.h"
 
 namespace steadyeval::client {
 namespace {

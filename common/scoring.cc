@@ -5,7 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/metrics.h"
+#include "common/eval_metrics.h"
 #include "common/status.h"
 #include "common/text.h"
 

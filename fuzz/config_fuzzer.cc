@@ -1,12 +1,12 @@
-// A checkpoint's config.json through every model family's parser (worker/model_config.h,
+// A checkpoint's config.json through every model family's parser (worker/model/model_config.h,
 // gpt2_model.h, gpt_neox_model.h) and the model_type dispatch the worker does first.
 // Input: the file's bytes.
 #include <cstdint>
 
 #include "fuzz/fuzz_util.h"
-#include "worker/gpt2_model.h"
-#include "worker/gpt_neox_model.h"
-#include "worker/model_config.h"
+#include "worker/model/gpt2/gpt2_model.h"
+#include "worker/model/gpt_neox/gpt_neox_model.h"
+#include "worker/model/model_config.h"
 
 using namespace steadyeval;
 

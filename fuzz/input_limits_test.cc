@@ -12,12 +12,12 @@
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/averager.h"
-#include "worker/bpe_tokenizer.h"
-#include "worker/checkpoint_reader.h"
-#include "worker/model_config.h"
+#include "worker/averaging/averager.h"
+#include "worker/tokenizer/bpe_tokenizer.h"
+#include "worker/checkpoint/checkpoint_reader.h"
+#include "worker/model/model_config.h"
 #include "worker/test_fixtures.h"
-#include "worker/tokenizer.h"
+#include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
 namespace {

@@ -1,5 +1,5 @@
 // RocksDB key decoding (common/keys.h): a stored key read back with every component
-// sequence the store's scans use (server/store.cc), plus the encoder round trip.
+// sequence the store's scans use (server/store/store.cc), plus the encoder round trip.
 //
 // Input: one byte choosing the sequence, then the key's bytes.
 #include <cstdint>

@@ -1,5 +1,5 @@
 // What a corrupted database does to the coordinator: the fuzz input is written as raw
-// records into the store's column families (server/store.h), then a coordinator starts
+// records into the store's column families (server/store/store.h), then a coordinator starts
 // over it (Coordinator::Create decodes and loads every run, checkpoint, job, score, pair
 // and task record) and answers every query and worker call that reads stored records
 // (scans, stability, examples, export, rescoring, leases). Each must end in a status,
@@ -28,9 +28,9 @@
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
 #include "server/coordinator.h"
-#include "server/discovery.h"
-#include "server/store.h"
-#include "steadyeval/v1/protocol.h"
+#include "server/discovery/discovery.h"
+#include "server/store/store.h"
+#include "api/protocol.h"
 
 namespace steadyeval {
 

@@ -16,9 +16,9 @@
 #include "common/status.h"
 #include "common/task.h"
 #include "rocksdb/db.h"
-#include "server/analytics.h"
-#include "server/store.h"
-#include "steadyeval/v1/task_content.h"
+#include "server/analytics/analytics.h"
+#include "server/store/store.h"
+#include "api/task_content.h"
 
 namespace steadyeval {
 namespace {

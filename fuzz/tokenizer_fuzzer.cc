@@ -1,11 +1,11 @@
-// Hugging Face tokenizer.json loading (worker/bpe_tokenizer.h), then encoding and decoding
+// Hugging Face tokenizer.json loading (worker/tokenizer/bpe_tokenizer.h), then encoding and decoding
 // a few fixed texts with whatever loaded. Input: the file's bytes.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
-#include "worker/bpe_tokenizer.h"
+#include "worker/tokenizer/bpe_tokenizer.h"
 
 using namespace steadyeval;
 

@@ -14,7 +14,7 @@
 # Every suppression in scripts/sanitizers/ names the library it covers and why.
 #
 # ASan's limit here: the SentencePiece plugin is loaded with RTLD_DEEPBIND (it must bind
-# to its own bundled protobuf; worker/sentencepiece_shim.cc), which the sanitizer runtime
+# to its own bundled protobuf; worker/tokenizer/sentencepiece_shim.cc), which the sanitizer runtime
 # refuses (google/sanitizers#611), so tests that tokenize with a SentencePiece model are not
 # run under ASan: worker_tokenizer_test, worker_evaluator_test, worker_generation_batch_test,
 # worker_offline_test, worker_averager_test (its average-command test scores a task),

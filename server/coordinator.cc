@@ -23,10 +23,10 @@
 #include "common/status.h"
 #include "common/steps.h"
 #include "common/text_escape.h"
-#include "server/run_inputs.h"
-#include "steadyeval/v1/eval_lag.h"
-#include "steadyeval/v1/protocol.h"
-#include "steadyeval/v1/task_content.h"
+#include "server/ingest/run_inputs.h"
+#include "api/eval_lag.h"
+#include "api/protocol.h"
+#include "api/task_content.h"
 
 namespace steadyeval {
 namespace {

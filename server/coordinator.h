@@ -27,12 +27,12 @@
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "common/task.h"
-#include "server/analytics.h"
-#include "server/discovery.h"
-#include "server/lease_secret.h"
-#include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/store.h"
+#include "server/analytics/analytics.h"
+#include "server/discovery/discovery.h"
+#include "server/jobs/lease_secret.h"
+#include "server/coordinator_metrics.h"
+#include "server/jobs/scheduler.h"
+#include "server/store/store.h"
 #include "steadyeval/v1/eval_service.pb.h"
 #include "steadyeval/v1/worker_service.pb.h"
 
@@ -121,7 +121,7 @@ class Coordinator {
 
   // ---- workers (WorkerService) ----
   // FAILED_PRECONDITION naming both versions when r.protocol_version() is not
-  // kProtocolVersion (steadyeval/v1/protocol.h).
+  // kProtocolVersion (api/protocol.h).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
   // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
   // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.

@@ -14,9 +14,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
-#include "server/checkpoint_test_util.h"
+#include "server/discovery/checkpoint_test_util.h"
 #include "server/coordinator_test_util.h"
-#include "steadyeval/v1/protocol.h"
+#include "api/protocol.h"
 
 namespace steadyeval {
 namespace {

@@ -18,8 +18,8 @@
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "server/coordinator.h"
-#include "server/discovery.h"
-#include "server/store.h"
+#include "server/discovery/discovery.h"
+#include "server/store/store.h"
 
 namespace steadyeval {
 

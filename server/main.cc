@@ -14,10 +14,10 @@
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
-#include "server/auth.h"
-#include "server/run_inputs.h"
-#include "server/server.h"
-#include "server/tls.h"
+#include "server/rpc/auth.h"
+#include "server/ingest/run_inputs.h"
+#include "server/rpc/server.h"
+#include "server/rpc/tls.h"
 
 namespace steadyeval {
 namespace {

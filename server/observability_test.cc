@@ -12,11 +12,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/coordinator_test_util.h"
-#include "server/rpc_metrics.h"
-#include "server/server.h"
-#include "server/server_test_util.h"
-#include "server/store_metrics.h"
-#include "steadyeval/v1/protocol.h"
+#include "server/rpc/rpc_metrics.h"
+#include "server/rpc/server.h"
+#include "server/rpc/server_test_util.h"
+#include "server/store/store_metrics.h"
+#include "api/protocol.h"
 #include "common/test_http.h"
 
 namespace steadyeval {

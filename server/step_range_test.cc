@@ -6,7 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/server_test_util.h"
+#include "server/rpc/server_test_util.h"
 
 namespace steadyeval {
 namespace {

@@ -16,7 +16,7 @@
 #include "rocksdb/db.h"
 #include "server/coordinator.h"
 #include "server/coordinator_test_util.h"
-#include "steadyeval/v1/protocol.h"
+#include "api/protocol.h"
 
 namespace steadyeval {
 namespace {

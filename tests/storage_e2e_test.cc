@@ -27,9 +27,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/health_test_util.h"
+#include "server/rpc/health_test_util.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
-#include "steadyeval/v1/protocol.h"
+#include "api/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 #include "tests/process_harness.h"
 

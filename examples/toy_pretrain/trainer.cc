@@ -21,13 +21,13 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "common/status.h"
-#include "worker/checkpoint_writer.h"
-#include "worker/llama_model.h"
-#include "worker/model_config.h"
-#include "worker/offline.h"
+#include "worker/checkpoint/checkpoint_writer.h"
+#include "worker/model/llama/llama_model.h"
+#include "worker/model/model_config.h"
+#include "worker/eval/offline.h"
 #include "tests/fixtures/llama_layout.h"
-#include "worker/tensor_source.h"
-#include "worker/tokenizer.h"
+#include "worker/checkpoint/tensor_source.h"
+#include "worker/tokenizer/tokenizer.h"
 #include "worker/torch_status.h"
 
 namespace steadyeval::toy {
@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<TensorMap>> InitialWeights(const TrainerOptions& 
 
 // Trains the run's SentencePiece model on `corpus` into `dir`/tokenizer.model with
 // `steadyeval-fixtures tokenizer` (fixtures::TrainSentencePiece) in a child process:
-// libsentencepiece cannot share a process with libtorch (worker/sentencepiece_shim.cc).
+// libsentencepiece cannot share a process with libtorch (worker/tokenizer/sentencepiece_shim.cc).
 // The binary is $STEADYEVAL_FIXTURES_BIN or the one next to this executable; its log goes
 // to `dir`/tokenizer_training.log.
 absl::Status TrainTokenizer(const std::string& corpus, int vocab, const std::string& dir) {

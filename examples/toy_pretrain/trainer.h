@@ -13,7 +13,7 @@
 // evaluator will use).
 // Checkpoints OUT/step_%06d (config.json with model_type llama, fp32, bos 1, eos 2;
 // model.safetensors; tokenizer.model) are written with WriteCheckpoint
-// (worker/checkpoint_writer.h): into OUT/step_%06d.tmp-PID, then renamed, so a folder
+// (worker/checkpoint/checkpoint_writer.h): into OUT/step_%06d.tmp-PID, then renamed, so a folder
 // named step_%06d is always complete (the coordinator's default step patterns match whole
 // entry names and do not match the temporary name).
 //

@@ -13,10 +13,10 @@
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/checkpoint_reader.h"
-#include "worker/evaluator.h"
-#include "worker/language_model.h"
-#include "worker/tokenizer.h"
+#include "worker/checkpoint/checkpoint_reader.h"
+#include "worker/eval/evaluator.h"
+#include "worker/model/language_model.h"
+#include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval::toy {
 namespace {

@@ -1,5 +1,5 @@
 // Records reference encodings for the byte-level BPE fixtures with transformers.js, an
-// implementation independent of worker/bpe_tokenizer.cc and of the Python trainer.
+// implementation independent of worker/tokenizer/bpe_tokenizer.cc and of the Python trainer.
 //
 // Setup (outside the repository; --ignore-scripts skips onnxruntime's binary download, which
 // tokenizers do not need):

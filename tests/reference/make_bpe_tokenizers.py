@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Trains the two tiny byte-level BPE fixtures that worker/bpe_tokenizer_test.cc loads.
+"""Trains the two tiny byte-level BPE fixtures that worker/tokenizer/bpe_tokenizer_test.cc loads.
 
 Run from the repository root with Debian's Python (needs the `regex` module):
 

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""Reference vectors for steadyeval's llm-jp-eval metrics (common/metrics.cc).
+"""Reference vectors for steadyeval's llm-jp-eval metrics (common/eval_metrics.cc).
 
 Computes, with the reference libraries themselves, the values llm-jp-eval v1.4.1 gives for
 worked prediction/gold pairs, and writes them to tests/fixtures/metrics/*.json, which
-common/metrics_test.cc checks value by value.
+common/eval_metrics_test.cc checks value by value.
 
     mkdir -p /tmp/sacrebleu
     git --git-dir=/work/.mirror/mjpost+sacrebleu/repo archive HEAD | tar -x -C /tmp/sacrebleu

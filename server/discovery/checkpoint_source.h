@@ -1,0 +1,97 @@
+// CheckpointSource: where checkpoints appear (DESIGN §4). The OS boundary of discovery.
+//
+// A source lists the entries at the root of a training run's checkpoint folder, describes
+// the files inside one entry (names, sizes, mtimes: its fingerprint), and reads byte ranges
+// of those files. Everything above it (completeness check, watcher) goes through this
+// interface, so an object-store source (s3://) slots in beside the local one and tests can
+// inject faults.
+//
+// Paths handed back by List() are opaque to callers: pass them back to the same source.
+// Thread-safety: implementations are thread-compatible unless they say otherwise.
+#ifndef STEADYEVAL_SERVER_DISCOVERY_CHECKPOINT_SOURCE_H_
+#define STEADYEVAL_SERVER_DISCOVERY_CHECKPOINT_SOURCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace steadyeval {
+
+// One entry at the root of a source.
+struct SourceEntry {
+  std::string name;  // the entry's own name, e.g. "step_000100" (what the step parser sees)
+  std::string path;  // where the source finds it again, e.g. "/mnt/ckpt/run42/step_000100"
+  bool is_dir = false;
+};
+
+// One file inside a checkpoint folder.
+struct FileFingerprint {
+  std::string name;  // relative to the checkpoint folder, '/'-separated ("sub/x.bin")
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+
+  bool operator==(const FileFingerprint& o) const {
+    return name == o.name && size == o.size && mtime_ns == o.mtime_ns;
+  }
+  bool operator!=(const FileFingerprint& o) const { return !(*this == o); }
+};
+
+// All files of a checkpoint folder, sorted by name. Two equal fingerprints taken some time
+// apart mean nobody wrote to the checkpoint in between (quiescence).
+using CheckpointFingerprint = std::vector<FileFingerprint>;
+
+class CheckpointSource {
+ public:
+  virtual ~CheckpointSource() = default;
+
+  // The entries at the root, sorted by name. An error when the root cannot be listed
+  // (NOT_FOUND when it does not exist): the caller retries on its next poll.
+  virtual absl::StatusOr<std::vector<SourceEntry>> List() = 0;
+
+  // The regular files in the folder at `path` and in its immediate subfolders (deeper
+  // levels are not visited), sorted by name. Entries that vanish while being listed are
+  // left out. NOT_FOUND when `path` is gone.
+  virtual absl::StatusOr<CheckpointFingerprint> Fingerprint(const std::string& path) = 0;
+
+  // Up to `length` bytes of the file `name` (relative, as in a fingerprint) inside the
+  // checkpoint folder at `path`, starting at `offset`. Fewer bytes only at end of file.
+  // NOT_FOUND when the file is gone.
+  virtual absl::StatusOr<std::string> ReadRange(const std::string& path, const std::string& name,
+                                                uint64_t offset, uint64_t length) = 0;
+
+  // The source as the user gave it, for messages.
+  virtual std::string Describe() const = 0;
+};
+
+// A folder on a local or shared (NFS, Lustre) file system.
+class LocalDirSource : public CheckpointSource {
+ public:
+  // `root` is a path ("/mnt/ckpt/run42", relative paths allowed) or a file URL
+  // ("file:///mnt/ckpt/run42"). The folder need not exist yet: List() reports that.
+  // INVALID_ARGUMENT for an empty root or a file URL with a host; UNIMPLEMENTED for other
+  // URL schemes (s3:// has its own source).
+  static absl::StatusOr<std::unique_ptr<LocalDirSource>> Create(const std::string& root);
+
+  absl::StatusOr<std::vector<SourceEntry>> List() override;
+  absl::StatusOr<CheckpointFingerprint> Fingerprint(const std::string& path) override;
+  absl::StatusOr<std::string> ReadRange(const std::string& path, const std::string& name,
+                                        uint64_t offset, uint64_t length) override;
+  std::string Describe() const override { return described_; }
+
+  const std::string& root() const { return root_; }
+
+ private:
+  LocalDirSource(std::string root, std::string described)
+      : root_(std::move(root)), described_(std::move(described)) {}
+
+  std::string root_;       // file-system path, no trailing '/'
+  std::string described_;  // as given
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_DISCOVERY_CHECKPOINT_SOURCE_H_

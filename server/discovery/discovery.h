@@ -1,0 +1,63 @@
+// How the coordinator learns about a run's checkpoints (DESIGN §4), as the coordinator
+// sees it: one CheckpointDiscovery per run, polled by the run's polling loop.
+//
+// The production implementation adapts CheckpointWatcher (server/discovery/watcher.h, see
+// watcher_discovery.cc); tests pass fakes. Keeping this seam lets the coordinator be
+// built and tested without the watcher.
+#ifndef STEADYEVAL_SERVER_DISCOVERY_DISCOVERY_H_
+#define STEADYEVAL_SERVER_DISCOVERY_DISCOVERY_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "steadyeval/v1/types.pb.h"
+
+namespace steadyeval {
+
+struct DiscoveredCheckpoint {
+  uint64_t step = 0;
+  std::string path;  // as the coordinator sees it
+};
+
+// A checkpoint folder seen but not admitted (incomplete, still changing, or ambiguous).
+struct PendingDiscovery {
+  uint64_t step = 0;
+  int64_t first_seen_nanos = 0;  // Clock::MonotonicNanos() when the folder was first seen
+  std::string path;
+  // Why it is not admitted; "settling (...)" when it is complete but its files have not
+  // yet been unchanged for the settle time.
+  std::string reason;
+  bool incomplete = true;           // false: complete, waiting for quiescence
+  int64_t reason_since_unix_ms = 0; // Clock::UnixMillis() when this reason was first seen
+  bool reason_changed = false;      // the last Poll saw this reason for the first time
+};
+
+// Not thread-safe: one polling loop calls Poll.
+class CheckpointDiscovery {
+ public:
+  virtual ~CheckpointDiscovery() = default;
+  // Checkpoints that became complete since the last poll; each at most once per instance
+  // (the caller de-duplicates against the store across restarts).
+  virtual absl::StatusOr<std::vector<DiscoveredCheckpoint>> Poll() = 0;
+  // `step` is already stored (at start-up): Poll need not return it.
+  virtual void MarkKnown(uint64_t /*step*/) {}
+  // The folders the last Poll saw but did not return, by step ascending; empty for a
+  // discovery without such a phase.
+  virtual std::vector<PendingDiscovery> Pending() const { return {}; }
+};
+
+// Makes the discovery for a run. INVALID_ARGUMENT for a config it cannot watch.
+using DiscoveryFactory = std::function<absl::StatusOr<std::unique_ptr<CheckpointDiscovery>>(
+    const ::steadyeval::v1::RunConfig& config)>;
+
+// The production factory: a CheckpointWatcher per run on `clock` (not owned).
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock);
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_SERVER_DISCOVERY_DISCOVERY_H_

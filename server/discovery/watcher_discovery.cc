@@ -1,0 +1,62 @@
+// The production CheckpointDiscovery: a CheckpointWatcher (server/discovery/watcher.h) per run.
+#include <utility>
+
+#include "common/status.h"
+#include "server/discovery/discovery.h"
+#include "server/discovery/watcher.h"
+
+namespace steadyeval {
+namespace {
+
+class WatcherDiscovery : public CheckpointDiscovery {
+ public:
+  explicit WatcherDiscovery(std::unique_ptr<CheckpointWatcher> watcher)
+      : watcher_(std::move(watcher)) {}
+
+  absl::StatusOr<std::vector<DiscoveredCheckpoint>> Poll() override {
+    ASSIGN_OR_RETURN(std::vector<AdmittedCheckpoint> admitted, watcher_->Poll());
+    std::vector<DiscoveredCheckpoint> out;
+    out.reserve(admitted.size());
+    for (AdmittedCheckpoint& c : admitted) out.push_back({c.step, std::move(c.path)});
+    return out;
+  }
+
+  void MarkKnown(uint64_t step) override { watcher_->MarkAdmitted(step); }
+
+  std::vector<PendingDiscovery> Pending() const override {
+    std::vector<PendingDiscovery> out;
+    for (const PendingCheckpoint& p : watcher_->Pending()) {
+      PendingDiscovery d;
+      d.step = p.step;
+      d.first_seen_nanos = p.first_seen_nanos;
+      d.path = p.path;
+      d.reason = p.reason;
+      d.incomplete = p.incomplete;
+      d.reason_since_unix_ms = p.reason_since_unix_ms;
+      d.reason_changed = p.reason_changed;
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<CheckpointWatcher> watcher_;
+};
+
+}  // namespace
+
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock) {
+  return [clock](const v1::RunConfig& config)
+             -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
+    WatcherOptions options;
+    options.source = config.source();
+    options.pattern = config.pattern();
+    options.marker = config.marker();
+    options.settle_seconds = config.settle_seconds();
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWatcher> watcher,
+                     CheckpointWatcher::Create(options, clock));
+    return std::unique_ptr<CheckpointDiscovery>(new WatcherDiscovery(std::move(watcher)));
+  };
+}
+
+}  // namespace steadyeval

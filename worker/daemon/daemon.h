@@ -1,0 +1,180 @@
+// The worker daemon: registers with the coordinator, long-polls for jobs, heartbeats
+// while it evaluates, fetches task content by hash, and reports per-example outputs
+// (DESIGN §5, §6).
+//
+// Failure handling:
+//   - NOT_FOUND from the coordinator (it restarted and forgot us) → register again with
+//     the same worker id and carry on; our persisted lease stays valid.
+//   - UNAVAILABLE → back off and retry; outputs of a finished job are kept in memory and
+//     re-sent, so a coordinator restart during reporting loses nothing. A report refused
+//     with UNAVAILABLE or RESOURCE_EXHAUSTED (e.g. the coordinator's disk is full) is
+//     retried with exponential backoff (retry_backoff_ms doubling up to
+//     report_backoff_max_ms) for as long as the lease is held, heartbeating meanwhile; it
+//     never fails the job. Task fetches likewise wait for an unreachable coordinator as
+//     long as the lease is not lost.
+//   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
+//   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
+//     permanent; other errors → FailJob as retryable.
+//   - FAILED_PRECONDITION from RegisterWorker (another protocol version) → Run() returns it.
+//   - PERMISSION_DENIED on heartbeat or report (the coordinator does not accept our lease
+//     secret) → drop the job.
+//
+// What a lease may make this worker open (DESIGN §9): a checkpoint folder, and every file
+// in it, only when it resolves (after --path_map and symlinks) under the lease's
+// source_root; a run's own tokenizer file only when it resolves under one of
+// DaemonOptions::tokenizer_dirs (none by default). Anything else fails the job for good
+// (FAILED_PRECONDITION naming the path and the rule) before the file is opened.
+//
+// Draining (Drain(), the worker's SIGTERM/SIGINT): no new job is acquired; the current
+// job is finished and reported if that is done within drain_grace_ms, else evaluation
+// stops after the packed batch in progress and the lease is handed back (FailJob,
+// retryable, kWorkerStoppingReason), which gives the job to another worker at once
+// without using up an attempt. Run() then returns OK.
+// Thread-safety: Run() is called once; Stop(), Drain() and metrics() may be called from
+// any thread.
+#ifndef STEADYEVAL_WORKER_DAEMON_DAEMON_H_
+#define STEADYEVAL_WORKER_DAEMON_DAEMON_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/task.h"
+#include "steadyeval/v1/worker_service.grpc.pb.h"
+#include "worker/eval/eval_backend.h"
+#include "worker/daemon/metrics_http.h"
+#include "worker/daemon/worker_metrics.h"
+
+namespace steadyeval {
+
+struct PathMapping {
+  std::string from;
+  std::string to;
+};
+
+// Parses "FROM=TO". INVALID_ARGUMENT otherwise.
+absl::StatusOr<PathMapping> ParsePathMapping(const std::string& spec);
+// Rewrites the first mapping whose `from` is a path prefix of `path`.
+std::string MapPath(const std::vector<PathMapping>& mappings, const std::string& path);
+
+// Whether `path` resolves (std::filesystem::weakly_canonical: symlinks of its existing part
+// followed) to `root` or below it; `root` is resolved the same way.
+bool ResolvesUnder(const std::string& path, const std::string& root);
+
+// The window size of a job kind: 0 for "raw", n for "avg@n" (n >= 1). UNIMPLEMENTED for a
+// kind this worker does not run (ens@n is computed by the coordinator, not workers).
+absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind);
+
+// The evaluation settings a lease carries (the run's prompt language, BOS mode, shots and
+// max_new_tokens delta) plus this worker's batch size. INVALID_ARGUMENT for values this
+// worker does not know.
+absl::StatusOr<EvalSettings> SettingsForLease(const steadyeval::v1::LeasedJob& lease, int batch_size);
+
+struct DaemonOptions {
+  std::string worker_id;  // stable for the life of the process
+  std::string name;
+  std::string device = "cpu";
+  std::vector<PathMapping> path_map;
+  // Folders a run's tokenizer_path may resolve under (empty: runs may not choose one).
+  std::vector<std::string> tokenizer_dirs;
+  // Draining: how long the current job may still run to completion (then it is handed back).
+  int64_t drain_grace_ms = 20'000;
+  int64_t acquire_wait_ms = 5000;
+  int64_t retry_backoff_ms = 500;
+  int64_t report_backoff_max_ms = 10'000;  // cap of a refused report's retry backoff
+  int report_chunk = 64;  // outputs per ReportResults message
+  int batch_size = 8;     // generation examples decoded together (EvalSettings)
+  std::string metrics_listen;  // empty: no metrics endpoint
+  // Measures evaluation time (steadyeval_worker_eval_seconds_total and the per-second
+  // gauges). Not owned; must outlive the daemon.
+  Clock* clock = Clock::Real();
+};
+
+class WorkerDaemon {
+ public:
+  WorkerDaemon(DaemonOptions options, std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub,
+               std::unique_ptr<EvalBackend> backend);
+  ~WorkerDaemon();
+
+  // Starts the metrics endpoint if configured; returns its bound "host:port" ("" if off).
+  // UNAVAILABLE when it cannot listen there. Call once, before Run().
+  absl::StatusOr<std::string> StartMetrics();
+  // The metrics the endpoint serves (docs/metrics.md "Worker"); kept whether or not an
+  // endpoint is started, so tests read them with metrics().Collect().
+  const WorkerMetrics& metrics() const { return *metrics_; }
+
+  // Serves until Stop() or a finished Drain(). Returns OK then; an error only when it
+  // cannot go on (e.g. the coordinator refuses this worker's protocol version).
+  absl::Status Run();
+  // Stops at once: a job in progress is dropped (its lease runs out on the coordinator).
+  void Stop();
+  // Starts draining (see above). Idempotent.
+  void Drain();
+
+  int64_t jobs_done() const { return jobs_done_.load(); }
+
+ private:
+  // Each evaluated task's per-example results, in lease order.
+  using TaskOutputs = std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>;
+
+  absl::Status Register();
+  // One job end to end; any error is turned into FailJob or a dropped lease.
+  void RunJob(const steadyeval::v1::LeasedJob& lease);
+  absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header);
+  absl::Status Report(const steadyeval::v1::LeasedJob& lease, const TaskOutputs& outputs,
+                      const std::vector<steadyeval::v1::ParameterDrift>& drifts);
+  // FAILED_PRECONDITION when the lease pins the run to another tokenizer than the one
+  // just loaded.
+  absl::Status CheckPinnedTokenizer(const v1::LeasedJob& lease) const;
+  // The checkpoint folder `dir` (already path-mapped) and every entry in it resolve under
+  // the lease's source_root; FAILED_PRECONDITION naming the path otherwise.
+  absl::Status CheckCheckpointFolder(const v1::LeasedJob& lease, const std::string& dir) const;
+  // The tokenizer file the job may load: "" for the checkpoints' own, else the run's
+  // tokenizer_path resolved, when under a --tokenizer_dirs folder; FAILED_PRECONDITION
+  // naming the path and the flag otherwise.
+  absl::StatusOr<std::string> AllowedTokenizer(const v1::LeasedJob& lease) const;
+  // Loads the job's model: one checkpoint (raw) or the average of its window (avg@n).
+  absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease);
+  // Evaluates every task of the lease with the loaded model, counting examples, tokens and
+  // evaluation time into metrics_ as it goes; `lost` cancels it.
+  absl::StatusOr<TaskOutputs> EvaluateTasks(const steadyeval::v1::LeasedJob& lease,
+                                            const std::atomic<bool>& lost);
+  // The job's drift targets that could be computed (a failure is logged and skipped:
+  // drift is a side measurement and must not fail the evaluation).
+  std::vector<steadyeval::v1::ParameterDrift> ComputeDrifts(const steadyeval::v1::LeasedJob& lease);
+  void FailJob(const steadyeval::v1::LeasedJob& lease, const absl::Status& why);
+  // Sends FailJob (retrying through coordinator restarts) with this reason.
+  void SendFailJob(const steadyeval::v1::LeasedJob& lease, const std::string& reason,
+                   bool retryable);
+  // Sleeps up to `ms` unless Stop() (or, with `wake_on_drain`, Drain()) is called first.
+  // Returns false when woken that way.
+  bool WaitMs(int64_t ms, bool wake_on_drain = false);
+  // Draining and the grace period is over: the job in progress must stop.
+  bool DrainExpired() const;
+
+  DaemonOptions options_;
+  std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub_;
+  std::unique_ptr<EvalBackend> backend_;
+  std::map<std::string, Task> task_cache_;  // by sha256; only touched by Run()'s thread
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> drain_deadline_nanos_{0};  // options_.clock's monotonic time
+  std::atomic<int64_t> jobs_done_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  grpc::ClientContext* acquire_ctx_ = nullptr;  // the AcquireJob in flight; guarded by mu_
+  std::unique_ptr<WorkerMetrics> metrics_;        // never null
+  std::unique_ptr<MetricsHttpServer> metrics_server_;  // null until StartMetrics(); serves metrics_
+};
+
+}  // namespace steadyeval
+
+#endif  // STEADYEVAL_WORKER_DAEMON_DAEMON_H_
