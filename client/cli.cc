@@ -30,6 +30,7 @@
 #include "common/file_read.h"
 #include "common/limits.h"
 #include "common/text_escape.h"
+#include "common/variant.h"
 
 namespace steadyeval::client {
 namespace {
@@ -354,19 +355,9 @@ bool FileExists(const std::string& path) {
   return fs::exists(path, ec);
 }
 
-// "raw", "all", or avg@n / ens@n / ens-soft@n with an integer n >= 2.
+// "all", or a variant in the one spelling the server accepts (common/variant.h).
 bool IsValidVariant(const std::string& variant) {
-  if (variant == "raw" || variant == "all") return true;
-  for (const char* prefix : {"avg@", "ens@", "ens-soft@"}) {
-    absl::string_view rest = variant;
-    uint32_t n = 0;
-    if (absl::ConsumePrefix(&rest, prefix) && !rest.empty() &&
-        std::all_of(rest.begin(), rest.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-        absl::SimpleAtoi(rest, &n) && n >= 2) {
-      return true;
-    }
-  }
-  return false;
+  return variant == "all" || ParseVariant(variant).ok();
 }
 
 // Sets the select oneof of `request` (when not null) from --example / --flippiest.

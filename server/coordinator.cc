@@ -23,10 +23,13 @@
 #include "common/status.h"
 #include "common/steps.h"
 #include "common/text_escape.h"
+#include "common/limits.h"
 #include "server/ingest/run_inputs.h"
 #include "api/eval_lag.h"
+#include "api/job_failure_proto.h"
 #include "api/protocol.h"
 #include "api/task_content.h"
+#include "api/variant_proto.h"
 
 namespace steadyeval {
 namespace {
@@ -62,9 +65,15 @@ v1::TaskKind ToProtoKind(TaskKind kind) {
                                            : v1::TASK_KIND_GENERATION;
 }
 
-std::string VariantOf(const v1::Job& job) { return job.kind(); }  // "raw" or "avg@n"
+// The variant a job's results are stored under; DATA_LOSS for a stored kind that is
+// neither raw nor avg@n.
+absl::StatusOr<Variant> VariantOf(const v1::Job& job) {
+  absl::StatusOr<JobKind> kind = JobKindOf(job);
+  if (!kind.ok()) return absl::DataLossError(absl::StrCat("job ", job.id(), ": ", kind.status().message()));
+  return kind->variant();
+}
 
-constexpr uint32_t kMaxWindow = 1000;
+constexpr uint32_t kMaxWindow = kMaxWindowSize;
 
 // Each n >= 2 (and <= kMaxWindow), deduplicated and sorted.
 absl::StatusOr<std::vector<uint32_t>> NormalizeWindows(
@@ -87,16 +96,12 @@ void SetWindows(const std::vector<uint32_t>& sizes, google::protobuf::RepeatedFi
   for (uint32_t n : sizes) out->Add(n);
 }
 
-// "" or one of TaskCategories(), upper-cased.
+// "" or one of kTaskCategories, upper-cased.
 absl::StatusOr<std::string> NormalizeCategory(absl::string_view category, absl::string_view task) {
-  const std::string upper = absl::AsciiStrToUpper(category);
-  if (upper.empty()) return upper;
-  for (const std::string& c : TaskCategories()) {
-    if (c == upper) return upper;
-  }
+  if (category.empty()) return std::string();
+  if (std::optional<std::string> known = ParseTaskCategory(category)) return *known;
   return absl::InvalidArgumentError(absl::StrCat("task ", task, ": category '", category,
-                                                 "' is not one of ",
-                                                 absl::StrJoin(TaskCategories(), ", ")));
+                                                 "' is not one of ", TaskCategoryList()));
 }
 
 // The run's source folder as leases name it: without a file:// prefix, lexically
@@ -422,8 +427,10 @@ absl::Status Coordinator::ListCheckpoints(
 absl::Status Coordinator::ListJobs(const std::string& run,
                                    const std::function<bool(const v1::Job&)>& visit) const {
   if (!run.empty()) RETURN_IF_ERROR(FindRun(run).status());
-  return store_->ScanJobs([&](const v1::Job& job) {
-    if (!run.empty() && job.run() != run) return true;
+  return store_->ScanJobs([&](const v1::Job& stored) {
+    if (!run.empty() && stored.run() != run) return true;
+    v1::Job job = stored;
+    FillJobKindSpec(job);  // a record from before kind_spec
     return visit(job);
   });
 }
@@ -431,14 +438,17 @@ absl::Status Coordinator::ListJobs(const std::string& run,
 absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
                                     const std::function<bool(const v1::Score&)>& visit) const {
   RETURN_IF_ERROR(FindRun(request.run()).status());
-  const bool all_variants = request.variant().empty() || request.variant() == "all";
-  if (!all_variants && !ParseVariant(request.variant()).has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("variant '", request.variant(),
-                     "' is not one of raw, avg@N, ens@N, ens-soft@N (N >= 2) or all"));
+  std::optional<std::string> only;  // the canonical name of the one variant asked for
+  if (request.variant_spec().kind() != v1::VARIANT_KIND_UNSPECIFIED ||
+      !(request.variant().empty() || request.variant() == "all")) {
+    absl::StatusOr<Variant> v = VariantOf(request);
+    if (!v.ok()) return Annotate(v.status(), "give one variant, or all");
+    only = ToString(*v);
   }
-  return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& s) {
-    if (!all_variants && s.variant() != request.variant()) return true;
+  return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& stored) {
+    if (only.has_value() && stored.variant() != *only) return true;
+    v1::Score s = stored;
+    FillVariantSpec(s);  // a record from before variant_spec
     return visit(s);
   });
 }
@@ -529,8 +539,8 @@ absl::StatusOr<v1::RescoreResponse> Coordinator::Rescore(const v1::RescoreReques
     ASSIGN_OR_RETURN(std::shared_ptr<const Task> task, LoadTask(ref));
     std::vector<v1::Score> stored;
     RETURN_IF_ERROR(store_->ScanScores(name, ref.name(), [&](const v1::Score& s) {
-      std::optional<Variant> v = ParseVariant(s.variant());
-      if (v && (v->kind == Variant::Kind::kRaw || v->kind == Variant::Kind::kAverage)) {
+      absl::StatusOr<Variant> v = VariantOf(s);
+      if (v.ok() && (v->kind == Variant::Kind::kRaw || v->kind == Variant::Kind::kAverage)) {
         stored.push_back(s);
       }
       return true;
@@ -554,6 +564,7 @@ absl::StatusOr<v1::RescoreResponse> Coordinator::Rescore(const v1::RescoreReques
       absl::StatusOr<TaskScore> scored = ScoreTask(*task, raw);
       if (!scored.ok()) return Annotate(scored.status(), where);
       v1::Score score = old;
+      FillVariantSpec(score);
       ApplyTaskScore(*scored, score, predictions);
       if (score.score() != old.score() || score.metric() != old.metric()) {
         response.set_scores_changed(response.scores_changed() + 1);
@@ -584,11 +595,13 @@ absl::Status Coordinator::ExportPredictions(
     const v1::ExportPredictionsRequest& r,
     const std::function<bool(const v1::ExportedPrediction&)>& visit) {
   ASSIGN_OR_RETURN(v1::Run run, FindRun(r.run()));
-  if (!r.variant().empty() && !ParseVariant(r.variant()).has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "variant '", r.variant(), "' is not one of raw, avg@N, ens@N, ens-soft@N (N >= 2)"));
+  if (r.variant_spec().kind() == v1::VARIANT_KIND_UNSPECIFIED && r.variant().empty()) {
+    return analytics_->ExportPredictions(run, r, visit);  // every variant
   }
-  return analytics_->ExportPredictions(run, r, visit);
+  ASSIGN_OR_RETURN(const Variant variant, VariantOf(r));
+  v1::ExportPredictionsRequest canonical = r;
+  SetVariant(canonical, variant);
+  return analytics_->ExportPredictions(run, canonical, visit);
 }
 
 absl::StatusOr<v1::ListPendingCheckpointsResponse> Coordinator::ListPendingCheckpoints(
@@ -716,7 +729,7 @@ absl::StatusOr<v1::RequeueJobsResponse> Coordinator::RequeueJobs(const v1::Reque
   v1::RequeueJobsResponse response;
   for (const v1::Job& job : requeued) {
     response.add_requeued(job.id());
-    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " " << job.kind()
+    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " " << JobKindNameOf(job)
               << ") requeued\n";
   }
   WakeWaiters();
@@ -939,8 +952,8 @@ absl::StatusOr<v1::LeasedJob> Coordinator::BuildLeasedJob(const v1::Job& job) co
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
   leased.set_lease_secret(lease_secrets_->For(job.id(), job.epoch(), job.worker_id()));
   leased.set_source_root(SourceRootOf(run.config()));
-  if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
-    leased.set_window(*n);
+  if (absl::StatusOr<JobKind> kind = JobKindOf(job); kind.ok() && !kind->is_raw()) {
+    leased.set_window(kind->window());
   }
   for (const auto& [from, to] : scheduler_->DriftPairs(job)) {
     std::optional<v1::Checkpoint> a = scheduler_->GetCheckpoint(job.run(), from);
@@ -1020,7 +1033,7 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
     if (job.has_value()) {
       if (job->attempts() == 1) {
         const int64_t waited_ms = clock_->UnixMillis() - job->created_unix_ms();
-        metrics_.JobFirstLeased(job->kind(), std::max<int64_t>(0, waited_ms) / 1e3);
+        metrics_.JobFirstLeased(JobKindNameOf(*job), std::max<int64_t>(0, waited_ms) / 1e3);
       }
       RefreshGauges();
       ASSIGN_OR_RETURN(*response.mutable_lease(), BuildLeasedJob(*job));
@@ -1063,16 +1076,16 @@ absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobReques
   RETURN_IF_ERROR(CheckLeaseSecret(r.job_id(), r.epoch(), r.worker_id(), r.lease_secret()));
   TouchWorker(r.worker_id()).IgnoreError();  // heard from; the lease check is Fail's
   v1::JobState state = v1::JOB_PENDING;
-  if (r.retryable() && r.reason() == kWorkerStoppingReason) {
+  const JobFailure failure = JobFailureOf(r);  // typed, or read from an old worker's fields
+  if (failure == JobFailure::kWorkerStopping) {
     // A stopping worker's hand-back: not the checkpoint's fault, not an attempt.
     RETURN_IF_ERROR(scheduler_->HandBack(r.job_id(), r.epoch(), r.worker_id()));
     std::cerr << "steadyeval-server: job " << r.job_id() << " handed back by stopping worker "
               << r.worker_id() << "\n";
   } else {
     ASSIGN_OR_RETURN(state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(), r.reason(),
-                                             r.retryable()));
-    CountAttemptFailure(r.job_id(),
-                        r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
+                                             failure));
+    CountAttemptFailure(r.job_id(), failure);
   }
   WakeWaiters();
   RefreshGauges();
@@ -1143,7 +1156,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
 
   // The steps a job's results may be for: each step of a raw job, a window's end step.
   std::set<uint64_t> allowed_steps;
-  if (job.kind() == "raw") {
+  if (IsRawJob(job)) {
     allowed_steps.insert(job.steps().begin(), job.steps().end());
   } else if (!job.steps().empty()) {
     allowed_steps.insert(job.steps(job.steps_size() - 1));
@@ -1201,7 +1214,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
   std::map<uint64_t, v1::ParameterDrift> drifts;  // by to_step
   for (const v1::ReportResultsRequest& chunk : chunks) {
     for (const v1::ParameterDrift& d : chunk.drifts()) {
-      if (job.kind() != "raw" || d.from_step() >= d.to_step() || !std::isfinite(d.l2()) ||
+      if (!IsRawJob(job) || d.from_step() >= d.to_step() || !std::isfinite(d.l2()) ||
           !std::isfinite(d.relative()) || d.l2() < 0 || d.relative() < 0 ||
           (d.from_step() != end_step && d.to_step() != end_step)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -1212,7 +1225,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     }
   }
 
-  const std::string variant = VariantOf(job);
+  ASSIGN_OR_RETURN(const Variant variant, VariantOf(job));
   uint32_t written = 0;
   std::vector<std::pair<v1::Score, std::vector<v1::Prediction>>> values;
   for (uint64_t step : reported_steps) {
@@ -1258,7 +1271,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       score.set_run(job.run());
       score.set_task(ref.name());
       score.set_task_sha256(ref.sha256());
-      score.set_variant(variant);
+      SetVariant(score, variant);
       score.set_step(step);
       score.set_examples(static_cast<uint32_t>(outputs.size()));
       ApplyTaskScore(*scored, score, predictions);
@@ -1311,7 +1324,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
       RETURN_IF_ERROR(Annotate(update.PutValue(batch, score, std::move(predictions)), where));
     }
     const std::vector<uint64_t> steps = scheduler_->AdmittedSteps(job.run());
-    if (job.kind() == "raw") {
+    if (IsRawJob(job)) {
       for (uint64_t step : reported_steps) {
         RETURN_IF_ERROR(Annotate(update.OnRawStored(batch, run, steps, step), where));
       }
@@ -1336,7 +1349,7 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
     touched = update.TouchedTasks();
   }
   metrics_.PredictionsIngested(written);
-  metrics_.JobDone(done.job.run(), done.job.kind(), done.duration_seconds);
+  metrics_.JobDone(done.job.run(), JobKindNameOf(done.job), done.duration_seconds);
   WakeWaiters();
   RefreshGauges();
   RefreshStabilityGauges(touched);
@@ -1382,19 +1395,20 @@ void Coordinator::WakeWaiters() {
   wake_.SignalAll();
 }
 
-void Coordinator::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
+void Coordinator::CountAttemptFailure(uint64_t job_id, JobFailure reason) {
   std::optional<v1::Job> job = scheduler_->GetJob(job_id);
   if (!job.has_value()) return;
-  metrics_.JobAttemptFailed(job->run(), job->kind(), reason);
+  const std::string kind = JobKindNameOf(*job);
+  metrics_.JobAttemptFailed(job->run(), kind, reason);
   if (job->state() != v1::JOB_FAILED) return;
-  metrics_.JobFailed(job->run(), job->kind());
-  if (job->kind() == "raw") metrics_.CheckpointFailed(job->run());
+  metrics_.JobFailed(job->run(), kind);
+  if (IsRawJob(*job)) metrics_.CheckpointFailed(job->run());
 }
 
 absl::Status Coordinator::Tick() {
   store_->RefreshHealth();
   ASSIGN_OR_RETURN(std::vector<uint64_t> expired, scheduler_->ExpireLeases());
-  for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
+  for (uint64_t id : expired) CountAttemptFailure(id, JobFailure::kLeaseExpired);
   // Backoffs pass silently; the long polls re-check on their own period too.
   if (!expired.empty() || scheduler_->HasLeasableJob()) WakeWaiters();
   RefreshGauges();

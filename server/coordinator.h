@@ -68,7 +68,7 @@ class Coordinator {
   // average_windows / ensemble_windows: each n >= 2, stored deduplicated and sorted.
   // Categories come from config.tasks: an entry with a name gives that task's category,
   // an entry without one the category of the task file at its index; each is one of
-  // TaskCategories() (case-insensitive, stored upper-case) or empty.
+  // kTaskCategories (case-insensitive, stored upper-case) or empty.
   absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
                                     const std::vector<v1::TaskContent>& task_files);
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
@@ -221,7 +221,7 @@ class Coordinator {
   void WakeWaiters();
   // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
   // (looked up after the transition: FAILED means it failed for good).
-  void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
+  void CountAttemptFailure(uint64_t job_id, JobFailure reason);
   // Call without mu_ held.
   void RefreshGauges();
   // The score / MTV / IS gauges of these (run, task)s' variants (runs still present).
