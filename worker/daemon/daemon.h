@@ -32,13 +32,14 @@
 // stops after the packed batch in progress and the lease is handed back (FailJob,
 // retryable, kWorkerStoppingReason), which gives the job to another worker at once
 // without using up an attempt. Run() then returns OK.
+//
 // Heartbeats: a held lease is heartbeaten from a thread of its own at the period the
 // coordinator gave at registration (RegisterWorkerResponse.heartbeat_interval_ms), or a
 // third of the lease's TTL when it gave none.
 //
-// Time: every wait (backoffs, the heartbeat period, the drain grace) and every measured
-// duration goes through DaemonOptions::clock, so tests drive them with a FakeClock. Only
-// gRPC deadlines are real time.
+// Time: every wait (backoffs, the heartbeat period, the drain grace) and the evaluation
+// time it measures go through DaemonOptions::clock, so tests drive them with a FakeClock.
+// Only gRPC deadlines are real time.
 //
 // Thread-safety: Run() is called once; Stop(), Drain() and metrics() may be called from
 // any thread.
@@ -189,6 +190,7 @@ class WorkerDaemon {
   // Locks: mu_ here, and each job's LeaseHeartbeat's own mutex (daemon.cc). No code holds
   // two of them at once, so there is no lock order to keep.
   absl::Mutex mu_;
+  grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the AcquireJob in flight
   // Written under mu_ (so that WaitMs's condition is re-checked), read anywhere.
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};
@@ -196,7 +198,6 @@ class WorkerDaemon {
   std::atomic<int64_t> jobs_done_{0};
   // The coordinator's heartbeat period from the last registration; 0: it gave none.
   std::atomic<int64_t> heartbeat_interval_ms_{0};
-  grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the AcquireJob in flight
   std::unique_ptr<WorkerMetrics> metrics_;        // never null
   std::unique_ptr<MetricsHttpServer> metrics_server_;  // null until StartMetrics(); serves metrics_
 };
