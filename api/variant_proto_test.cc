@@ -22,8 +22,8 @@ TEST(VariantProtoTest, RoundTripsEveryKind) {
 }
 
 TEST(VariantProtoTest, RefusesSpecsTheParserWouldRefuse) {
-  v1::VariantSpec spec;
-  EXPECT_THAT(FromProto(spec), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));  // unset
+  v1::VariantSpec spec;  // kind unset
+  EXPECT_THAT(FromProto(spec), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   spec.set_kind(v1::VARIANT_AVERAGE);
   spec.set_window(1);
   EXPECT_THAT(FromProto(spec), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("avg@1")));

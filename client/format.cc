@@ -415,8 +415,9 @@ std::string JobsTable(const std::vector<v1::Job>& jobs) {
     if (j.state() == v1::JOB_SUPERSEDED && j.superseded_by() != 0 && error.empty()) {
       error = absl::StrCat("superseded by job ", j.superseded_by());
     }
-    rows.push_back({absl::StrCat(j.id()), j.run(), JobKindNameOf(j), StepsText(j), JobStateName(j.state()),
-                    absl::StrCat(j.attempts()), OrDash(j.worker_id()), OrDash(error)});
+    rows.push_back({absl::StrCat(j.id()), j.run(), JobKindNameOf(j), StepsText(j),
+                    JobStateName(j.state()), absl::StrCat(j.attempts()), OrDash(j.worker_id()),
+                    OrDash(error)});
   }
   return FormatTable({"ID", "RUN", "KIND", "STEPS", "STATE", "ATTEMPTS", "WORKER", "ERROR"}, rows,
                      {true, false, false, false, false, true});

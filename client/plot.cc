@@ -889,8 +889,12 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
 
   std::set<std::string> known = scored_variants;
   known.insert("raw");
-  for (uint32_t n : run.run().config().average_windows()) known.insert(ToString(Variant::Average(n)));
-  for (uint32_t n : run.run().config().ensemble_windows()) known.insert(ToString(Variant::Ensemble(n)));
+  for (uint32_t n : run.run().config().average_windows()) {
+    known.insert(ToString(Variant::Average(n)));
+  }
+  for (uint32_t n : run.run().config().ensemble_windows()) {
+    known.insert(ToString(Variant::Ensemble(n)));
+  }
   std::vector<std::string> variants;
   if (request.variants.empty()) {
     variants.push_back("raw");

@@ -69,7 +69,9 @@ v1::TaskKind ToProtoKind(TaskKind kind) {
 // neither raw nor avg@n.
 absl::StatusOr<Variant> VariantOf(const v1::Job& job) {
   absl::StatusOr<JobKind> kind = JobKindOf(job);
-  if (!kind.ok()) return absl::DataLossError(absl::StrCat("job ", job.id(), ": ", kind.status().message()));
+  if (!kind.ok()) {
+    return absl::DataLossError(absl::StrCat("job ", job.id(), ": ", kind.status().message()));
+  }
   return kind->variant();
 }
 
@@ -442,7 +444,9 @@ absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
   if (request.variant_spec().kind() != v1::VARIANT_KIND_UNSPECIFIED ||
       !(request.variant().empty() || request.variant() == "all")) {
     absl::StatusOr<Variant> v = VariantOf(request);
-    if (!v.ok()) return Annotate(v.status(), "give one variant, or all");
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(v.status().message(), ", or all"));
+    }
     only = ToString(*v);
   }
   return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& stored) {
@@ -729,8 +733,8 @@ absl::StatusOr<v1::RequeueJobsResponse> Coordinator::RequeueJobs(const v1::Reque
   v1::RequeueJobsResponse response;
   for (const v1::Job& job : requeued) {
     response.add_requeued(job.id());
-    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " " << JobKindNameOf(job)
-              << ") requeued\n";
+    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " "
+              << JobKindNameOf(job) << ") requeued\n";
   }
   WakeWaiters();
   RefreshGauges();

@@ -240,7 +240,8 @@ absl::StatusOr<WindowUpdate> Scheduler::SetAverageWindows(const v1::Run& run,
       continue;
     }
     update.superseded.push_back(
-        Superseded(entry, 0, absl::StrCat(ToString(JobKind::Average(n)), " was removed from the run's windows")));
+        Superseded(entry, 0, absl::StrCat(ToString(JobKind::Average(n)),
+                                          " was removed from the run's windows")));
   }
   Store::Batch batch = store_->NewBatch();
   for (const v1::Job& job : update.created) batch.PutJob(job);

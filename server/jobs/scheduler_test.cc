@@ -478,7 +478,8 @@ TEST_F(WindowSchedulerTest, MembersGoneIsPermanent) {
   v1::Job avg = LeaseOrDie("w");   // avg@2
   ASSERT_EQ(avg.kind(), "avg@2");
   auto state = scheduler_->Fail(avg.id(), avg.epoch(), "w",
-                                "members_gone: checkpoint 100 was deleted", JobFailure::kMembersGone);
+                                "members_gone: checkpoint 100 was deleted",
+                                JobFailure::kMembersGone);
   ASSERT_OK(state);
   EXPECT_EQ(*state, v1::JOB_FAILED);
   EXPECT_THAT(Stored(avg.id()).error(), HasSubstr("members_gone"));

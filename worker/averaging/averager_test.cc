@@ -214,7 +214,8 @@ TEST(AverageCheckpointsTest, DeletedMemberIsMembersGone) {
   // A folder that exists but lost its weights is a plain load error, not members_gone.
   std::filesystem::remove(a + "/model.safetensors");
   const absl::Status lost = AverageCheckpoints({a}).status();
-  EXPECT_THAT(lost, StatusIs(absl::StatusCode::kNotFound, ::testing::Not(HasSubstr("members_gone"))));
+  EXPECT_THAT(lost,
+              StatusIs(absl::StatusCode::kNotFound, ::testing::Not(HasSubstr("members_gone"))));
   EXPECT_EQ(JobFailureOf(lost), JobFailure::kPermanent);
 }
 
