@@ -64,6 +64,9 @@ bool IsVerdict(const absl::Status& status) {
 absl::StatusOr<std::unique_ptr<CheckpointWatcher>> CheckpointWatcher::Create(
     const WatcherOptions& options, Clock* clock, std::unique_ptr<CheckpointSource> source) {
   if (clock == nullptr) return absl::InvalidArgumentError("checkpoint watcher needs a clock");
+  if (options.file_system == nullptr) {
+    return absl::InvalidArgumentError("checkpoint watcher needs a file system");
+  }
   if (!(options.settle_seconds >= 0 && options.settle_seconds <= kMaxSettleSeconds)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "settle_seconds is ", options.settle_seconds, "; it must be between 0 and ",
@@ -75,7 +78,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWatcher>> CheckpointWatcher::Create(
   }
   ASSIGN_OR_RETURN(std::unique_ptr<StepParser> parser, StepParser::Create(options.pattern));
   if (source == nullptr) {
-    ASSIGN_OR_RETURN(source, LocalDirSource::Create(options.source));
+    ASSIGN_OR_RETURN(source, FileSystemSource::Create(options.source, options.file_system));
   }
   return std::unique_ptr<CheckpointWatcher>(
       new CheckpointWatcher(options, clock, std::move(parser), std::move(source)));

@@ -44,10 +44,10 @@ std::string ReasonFor(const CheckpointWatcher& watcher, uint64_t step) {
   return "(not pending)";
 }
 
-// A LocalDirSource whose listing can be made to fail, and which counts listings.
+// A FileSystemSource whose listing can be made to fail, and which counts listings.
 class FlakySource : public CheckpointSource {
  public:
-  explicit FlakySource(const std::string& root) : inner_(*LocalDirSource::Create(root)) {}
+  explicit FlakySource(const std::string& root) : inner_(*FileSystemSource::Create(root)) {}
   absl::StatusOr<std::vector<SourceEntry>> List() override {
     ++lists;
     if (fail_list) return absl::UnavailableError("injected: listing timed out");
@@ -66,7 +66,7 @@ class FlakySource : public CheckpointSource {
   int lists = 0;
 
  private:
-  std::unique_ptr<LocalDirSource> inner_;
+  std::unique_ptr<FileSystemSource> inner_;
 };
 
 class WatcherTest : public ::testing::Test {
