@@ -22,7 +22,7 @@
 #include "common/grpc_channel.h"
 #include "worker/daemon/daemon.h"
 #include "worker/eval/eval_backend.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 namespace steadyeval {
 namespace {

@@ -25,7 +25,7 @@
 #include "worker/eval/evaluator.h"
 #include "worker/model/gpt2/gpt2_model.h"
 #include "worker/model/gpt_neox/gpt_neox_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/test_fixtures.h"
 #include "worker/model/test_models.h"
 

@@ -13,7 +13,7 @@
 #include "worker/eval/eval_backend.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
