@@ -16,6 +16,7 @@ constexpr absl::string_view kFileScheme = "file://";
 
 absl::StatusOr<std::unique_ptr<FileSystemSource>> FileSystemSource::Create(const std::string& root,
                                                                            FileSystem* fs) {
+  if (fs == nullptr) return absl::InvalidArgumentError("checkpoint source needs a file system");
   std::string path = root;
   if (absl::StartsWith(path, kFileScheme)) {
     path = path.substr(kFileScheme.size());

@@ -75,8 +75,8 @@ class FileSystemSource : public CheckpointSource {
  public:
   // `root` is a path ("/mnt/ckpt/run42", relative paths allowed) or a file URL
   // ("file:///mnt/ckpt/run42"). The folder need not exist yet: List() reports that.
-  // INVALID_ARGUMENT for an empty root or a file URL with a host; UNIMPLEMENTED for other
-  // URL schemes (an object store is a FileSystem of its own, not yet written).
+  // INVALID_ARGUMENT for an empty root, a file URL with a host or a null `fs`;
+  // UNIMPLEMENTED for other URL schemes (an object store will be a FileSystem of its own).
   static absl::StatusOr<std::unique_ptr<FileSystemSource>> Create(
       const std::string& root, FileSystem* fs = FileSystem::Local());
 

@@ -64,9 +64,6 @@ bool IsVerdict(const absl::Status& status) {
 absl::StatusOr<std::unique_ptr<CheckpointWatcher>> CheckpointWatcher::Create(
     const WatcherOptions& options, Clock* clock, std::unique_ptr<CheckpointSource> source) {
   if (clock == nullptr) return absl::InvalidArgumentError("checkpoint watcher needs a clock");
-  if (options.file_system == nullptr) {
-    return absl::InvalidArgumentError("checkpoint watcher needs a file system");
-  }
   if (!(options.settle_seconds >= 0 && options.settle_seconds <= kMaxSettleSeconds)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "settle_seconds is ", options.settle_seconds, "; it must be between 0 and ",

@@ -64,10 +64,9 @@ struct PendingCheckpoint {
 
 class CheckpointWatcher {
  public:
-  // INVALID_ARGUMENT for a bad pattern, a negative settle_seconds or a null file_system;
-  // with no `source`, whatever FileSystemSource::Create(options.source,
-  // options.file_system) reports. `clock` is not owned and must
-  // outlive the watcher.
+  // INVALID_ARGUMENT for a bad pattern or a negative settle_seconds; with no `source`,
+  // whatever FileSystemSource::Create(options.source, options.file_system) reports.
+  // `clock` is not owned and must outlive the watcher.
   static absl::StatusOr<std::unique_ptr<CheckpointWatcher>> Create(
       const WatcherOptions& options, Clock* clock,
       std::unique_ptr<CheckpointSource> source = nullptr);
