@@ -14,8 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/test_util.h"
-#include "common/status_matchers.h"
+#include "testing/cli_runner.h"
+#include "testing/grpc_fakes.h"
+#include "testing/temp_dir.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -38,11 +40,12 @@ using ::testing::SaveArg;
 using ::testing::SetArgPointee;
 using ::testing::StartsWith;
 using json = nlohmann::json;
-using ::steadyeval::client::testing::CliResult;
-using ::steadyeval::client::testing::FakeReader;
-using ::steadyeval::client::testing::MockStub;
-using ::steadyeval::client::testing::RunWith;
-using ::steadyeval::client::testing::TempDir;
+using ::steadyeval::testing::CliResult;
+using ::steadyeval::testing::FakeReader;
+using ::steadyeval::testing::MockStub;
+using ::steadyeval::testing::RunWith;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
 
 // Exactly one line on stderr, starting with "steadyeval: ".
 void ExpectOneErrorLine(const CliResult& r) {

@@ -32,7 +32,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/mecab_tokenizer.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -43,6 +43,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+using ::steadyeval::testing::StatusIs;
 
 std::filesystem::path FixtureDir() {
   const char* source_dir = std::getenv("STEADYEVAL_SOURCE_DIR");

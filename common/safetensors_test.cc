@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +13,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 constexpr auto kMalformed = absl::StatusCode::kInvalidArgument;
 constexpr auto kPartial = absl::StatusCode::kFailedPrecondition;

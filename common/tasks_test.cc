@@ -10,7 +10,8 @@
 
 #include "common/prompt.h"
 #include "common/scoring.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "common/text.h"
 #include "gmock/gmock.h"
@@ -22,6 +23,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 std::string SourceDir() {
   const char* dir = std::getenv("STEADYEVAL_SOURCE_DIR");

@@ -18,23 +18,31 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_channel.h"
-#include "common/status_matchers.h"
-#include "common/test_http.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
+#include "testing/http.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/auth.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "server/rpc/server.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
-#include "tests/process_harness.h"
+#include "testing/process.h"
+#include "testing/wait.h"
 
 namespace steadyeval {
 namespace {
 
 using ::steadyeval::testing::BinDir;
 using ::steadyeval::testing::CommandResult;
+using ::steadyeval::testing::FakeCheckpoints;
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::HttpOkBody;
+using ::steadyeval::testing::McTaskFile;
 using ::steadyeval::testing::RunCommand;
+using ::steadyeval::testing::StatusIs;
 using ::steadyeval::testing::TempDir;
 using ::testing::HasSubstr;
 

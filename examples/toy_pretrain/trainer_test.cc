@@ -9,7 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -20,6 +20,8 @@
 
 namespace steadyeval::toy {
 namespace {
+
+using ::steadyeval::testing::StatusIs;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
