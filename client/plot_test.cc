@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "testing/cli_runner.h"
+#include "testing/files.h"
 #include "testing/grpc_fakes.h"
 #include "testing/temp_dir.h"
 #include "testing/status_matchers.h"
@@ -42,16 +43,10 @@ using ::testing::SetArgPointee;
 using ::steadyeval::testing::CliResult;
 using ::steadyeval::testing::FakeReader;
 using ::steadyeval::testing::MockStub;
+using ::steadyeval::testing::ReadFileOrEmpty;
 using ::steadyeval::testing::RunWith;
 using ::steadyeval::testing::StatusIs;
 using ::steadyeval::testing::TempDir;
-
-std::string ReadAllBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
 
 size_t Count(const std::string& haystack, const std::string& needle) {
   size_t n = 0;
@@ -157,7 +152,7 @@ TEST(RenderPlotTest, SvgIsWellFormedWithTextLegendAndAxes) {
   TempDir dir;
   const std::string path = dir / "plot.svg";
   ASSERT_OK(RenderPlot(SampleDocument(), path));
-  const std::string svg = ReadAllBytes(path);
+  const std::string svg = ReadFileOrEmpty(path);
   EXPECT_TRUE(absl::StartsWith(svg, "<?xml")) << svg.substr(0, 80);
   EXPECT_THAT(svg, HasSubstr("<svg xmlns=\"http://www.w3.org/2000/svg\""));
   EXPECT_TRUE(absl::EndsWith(svg, "</svg>\n"));
@@ -187,8 +182,8 @@ TEST(RenderPlotTest, SvgGrowsWithSeriesAndEscapesText) {
   doc3.title = "run a<b & \"c\"";
   ASSERT_OK(RenderPlot(doc1, dir / "one.svg"));
   ASSERT_OK(RenderPlot(doc3, dir / "three.svg"));
-  const std::string svg1 = ReadAllBytes(dir / "one.svg");
-  const std::string svg3 = ReadAllBytes(dir / "three.svg");
+  const std::string svg1 = ReadFileOrEmpty(dir / "one.svg");
+  const std::string svg3 = ReadFileOrEmpty(dir / "three.svg");
   // Each series adds its line and its legend sample.
   EXPECT_EQ(Count(svg3, "<polyline") - Count(svg1, "<polyline"), 4u);
   EXPECT_THAT(svg3, HasSubstr(">run a&lt;b &amp; &quot;c&quot;</text>"));
@@ -211,7 +206,7 @@ TEST(RenderPlotTest, MultiplePanelsStackWithHeaders) {
             layout.panels[0].strip_area.y + layout.panels[0].strip_area.h);
   EXPECT_LE(layout.panels[1].strip_area.y + layout.panels[1].strip_area.h, layout.height);
   ASSERT_OK(RenderPlot(doc, dir / "two.svg"));
-  const std::string svg = ReadAllBytes(dir / "two.svg");
+  const std::string svg = ReadFileOrEmpty(dir / "two.svg");
   EXPECT_THAT(svg, HasSubstr(">jsquad</text>"));
   EXPECT_THAT(svg, HasSubstr(">jnli</text>"));
   EXPECT_THAT(svg, HasSubstr(">char_f1</text>"));
@@ -235,7 +230,7 @@ TEST(RenderPlotTest, SinglePointWithoutStripShowsTheNote) {
   EXPECT_NEAR(x, layout.panels[0].score_area.x + layout.panels[0].score_area.w / 2, 0.01);
   ASSERT_OK(RenderPlot(doc, dir / "tiny.svg"));
   ASSERT_OK(RenderPlot(doc, dir / "tiny.png"));
-  const std::string svg = ReadAllBytes(dir / "tiny.svg");
+  const std::string svg = ReadFileOrEmpty(dir / "tiny.svg");
   EXPECT_THAT(svg, HasSubstr(">no per-example strip: pearson is a corpus-level metric</text>"));
   EXPECT_EQ(Count(svg, "<circle"), 2u);  // the point and the legend marker
 }
@@ -251,7 +246,7 @@ TEST(RenderPlotTest, ManyStepsStayCompact) {
   }
   doc.panels[0].strip = MakeFlipStrip("raw", values);
   ASSERT_OK(RenderPlot(doc, dir / "many.svg"));
-  const std::string svg = ReadAllBytes(dir / "many.svg");
+  const std::string svg = ReadFileOrEmpty(dir / "many.svg");
   // 60 rows of two runs each (not 120000 cells); no markers on 2000 raw points.
   EXPECT_LT(Count(svg, "<rect"), 200u);
   EXPECT_EQ(Count(svg, "<circle"), 1u);  // the legend's raw marker
@@ -328,7 +323,7 @@ TEST(RenderPlotTest, PngHeaderSizeAndPixels) {
   PlotRenderOptions options;
   options.png_scale = 2;
   ASSERT_OK(RenderPlot(doc, path, options));
-  const std::string bytes = ReadAllBytes(path);
+  const std::string bytes = ReadFileOrEmpty(path);
   ASSERT_GT(bytes.size(), 20000u);
   EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   EXPECT_EQ(bytes.substr(12, 4), "IHDR");
@@ -531,7 +526,7 @@ TEST(PlotCommandTest, WritesOnePanelPerTask) {
   EXPECT_EQ(export_sent[0].variant(), "raw");
   EXPECT_EQ(export_sent[0].run(), "demo");
 
-  const std::string svg = ReadAllBytes(path);
+  const std::string svg = ReadFileOrEmpty(path);
   EXPECT_THAT(svg, HasSubstr(">run demo</text>"));
   EXPECT_THAT(svg, HasSubstr(">arith_mc</text>"));
   EXPECT_THAT(svg, HasSubstr(">qa_gen</text>"));
@@ -558,7 +553,7 @@ TEST(PlotCommandTest, OneTaskSelectedVariantsAndRangeFlag) {
   ASSERT_EQ(stability_sent.size(), 1u);
   EXPECT_EQ(stability_sent[0].task(), "qa_gen");
   EXPECT_EQ(stability_sent[0].last_points(), 5u);
-  const std::string png = ReadAllBytes(path);
+  const std::string png = ReadFileOrEmpty(path);
   EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
 }
 

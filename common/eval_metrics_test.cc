@@ -32,6 +32,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/mecab_tokenizer.h"
+#include "testing/files.h"
 #include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -43,12 +44,11 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+using ::steadyeval::testing::SourceDir;
 using ::steadyeval::testing::StatusIs;
 
 std::filesystem::path FixtureDir() {
-  const char* source_dir = std::getenv("STEADYEVAL_SOURCE_DIR");
-  if (source_dir == nullptr) source_dir = STEADYEVAL_SOURCE_DIR_DEFAULT;
-  return std::filesystem::path(source_dir) / "tests" / "fixtures" / "metrics";
+  return std::filesystem::path(SourceDir()) / "tests" / "fixtures" / "metrics";
 }
 
 json LoadVectors(const std::string& name) {

@@ -11,6 +11,7 @@
 #include "common/prompt.h"
 #include "common/scoring.h"
 #include "testing/files.h"
+#include "testing/files.h"
 #include "testing/status_matchers.h"
 #include "common/task.h"
 #include "common/text.h"
@@ -23,12 +24,8 @@ namespace {
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::SourceDir;
 using ::steadyeval::testing::StatusIs;
-
-std::string SourceDir() {
-  const char* dir = std::getenv("STEADYEVAL_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
-}
 
 std::string ReadSource(const std::string& relative) {
   std::ifstream in(SourceDir() + "/" + relative, std::ios::binary);

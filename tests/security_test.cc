@@ -44,12 +44,8 @@ using ::steadyeval::testing::McTaskFile;
 using ::steadyeval::testing::RunCommand;
 using ::steadyeval::testing::StatusIs;
 using ::steadyeval::testing::TempDir;
+using ::steadyeval::testing::WriteFile;
 using ::testing::HasSubstr;
-
-void WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
 
 // A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by
 // it, and a client certificate signed by an unrelated CA. Made once per test binary.
