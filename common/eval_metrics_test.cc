@@ -71,7 +71,7 @@ void ExpectRelativeNear(double actual, double expected, double relative, const s
 void CheckPerExampleVectors(const std::string& file, double relative) {
   const json vectors = LoadVectors(file);
   const std::string name = vectors["metric"];
-  const Metric* metric = FindGenerationMetric(name);
+  const GenerationMetric* metric = FindGenerationMetric(name);
   ASSERT_NE(metric, nullptr) << name;
   ASSERT_TRUE(metric->per_example());
   std::vector<std::string> preds, golds;
@@ -173,7 +173,7 @@ TEST(MetricVectorsTest, TokenizeJaMecab) {
 
 void CheckCorrelationVectors(const std::string& file) {
   const json vectors = LoadVectors(file);
-  const Metric* metric = FindGenerationMetric(vectors["metric"].get<std::string>());
+  const GenerationMetric* metric = FindGenerationMetric(vectors["metric"].get<std::string>());
   ASSERT_NE(metric, nullptr);
   EXPECT_FALSE(metric->per_example());
   for (const json& set : vectors["sets"]) {
@@ -228,7 +228,7 @@ TEST(MetricsTest, Registry) {
               ElementsAre("bleu_en", "bleu_ja", "char_f1", "exact_match", "exact_match_figure",
                           "pearson", "set_f1", "spearman"));
   for (const std::string& name : GenerationMetricNames()) {
-    const Metric* metric = FindGenerationMetric(name);
+    const GenerationMetric* metric = FindGenerationMetric(name);
     ASSERT_NE(metric, nullptr);
     EXPECT_EQ(metric->name(), name);
     EXPECT_EQ(metric->per_example(), name != "pearson" && name != "spearman") << name;
@@ -239,7 +239,7 @@ TEST(MetricsTest, Registry) {
 }
 
 TEST(MetricsTest, AggregateRejectsMismatchedOrEmptyInput) {
-  const Metric* metric = FindGenerationMetric("char_f1");
+  const GenerationMetric* metric = FindGenerationMetric("char_f1");
   EXPECT_THAT(metric->Aggregate({"a", "b"}, {"a"}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 predictions but 1")));
   EXPECT_THAT(metric->Aggregate({}, {}),
@@ -249,8 +249,8 @@ TEST(MetricsTest, AggregateRejectsMismatchedOrEmptyInput) {
 }
 
 TEST(MetricsTest, CorrelationEdgeCases) {
-  const Metric* pearson = FindGenerationMetric("pearson");
-  const Metric* spearman = FindGenerationMetric("spearman");
+  const GenerationMetric* pearson = FindGenerationMetric("pearson");
+  const GenerationMetric* spearman = FindGenerationMetric("spearman");
   EXPECT_TRUE(std::isnan(*pearson->Example("1", "1")));
   EXPECT_TRUE(std::isnan(*spearman->Example("1", "1")));
   // scipy raises for one point (so does llm-jp-eval); spearmanr returns NaN -> 0.
@@ -393,7 +393,7 @@ TEST(MetricsTest, MecabDictionaryIsIpadic) {
 }
 
 TEST(MetricsTest, BleuJaIsThreadSafe) {
-  const Metric* metric = FindGenerationMetric("bleu_ja");
+  const GenerationMetric* metric = FindGenerationMetric("bleu_ja");
   const std::vector<std::pair<std::string, std::string>> pairs = {
       {"私は昨日東京へ行きました。", "昨日、私は東京に行った。"},
       {"吾輩は犬である。", "吾輩は猫である。"},
