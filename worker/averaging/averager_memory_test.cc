@@ -18,7 +18,7 @@
 #include "testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/averaging/averager.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "testing/tensor_checkpoints.h"
 #include "testing/files.h"
 

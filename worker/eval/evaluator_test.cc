@@ -18,7 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "testing/models.h"
 
 namespace steadyeval {
