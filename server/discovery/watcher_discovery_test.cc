@@ -3,7 +3,7 @@
 #include <string>
 
 #include "common/clock.h"
-#include "common/fake_file_system.h"
+#include "testing/fake_file_system.h"
 #include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +13,7 @@
 namespace steadyeval {
 namespace {
 
+using ::steadyeval::testing::FakeFileSystem;
 using ::steadyeval::testing::SafetensorsBytes;
 using ::steadyeval::testing::kConfigJson;
 using ::testing::IsEmpty;

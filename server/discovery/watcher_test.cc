@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <map>
 
-#include "common/fake_file_system.h"
+#include "testing/fake_file_system.h"
 #include "testing/files.h"
 #include "testing/status_matchers.h"
 #include "testing/temp_dir.h"
@@ -15,6 +15,7 @@ namespace steadyeval {
 namespace {
 
 using ::steadyeval::testing::AppendFile;
+using ::steadyeval::testing::FakeFileSystem;
 using ::steadyeval::testing::SafetensorsBytes;
 using ::steadyeval::testing::SetMtime;
 using ::steadyeval::testing::StatusIs;
@@ -450,7 +451,7 @@ TEST_F(WatcherTest, AShardStillGrowingIsOneReasonWhateverItsSize) {
 
 constexpr char kFakeRoot[] = "/bucket/run42";
 
-// Discovery running wholly on a FakeFileSystem (common/fake_file_system.h): nothing here
+// Discovery running wholly on a FakeFileSystem (testing/fake_file_system.h): nothing here
 // exists on disk, so these tests fail if discovery bypassed the FileSystem it was given.
 // Files grow, vanish and fail to read between polls without any sleeping.
 class DiscoveryOnFakeFileSystemTest : public WatcherTest {

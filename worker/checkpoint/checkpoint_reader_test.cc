@@ -12,7 +12,7 @@
 
 #include <ATen/ATen.h>
 
-#include "common/fake_file_system.h"
+#include "testing/fake_file_system.h"
 #include "testing/files.h"
 #include "testing/status_matchers.h"
 #include "testing/temp_dir.h"
