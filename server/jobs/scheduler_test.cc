@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -14,6 +14,8 @@ namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::IsOk;
+using ::steadyeval::testing::StatusIs;
 
 constexpr int64_t kTtlMs = 10'000;
 constexpr int64_t kBackoffMs = 1'000;
