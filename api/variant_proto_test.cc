@@ -1,6 +1,6 @@
 #include "api/variant_proto.h"
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "steadyeval/v1/eval_service.pb.h"
@@ -9,6 +9,7 @@ namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 TEST(VariantProtoTest, RoundTripsEveryKind) {
   for (const Variant& v : {Variant::Raw(), Variant::Average(2), Variant::Ensemble(7),

@@ -33,14 +33,14 @@
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
 #include "worker/backend/offline.h"
-#include "worker/checkpoint/test_checkpoints.h"
+#include "testing/tensor_checkpoints.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
 namespace {
 
-using testing_checkpoints::NamedTensors;
-using testing_checkpoints::WriteTestCheckpoint;
+using ::steadyeval::testing::NamedTensors;
+using ::steadyeval::testing::WriteTestCheckpoint;
 
 struct Flags {
   int samples = 48;

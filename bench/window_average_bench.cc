@@ -36,13 +36,13 @@
 #include "bench/bench_tensors.h"
 #include "worker/averaging/averager.h"
 #include "worker/backend/offline.h"
-#include "worker/checkpoint/test_checkpoints.h"
+#include "testing/tensor_checkpoints.h"
 
 namespace steadyeval {
 namespace {
 
-using testing_checkpoints::NamedTensors;
-using testing_checkpoints::WriteTestCheckpoint;
+using ::steadyeval::testing::NamedTensors;
+using ::steadyeval::testing::WriteTestCheckpoint;
 
 constexpr char kConfig[] = R"({"model_type": "llama", "hidden_size": 512,
   "rope_theta": 10000.0, "transformers_version": "4.40.0"})";

@@ -78,6 +78,9 @@ absl::StatusOr<Invocation> ParseInvocation(const std::vector<std::string>& args,
 // The --help text: for the whole CLI when `command` is empty, else for that command.
 std::string UsageText(const std::vector<std::string>& command);
 
+// Every command the CLI knows, as typed ("runs add", "scores"), in --help order.
+std::vector<std::string> CommandNames();
+
 // True for [A-Za-z0-9._-]+.
 bool IsValidRunName(const std::string& name);
 

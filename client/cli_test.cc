@@ -14,8 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/test_util.h"
-#include "common/status_matchers.h"
+#include "testing/cli_runner.h"
+#include "testing/grpc_fakes.h"
+#include "testing/temp_dir.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -29,6 +31,7 @@ namespace {
 
 using ::testing::_;
 using ::testing::AllOf;
+using ::testing::ContainsRegex;
 using ::testing::DoAll;
 using ::testing::HasSubstr;
 using ::testing::Invoke;
@@ -38,11 +41,12 @@ using ::testing::SaveArg;
 using ::testing::SetArgPointee;
 using ::testing::StartsWith;
 using json = nlohmann::json;
-using ::steadyeval::client::testing::CliResult;
-using ::steadyeval::client::testing::FakeReader;
-using ::steadyeval::client::testing::MockStub;
-using ::steadyeval::client::testing::RunWith;
-using ::steadyeval::client::testing::TempDir;
+using ::steadyeval::testing::CliResult;
+using ::steadyeval::testing::FakeReader;
+using ::steadyeval::testing::MockStub;
+using ::steadyeval::testing::RunWith;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
 
 // Exactly one line on stderr, starting with "steadyeval: ".
 void ExpectOneErrorLine(const CliResult& r) {
@@ -1289,6 +1293,45 @@ TEST(RunCliTest, HelpForNewCommands) {
   CliResult general = RunWith({"--help"}, std::make_unique<MockStub>());
   for (const char* command : {"runs update", "stability", "examples", "export"}) {
     EXPECT_THAT(general.out, HasSubstr(command));
+  }
+}
+
+// Every command of the table has help (a usage line, a summary and examples of itself), it is
+// listed in the overview, and `steadyeval help CMD` prints the same as `steadyeval CMD --help`.
+TEST(CliHelpTest, EveryCommandHasHelpBothWays) {
+  const std::vector<std::string> names = CommandNames();
+  ASSERT_GE(names.size(), 20u);
+  const CliResult overview = RunWith({"--help"}, std::make_unique<MockStub>());
+  ASSERT_EQ(overview.code, kExitOk);
+  const CliResult runs_alone = RunWith({"runs"}, std::make_unique<MockStub>());
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    const std::vector<std::string> words = absl::StrSplit(name, ' ');
+    std::vector<std::string> by_flag_args = words;
+    by_flag_args.push_back("--help");
+    std::vector<std::string> by_word_args = {"help"};
+    by_word_args.insert(by_word_args.end(), words.begin(), words.end());
+    const CliResult by_flag = RunWith(by_flag_args, std::make_unique<MockStub>());
+    const CliResult by_word = RunWith(by_word_args, std::make_unique<MockStub>());
+    EXPECT_EQ(by_flag.code, kExitOk);
+    EXPECT_EQ(by_word.code, kExitOk);
+    EXPECT_EQ(by_flag.err, "");
+    EXPECT_EQ(by_flag.out, UsageText(words));
+    EXPECT_EQ(by_word.out, by_flag.out);
+
+    const std::vector<std::string> lines = absl::StrSplit(by_flag.out, '\n');
+    ASSERT_GE(lines.size(), 3u);
+    EXPECT_THAT(lines[0], StartsWith("Usage: steadyeval " + name));
+    EXPECT_EQ(lines[1], "");
+    EXPECT_GT(lines[2].size(), std::string(".").size()) << "no summary";
+    const size_t examples = by_flag.out.find("\nExamples:\n  ");
+    ASSERT_NE(examples, std::string::npos) << by_flag.out;
+    EXPECT_THAT(by_flag.out.substr(examples), HasSubstr("steadyeval " + name)) << "no example";
+
+    EXPECT_THAT(overview.out, HasSubstr("\n  " + name + " "));
+    if (words[0] == "runs") {  // the 'runs' group's usage error lists it
+      EXPECT_THAT(runs_alone.err, ContainsRegex("(: |, | or )" + words[1] + "[, ]"));
+    }
   }
 }
 

@@ -832,7 +832,7 @@ std::string RangeLabel(const v1::GetStabilityRequest& range) {
 }
 
 bool IsCorpusMetric(const std::string& metric) {
-  const Metric* m = FindGenerationMetric(metric);
+  const GenerationMetric* m = FindGenerationMetric(metric);
   return m != nullptr && !m->per_example();
 }
 

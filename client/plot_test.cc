@@ -20,8 +20,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "client/test_util.h"
-#include "common/status_matchers.h"
+#include "testing/cli_runner.h"
+#include "testing/files.h"
+#include "testing/grpc_fakes.h"
+#include "testing/temp_dir.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -37,18 +40,13 @@ using ::testing::Not;
 using ::testing::Return;
 using ::testing::SaveArg;
 using ::testing::SetArgPointee;
-using ::steadyeval::client::testing::CliResult;
-using ::steadyeval::client::testing::FakeReader;
-using ::steadyeval::client::testing::MockStub;
-using ::steadyeval::client::testing::RunWith;
-using ::steadyeval::client::testing::TempDir;
-
-std::string ReadAllBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
+using ::steadyeval::testing::CliResult;
+using ::steadyeval::testing::FakeReader;
+using ::steadyeval::testing::MockStub;
+using ::steadyeval::testing::ReadFileOrEmpty;
+using ::steadyeval::testing::RunWith;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
 
 size_t Count(const std::string& haystack, const std::string& needle) {
   size_t n = 0;
@@ -152,9 +150,9 @@ TEST(MakeFlipStripTest, SortsByFlipsCapsAndMarksMissing) {
 
 TEST(RenderPlotTest, SvgIsWellFormedWithTextLegendAndAxes) {
   TempDir dir;
-  const std::string path = dir.File("plot.svg");
+  const std::string path = dir / "plot.svg";
   ASSERT_OK(RenderPlot(SampleDocument(), path));
-  const std::string svg = ReadAllBytes(path);
+  const std::string svg = ReadFileOrEmpty(path);
   EXPECT_TRUE(absl::StartsWith(svg, "<?xml")) << svg.substr(0, 80);
   EXPECT_THAT(svg, HasSubstr("<svg xmlns=\"http://www.w3.org/2000/svg\""));
   EXPECT_TRUE(absl::EndsWith(svg, "</svg>\n"));
@@ -182,10 +180,10 @@ TEST(RenderPlotTest, SvgGrowsWithSeriesAndEscapesText) {
   SampleOptions three;
   PlotDocument doc1 = SampleDocument(one), doc3 = SampleDocument(three);
   doc3.title = "run a<b & \"c\"";
-  ASSERT_OK(RenderPlot(doc1, dir.File("one.svg")));
-  ASSERT_OK(RenderPlot(doc3, dir.File("three.svg")));
-  const std::string svg1 = ReadAllBytes(dir.File("one.svg"));
-  const std::string svg3 = ReadAllBytes(dir.File("three.svg"));
+  ASSERT_OK(RenderPlot(doc1, dir / "one.svg"));
+  ASSERT_OK(RenderPlot(doc3, dir / "three.svg"));
+  const std::string svg1 = ReadFileOrEmpty(dir / "one.svg");
+  const std::string svg3 = ReadFileOrEmpty(dir / "three.svg");
   // Each series adds its line and its legend sample.
   EXPECT_EQ(Count(svg3, "<polyline") - Count(svg1, "<polyline"), 4u);
   EXPECT_THAT(svg3, HasSubstr(">run a&lt;b &amp; &quot;c&quot;</text>"));
@@ -207,8 +205,8 @@ TEST(RenderPlotTest, MultiplePanelsStackWithHeaders) {
   EXPECT_GT(layout.panels[1].score_area.y,
             layout.panels[0].strip_area.y + layout.panels[0].strip_area.h);
   EXPECT_LE(layout.panels[1].strip_area.y + layout.panels[1].strip_area.h, layout.height);
-  ASSERT_OK(RenderPlot(doc, dir.File("two.svg")));
-  const std::string svg = ReadAllBytes(dir.File("two.svg"));
+  ASSERT_OK(RenderPlot(doc, dir / "two.svg"));
+  const std::string svg = ReadFileOrEmpty(dir / "two.svg");
   EXPECT_THAT(svg, HasSubstr(">jsquad</text>"));
   EXPECT_THAT(svg, HasSubstr(">jnli</text>"));
   EXPECT_THAT(svg, HasSubstr(">char_f1</text>"));
@@ -230,9 +228,9 @@ TEST(RenderPlotTest, SinglePointWithoutStripShowsTheNote) {
   EXPECT_EQ(layout.panels[0].strip_area.h, 0);
   const double x = StepToX(layout.panels[0], 1000);
   EXPECT_NEAR(x, layout.panels[0].score_area.x + layout.panels[0].score_area.w / 2, 0.01);
-  ASSERT_OK(RenderPlot(doc, dir.File("tiny.svg")));
-  ASSERT_OK(RenderPlot(doc, dir.File("tiny.png")));
-  const std::string svg = ReadAllBytes(dir.File("tiny.svg"));
+  ASSERT_OK(RenderPlot(doc, dir / "tiny.svg"));
+  ASSERT_OK(RenderPlot(doc, dir / "tiny.png"));
+  const std::string svg = ReadFileOrEmpty(dir / "tiny.svg");
   EXPECT_THAT(svg, HasSubstr(">no per-example strip: pearson is a corpus-level metric</text>"));
   EXPECT_EQ(Count(svg, "<circle"), 2u);  // the point and the legend marker
 }
@@ -247,8 +245,8 @@ TEST(RenderPlotTest, ManyStepsStayCompact) {
     for (uint64_t i = 1; i <= 2000; ++i) values.push_back({e, 500 * i, i > 1000 ? 1.0 : 0.0});
   }
   doc.panels[0].strip = MakeFlipStrip("raw", values);
-  ASSERT_OK(RenderPlot(doc, dir.File("many.svg")));
-  const std::string svg = ReadAllBytes(dir.File("many.svg"));
+  ASSERT_OK(RenderPlot(doc, dir / "many.svg"));
+  const std::string svg = ReadFileOrEmpty(dir / "many.svg");
   // 60 rows of two runs each (not 120000 cells); no markers on 2000 raw points.
   EXPECT_LT(Count(svg, "<rect"), 200u);
   EXPECT_EQ(Count(svg, "<circle"), 1u);  // the legend's raw marker
@@ -321,11 +319,11 @@ TEST(RenderPlotTest, PngHeaderSizeAndPixels) {
   ASSERT_LT(correct_row, strip.examples.size());
   ASSERT_LT(incorrect_row, strip.examples.size());
 
-  const std::string path = dir.File("plot.png");
+  const std::string path = dir / "plot.png";
   PlotRenderOptions options;
   options.png_scale = 2;
   ASSERT_OK(RenderPlot(doc, path, options));
-  const std::string bytes = ReadAllBytes(path);
+  const std::string bytes = ReadFileOrEmpty(path);
   ASSERT_GT(bytes.size(), 20000u);
   EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   EXPECT_EQ(bytes.substr(12, 4), "IHDR");
@@ -372,7 +370,7 @@ TEST(RenderPlotTest, PngShowsMissingCellsGrey) {
   PlotDocument doc = SampleDocument();
   doc.panels[0].strip =
       MakeFlipStrip("raw", {{0, 500, 1}, {0, 1000, 0}, {0, 1500, 1}, {1, 500, 1}, {1, 1500, 1}});
-  const std::string path = dir.File("missing.png");
+  const std::string path = dir / "missing.png";
   ASSERT_OK(RenderPlot(doc, path, PlotRenderOptions{1}));
   Png png(path);
   ASSERT_TRUE(png.ok());
@@ -387,12 +385,12 @@ TEST(RenderPlotTest, PngShowsMissingCellsGrey) {
 
 TEST(RenderPlotTest, BadExtensionNamesPathAndFormats) {
   TempDir dir;
-  const std::string path = dir.File("plot.jpg");
+  const std::string path = dir / "plot.jpg";
   EXPECT_THAT(RenderPlot(SampleDocument(), path),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr(path), HasSubstr(".svg"), HasSubstr(".png"))));
   EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_THAT(RenderPlot(SampleDocument(), dir.File("noextension")),
+  EXPECT_THAT(RenderPlot(SampleDocument(), dir / "noextension"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("noextension")));
   EXPECT_TRUE(IsPlotPath("a/B.PNG"));
   EXPECT_FALSE(IsPlotPath("a.svg/b"));
@@ -401,7 +399,7 @@ TEST(RenderPlotTest, BadExtensionNamesPathAndFormats) {
 TEST(RenderPlotTest, UnwritablePathIsNamed) {
   TempDir dir;
   for (const char* name : {"no/such/dir/plot.svg", "no/such/dir/plot.png"}) {
-    const std::string path = dir.File(name);
+    const std::string path = dir / name;
     absl::Status status = RenderPlot(SampleDocument(), path);
     EXPECT_FALSE(status.ok());
     EXPECT_THAT(status.message(), HasSubstr(path));
@@ -412,7 +410,7 @@ TEST(RenderPlotTest, EmptyDocumentIsRejected) {
   TempDir dir;
   PlotDocument doc;
   doc.title = "run x";
-  EXPECT_THAT(RenderPlot(doc, dir.File("x.svg")),
+  EXPECT_THAT(RenderPlot(doc, dir / "x.svg"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no score points")));
 }
 
@@ -421,7 +419,7 @@ TEST(RenderPlotTest, EmptyDocumentIsRejected) {
 TEST(RenderPlotTest, RealisticSamples) {
   TempDir dir;
   const char* env = std::getenv("STEADYEVAL_PLOT_SAMPLE_DIR");
-  const std::string out = env != nullptr ? std::string(env) : dir.File("");
+  const std::string out = env != nullptr ? std::string(env) : dir / "";
   ASSERT_OK(RenderPlot(SampleDocument(), out + "/plot-sample.png"));
   ASSERT_OK(RenderPlot(SampleDocument(), out + "/plot-sample.svg"));
   SampleOptions a, b;
@@ -512,7 +510,7 @@ void ExpectDemoCalls(MockStub& stub, std::vector<v1::GetStabilityRequest>* stabi
 
 TEST(PlotCommandTest, WritesOnePanelPerTask) {
   TempDir dir;
-  const std::string path = dir.File("demo.svg");
+  const std::string path = dir / "demo.svg";
   auto stub = std::make_unique<MockStub>();
   std::vector<v1::GetStabilityRequest> stability_sent;
   std::vector<v1::ExportPredictionsRequest> export_sent;
@@ -528,7 +526,7 @@ TEST(PlotCommandTest, WritesOnePanelPerTask) {
   EXPECT_EQ(export_sent[0].variant(), "raw");
   EXPECT_EQ(export_sent[0].run(), "demo");
 
-  const std::string svg = ReadAllBytes(path);
+  const std::string svg = ReadFileOrEmpty(path);
   EXPECT_THAT(svg, HasSubstr(">run demo</text>"));
   EXPECT_THAT(svg, HasSubstr(">arith_mc</text>"));
   EXPECT_THAT(svg, HasSubstr(">qa_gen</text>"));
@@ -541,7 +539,7 @@ TEST(PlotCommandTest, WritesOnePanelPerTask) {
 
 TEST(PlotCommandTest, OneTaskSelectedVariantsAndRangeFlag) {
   TempDir dir;
-  const std::string path = dir.File("qa.png");
+  const std::string path = dir / "qa.png";
   auto stub = std::make_unique<MockStub>();
   std::vector<v1::GetStabilityRequest> stability_sent;
   std::vector<v1::ExportPredictionsRequest> export_sent;
@@ -555,7 +553,7 @@ TEST(PlotCommandTest, OneTaskSelectedVariantsAndRangeFlag) {
   ASSERT_EQ(stability_sent.size(), 1u);
   EXPECT_EQ(stability_sent[0].task(), "qa_gen");
   EXPECT_EQ(stability_sent[0].last_points(), 5u);
-  const std::string png = ReadAllBytes(path);
+  const std::string png = ReadFileOrEmpty(path);
   EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
 }
 
@@ -566,10 +564,10 @@ TEST(PlotCommandTest, UnknownTaskIsNotFoundListingTasks) {
       .WillOnce(DoAll(SetArgPointee<2>(DemoRun()), Return(grpc::Status::OK)));
   EXPECT_CALL(*stub, GetScoresRaw(_, _)).Times(0);
   CliResult r =
-      RunWith({"plot", "demo", "--task", "nope", "--out", dir.File("x.svg")}, std::move(stub));
+      RunWith({"plot", "demo", "--task", "nope", "--out", dir / "x.svg"}, std::move(stub));
   EXPECT_EQ(r.code, kExitFailure);
   EXPECT_EQ(r.err, "steadyeval: run demo has no task 'nope' (its tasks: arith_mc, qa_gen)\n");
-  EXPECT_FALSE(std::filesystem::exists(dir.File("x.svg")));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.svg"));
 
   PlotRequest request;
   request.run = "demo";
@@ -639,10 +637,10 @@ TEST(PlotCommandTest, NoScoresYetIsFailedPrecondition) {
   EXPECT_CALL(*stub, GetScoresRaw(_, _)).WillOnce(Invoke([](auto*, const auto&) {
     return new FakeReader<v1::Score>({}, grpc::Status::OK);
   }));
-  CliResult r = RunWith({"plot", "demo", "--out", dir.File("x.png")}, std::move(stub));
+  CliResult r = RunWith({"plot", "demo", "--out", dir / "x.png"}, std::move(stub));
   EXPECT_EQ(r.code, kExitFailure);
   EXPECT_THAT(r.err, HasSubstr("run demo has no scores yet"));
-  EXPECT_FALSE(std::filesystem::exists(dir.File("x.png")));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.png"));
 }
 
 TEST(PlotCommandTest, UnknownRunPassesServerNotFound) {
@@ -650,7 +648,7 @@ TEST(PlotCommandTest, UnknownRunPassesServerNotFound) {
   auto stub = std::make_unique<MockStub>();
   EXPECT_CALL(*stub, GetRun(_, _, _))
       .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, "no run 'ghost'")));
-  CliResult r = RunWith({"plot", "ghost", "--out", dir.File("x.svg")}, std::move(stub));
+  CliResult r = RunWith({"plot", "ghost", "--out", dir / "x.svg"}, std::move(stub));
   EXPECT_EQ(r.code, kExitFailure);
   EXPECT_EQ(r.err, "steadyeval: no run 'ghost'\n");
 }

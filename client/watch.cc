@@ -551,7 +551,7 @@ absl::Status ValidateWatchFlags(const Invocation& inv) {
 }
 
 absl::Status ExecuteWatch(const Invocation& inv, v1::EvalService::StubInterface* stub,
-                          std::ostream& out) {
+                          std::ostream& out, std::ostream& /*err*/) {
   RETURN_IF_ERROR(ValidateWatchFlags(inv));
   WatchOptions options;
   options.run = inv.args.at(0);

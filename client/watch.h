@@ -160,9 +160,10 @@ absl::Status RunWatch(const WatchOptions& options, v1::EvalService::StubInterfac
 // Checks `watch`'s flags (--interval_s a number > 0). INVALID_ARGUMENT naming the flag.
 absl::Status ValidateWatchFlags(const Invocation& inv);
 
-// `steadyeval watch NAME [--interval_s S] [--once] [--line]` on the real terminal.
+// `steadyeval watch NAME [--interval_s S] [--once] [--line]` on the real terminal (a
+// CommandSpec::run: `err` is unused, the view and its messages go to `out`).
 absl::Status ExecuteWatch(const Invocation& inv, v1::EvalService::StubInterface* stub,
-                          std::ostream& out);
+                          std::ostream& out, std::ostream& err);
 
 }  // namespace steadyeval::client
 

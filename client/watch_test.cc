@@ -6,8 +6,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli.h"
-#include "client/test_util.h"
-#include "common/status_matchers.h"
+#include "testing/cli_runner.h"
+#include "testing/grpc_fakes.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -23,10 +24,11 @@ using ::testing::Not;
 using ::testing::Return;
 using ::testing::SaveArg;
 using ::testing::SetArgPointee;
-using ::steadyeval::client::testing::CliResult;
-using ::steadyeval::client::testing::FakeReader;
-using ::steadyeval::client::testing::MockStub;
-using ::steadyeval::client::testing::RunWith;
+using ::steadyeval::testing::CliResult;
+using ::steadyeval::testing::FakeReader;
+using ::steadyeval::testing::MockStub;
+using ::steadyeval::testing::RunWith;
+using ::steadyeval::testing::StatusIs;
 
 std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n');

@@ -429,11 +429,11 @@ absl::Status CheckSameSize(size_t a, size_t b, absl::string_view what) {
   return absl::OkStatus();
 }
 
-// ---- Metric objects ------------------------------------------------------------------------
+// ---- GenerationMetric objects --------------------------------------------------------------
 
 using ExampleFn = absl::StatusOr<double> (*)(absl::string_view, absl::string_view);
 
-class PerExampleMetric final : public Metric {
+class PerExampleMetric final : public GenerationMetric {
  public:
   PerExampleMetric(absl::string_view name, ExampleFn fn) : name_(name), fn_(fn) {}
   absl::string_view name() const override { return name_; }
@@ -451,7 +451,7 @@ using CorrelationFn = absl::StatusOr<double> (*)(const std::vector<double>&,
                                                  const std::vector<double>&);
 
 // pearson / spearman: corr(float(gold), parse_float(pred)) over the task, NaN -> 0.0.
-class CorrelationMetric final : public Metric {
+class CorrelationMetric final : public GenerationMetric {
  public:
   CorrelationMetric(absl::string_view name, CorrelationFn fn) : name_(name), fn_(fn) {}
   absl::string_view name() const override { return name_; }
@@ -508,9 +508,9 @@ absl::StatusOr<double> BleuJaExample(absl::string_view pred, absl::string_view g
   return LlmJpEvalBleu(pred, gold, BleuTokenizer::kJaMecab);
 }
 
-const std::vector<const Metric*>& AllMetrics() {
+const std::vector<const GenerationMetric*>& AllGenerationMetrics() {
   // Sorted by name. Never destroyed (the objects live for the program).
-  static const auto* const metrics = new std::vector<const Metric*>{
+  static const auto* const metrics = new std::vector<const GenerationMetric*>{
       new PerExampleMetric("bleu_en", BleuEnExample),
       new PerExampleMetric("bleu_ja", BleuJaExample),
       new PerExampleMetric("char_f1", CharF1Example),
@@ -527,8 +527,8 @@ const std::vector<const Metric*>& AllMetrics() {
 
 // ---- Public API ----------------------------------------------------------------------------
 
-absl::StatusOr<double> Metric::Aggregate(const std::vector<std::string>& preds,
-                                         const std::vector<std::string>& golds) const {
+absl::StatusOr<double> GenerationMetric::Aggregate(const std::vector<std::string>& preds,
+                                                   const std::vector<std::string>& golds) const {
   RETURN_IF_ERROR(CheckSameSize(preds.size(), golds.size(), name()));
   std::vector<double> values;
   values.reserve(preds.size());
@@ -540,8 +540,8 @@ absl::StatusOr<double> Metric::Aggregate(const std::vector<std::string>& preds,
   return PythonMean(values);
 }
 
-const Metric* FindGenerationMetric(absl::string_view name) {
-  for (const Metric* metric : AllMetrics()) {
+const GenerationMetric* FindGenerationMetric(absl::string_view name) {
+  for (const GenerationMetric* metric : AllGenerationMetrics()) {
     if (metric->name() == name) return metric;
   }
   return nullptr;
@@ -549,7 +549,7 @@ const Metric* FindGenerationMetric(absl::string_view name) {
 
 std::vector<std::string> GenerationMetricNames() {
   std::vector<std::string> names;
-  for (const Metric* metric : AllMetrics()) names.emplace_back(metric->name());
+  for (const GenerationMetric* metric : AllGenerationMetrics()) names.emplace_back(metric->name());
   return names;
 }
 

@@ -1,6 +1,8 @@
 // llm-jp-eval v1.4.1 generation metrics (DESIGN §7), reimplemented so that a task score here
 // equals llm-jp-eval's on the same strings: exact_match, exact_match_figure, char_f1, set_f1,
-// bleu_en, bleu_ja, pearson, spearman.
+// bleu_en, bleu_ja, pearson, spearman. These score model outputs; the services' Prometheus
+// metrics are elsewhere (server/coordinator_metrics.h, server/rpc/rpc_metrics.h,
+// server/store/store_metrics.h, worker/daemon/worker_metrics.h).
 //
 // Inputs are prediction/gold strings *after* llm-jp-eval's normalisation (done by the scoring
 // code; see common/text.h). Strings are UTF-8 and every rule below works on Unicode code
@@ -39,9 +41,9 @@
 namespace steadyeval {
 
 // One llm-jp-eval generation metric over normalised prediction/gold strings.
-class Metric {
+class GenerationMetric {
  public:
-  virtual ~Metric() = default;
+  virtual ~GenerationMetric() = default;
   virtual absl::string_view name() const = 0;
   // True when the task score is the mean of per-example values (Example() meaningful);
   // false for corpus-level metrics (pearson, spearman).
@@ -58,7 +60,7 @@ class Metric {
 };
 
 // nullptr for an unknown name. The objects live for the program.
-const Metric* FindGenerationMetric(absl::string_view name);
+const GenerationMetric* FindGenerationMetric(absl::string_view name);
 // Every supported generation metric name, sorted.
 std::vector<std::string> GenerationMetricNames();
 

@@ -32,7 +32,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/mecab_tokenizer.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -43,11 +44,11 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+using ::steadyeval::testing::SourceDir;
+using ::steadyeval::testing::StatusIs;
 
 std::filesystem::path FixtureDir() {
-  const char* source_dir = std::getenv("STEADYEVAL_SOURCE_DIR");
-  if (source_dir == nullptr) source_dir = STEADYEVAL_SOURCE_DIR_DEFAULT;
-  return std::filesystem::path(source_dir) / "tests" / "fixtures" / "metrics";
+  return std::filesystem::path(SourceDir()) / "tests" / "fixtures" / "metrics";
 }
 
 json LoadVectors(const std::string& name) {
@@ -70,7 +71,7 @@ void ExpectRelativeNear(double actual, double expected, double relative, const s
 void CheckPerExampleVectors(const std::string& file, double relative) {
   const json vectors = LoadVectors(file);
   const std::string name = vectors["metric"];
-  const Metric* metric = FindGenerationMetric(name);
+  const GenerationMetric* metric = FindGenerationMetric(name);
   ASSERT_NE(metric, nullptr) << name;
   ASSERT_TRUE(metric->per_example());
   std::vector<std::string> preds, golds;
@@ -172,7 +173,7 @@ TEST(MetricVectorsTest, TokenizeJaMecab) {
 
 void CheckCorrelationVectors(const std::string& file) {
   const json vectors = LoadVectors(file);
-  const Metric* metric = FindGenerationMetric(vectors["metric"].get<std::string>());
+  const GenerationMetric* metric = FindGenerationMetric(vectors["metric"].get<std::string>());
   ASSERT_NE(metric, nullptr);
   EXPECT_FALSE(metric->per_example());
   for (const json& set : vectors["sets"]) {
@@ -227,7 +228,7 @@ TEST(MetricsTest, Registry) {
               ElementsAre("bleu_en", "bleu_ja", "char_f1", "exact_match", "exact_match_figure",
                           "pearson", "set_f1", "spearman"));
   for (const std::string& name : GenerationMetricNames()) {
-    const Metric* metric = FindGenerationMetric(name);
+    const GenerationMetric* metric = FindGenerationMetric(name);
     ASSERT_NE(metric, nullptr);
     EXPECT_EQ(metric->name(), name);
     EXPECT_EQ(metric->per_example(), name != "pearson" && name != "spearman") << name;
@@ -238,7 +239,7 @@ TEST(MetricsTest, Registry) {
 }
 
 TEST(MetricsTest, AggregateRejectsMismatchedOrEmptyInput) {
-  const Metric* metric = FindGenerationMetric("char_f1");
+  const GenerationMetric* metric = FindGenerationMetric("char_f1");
   EXPECT_THAT(metric->Aggregate({"a", "b"}, {"a"}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 predictions but 1")));
   EXPECT_THAT(metric->Aggregate({}, {}),
@@ -248,8 +249,8 @@ TEST(MetricsTest, AggregateRejectsMismatchedOrEmptyInput) {
 }
 
 TEST(MetricsTest, CorrelationEdgeCases) {
-  const Metric* pearson = FindGenerationMetric("pearson");
-  const Metric* spearman = FindGenerationMetric("spearman");
+  const GenerationMetric* pearson = FindGenerationMetric("pearson");
+  const GenerationMetric* spearman = FindGenerationMetric("spearman");
   EXPECT_TRUE(std::isnan(*pearson->Example("1", "1")));
   EXPECT_TRUE(std::isnan(*spearman->Example("1", "1")));
   // scipy raises for one point (so does llm-jp-eval); spearmanr returns NaN -> 0.
@@ -392,7 +393,7 @@ TEST(MetricsTest, MecabDictionaryIsIpadic) {
 }
 
 TEST(MetricsTest, BleuJaIsThreadSafe) {
-  const Metric* metric = FindGenerationMetric("bleu_ja");
+  const GenerationMetric* metric = FindGenerationMetric("bleu_ja");
   const std::vector<std::pair<std::string, std::string>> pairs = {
       {"私は昨日東京へ行きました。", "昨日、私は東京に行った。"},
       {"吾輩は犬である。", "吾輩は猫である。"},

@@ -1,7 +1,7 @@
 // The file system as an interface (STYLE: "the OS is an interface"; LevelDB's Env): what
 // checkpoint discovery (server/discovery/) and the checkpoint reader (worker/checkpoint/)
 // need to read a checkpoint folder. LocalFileSystem is the POSIX implementation; tests use
-// FakeFileSystem (common/fake_file_system.h); an object store (s3://) is one more
+// FakeFileSystem (testing/fake_file_system.h); an object store (s3://) is one more
 // implementation.
 //
 // The contract, for every implementation:

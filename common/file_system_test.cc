@@ -13,8 +13,9 @@
 #include <limits>
 #include <memory>
 
-#include "common/fake_file_system.h"
-#include "common/status_matchers.h"
+#include "testing/fake_file_system.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -25,6 +26,8 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::Field;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::FakeFileSystem;
+using ::steadyeval::testing::StatusIs;
 
 MATCHER_P(IsOkAndHolds, expected, "is OK and holds " + ::testing::PrintToString(expected)) {
   if (!arg.ok()) {

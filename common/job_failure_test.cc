@@ -1,7 +1,7 @@
 #include "common/job_failure.h"
 
 #include "common/status.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -9,6 +9,7 @@ namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 TEST(JobFailureTest, PermanentCodesAreThoseAnotherWorkerCannotFix) {
   for (absl::Status s : {absl::NotFoundError("x"), absl::InvalidArgumentError("x"),

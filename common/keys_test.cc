@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -15,6 +15,7 @@ namespace steadyeval {
 namespace {
 
 using Tuple = std::tuple<std::string, uint64_t, std::string>;
+using ::steadyeval::testing::StatusIs;
 
 // Short strings over bytes that stress the escaping: NUL, the escape and terminator bytes,
 // 0xFF and a plain letter.

@@ -4,7 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +14,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 constexpr auto kMalformed = absl::StatusCode::kInvalidArgument;
 constexpr auto kPartial = absl::StatusCode::kFailedPrecondition;
@@ -24,19 +26,7 @@ absl::StatusOr<SafetensorsHeader> Parse(const std::string& json, uint64_t data_b
 
 class SafetensorsFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/safetensors_XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Write(const std::string& bytes) {
-    const std::string path = dir_ + "/model.safetensors";
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    return path;
-  }
+  std::string Write(const std::string& bytes) { return dir_.Write("model.safetensors", bytes); }
 
   static std::vector<TensorInfo> Tensors() {
     std::vector<TensorInfo> tensors(3);
@@ -46,7 +36,7 @@ class SafetensorsFileTest : public ::testing::Test {
     return tensors;
   }
 
-  std::string dir_;
+  testing::TempDir dir_;
 };
 
 TEST_F(SafetensorsFileTest, RoundTripsThroughBuildSafetensorsHeader) {
@@ -108,7 +98,7 @@ TEST_F(SafetensorsFileTest, OversizedHeaderLengthIsMalformed) {
 }
 
 TEST_F(SafetensorsFileTest, MissingFileIsNotFound) {
-  EXPECT_THAT(ReadSafetensorsHeader(dir_ + "/nope.safetensors"),
+  EXPECT_THAT(ReadSafetensorsHeader(dir_ / "nope.safetensors"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope.safetensors")));
 }
 

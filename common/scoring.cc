@@ -96,7 +96,7 @@ absl::StatusOr<TaskScore> ScoreChoices(const Task& task, const std::vector<RawOu
 absl::StatusOr<TaskScore> ScoreGeneration(const Task& task, std::vector<std::string> preds) {
   TaskScore result;
   result.metric = task.primary_metric();
-  const Metric* primary = FindGenerationMetric(result.metric);
+  const GenerationMetric* primary = FindGenerationMetric(result.metric);
   if (primary == nullptr) return CheckMetricsSupported(task);
   result.per_example = primary->per_example();
   std::vector<std::string> golds;
@@ -110,7 +110,7 @@ absl::StatusOr<TaskScore> ScoreGeneration(const Task& task, std::vector<std::str
     names.push_back(result.metric);
   }
   for (const std::string& name : names) {
-    const Metric* metric = FindGenerationMetric(name);
+    const GenerationMetric* metric = FindGenerationMetric(name);
     if (metric == nullptr || result.metric_scores.count(name)) continue;  // unsupported: skipped
     if (metric->per_example()) {
       double sum = 0;
@@ -148,7 +148,7 @@ std::string NormalizeGold(absl::string_view gold) { return NormalizeNfkc(gold); 
 
 bool MetricHasExampleValues(absl::string_view metric) {
   if (IsChoiceMetric(metric)) return true;
-  const Metric* m = FindGenerationMetric(metric);
+  const GenerationMetric* m = FindGenerationMetric(metric);
   return m == nullptr || m->per_example();
 }
 
@@ -170,7 +170,7 @@ absl::Status CheckMetricsSupported(const Task& task) {
         "task ", task.filename, ": metric '", metric,
         "' does not apply to a multiple-choice (log-likelihood) task; use acc or acc_norm"));
   }
-  if (const Metric* m = FindGenerationMetric(metric); m != nullptr) {
+  if (const GenerationMetric* m = FindGenerationMetric(metric); m != nullptr) {
     if (m->per_example()) return absl::OkStatus();
     // A corpus-level metric must be computable on this task at all (llm-jp-eval raises on
     // non-numeric golds, and pearson needs two samples): try it on the golds themselves.

@@ -1,6 +1,6 @@
 #include "common/steps.h"
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -9,6 +9,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Optional;
+using ::steadyeval::testing::StatusIs;
 
 std::unique_ptr<StepParser> Parser(const std::string& pattern = "") {
   auto parser = StepParser::Create(pattern);

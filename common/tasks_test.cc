@@ -10,7 +10,9 @@
 
 #include "common/prompt.h"
 #include "common/scoring.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "common/text.h"
 #include "gmock/gmock.h"
@@ -22,11 +24,8 @@ namespace {
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string SourceDir() {
-  const char* dir = std::getenv("STEADYEVAL_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
-}
+using ::steadyeval::testing::SourceDir;
+using ::steadyeval::testing::StatusIs;
 
 std::string ReadSource(const std::string& relative) {
   std::ifstream in(SourceDir() + "/" + relative, std::ios::binary);

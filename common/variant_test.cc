@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +13,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 TEST(ParseVariantTest, AcceptsTheCanonicalSpellings) {
   const struct {

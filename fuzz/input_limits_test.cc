@@ -7,7 +7,9 @@
 
 #include "common/json_limits.h"
 #include "common/safetensors.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "common/steps.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
@@ -16,17 +18,17 @@
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/model/model_config.h"
-#include "worker/test_fixtures.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-using testing_fixtures::CopyFixture;
-using testing_fixtures::ReadText;
-using testing_fixtures::SourceDir;
-using testing_fixtures::WriteText;
+using ::steadyeval::testing::CopyFixture;
+using ::steadyeval::testing::ReadFileOrEmpty;
+using ::steadyeval::testing::SourceDir;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::WriteFile;
 
 // Deep enough that recursing once per level overflows an 8 MiB stack many times over.
 constexpr size_t kDeep = 1'000'000;
@@ -74,7 +76,7 @@ TEST(InputLimitsTest, SafetensorsHeaderOfManyMegabytesParses) {
 
 TEST(InputLimitsTest, ConfigNestedDeepIsRefused) {
   const std::string config =
-      ReadText(SourceDir() + "/tests/fixtures/llama/rope_llama3/config.json");
+      ReadFileOrEmpty(SourceDir() + "/tests/fixtures/llama/rope_llama3/config.json");
   ASSERT_OK(ParseLlamaConfig(config));
   EXPECT_THAT(ParseLlamaConfig(WithDeepMember(config, kDeep)),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -87,9 +89,9 @@ TEST(InputLimitsTest, AveragingMembersWithDeepConfigsIsRefused) {
   const std::string fixture = SourceDir() + "/tests/fixtures/llama/fp16";
   const std::string a = CopyFixture(fixture, "a");
   const std::string b = CopyFixture(fixture, "b");
-  const std::string deep = WithDeepMember(ReadText(fixture + "/config.json"), kDeep);
-  WriteText(a + "/config.json", deep);
-  WriteText(b + "/config.json", deep);
+  const std::string deep = WithDeepMember(ReadFileOrEmpty(fixture + "/config.json"), kDeep);
+  WriteFile(a + "/config.json", deep);
+  WriteFile(b + "/config.json", deep);
   ASSERT_OK_AND_ASSIGN(auto reference, OpenWindowMember(a));
   ASSERT_OK_AND_ASSIGN(auto member, OpenWindowMember(b));
   EXPECT_THAT(CheckMembersAgree(*reference, *member),
@@ -116,8 +118,8 @@ TEST(InputLimitsTest, TokenizerWithDeeplyNestedSequencesIsRefused) {
 TEST(InputLimitsTest, TokenizerConfigNestedDeepIsRefused) {
   const std::string dir = CopyFixture(SourceDir() + "/tests/fixtures/bpe/gpt2_style", "ckpt");
   ASSERT_OK(Tokenizer::LoadForCheckpoint(dir));
-  WriteText(dir + "/tokenizer_config.json",
-            WithDeepMember(ReadText(dir + "/tokenizer_config.json"), kDeep));
+  WriteFile(dir + "/tokenizer_config.json",
+            WithDeepMember(ReadFileOrEmpty(dir + "/tokenizer_config.json"), kDeep));
   EXPECT_THAT(Tokenizer::LoadForCheckpoint(dir),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("tokenizer_config.json: JSON nested deeper than")));

@@ -3,7 +3,7 @@
 
 Usage: scripts/deviation_report.py BUILD_DIR/deviations
 
-Every numeric test binary (worker/numeric_test_main.cc) writes one JSON line per check to
+Every numeric test binary (testing/numeric_test_main.cc) writes one JSON line per check to
 deviations/<ctest name>.jsonl: the kernel sets it ran under, the test, the bound's label,
 the deviation seen and the tolerance. This prints, per test and bound, the largest
 deviation over all kernel sets next to its tolerance, and the kernel sets that ran.

@@ -9,19 +9,27 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
+#include "testing/wait.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
-#include "server/discovery/checkpoint_test_util.h"
-#include "server/coordinator_test_util.h"
+#include "testing/checkpoint_files.h"
+#include "testing/coordinator_fixture.h"
+#include "testing/files.h"
+#include "testing/temp_dir.h"
 #include "api/protocol.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::CoordinatorFixture;
+using ::steadyeval::testing::McTaskFile;
+using ::steadyeval::testing::QaTaskFile;
+using ::steadyeval::testing::Seen;
+using ::steadyeval::testing::StatusIs;
 
 constexpr int64_t kTtlMs = 10'000;
 
@@ -979,8 +987,8 @@ TEST(CoordinatorWatcherTest, AdmitsCompleteQuiescentCheckpointsOnce) {
   config.set_settle_seconds(5);
   ASSERT_OK(c.CreateRun(config, {McTaskFile()}));
 
-  testing_util::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000100").string());
-  testing_util::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000200.tmp").string());
+  testing::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000100").string());
+  testing::WriteSafetensorsCheckpoint((root / "ckpt" / "step_000200.tmp").string());
   auto metrics = [&] {
     return prometheus::TextSerializer().Serialize(c.metrics()->registry()->Collect());
   };
@@ -1270,8 +1278,9 @@ TEST_F(CoordinatorTest, DeleteRunStopsItsRunningPoller) {
   checkpoints_.Add("r", 100);
   ASSERT_OK(coordinator_->DeleteRun("r"));  // joins r's poller
   checkpoints_.Add("keep", 100);
-  ASSERT_TRUE(WaitUntil(
-      [&] { return coordinator_->scheduler()->Checkpoints("keep").size() == 1; }));
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return coordinator_->scheduler()->Checkpoints("keep").size() == 1; },
+      std::chrono::seconds(60), std::chrono::milliseconds(2)));
   EXPECT_TRUE(coordinator_->scheduler()->Checkpoints("r").empty());
   coordinator_->Stop();
 }
@@ -1382,13 +1391,13 @@ TEST_F(CoordinatorTest, PendingCheckpointsCarryTheReasonAndLogOnlyChanges) {
 
 // The production discovery (a CheckpointWatcher per run) behind the coordinator.
 TEST(CoordinatorWatcherTest, GarbageConfigIsShownWithItsReasonUntilFixedThenAdmitted) {
-  testing_util::TempDir dir;
-  const std::string source = dir.Sub("ckpt");
+  testing::TempDir dir;
+  const std::string source = dir / "ckpt";
   const std::string ckpt = source + "/step_000100";
-  testing_util::WriteSafetensorsCheckpoint(ckpt);
-  testing_util::WriteFile(ckpt + "/config.json", "{\"model_type\": ");  // cut off
+  testing::WriteSafetensorsCheckpoint(ckpt);
+  testing::WriteFile(ckpt + "/config.json", "{\"model_type\": ");  // cut off
   FakeClock clock;
-  auto store = Store::Open(dir.Sub("db"));
+  auto store = Store::Open(dir / "db");
   ASSERT_OK(store);
   auto coordinator =
       Coordinator::Create(store->get(), &clock, WatcherDiscoveryFactory(&clock), CoordinatorOptions());
@@ -1414,7 +1423,7 @@ TEST(CoordinatorWatcherTest, GarbageConfigIsShownWithItsReasonUntilFixedThenAdmi
   EXPECT_EQ(pending.pending(0).since_unix_ms(), seen_ms);
   EXPECT_TRUE(c.scheduler()->Checkpoints("r").empty());
 
-  testing_util::WriteFile(ckpt + "/config.json", testing_util::kConfigJson);
+  testing::WriteFile(ckpt + "/config.json", testing::kConfigJson);
   ASSERT_OK(c.PollRunsOnce());
   ASSERT_OK_AND_ASSIGN(pending, c.ListPendingCheckpoints("r"));
   ASSERT_EQ(pending.pending_size(), 1);

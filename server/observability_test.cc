@@ -8,16 +8,16 @@
 #include <optional>
 #include <string>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "server/rpc/rpc_metrics.h"
 #include "server/rpc/server.h"
-#include "server/rpc/server_test_util.h"
+#include "testing/in_process_server.h"
 #include "server/store/store_metrics.h"
 #include "api/protocol.h"
-#include "common/test_http.h"
+#include "testing/http.h"
 
 namespace steadyeval {
 namespace {
@@ -25,6 +25,10 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Optional;
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::InProcessServerTest;
+using ::steadyeval::testing::McTaskFile;
+using ::steadyeval::testing::SampleValue;
 
 std::string Calls(const std::string& method, const std::string& code) {
   return "steadyeval_rpcs_total{code=\"" + code + "\",method=\"" + method + "\"}";
@@ -210,9 +214,9 @@ TEST_F(ObservabilityTest, ExposesRocksDbFiguresOfTheStore) {
   ASSERT_TRUE(memtable.has_value());
   EXPECT_GT(*memtable, 0.0);
   EXPECT_THAT(SampleValue(metrics, "steadyeval_rocksdb_size_bytes{kind=\"sst\"}"),
-              Optional(testing::Ge(0.0)));
+              Optional(::testing::Ge(0.0)));
   EXPECT_THAT(SampleValue(metrics, "steadyeval_rocksdb_size_bytes{kind=\"live_data\"}"),
-              Optional(testing::Ge(0.0)));
+              Optional(::testing::Ge(0.0)));
   EXPECT_THAT(SampleValue(metrics, "steadyeval_rocksdb_write_stall_seconds_total"), Optional(0.0));
   EXPECT_THAT(SampleValue(metrics, "steadyeval_rocksdb_write_stalled"), Optional(0.0));
   EXPECT_THAT(metrics, HasSubstr("# TYPE steadyeval_rocksdb_size_bytes gauge"));

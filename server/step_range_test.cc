@@ -6,13 +6,15 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/rpc/server_test_util.h"
+#include "testing/in_process_server.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
+using ::steadyeval::testing::InProcessServerTest;
+using ::steadyeval::testing::McTaskFile;
 
 constexpr uint64_t kMax = 18446744073709551615ull;
 

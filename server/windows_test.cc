@@ -9,13 +9,13 @@
 #include <vector>
 
 #include "common/stability.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
 #include "rocksdb/db.h"
 #include "server/coordinator.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "api/protocol.h"
 
 namespace steadyeval {
@@ -23,6 +23,10 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::CoordinatorFixture;
+using ::steadyeval::testing::McTaskFile;
+using ::steadyeval::testing::QaTaskFile;
+using ::steadyeval::testing::StatusIs;
 
 constexpr int64_t kTtlMs = 10'000;
 

@@ -27,8 +27,11 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/crash_harness.h"
-#include "tests/process_harness.h"
+#include "testing/crash.h"
+#include "testing/files.h"
+#include "testing/temp_dir.h"
+#include "testing/wait.h"
+#include "testing/process.h"
 
 namespace steadyeval::testing {
 namespace {

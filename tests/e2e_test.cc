@@ -18,7 +18,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/process_harness.h"
+#include "testing/files.h"
+#include "testing/process.h"
+#include "testing/temp_dir.h"
+#include "testing/wait.h"
 
 namespace steadyeval::testing {
 namespace {

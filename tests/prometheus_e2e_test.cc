@@ -31,8 +31,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "common/test_http.h"
-#include "tests/process_harness.h"
+#include "testing/files.h"
+#include "testing/http.h"
+#include "testing/temp_dir.h"
+#include "testing/wait.h"
+#include "testing/process.h"
 
 namespace steadyeval::testing {
 namespace {

@@ -18,30 +18,34 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_channel.h"
-#include "common/status_matchers.h"
-#include "common/test_http.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
+#include "testing/http.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/auth.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "server/rpc/server.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
-#include "tests/process_harness.h"
+#include "testing/process.h"
+#include "testing/wait.h"
 
 namespace steadyeval {
 namespace {
 
 using ::steadyeval::testing::BinDir;
 using ::steadyeval::testing::CommandResult;
+using ::steadyeval::testing::FakeCheckpoints;
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::HttpOkBody;
+using ::steadyeval::testing::McTaskFile;
 using ::steadyeval::testing::RunCommand;
+using ::steadyeval::testing::StatusIs;
 using ::steadyeval::testing::TempDir;
+using ::steadyeval::testing::WriteFile;
 using ::testing::HasSubstr;
-
-void WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
 
 // A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by
 // it, and a client certificate signed by an unrelated CA. Made once per test binary.

@@ -23,15 +23,18 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/test_http.h"
+#include "testing/files.h"
+#include "testing/http.h"
+#include "testing/temp_dir.h"
+#include "testing/wait.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/rpc/health_test_util.h"
+#include "testing/health_check.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 #include "api/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
-#include "tests/process_harness.h"
+#include "testing/process.h"
 
 namespace steadyeval::testing {
 namespace {

@@ -9,13 +9,15 @@
 
 #include "absl/strings/match.h"
 #include "common/prompt.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace steadyeval::toy {
 namespace {
+
+using ::steadyeval::testing::StatusIs;
 
 namespace fs = std::filesystem;
 

@@ -9,7 +9,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,8 +22,11 @@
 namespace steadyeval::toy {
 namespace {
 
+using ::steadyeval::testing::StatusIs;
+
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::ScratchDir;
 
 // A run of seconds: tiny shapes, a small world, 20 steps, a checkpoint every 10.
 TrainerOptions TinyRun(const std::string& root) {
@@ -48,15 +52,8 @@ TrainerOptions TinyRun(const std::string& root) {
   return o;
 }
 
-std::string Scratch(const std::string& label) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("toy_trainer_test_" + label);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
 TEST(ToyTrainerTest, TinyRunWritesLoadableCheckpointsAtomically) {
-  const std::string root = Scratch("run");
+  const std::string root = ScratchDir("run");
   TrainerOptions options = TinyRun(root);
   std::ostringstream progress;
   options.progress = &progress;
@@ -113,7 +110,7 @@ TEST(ToyTrainerTest, TinyRunWritesLoadableCheckpointsAtomically) {
 }
 
 TEST(ToyTrainerTest, ExistingCheckpointIsNotOverwritten) {
-  const std::string root = Scratch("exists");
+  const std::string root = ScratchDir("exists");
   TrainerOptions options = TinyRun(root);
   options.steps = 10;
   fs::create_directories(options.out_dir + "/step_000010");
@@ -122,11 +119,11 @@ TEST(ToyTrainerTest, ExistingCheckpointIsNotOverwritten) {
 }
 
 TEST(ToyTrainerTest, BadOptionsNameTheFlag) {
-  TrainerOptions options = TinyRun(Scratch("bad"));
+  TrainerOptions options = TinyRun(ScratchDir("bad"));
   options.heads = 3;
   EXPECT_THAT(ValidateOptions(options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--heads")));
-  options = TinyRun(Scratch("bad"));
+  options = TinyRun(ScratchDir("bad"));
   options.lr = 0;
   EXPECT_THAT(ValidateOptions(options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--lr")));

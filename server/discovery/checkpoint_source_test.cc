@@ -1,16 +1,19 @@
 #include "server/discovery/checkpoint_source.h"
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/discovery/checkpoint_test_util.h"
+#include "testing/checkpoint_files.h"
 
 namespace steadyeval {
 namespace {
 
-using ::steadyeval::testing_util::SetMtime;
-using ::steadyeval::testing_util::TempDir;
-using ::steadyeval::testing_util::WriteFile;
+using ::steadyeval::testing::SetMtime;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
+using ::steadyeval::testing::WriteFile;
 using ::testing::ElementsAre;
 using ::testing::Field;
 using ::testing::HasSubstr;
@@ -42,9 +45,9 @@ TEST(FileSystemSourceTest, CreateRejectsBadRoots) {
 
 TEST(FileSystemSourceTest, ListsEntriesSortedWithKinds) {
   TempDir dir;
-  WriteFile(dir.Sub("step_2/config.json"), "{}");
-  WriteFile(dir.Sub("step_1/config.json"), "{}");
-  WriteFile(dir.Sub("notes.txt"), "hi");
+  WriteFile(dir / "step_2/config.json", "{}");
+  WriteFile(dir / "step_1/config.json", "{}");
+  WriteFile(dir / "notes.txt", "hi");
   auto source = FileSystemSource::Create(dir.path());
   ASSERT_OK(source);
   auto entries = (*source)->List();
@@ -54,20 +57,20 @@ TEST(FileSystemSourceTest, ListsEntriesSortedWithKinds) {
   EXPECT_FALSE((*entries)[0].is_dir);
   EXPECT_EQ((*entries)[1].name, "step_1");
   EXPECT_TRUE((*entries)[1].is_dir);
-  EXPECT_EQ((*entries)[1].path, dir.Sub("step_1"));
+  EXPECT_EQ((*entries)[1].path, dir / "step_1");
   EXPECT_EQ((*entries)[2].name, "step_2");
 }
 
 TEST(FileSystemSourceTest, ListingAMissingFolderIsNotFound) {
   TempDir dir;
-  auto source = FileSystemSource::Create("file://" + dir.Sub("not_yet"));
+  auto source = FileSystemSource::Create("file://" + dir / "not_yet");
   ASSERT_OK(source);
   EXPECT_THAT((*source)->List(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("not_yet")));
 }
 
 TEST(FileSystemSourceTest, FingerprintDescendsOneLevel) {
   TempDir dir;
-  const std::string ckpt = dir.Sub("step_1");
+  const std::string ckpt = dir / "step_1";
   WriteFile(ckpt + "/config.json", "{}");
   WriteFile(ckpt + "/b.bin", "12345");
   WriteFile(ckpt + "/sub/inner.bin", "xy");
@@ -84,24 +87,24 @@ TEST(FileSystemSourceTest, FingerprintDescendsOneLevel) {
   EXPECT_EQ((*files)[0].mtime_ns, 1'600'000'000'000'000'000);
   EXPECT_EQ((*files)[2].size, 2u);
 
-  EXPECT_THAT((*source)->Fingerprint(dir.Sub("gone")), StatusIs(absl::StatusCode::kNotFound, HasSubstr("gone")));
+  EXPECT_THAT((*source)->Fingerprint(dir / "gone"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("gone")));
 }
 
 TEST(FileSystemSourceTest, ReadRangeStopsAtEndOfFile) {
   TempDir dir;
-  WriteFile(dir.Sub("step_1/data.bin"), "0123456789");
+  WriteFile(dir / "step_1/data.bin", "0123456789");
   auto source = FileSystemSource::Create(dir.path());
   ASSERT_OK(source);
-  auto middle = (*source)->ReadRange(dir.Sub("step_1"), "data.bin", 2, 3);
+  auto middle = (*source)->ReadRange(dir / "step_1", "data.bin", 2, 3);
   ASSERT_OK(middle);
   EXPECT_EQ(*middle, "234");
-  auto tail = (*source)->ReadRange(dir.Sub("step_1"), "data.bin", 8, 100);
+  auto tail = (*source)->ReadRange(dir / "step_1", "data.bin", 8, 100);
   ASSERT_OK(tail);
   EXPECT_EQ(*tail, "89");
-  auto past = (*source)->ReadRange(dir.Sub("step_1"), "data.bin", 50, 4);
+  auto past = (*source)->ReadRange(dir / "step_1", "data.bin", 50, 4);
   ASSERT_OK(past);
   EXPECT_EQ(*past, "");
-  EXPECT_THAT((*source)->ReadRange(dir.Sub("step_1"), "nope.bin", 0, 4),
+  EXPECT_THAT((*source)->ReadRange(dir / "step_1", "nope.bin", 0, 4),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope.bin")));
 }
 

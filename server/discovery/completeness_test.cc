@@ -1,20 +1,23 @@
 #include "server/discovery/completeness.h"
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/discovery/checkpoint_test_util.h"
+#include "testing/checkpoint_files.h"
 
 namespace steadyeval {
 namespace {
 
-using ::steadyeval::testing_util::AppendFile;
-using ::steadyeval::testing_util::kConfigJson;
-using ::steadyeval::testing_util::SafetensorsBytes;
-using ::steadyeval::testing_util::TempDir;
-using ::steadyeval::testing_util::WriteFile;
-using ::steadyeval::testing_util::WriteSafetensorsCheckpoint;
-using ::steadyeval::testing_util::WriteShardedCheckpoint;
+using ::steadyeval::testing::AppendFile;
+using ::steadyeval::testing::SafetensorsBytes;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
+using ::steadyeval::testing::WriteFile;
+using ::steadyeval::testing::WriteSafetensorsCheckpoint;
+using ::steadyeval::testing::WriteShardedCheckpoint;
+using ::steadyeval::testing::kConfigJson;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -25,7 +28,7 @@ constexpr auto kMalformed = absl::StatusCode::kInvalidArgument;
 class CompletenessTest : public ::testing::Test {
  protected:
   TempDir dir_;
-  const std::string ckpt_ = dir_.Sub("step_000300");
+  const std::string ckpt_ = dir_ / "step_000300";
 };
 
 TEST_F(CompletenessTest, SingleFileSafetensorsIsComplete) {

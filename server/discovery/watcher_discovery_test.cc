@@ -3,18 +3,19 @@
 #include <string>
 
 #include "common/clock.h"
-#include "common/fake_file_system.h"
-#include "common/status_matchers.h"
+#include "testing/fake_file_system.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/discovery/checkpoint_test_util.h"
+#include "testing/checkpoint_files.h"
 #include "server/discovery/discovery.h"
 
 namespace steadyeval {
 namespace {
 
-using ::steadyeval::testing_util::kConfigJson;
-using ::steadyeval::testing_util::SafetensorsBytes;
+using ::steadyeval::testing::FakeFileSystem;
+using ::steadyeval::testing::SafetensorsBytes;
+using ::steadyeval::testing::kConfigJson;
 using ::testing::IsEmpty;
 
 TEST(WatcherDiscoveryFactoryTest, ReadsTheRunsSourceThroughItsFileSystem) {

@@ -3,23 +3,27 @@
 #include <filesystem>
 #include <map>
 
-#include "common/fake_file_system.h"
-#include "common/status_matchers.h"
+#include "testing/fake_file_system.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/discovery/checkpoint_test_util.h"
+#include "testing/checkpoint_files.h"
 
 namespace steadyeval {
 namespace {
 
-using ::steadyeval::testing_util::AppendFile;
-using ::steadyeval::testing_util::kConfigJson;
-using ::steadyeval::testing_util::SafetensorsBytes;
-using ::steadyeval::testing_util::SetMtime;
-using ::steadyeval::testing_util::TempDir;
-using ::steadyeval::testing_util::WriteFile;
-using ::steadyeval::testing_util::WriteSafetensorsCheckpoint;
-using ::steadyeval::testing_util::WriteShardedCheckpoint;
+using ::steadyeval::testing::AppendFile;
+using ::steadyeval::testing::FakeFileSystem;
+using ::steadyeval::testing::SafetensorsBytes;
+using ::steadyeval::testing::SetMtime;
+using ::steadyeval::testing::StatusIs;
+using ::steadyeval::testing::TempDir;
+using ::steadyeval::testing::WriteFile;
+using ::steadyeval::testing::WriteSafetensorsCheckpoint;
+using ::steadyeval::testing::WriteShardedCheckpoint;
+using ::steadyeval::testing::kConfigJson;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::Field;
@@ -105,21 +109,21 @@ TEST_F(WatcherTest, CreateRejectsBadOptions) {
 }
 
 TEST_F(WatcherTest, AdmitsOnTheSecondPollNewestFirstAndOnlyOnce) {
-  WriteSafetensorsCheckpoint(dir_.Sub("step_000100"));
-  WriteSafetensorsCheckpoint(dir_.Sub("step_000300"));
-  WriteShardedCheckpoint(dir_.Sub("step_000200"));
+  WriteSafetensorsCheckpoint(dir_ / "step_000100");
+  WriteSafetensorsCheckpoint(dir_ / "step_000300");
+  WriteShardedCheckpoint(dir_ / "step_000200");
   auto watcher = MakeWatcher();
 
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PendingSteps(*watcher), ElementsAre(100, 200, 300));
   EXPECT_THAT(ReasonFor(*watcher, 100), HasSubstr("waiting for the next poll"));
   ASSERT_FALSE(watcher->Pending().empty());
-  EXPECT_EQ(watcher->Pending()[0].path, dir_.Sub("step_000100"));
+  EXPECT_EQ(watcher->Pending()[0].path, dir_ / "step_000100");
 
   auto admitted = watcher->Poll();
   ASSERT_OK(admitted);
   EXPECT_THAT(Steps(*admitted), ElementsAre(300, 200, 100));
-  EXPECT_EQ((*admitted)[0].path, dir_.Sub("step_000300"));
+  EXPECT_EQ((*admitted)[0].path, dir_ / "step_000300");
   EXPECT_THAT(watcher->Pending(), IsEmpty());
 
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
@@ -133,9 +137,9 @@ TEST_F(WatcherTest, RecognisesEveryDefaultNameAndIgnoresTempNames) {
                            // not checkpoint names: whole-name match only
                            "step_000700.tmp", "step_000800-partial", "tmp-checkpoint-900",
                            "global_step1000.tmp", "latest", "runs"}) {
-    WriteSafetensorsCheckpoint(dir_.Sub(name));
+    WriteSafetensorsCheckpoint(dir_ / name);
   }
-  WriteFile(dir_.Sub("step_001100"), "a file, not a folder");
+  WriteFile(dir_ / "step_001100", "a file, not a folder");
   auto watcher = MakeWatcher();
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PendingSteps(*watcher), ElementsAre(100, 200, 300, 400, 500, 600));
@@ -143,9 +147,9 @@ TEST_F(WatcherTest, RecognisesEveryDefaultNameAndIgnoresTempNames) {
 }
 
 TEST_F(WatcherTest, CustomPatternReplacesTheDefaults) {
-  WriteSafetensorsCheckpoint(dir_.Sub("ckpt_7"));
-  WriteSafetensorsCheckpoint(dir_.Sub("step_000100"));
-  WriteSafetensorsCheckpoint(dir_.Sub("ckpt_8.tmp"));
+  WriteSafetensorsCheckpoint(dir_ / "ckpt_7");
+  WriteSafetensorsCheckpoint(dir_ / "step_000100");
+  WriteSafetensorsCheckpoint(dir_ / "ckpt_8.tmp");
   WatcherOptions options;
   options.pattern = R"(ckpt_(\d+))";
   auto watcher = MakeWatcher(options);
@@ -154,7 +158,7 @@ TEST_F(WatcherTest, CustomPatternReplacesTheDefaults) {
 }
 
 TEST_F(WatcherTest, AcceptsAFileUrl) {
-  WriteSafetensorsCheckpoint(dir_.Sub("step_1"));
+  WriteSafetensorsCheckpoint(dir_ / "step_1");
   WatcherOptions options;
   options.source = "file://" + dir_.path();
   auto watcher = MakeWatcher(options);
@@ -163,8 +167,8 @@ TEST_F(WatcherTest, AcceptsAFileUrl) {
 }
 
 TEST_F(WatcherTest, MarkAdmittedStepsAreNeverReturned) {
-  WriteSafetensorsCheckpoint(dir_.Sub("step_1"));
-  WriteSafetensorsCheckpoint(dir_.Sub("step_2"));
+  WriteSafetensorsCheckpoint(dir_ / "step_1");
+  WriteSafetensorsCheckpoint(dir_ / "step_2");
   auto watcher = MakeWatcher();
   watcher->MarkAdmitted(1);
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
@@ -177,16 +181,16 @@ TEST_F(WatcherTest, MarkAdmittedStepsAreNeverReturned) {
 
 TEST_F(WatcherTest, MissingSourceIsAnErrorUntilItAppears) {
   WatcherOptions options;
-  options.source = dir_.Sub("run42");
+  options.source = dir_ / "run42";
   auto watcher = MakeWatcher(options);
   EXPECT_THAT(watcher->Poll(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("run42")));
-  WriteSafetensorsCheckpoint(dir_.Sub("run42/step_5"));
+  WriteSafetensorsCheckpoint(dir_ / "run42/step_5");
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PollSteps(*watcher), ElementsAre(5));
 }
 
 TEST_F(WatcherTest, AListingErrorKeepsWhatWasSeen) {
-  WriteSafetensorsCheckpoint(dir_.Sub("step_5"));
+  WriteSafetensorsCheckpoint(dir_ / "step_5");
   auto flaky = std::make_unique<FlakySource>(dir_.path());
   FlakySource* source = flaky.get();
   auto watcher = CheckpointWatcher::Create({"ignored", "", "", 0}, &clock_, std::move(flaky));
@@ -200,7 +204,7 @@ TEST_F(WatcherTest, AListingErrorKeepsWhatWasSeen) {
 }
 
 TEST_F(WatcherTest, IncompleteCheckpointsStayPendingWithTheReason) {
-  const std::string ckpt = dir_.Sub("step_000300");
+  const std::string ckpt = dir_ / "step_000300";
   WriteFile(ckpt + "/model.safetensors", SafetensorsBytes());
   auto watcher = MakeWatcher();
   for (int i = 0; i < 3; ++i) {
@@ -215,7 +219,7 @@ TEST_F(WatcherTest, IncompleteCheckpointsStayPendingWithTheReason) {
 }
 
 TEST_F(WatcherTest, TruncatedShardIsNotAdmittedUntilFinished) {
-  const std::string ckpt = dir_.Sub("step_000300");
+  const std::string ckpt = dir_ / "step_000300";
   WriteShardedCheckpoint(ckpt, 2);
   const std::string shard = ckpt + "/model-00002-of-00002.safetensors";
   const std::string full = SafetensorsBytes();
@@ -232,7 +236,7 @@ TEST_F(WatcherTest, TruncatedShardIsNotAdmittedUntilFinished) {
 }
 
 TEST_F(WatcherTest, AGrowingFileBlocksAdmission) {
-  const std::string ckpt = dir_.Sub("step_1");
+  const std::string ckpt = dir_ / "step_1";
   WriteSafetensorsCheckpoint(ckpt);
   auto watcher = MakeWatcher();
   for (int i = 0; i < 4; ++i) {
@@ -244,7 +248,7 @@ TEST_F(WatcherTest, AGrowingFileBlocksAdmission) {
 }
 
 TEST_F(WatcherTest, AnMtimeChangeAloneResetsQuiescence) {
-  const std::string ckpt = dir_.Sub("step_1");
+  const std::string ckpt = dir_ / "step_1";
   WriteSafetensorsCheckpoint(ckpt);
   SetMtime(ckpt + "/config.json", 1'600'000'000);
   auto watcher = MakeWatcher();
@@ -256,7 +260,7 @@ TEST_F(WatcherTest, AnMtimeChangeAloneResetsQuiescence) {
 }
 
 TEST_F(WatcherTest, SettleSecondsAreRespected) {
-  WriteSafetensorsCheckpoint(dir_.Sub("step_1"));
+  WriteSafetensorsCheckpoint(dir_ / "step_1");
   WatcherOptions options;
   options.settle_seconds = 30;
   auto watcher = MakeWatcher(options);
@@ -275,7 +279,7 @@ TEST_F(WatcherTest, SettleSecondsAreRespected) {
 
 TEST_F(WatcherTest, SettleTimeIsTwoObservationsApartNotFirstSight) {
   // One poll long after first sight is not enough when the files changed in between.
-  const std::string ckpt = dir_.Sub("step_1");
+  const std::string ckpt = dir_ / "step_1";
   WriteSafetensorsCheckpoint(ckpt);
   WatcherOptions options;
   options.settle_seconds = 30;
@@ -291,7 +295,7 @@ TEST_F(WatcherTest, SettleTimeIsTwoObservationsApartNotFirstSight) {
 }
 
 TEST_F(WatcherTest, MarkerIsRequiredWhenSet) {
-  const std::string ckpt = dir_.Sub("step_1");
+  const std::string ckpt = dir_ / "step_1";
   WriteSafetensorsCheckpoint(ckpt);
   WatcherOptions options;
   options.marker = "_SUCCESS";
@@ -305,11 +309,11 @@ TEST_F(WatcherTest, MarkerIsRequiredWhenSet) {
 }
 
 TEST_F(WatcherTest, RotatedAwayCheckpointsLeaveThePendingList) {
-  WriteFile(dir_.Sub("step_1/config.json"), kConfigJson);
+  WriteFile(dir_ / "step_1/config.json", kConfigJson);
   auto watcher = MakeWatcher();
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PendingSteps(*watcher), ElementsAre(1));
-  std::filesystem::remove_all(dir_.Sub("step_1"));
+  std::filesystem::remove_all(dir_ / "step_1");
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(watcher->Pending(), IsEmpty());
 }
@@ -317,25 +321,25 @@ TEST_F(WatcherTest, RotatedAwayCheckpointsLeaveThePendingList) {
 TEST_F(WatcherTest, ARenamedFolderStartsOver) {
   // A trainer that writes step_1.tmp and renames it to step_1: the tmp name is never seen,
   // and the final name still needs its two polls.
-  WriteSafetensorsCheckpoint(dir_.Sub("step_1.tmp"));
+  WriteSafetensorsCheckpoint(dir_ / "step_1.tmp");
   auto watcher = MakeWatcher();
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(watcher->Pending(), IsEmpty());
-  std::filesystem::rename(dir_.Sub("step_1.tmp"), dir_.Sub("step_1"));
+  std::filesystem::rename(dir_ / "step_1.tmp", dir_ / "step_1");
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PollSteps(*watcher), ElementsAre(1));
 }
 
 TEST_F(WatcherTest, TwoFoldersForOneStepAreHeldBack) {
-  WriteSafetensorsCheckpoint(dir_.Sub("checkpoint-100"));
-  WriteSafetensorsCheckpoint(dir_.Sub("step_000100"));
+  WriteSafetensorsCheckpoint(dir_ / "checkpoint-100");
+  WriteSafetensorsCheckpoint(dir_ / "step_000100");
   auto watcher = MakeWatcher();
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   ASSERT_EQ(watcher->Pending().size(), 1u);
   EXPECT_THAT(ReasonFor(*watcher, 100),
               HasSubstr("checkpoint-100 and step_000100 both name step 100"));
-  std::filesystem::remove_all(dir_.Sub("checkpoint-100"));
+  std::filesystem::remove_all(dir_ / "checkpoint-100");
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_THAT(PollSteps(*watcher), ElementsAre(100));
 }
@@ -349,27 +353,27 @@ TEST_F(WatcherTest, PendingKeepsWhenEachStepWasFirstSeen) {
     return by_step;
   };
   const int64_t t0 = clock_.MonotonicNanos();
-  WriteFile(dir_.Sub("step_1/config.json"), kConfigJson);  // incomplete: no weights
+  WriteFile(dir_ / "step_1/config.json", kConfigJson);  // incomplete: no weights
   auto watcher = MakeWatcher();
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}}));
 
   clock_.AdvanceSeconds(10);
-  WriteFile(dir_.Sub("step_2/config.json"), kConfigJson);
-  AppendFile(dir_.Sub("step_1/config.json"), " ");
+  WriteFile(dir_ / "step_2/config.json", kConfigJson);
+  AppendFile(dir_ / "step_1/config.json", " ");
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   const int64_t t10 = t0 + 10'000'000'000;
   EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}, {2, t10}}));
 
   clock_.AdvanceSeconds(10);
-  WriteFile(dir_.Sub("checkpoint-1/config.json"), kConfigJson);  // step 1 becomes ambiguous
-  std::filesystem::remove_all(dir_.Sub("step_2"));               // step 2 leaves the listing
+  WriteFile(dir_ / "checkpoint-1/config.json", kConfigJson);  // step 1 becomes ambiguous
+  std::filesystem::remove_all(dir_ / "step_2");               // step 2 leaves the listing
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}}));
 
   clock_.AdvanceSeconds(10);
-  std::filesystem::remove_all(dir_.Sub("checkpoint-1"));
-  WriteFile(dir_.Sub("step_2/config.json"), kConfigJson);  // back: seen anew
+  std::filesystem::remove_all(dir_ / "checkpoint-1");
+  WriteFile(dir_ / "step_2/config.json", kConfigJson);  // back: seen anew
   EXPECT_THAT(PollSteps(*watcher), IsEmpty());
   const int64_t t30 = t0 + 30'000'000'000;
   EXPECT_EQ(first_seen(*watcher), (std::map<uint64_t, int64_t>{{1, t0}, {2, t30}}));
@@ -385,7 +389,7 @@ PendingCheckpoint PendingFor(const CheckpointWatcher& watcher, uint64_t step) {
 }
 
 TEST_F(WatcherTest, AReasonKeepsItsSinceUntilItChangesAndSettlingIsNamed) {
-  const std::string ckpt = dir_.Sub("step_000300");
+  const std::string ckpt = dir_ / "step_000300";
   WriteSafetensorsCheckpoint(ckpt);
   WriteFile(ckpt + "/config.json", "{garbage");
   WatcherOptions options;
@@ -427,7 +431,7 @@ TEST_F(WatcherTest, AReasonKeepsItsSinceUntilItChangesAndSettlingIsNamed) {
 }
 
 TEST_F(WatcherTest, AShardStillGrowingIsOneReasonWhateverItsSize) {
-  const std::string ckpt = dir_.Sub("step_000300");
+  const std::string ckpt = dir_ / "step_000300";
   WriteShardedCheckpoint(ckpt, 2);
   const std::string shard = ckpt + "/model-00002-of-00002.safetensors";
   const std::string full = SafetensorsBytes();
@@ -447,7 +451,7 @@ TEST_F(WatcherTest, AShardStillGrowingIsOneReasonWhateverItsSize) {
 
 constexpr char kFakeRoot[] = "/bucket/run42";
 
-// Discovery running wholly on a FakeFileSystem (common/fake_file_system.h): nothing here
+// Discovery running wholly on a FakeFileSystem (testing/fake_file_system.h): nothing here
 // exists on disk, so these tests fail if discovery bypassed the FileSystem it was given.
 // Files grow, vanish and fail to read between polls without any sleeping.
 class DiscoveryOnFakeFileSystemTest : public WatcherTest {

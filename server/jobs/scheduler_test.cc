@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/variant_proto.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -15,6 +15,8 @@ namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::IsOk;
+using ::steadyeval::testing::StatusIs;
 
 constexpr int64_t kTtlMs = 10'000;
 constexpr int64_t kBackoffMs = 1'000;

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "common/text_escape.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,6 +17,9 @@
 
 namespace steadyeval {
 namespace {
+
+using ::steadyeval::testing::IsOk;
+using ::steadyeval::testing::StatusIs;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;

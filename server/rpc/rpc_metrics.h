@@ -1,5 +1,6 @@
-// The coordinator's gRPC metrics (docs/metrics.md): steadyeval_rpcs_total{method,code} and
-// steadyeval_rpc_duration_seconds{method}, recorded by a server interceptor.
+// The coordinator's Prometheus metrics of its gRPC calls (docs/metrics.md):
+// steadyeval_rpcs_total{method,code} and steadyeval_rpc_duration_seconds{method}, recorded
+// by a server interceptor.
 //
 // A call is counted once, when its status is sent (streaming calls included), with the
 // time since the interceptor was created (the call's start: AcquireJob includes its long

@@ -6,19 +6,22 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "server/rpc/server.h"
-#include "server/rpc/server_test_util.h"
+#include "testing/in_process_server.h"
 #include "api/protocol.h"
-#include "common/test_http.h"
+#include "testing/http.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::InProcessServerTest;
+using ::steadyeval::testing::McTaskFile;
 
 class ServicesTest : public InProcessServerTest {
  protected:

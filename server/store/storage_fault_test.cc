@@ -10,20 +10,30 @@
 #include <string>
 #include <vector>
 
-#include "common/status_matchers.h"
-#include "common/test_http.h"
+#include "testing/status_matchers.h"
+#include "testing/http.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_test_util.h"
+#include "testing/coordinator_fixture.h"
 #include "server/store/fault_fs.h"
 #include "api/protocol.h"
-#include "server/rpc/health_test_util.h"
+#include "testing/health_check.h"
 #include "server/rpc/server.h"
 #include "server/store/store.h"
 #include "server/store/store_logger.h"
 
 namespace steadyeval {
 namespace {
+
+using ::steadyeval::testing::CheckHealth;
+using ::steadyeval::testing::CoordinatorFixture;
+using ::steadyeval::testing::FakeCheckpoints;
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::HttpOkBody;
+using ::steadyeval::testing::McTaskFile;
+using ::steadyeval::testing::SampleValue;
+using ::steadyeval::testing::ServingStatus;
+using ::steadyeval::testing::StatusIs;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;

@@ -1,5 +1,6 @@
-// The steadyeval_rocksdb_* metrics (docs/metrics.md): a prometheus::Collectable that reads
-// Store::GetStats() at scrape time, so the figures are current without a refresh thread.
+// The steadyeval_rocksdb_* Prometheus metrics (docs/metrics.md): a prometheus::Collectable
+// that reads Store::GetStats() at scrape time, so the figures are current without a refresh
+// thread.
 #ifndef STEADYEVAL_SERVER_STORE_STORE_METRICS_H_
 #define STEADYEVAL_SERVER_STORE_STORE_METRICS_H_
 

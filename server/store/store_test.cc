@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
@@ -14,6 +14,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::steadyeval::testing::StatusIs;
 
 class StoreTest : public ::testing::Test {
  protected:

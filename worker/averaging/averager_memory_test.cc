@@ -15,18 +15,17 @@
 
 #include <ATen/ATen.h>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/averaging/averager.h"
 #include "worker/backend/offline.h"
-#include "worker/checkpoint/test_checkpoints.h"
-#include "worker/test_fixtures.h"
+#include "testing/tensor_checkpoints.h"
+#include "testing/files.h"
 
 namespace steadyeval {
 namespace {
 
-using namespace testing_checkpoints;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 constexpr int kMembers = 10;
 constexpr int kTensors = 8;

@@ -1,5 +1,5 @@
 // Checkpoint averaging, the window-sum cache, parameter drift and the offline `average`
-// command, on checkpoints written by the test itself (test_checkpoints.h) and on the
+// command, on checkpoints written by the test itself (testing/tensor_checkpoints.h) and on the
 // committed Llama fixture.
 #include "worker/averaging/averager.h"
 
@@ -8,23 +8,23 @@
 #include <ATen/ATen.h>
 
 #include "common/job_failure.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
 #include "worker/backend/offline.h"
-#include "worker/checkpoint/test_checkpoints.h"
-#include "worker/test_fixtures.h"
+#include "testing/tensor_checkpoints.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
-using namespace testing_checkpoints;
+using namespace ::steadyeval::testing;
 
 constexpr char kConfig[] = R"({"model_type": "llama", "hidden_size": 8, "rope_theta": 10000.0,
   "transformers_version": "4.40.0"})";
@@ -426,7 +426,7 @@ TEST(AverageCommandTest, OutputLoadsAndScoresLikeTheInMemoryAverage) {
     EXPECT_THAT(r.out, HasSubstr("average of 3 checkpoints"));
     EXPECT_TRUE(std::filesystem::exists(out + "/tokenizer.model"));
     EXPECT_EQ(std::filesystem::exists(out + "/model.safetensors.index.json"), shards > 1);
-    EXPECT_EQ(ReadText(out + "/config.json"), ReadText(members.back() + "/config.json"));
+    EXPECT_EQ(ReadFileOrEmpty(out + "/config.json"), ReadFileOrEmpty(members.back() + "/config.json"));
 
     auto reader = CheckpointReader::Open(out);
     ASSERT_OK(reader);
@@ -450,7 +450,7 @@ TEST(AverageCommandTest, OutputLoadsAndScoresLikeTheInMemoryAverage) {
       EXPECT_NEAR(json["token_logprobs"][i].get<double>(), (*expected)[i], 1e-9) << i;
     }
   }
-  WriteText(dir + "/mc.jsonl",
+  WriteFile(dir + "/mc.jsonl",
             R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris."], "gold": 0}
 )");
   CommandResult eval = RunCommand(RunEvalCommand, {"--checkpoint", dir + "/avg_1", "--task",

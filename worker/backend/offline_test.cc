@@ -7,17 +7,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 struct CommandResult {
   int exit_code;
@@ -163,11 +164,11 @@ TEST(LogprobsCommandTest, UsageAndRuntimeErrors) {
 
 TEST(EvalCommandTest, MultipleChoiceAndGenerationJson) {
   std::string dir = ScratchDir("tasks");
-  WriteText(dir + "/mc.jsonl",
+  WriteFile(dir + "/mc.jsonl",
             R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris."], "gold": 0}
 {"id": "b", "query": "1 + 2 =", "choices": [" 3", " 4"], "gold": 0}
 )");
-  WriteText(dir + "/gen.json", R"({"instruction": "答えてください。", "output_length": 5,
+  WriteFile(dir + "/gen.json", R"({"instruction": "答えてください。", "output_length": 5,
       "metrics": ["exact_match"], "few_shots": [{"input": "日本", "output": "東京"}],
       "samples": [{"input": "富士山", "output": "山"}, {"input": "fox", "output": "dog"}]})");
 
@@ -207,16 +208,16 @@ TEST(EvalCommandTest, MultipleChoiceAndGenerationJson) {
 
 TEST(EvalCommandTest, TaskAndPromptOptions) {
   std::string dir = ScratchDir("tasks_options");
-  WriteText(dir + "/mc.jsonl",
+  WriteFile(dir + "/mc.jsonl",
             R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris."], "gold": 0}
 {"id": "b", "query": "1 + 2 =", "choices": [" 3", " 4"], "gold": 0}
 {"id": "c", "query": "Snow is ", "choices": ["white.", "green."], "gold": 0}
 )");
-  WriteText(dir + "/gen.json", R"({"instruction": "Answer.", "output_length": 4,
+  WriteFile(dir + "/gen.json", R"({"instruction": "Answer.", "output_length": 4,
       "metrics": ["char_f1", "exact_match"],
       "samples": [{"input": "富士山", "output": "山"}, {"input": "fox", "output": "dog"},
                   {"input": "cat", "output": "neko"}]})");
-  WriteText(dir + "/train.json", R"({"samples": [{"input": "日本", "output": "東京"}]})");
+  WriteFile(dir + "/train.json", R"({"samples": [{"input": "日本", "output": "東京"}]})");
 
   CommandResult mc = RunCommand(RunEvalCommand,
                                 {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/mc.jsonl",
@@ -271,7 +272,7 @@ TEST(EvalCommandTest, Errors) {
   EXPECT_THAT(missing_task.err, HasSubstr("/nonexistent.jsonl"));
   // The gqa fixture ships no tokenizer.model: the error says how to give one.
   std::string dir = ScratchDir("tasks");
-  WriteText(dir + "/mc.jsonl",
+  WriteFile(dir + "/mc.jsonl",
             R"({"id": "a", "query": "q", "choices": ["x", "y"], "gold": 0})" "\n");
   CommandResult no_tokenizer =
       RunCommand(RunEvalCommand, {"--checkpoint", LlamaFixture("gqa"), "--task", dir + "/mc.jsonl"});

@@ -11,7 +11,9 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_replace.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
@@ -19,15 +21,14 @@
 #include "worker/checkpoint/checkpoint_writer.h"
 #include "worker/daemon/daemon.h"
 #include "worker/eval/eval_backend.h"
-#include "worker/daemon/test_daemon.h"
-#include "worker/test_fixtures.h"
+#include "testing/grpc_fakes.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
 namespace {
 
 namespace v1 = ::steadyeval::v1;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 using ::testing::_;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -91,7 +92,7 @@ TEST(TorchBackendDaemonTest, CorruptCheckpointsFailTheirJobAndTheWorkerGoesOn) {
     std::string bytes(8, '\0');
     const uint64_t n = header.size();
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-    WriteText(bad_json + "/model.safetensors", bytes + header);
+    WriteFile(bad_json + "/model.safetensors", bytes + header);
   }
   // 2. A shard the index lists is missing.
   const std::string missing_shard = CopyFixture(LlamaFixture("sharded"), "missing_shard");
@@ -102,11 +103,11 @@ TEST(TorchBackendDaemonTest, CorruptCheckpointsFailTheirJobAndTheWorkerGoesOn) {
   // 4. A dtype safetensors does not define (same length, so the header stays consistent).
   const std::string bad_dtype = GoodCheckpoint("bad_dtype");
   {
-    std::string bytes = ReadText(bad_dtype + "/model.safetensors");
+    std::string bytes = ReadFileOrEmpty(bad_dtype + "/model.safetensors");
     const size_t at = bytes.find(R"("model.layers.0.input_layernorm.weight":{"dtype":"F32")");
     ASSERT_NE(at, std::string::npos);
     bytes.replace(bytes.find("F32", at), 3, "Q32");
-    WriteText(bad_dtype + "/model.safetensors", bytes);
+    WriteFile(bad_dtype + "/model.safetensors", bytes);
   }
   // 5. A healthy checkpoint whose tokenizer is not the one the run is pinned to.
   const std::string good = GoodCheckpoint("good");
@@ -161,7 +162,7 @@ TEST(TorchBackendDaemonTest, CorruptCheckpointsFailTheirJobAndTheWorkerGoesOn) {
   std::vector<v1::ReportResultsRequest> reports;
   EXPECT_CALL(*stub, ReportResultsRaw(_, _))
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
-        return testing_daemon::RecordingReportWriter(&reports);
+        return testing::RecordingReportWriter(&reports);
       });
 
   ASSERT_OK(daemon.Run());

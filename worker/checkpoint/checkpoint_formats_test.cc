@@ -13,20 +13,20 @@
 
 #include <ATen/ATen.h>
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/model/language_model.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
-// Tolerances (worker/test_tolerance.h), all for the gqa shape.
+// Tolerances (testing/tolerance.h), all for the gqa shape.
 // fp32 weights identical to gqa's: the same computation on the same values; the loaders
 // may hand the kernels differently laid-out tensors (bin_views stores a transposed view),
 // so allow two float32 evaluations' rounding.
@@ -110,7 +110,7 @@ TEST(CheckpointFormatsTest, SingleFileModelMatchesReference) {
   EXPECT_TRUE(LogprobsWithin(single, expected.token_logprobs, ReferenceBound()));
 }
 
-class Fp32FormatTest : public testing::TestWithParam<std::string> {};
+class Fp32FormatTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Fp32FormatTest, GivesTheSingleFileModelsLogprobs) {
   const Expected expected = ReadExpected();
@@ -122,7 +122,7 @@ TEST_P(Fp32FormatTest, GivesTheSingleFileModelsLogprobs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, Fp32FormatTest,
-                         testing::Values("safetensors_sharded", "bin", "bin_sharded",
+                         ::testing::Values("safetensors_sharded", "bin", "bin_sharded",
                                          // views of one shared storage, one transposed
                                          "bin_views"));
 

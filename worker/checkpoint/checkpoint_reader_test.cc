@@ -12,12 +12,13 @@
 
 #include <ATen/ATen.h>
 
-#include "common/fake_file_system.h"
-#include "common/status_matchers.h"
+#include "testing/fake_file_system.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/model/language_model.h"
-#include "worker/test_fixtures.h"
 
 namespace steadyeval {
 namespace {
@@ -26,7 +27,7 @@ using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 std::string FormatFixture(const std::string& name) {
   return SourceDir() + "/tests/fixtures/formats/" + name;
@@ -64,7 +65,7 @@ void ExpectSameTensorsAsGqa(const CheckpointReader& reader) {
 // Rewrites the safetensors file at `path` with its header JSON passed through `edit`.
 void EditSafetensorsHeader(const std::string& path,
                            const std::function<void(nlohmann::json&)>& edit) {
-  std::string bytes = ReadText(path);
+  std::string bytes = ReadFileOrEmpty(path);
   uint64_t length = 0;
   for (int i = 7; i >= 0; --i) length = (length << 8) | static_cast<uint8_t>(bytes[i]);
   nlohmann::json header = nlohmann::json::parse(bytes.substr(8, length));
@@ -73,7 +74,7 @@ void EditSafetensorsHeader(const std::string& path,
   while (text.size() % 8 != 0) text.push_back(' ');
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
-  WriteText(path, out + text + bytes.substr(8 + length));
+  WriteFile(path, out + text + bytes.substr(8 + length));
 }
 
 TEST(CheckpointReaderTest, OpensSingleFileAndIgnoresBuffers) {
@@ -148,7 +149,7 @@ TEST(CheckpointReaderTest, IndexNamingTensorAbsentFromShardIsDataLoss) {
   std::string dir = CopyFixture(LlamaFixture("sharded"), "ckpt");
   nlohmann::json index = ReadJson(dir + "/model.safetensors.index.json");
   index["weight_map"]["model.extra.weight"] = "model-00001-of-00002.safetensors";
-  WriteText(dir + "/model.safetensors.index.json", index.dump());
+  WriteFile(dir + "/model.safetensors.index.json", index.dump());
   EXPECT_THAT(CheckpointReader::Open(dir),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("model.extra.weight")));
 }
@@ -269,24 +270,24 @@ TEST(CheckpointReaderTest, FormatPriorityFollowsCompletenessOrder) {
   const std::string garbage = "not a checkpoint";
   {
     std::string dir = CopyFixture(FormatFixture("safetensors_sharded"), "index_first");
-    WriteText(dir + "/model.safetensors", garbage);
-    WriteText(dir + "/pytorch_model.bin.index.json", garbage);
-    WriteText(dir + "/pytorch_model.bin", garbage);
+    WriteFile(dir + "/model.safetensors", garbage);
+    WriteFile(dir + "/pytorch_model.bin.index.json", garbage);
+    WriteFile(dir + "/pytorch_model.bin", garbage);
     auto reader = CheckpointReader::Open(dir);
     ASSERT_OK(reader);
     EXPECT_EQ((*reader)->Origin("lm_head.weight"), dir + "/model-00003-of-00003.safetensors");
   }
   {
     std::string dir = CopyFixture(LlamaFixture("gqa"), "single_second");
-    WriteText(dir + "/pytorch_model.bin.index.json", garbage);
-    WriteText(dir + "/pytorch_model.bin", garbage);
+    WriteFile(dir + "/pytorch_model.bin.index.json", garbage);
+    WriteFile(dir + "/pytorch_model.bin", garbage);
     auto reader = CheckpointReader::Open(dir);
     ASSERT_OK(reader);
     EXPECT_EQ((*reader)->Origin("lm_head.weight"), dir + "/model.safetensors");
   }
   {
     std::string dir = CopyFixture(FormatFixture("bin_sharded"), "bin_index_third");
-    WriteText(dir + "/pytorch_model.bin", garbage);
+    WriteFile(dir + "/pytorch_model.bin", garbage);
     auto reader = CheckpointReader::Open(dir);
     ASSERT_OK(reader);
     EXPECT_EQ((*reader)->Origin("lm_head.weight"), dir + "/pytorch_model-00002-of-00002.bin");
@@ -294,7 +295,7 @@ TEST(CheckpointReaderTest, FormatPriorityFollowsCompletenessOrder) {
   {
     // And the other way round: a damaged higher-priority file is an error, never skipped.
     std::string dir = CopyFixture(FormatFixture("bin"), "garbage_wins");
-    WriteText(dir + "/model.safetensors", garbage);
+    WriteFile(dir + "/model.safetensors", garbage);
     EXPECT_THAT(CheckpointReader::Open(dir), Not(IsOk()));
   }
 }
@@ -304,9 +305,9 @@ TEST(CheckpointReaderTest, FormatPriorityFollowsCompletenessOrder) {
 TEST(CheckpointReaderTest, BadHeaderJsonNamesTheShard) {
   std::string dir = CopyFixture(FormatFixture("safetensors_sharded"), "ckpt");
   const std::string shard = dir + "/model-00002-of-00003.safetensors";
-  std::string bytes = ReadText(shard);
+  std::string bytes = ReadFileOrEmpty(shard);
   bytes[8] = '#';  // the header's opening brace
-  WriteText(shard, bytes);
+  WriteFile(shard, bytes);
   EXPECT_THAT(CheckpointReader::Open(dir),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("model-00002-of-00003.safetensors"),
@@ -345,7 +346,7 @@ TEST(CheckpointReaderTest, GarbagePytorchBinNamesTheFile) {
   for (const std::string& garbage : {std::string("PK\x03\x04 and then nothing useful"),
                                      std::string("<html>404</html>"), std::string()}) {
     std::string dir = CopyFixture(FormatFixture("bin"), "ckpt");
-    WriteText(dir + "/pytorch_model.bin", garbage);
+    WriteFile(dir + "/pytorch_model.bin", garbage);
     EXPECT_THAT(CheckpointReader::Open(dir),
                 StatusIs(absl::StatusCode::kDataLoss, HasSubstr(dir + "/pytorch_model.bin")))
         << garbage;
@@ -378,13 +379,13 @@ TEST(CheckpointReaderTest, NonTensorEntryIsRejectedWithReason) {
 TEST(CheckpointReaderTest, EveryDamagedByteOfABinFailsCleanly) {
   // Inverting any single byte of a small .bin (zip headers, pickle program, tensor bytes)
   // gives either a reader or an error status: never a crash, hang or exception.
-  const std::string original = ReadText(FormatFixture("bin_edge/dtypes.bin"));
+  const std::string original = ReadFileOrEmpty(FormatFixture("bin_edge/dtypes.bin"));
   const std::string dir = BinEdgeCheckpoint("dtypes.bin");
   int failures = 0;
   for (size_t i = 0; i < original.size(); ++i) {
     std::string damaged = original;
     damaged[i] = static_cast<char>(~damaged[i]);
-    WriteText(dir + "/pytorch_model.bin", damaged);
+    WriteFile(dir + "/pytorch_model.bin", damaged);
     auto reader = CheckpointReader::Open(dir);
     if (!reader.ok()) {
       ++failures;
@@ -400,7 +401,7 @@ TEST(CheckpointReaderTest, WrongShapeIsReportedWithItsShard) {
   std::string dir = CopyFixture(FormatFixture("bin_sharded"), "ckpt");
   nlohmann::json config = ReadJson(dir + "/config.json");
   config["intermediate_size"] = 48;
-  WriteText(dir + "/config.json", config.dump());
+  WriteFile(dir + "/config.json", config.dump());
   auto reader = CheckpointReader::Open(dir);
   ASSERT_OK(reader);
   auto model = LoadLanguageModel(**reader);
@@ -411,14 +412,14 @@ TEST(CheckpointReaderTest, WrongShapeIsReportedWithItsShard) {
   ASSERT_NE(quote, std::string::npos) << message;
   const std::string tensor = message.substr(quote + 1, message.find('\'', quote + 1) - quote - 1);
   const std::string shard = (*reader)->Origin(tensor);
-  EXPECT_THAT(shard, testing::StartsWith(dir + "/pytorch_model-0000"));
+  EXPECT_THAT(shard, ::testing::StartsWith(dir + "/pytorch_model-0000"));
   EXPECT_THAT(message, HasSubstr(shard));
 }
 
 // The files of the local folder `from` copied into `fs` under `to`.
 void CopyIntoFake(const std::string& from, FakeFileSystem& fs, const std::string& to) {
   for (const auto& entry : std::filesystem::directory_iterator(from)) {
-    fs.WriteFile(to + "/" + entry.path().filename().string(), ReadText(entry.path().string()));
+    fs.WriteFile(to + "/" + entry.path().filename().string(), ReadFileOrEmpty(entry.path().string()));
   }
 }
 
@@ -441,7 +442,7 @@ TEST(CheckpointReaderTest, ReadsEveryFormatThroughTheFileSystemItIsGiven) {
       ASSERT_OK(want);
       ASSERT_OK(got);
       EXPECT_TRUE(at::equal(*got, *want)) << fixture << " " << name;
-      EXPECT_THAT((*in_fake)->Origin(name), testing::StartsWith("/fake/ckpt/"));
+      EXPECT_THAT((*in_fake)->Origin(name), ::testing::StartsWith("/fake/ckpt/"));
       (*in_fake)->DropPages(name);  // a no-op on a copy in memory
     }
   }

@@ -14,8 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
-#include "common/test_http.h"
-#include "common/status_matchers.h"
+#include "testing/http.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "api/protocol.h"
@@ -23,11 +23,16 @@
 #include "common/job_failure.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
 #include "worker/daemon/metrics_http.h"
-#include "worker/daemon/test_daemon.h"
+#include "testing/grpc_fakes.h"
+#include "testing/metric_families.h"
 #include "worker/daemon/worker_metrics.h"
 
 namespace steadyeval {
 namespace {
+
+using ::steadyeval::testing::HttpGet;
+using ::steadyeval::testing::HttpOkBody;
+using ::steadyeval::testing::StatusIs;
 
 TEST(PathMapTest, ParsesFromEqualsTo) {
   auto m = ParsePathMapping("/mnt/ckpt=/data/ckpt");
@@ -205,7 +210,7 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   EXPECT_CALL(*stub, ReportResultsRaw(_, _))
       .Times(2)
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
-        return testing_daemon::RecordingReportWriter(&reports);
+        return testing::RecordingReportWriter(&reports);
       });
 
   ASSERT_OK(daemon.Run());
@@ -297,10 +302,10 @@ TEST(DeviceMemoryCollectorTest, ReadsTheStatusFileAtEachScrape) {
   EXPECT_EQ(families[0].type, prometheus::MetricType::Gauge);
   EXPECT_EQ(families[0].metric.size(), 2u);
   // The device label is the configured one, whatever the device.
-  EXPECT_EQ(testing_daemon::SeriesValue(families, kDeviceMemory,
+  EXPECT_EQ(testing::SeriesValue(families, kDeviceMemory,
                                         {{"worker", "w1"}, {"device", "cuda:1"}, {"kind", "used"}}),
             1536.0 * 1024);
-  EXPECT_EQ(testing_daemon::SeriesValue(families, kDeviceMemory,
+  EXPECT_EQ(testing::SeriesValue(families, kDeviceMemory,
                                         {{"worker", "w1"}, {"device", "cuda:1"}, {"kind", "peak"}}),
             2048.0 * 1024);
   collector.Collect();
@@ -323,9 +328,9 @@ TEST(DeviceMemoryCollectorTest, ThisProcessHasResidentMemoryUpToItsPeak) {
   options.worker = "w1";  // the real /proc/self/status
   WorkerMetrics metrics(options);
   const std::vector<prometheus::MetricFamily> families = metrics.Collect();
-  const std::optional<double> used = testing_daemon::SeriesValue(
+  const std::optional<double> used = testing::SeriesValue(
       families, kDeviceMemory, {{"worker", "w1"}, {"device", "cpu"}, {"kind", "used"}});
-  const std::optional<double> peak = testing_daemon::SeriesValue(
+  const std::optional<double> peak = testing::SeriesValue(
       families, kDeviceMemory, {{"worker", "w1"}, {"device", "cpu"}, {"kind", "peak"}});
   ASSERT_TRUE(used.has_value());
   ASSERT_TRUE(peak.has_value());
@@ -410,7 +415,7 @@ TEST(WorkerDaemonTest, RetriesAReportRefusedForStorageWhileHoldingTheLease) {
   EXPECT_CALL(*stub, ReportResultsRaw(_, _))
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
-        if (++attempts > kRefusals) return testing_daemon::RecordingReportWriter(&accepted);
+        if (++attempts > kRefusals) return testing::RecordingReportWriter(&accepted);
         auto* writer = new grpc::testing::MockClientWriter<v1::ReportResultsRequest>();
         EXPECT_CALL(*writer, Write(_, _)).WillRepeatedly(::testing::Return(true));
         EXPECT_CALL(*writer, WritesDone()).WillOnce(::testing::Return(true));
@@ -487,7 +492,7 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
     EXPECT_CALL(*stub_, ReportResultsRaw(_, _))
         .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
           clock_.AdvanceSeconds(1000);
-          return testing_daemon::RecordingReportWriter(&reports_);
+          return testing::RecordingReportWriter(&reports_);
         });
     EXPECT_CALL(*stub_, FailJob(_, _, _))
         .WillRepeatedly([&](grpc::ClientContext*, const v1::FailJobRequest& req, v1::FailJobResponse*) {
@@ -499,7 +504,7 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
 
   std::optional<double> Series(const std::string& name, std::map<std::string, std::string> labels = {}) {
     labels["worker"] = "w1";
-    return testing_daemon::SeriesValue(daemon_->metrics().Collect(), name, labels);
+    return testing::SeriesValue(daemon_->metrics().Collect(), name, labels);
   }
 
   FakeClock clock_;
@@ -830,7 +835,7 @@ TEST_F(WorkerDaemonMetricsTest, DrainWithinGraceFinishesAndReportsTheJob) {
       });
   EXPECT_CALL(*stub_, ReportResultsRaw(::testing::_, ::testing::_))
       .WillOnce([&](grpc::ClientContext*, v1::ReportResultsResponse*) {
-        return testing_daemon::RecordingReportWriter(&reports_);
+        return testing::RecordingReportWriter(&reports_);
       });
   EXPECT_CALL(*stub_, FailJob(::testing::_, ::testing::_, ::testing::_)).Times(0);
   ASSERT_OK(daemon_->Run());
@@ -1020,7 +1025,7 @@ TEST(WorkerDaemonOutageTest, WaitsForAnUnreachableCoordinatorInsteadOfFailingThe
   EXPECT_CALL(*stub, ReportResultsRaw(_, _))
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
-        if (++report_streams > kReportsRefused) return testing_daemon::RecordingReportWriter(&reports);
+        if (++report_streams > kReportsRefused) return testing::RecordingReportWriter(&reports);
         return FailingReportWriter(down);
       });
   EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
@@ -1064,7 +1069,7 @@ TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
       .WillRepeatedly([&](grpc::ClientContext*, v1::ReportResultsResponse*)
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
         // Down until the heartbeat has found the lease gone; then the replay is answered.
-        if (heartbeats.load() > 0) return testing_daemon::RecordingReportWriter(&reports);
+        if (heartbeats.load() > 0) return testing::RecordingReportWriter(&reports);
         // The first attempt: a heartbeat period passes meanwhile.
         setup.clock.WaitForWaiters(1);  // the heartbeat thread
         setup.clock.AdvanceSeconds(10);
@@ -1121,7 +1126,7 @@ TEST(WorkerDaemonMetricsEndpointTest, NoEndpointWithoutListenAddress) {
   ASSERT_OK(bound);
   EXPECT_EQ(*bound, "");
   // The metrics are still kept.
-  EXPECT_EQ(testing_daemon::SeriesValue(daemon.metrics().Collect(), "steadyeval_worker_busy",
+  EXPECT_EQ(testing::SeriesValue(daemon.metrics().Collect(), "steadyeval_worker_busy",
                                         {{"worker", ""}}),
             0.0);
 }

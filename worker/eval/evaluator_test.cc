@@ -11,21 +11,22 @@
 
 #include "absl/strings/match.h"
 #include "common/prompt.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/backend/offline.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Pair;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 constexpr char kChoiceTask[] = R"({"id": "a", "query": "The capital of Japan is ", "choices": ["Tokyo.", "Paris.", "Kyoto."], "gold": 0}
 {"id": "b", "query": "日本の首都は", "choices": ["東京です。", "パリです。"], "gold": 0}
@@ -207,7 +208,7 @@ TEST(DynamicRopeScoringTest, LongSequencesAreScoredInOnePass) {
   nlohmann::json config = ReadJson(dir + "/config.json");
   config["max_position_embeddings"] = 8;
   config["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
-  WriteText(dir + "/config.json", config.dump());
+  WriteFile(dir + "/config.json", config.dump());
   const Fp32Bound bound_ = LogprobBound(dir);  // as the fixture's: gqa's shape
   auto reader = CheckpointReader::Open(dir);
   ASSERT_OK(reader);

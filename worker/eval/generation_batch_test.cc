@@ -4,7 +4,7 @@
 //   - model level: a left-padded batch (with or without a shared prefix cache, before and
 //     after dropping rows) and a stack of per-row caches give every real token the
 //     logits of its row run alone (within the float32 bound of the fixture's shape,
-//     worker/test_tolerance.h); padding-only rows stay finite; in-place cache
+//     testing/tolerance.h); padding-only rows stay finite; in-place cache
 //     appends never show in forks or expansions;
 //   - evaluator level: generation outputs are byte-identical for batch sizes 1, 3 and 8,
 //     with the prefix cache on or off, and equal greedy decoding by full recomputation,
@@ -22,7 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/prompt.h"
 #include "common/status.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -30,8 +31,7 @@
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
 #include "worker/backend/offline.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
@@ -39,7 +39,7 @@ namespace {
 
 using ::testing::_;
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 std::vector<int64_t> Concat(std::vector<int64_t> a, const std::vector<int64_t>& b) {
   a.insert(a.end(), b.begin(), b.end());

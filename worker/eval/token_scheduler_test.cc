@@ -19,7 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/prompt.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,14 +28,13 @@
 #include "worker/model/gpt2/gpt2_model.h"
 #include "worker/model/gpt_neox/gpt_neox_model.h"
 #include "worker/backend/offline.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 std::string Fixture(const std::string& family, const std::string& name) {
   return SourceDir() + "/tests/fixtures/" + family + "/" + name;

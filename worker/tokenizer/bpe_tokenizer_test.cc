@@ -24,11 +24,12 @@
 #include <string>
 #include <vector>
 
-#include "common/status_matchers.h"
+#include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "worker/test_fixtures.h"
+#include "testing/files.h"
+#include "testing/temp_dir.h"
 
 namespace steadyeval {
 namespace {
@@ -36,9 +37,10 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
+using ::steadyeval::testing::StatusIs;
 
 std::string BpeFixture(const std::string& name) {
-  return testing_fixtures::SourceDir() + "/tests/fixtures/bpe/" + name;
+  return testing::SourceDir() + "/tests/fixtures/bpe/" + name;
 }
 
 std::unique_ptr<BpeTokenizer> LoadFixture(const std::string& name) {
@@ -53,9 +55,9 @@ TEST_P(ReferenceTest, EncodeMatchesTransformersJs) {
   const std::string fixture = GetParam();
   std::unique_ptr<BpeTokenizer> tokenizer = LoadFixture(fixture);
   ASSERT_NE(tokenizer, nullptr);
-  const nlohmann::json expected = testing_fixtures::ReadJson(BpeFixture("expected.json"));
+  const nlohmann::json expected = testing::ReadJson(BpeFixture("expected.json"));
   const nlohmann::json& records = expected.at(fixture);
-  ASSERT_THAT(records, SizeIs(testing_fixtures::ReadJson(BpeFixture("texts.json")).size()));
+  ASSERT_THAT(records, SizeIs(testing::ReadJson(BpeFixture("texts.json")).size()));
   for (const nlohmann::json& record : records) {
     const std::string text = record.at("text").get<std::string>();
     SCOPED_TRACE("text: \"" + text + "\"");
@@ -204,20 +206,20 @@ TEST(BpeTokenizerTest, EncodeRejectsInvalidUtf8) {
 }
 
 TEST(BpeTokenizerTest, MissingFileIsNotFound) {
-  const std::string path = testing_fixtures::ScratchDir("missing") + "/tokenizer.json";
+  const std::string path = testing::ScratchDir("missing") + "/tokenizer.json";
   EXPECT_THAT(BpeTokenizer::Load(path), StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
 }
 
 TEST(BpeTokenizerTest, MalformedJsonIsInvalidArgument) {
-  const std::string dir = testing_fixtures::ScratchDir("bad_json");
-  testing_fixtures::WriteText(dir + "/tokenizer.json", "{\"model\": {\"type\": \"BPE\",");
+  const std::string dir = testing::ScratchDir("bad_json");
+  testing::WriteFile(dir + "/tokenizer.json", "{\"model\": {\"type\": \"BPE\",");
   EXPECT_THAT(BpeTokenizer::Load(dir + "/tokenizer.json"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr(dir + "/tokenizer.json: content is not valid JSON")));
 }
 
 nlohmann::json FixtureJson(const std::string& name) {
-  return testing_fixtures::ReadJson(BpeFixture(name + "/tokenizer.json"));
+  return testing::ReadJson(BpeFixture(name + "/tokenizer.json"));
 }
 
 TEST(BpeTokenizerTest, MalformedFieldsAreNamed) {

@@ -8,17 +8,18 @@
 
 #include <filesystem>
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "worker/test_fixtures.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 TEST(TokenizerTest, MatchesPythonSentencePiece) {
   auto tokenizer = Tokenizer::Load(TokenizerFixture(), BosRule{});
@@ -63,7 +64,7 @@ class CheckpointBosRuleTest : public ::testing::Test {
 };
 
 TEST_F(CheckpointBosRuleTest, ConfigBosTokenIdWithoutTokenizerConfig) {
-  WriteText(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
+  WriteFile(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
   auto tokenizer = Tokenizer::LoadForCheckpoint(dir_);
   ASSERT_OK(tokenizer);
   EXPECT_TRUE((*tokenizer)->add_bos());
@@ -71,22 +72,22 @@ TEST_F(CheckpointBosRuleTest, ConfigBosTokenIdWithoutTokenizerConfig) {
 }
 
 TEST_F(CheckpointBosRuleTest, NoBosTokenIdMeansNoBos) {
-  WriteText(dir_ + "/config.json", R"({"model_type": "llama"})");
+  WriteFile(dir_ + "/config.json", R"({"model_type": "llama"})");
   auto tokenizer = Tokenizer::LoadForCheckpoint(dir_);
   ASSERT_OK(tokenizer);
   EXPECT_FALSE((*tokenizer)->add_bos());
 }
 
 TEST_F(CheckpointBosRuleTest, TokenizerConfigDecides) {
-  WriteText(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
-  WriteText(dir_ + "/tokenizer_config.json", R"({"add_bos_token": false})");
+  WriteFile(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
+  WriteFile(dir_ + "/tokenizer_config.json", R"({"add_bos_token": false})");
   auto off = Tokenizer::LoadForCheckpoint(dir_);
   ASSERT_OK(off);
   EXPECT_FALSE((*off)->add_bos());
   EXPECT_EQ((*off)->EncodeWithBos("Tokyo").value(), (*off)->Encode("Tokyo").value());
 
-  WriteText(dir_ + "/config.json", R"({"model_type": "llama"})");
-  WriteText(dir_ + "/tokenizer_config.json", R"({"add_bos_token": true})");
+  WriteFile(dir_ + "/config.json", R"({"model_type": "llama"})");
+  WriteFile(dir_ + "/tokenizer_config.json", R"({"add_bos_token": true})");
   auto on = Tokenizer::LoadForCheckpoint(dir_);
   ASSERT_OK(on);
   EXPECT_TRUE((*on)->add_bos());
@@ -94,7 +95,7 @@ TEST_F(CheckpointBosRuleTest, TokenizerConfigDecides) {
 }
 
 TEST_F(CheckpointBosRuleTest, ExplicitPathOverridesFolder) {
-  WriteText(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
+  WriteFile(dir_ + "/config.json", R"({"model_type": "llama", "bos_token_id": 1})");
   std::filesystem::remove(dir_ + "/tokenizer.model");
   EXPECT_THAT(Tokenizer::LoadForCheckpoint(dir_),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("tokenizer.model")));
@@ -129,7 +130,7 @@ TEST(BpeCheckpointTokenizerTest, TemplateAndConfigDecideBosAndEos) {
   // content hash (the pin covers the config).
   nlohmann::json config = ReadJson(dir + "/tokenizer_config.json");
   config["add_bos_token"] = false;
-  WriteText(dir + "/tokenizer_config.json", config.dump());
+  WriteFile(dir + "/tokenizer_config.json", config.dump());
   auto off = Tokenizer::LoadForCheckpoint(dir);
   ASSERT_OK(off);
   EXPECT_FALSE((*off)->add_bos());
@@ -165,7 +166,7 @@ TEST(BpeCheckpointTokenizerTest, SentencePieceIsPreferredAndHashesDifferByConten
 
 TEST(TokenizerTest, Errors) {
   std::string dir = ScratchDir("bad");
-  WriteText(dir + "/tokenizer.model", "definitely not a protobuf");
+  WriteFile(dir + "/tokenizer.model", "definitely not a protobuf");
   EXPECT_THAT(Tokenizer::Load(dir + "/tokenizer.model", BosRule{}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a SentencePiece")));
   EXPECT_THAT(Tokenizer::Load(dir + "/missing.model", BosRule{}),

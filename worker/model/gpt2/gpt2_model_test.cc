@@ -6,7 +6,7 @@
 // which writes tiny random GPT2LMHeadModel checkpoints by hand and computes per-token
 // log-probs with its own float64 NumPy forward pass. bf16 weights are rounded before the
 // reference uses them, so every fixture must match within the float32 error bound of its
-// shape (LogprobBound, worker/test_tolerance.h: ~4.5e-4 at these log-probs); cache and
+// shape (LogprobBound, testing/tolerance.h: ~4.5e-4 at these log-probs); cache and
 // padding paths must match the one-pass logits within LogitBound. The weight scales are
 // large enough that the plausible mistakes are outside these bounds: the script reports
 // that the exact GELU in place of gelu_new (or the reverse) moves log-probs by 1.3e-3 to
@@ -29,7 +29,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
@@ -37,14 +39,13 @@
 #include "worker/model/language_model.h"
 #include "worker/backend/offline.h"
 #include "worker/checkpoint/tensor_source.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 std::string Gpt2Fixture(const std::string& name) {
   return SourceDir() + "/tests/fixtures/gpt2/" + name;
@@ -396,7 +397,7 @@ TEST(Gpt2ConfigTest, LoadGpt2ModelNamesTheCheckpointOnConfigErrors) {
   std::string dir = CopyFixture(Gpt2Fixture("base"), "ckpt");
   nlohmann::json config = ReadJson(dir + "/config.json");
   config.erase("n_head");
-  WriteText(dir + "/config.json", config.dump());
+  WriteFile(dir + "/config.json", config.dump());
   auto reader = CheckpointReader::Open(dir);
   ASSERT_OK(reader);
   EXPECT_THAT(LoadGpt2Model(**reader, {}),

@@ -16,7 +16,7 @@
 // taking the other residual form or rotating interleaved pairs moves some per-token
 // log-prob by more than 0.01 in every fixture (in fact by 0.4 to 3.5). Every fixture must
 // match within the float32 error bound of its shape (LogprobBound,
-// worker/test_tolerance.h); cache and padding paths match the one-pass logits within
+// testing/tolerance.h); cache and padding paths match the one-pass logits within
 // LogitBound.
 #include "worker/model/gpt_neox/gpt_neox_model.h"
 
@@ -29,22 +29,23 @@
 
 #include <ATen/ATen.h>
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
 #include "worker/backend/offline.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 const char* const kFixtures[] = {"parallel", "sequential", "tied", "bf16", "no_attn_bias"};
 
@@ -338,7 +339,7 @@ TEST(GptNeoxConfigTest, LoadLanguageModelNamesTheCheckpointOnConfigErrors) {
   std::string dir = CopyFixture(NeoxFixture("parallel"), "ckpt");
   nlohmann::json config = ReadJson(dir + "/config.json");
   config.erase("num_attention_heads");
-  WriteText(dir + "/config.json", config.dump());
+  WriteFile(dir + "/config.json", config.dump());
   auto reader = CheckpointReader::Open(dir);
   ASSERT_OK(reader);
   EXPECT_THAT(LoadLanguageModel(**reader),

@@ -6,7 +6,7 @@
 // which writes tiny random Llama checkpoints by hand and computes per-token log-probs with
 // its own float64 NumPy forward pass. Weights stored in bf16/fp16 are rounded before the
 // reference uses them, so every fixture, bf16 and fp16 included, must match within the
-// float32 error bound of its shape (LogprobBound, worker/test_tolerance.h: 2.5e-5 to
+// float32 error bound of its shape (LogprobBound, testing/tolerance.h: 2.5e-5 to
 // 3.6e-5 x max(1, |log-prob|) for these fixtures). Cache, batch and padding paths must
 // match the one-pass logits within LogitBound (two float32 evaluations, ~3e-5 relative).
 // Dropping the padding mask or shifting cached positions by one moves logits by 1 to 10,
@@ -21,7 +21,9 @@
 #include <ATen/ATen.h>
 #include <torch/torch.h>  // torch::optim for the AdamW test only
 
-#include "common/status_matchers.h"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
@@ -30,14 +32,13 @@
 #include "worker/model/model_config.h"
 #include "worker/backend/offline.h"
 #include "worker/checkpoint/tensor_source.h"
-#include "worker/test_fixtures.h"
-#include "worker/model/test_models.h"
+#include "testing/models.h"
 
 namespace steadyeval {
 namespace {
 
 using ::testing::HasSubstr;
-using namespace testing_fixtures;
+using namespace ::steadyeval::testing;
 
 class LlamaReferenceTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -346,7 +347,7 @@ TEST(LanguageModelTest, UnknownFamilyIsAClearError) {
   std::string dir = CopyFixture(LlamaFixture("tied"), "ckpt");
   nlohmann::json config = ReadJson(dir + "/config.json");
   config["model_type"] = "mamba";
-  WriteText(dir + "/config.json", config.dump());
+  WriteFile(dir + "/config.json", config.dump());
   auto reader = CheckpointReader::Open(dir);
   ASSERT_OK(reader);
   EXPECT_THAT(LoadLanguageModel(**reader),

@@ -1,57 +1,17 @@
-#include "tests/process_harness.h"
+#include "testing/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "gtest/gtest.h"
+#include "testing/files.h"
 
 namespace steadyeval::testing {
-namespace fs = std::filesystem;
-
-std::string BinDir() {
-  const char* dir = std::getenv("STEADYEVAL_BIN_DIR");
-  return dir ? dir : "./bin";
-}
-
-std::string SourceDir() {
-  const char* dir = std::getenv("STEADYEVAL_SOURCE_DIR");
-  return dir ? dir : ".";
-}
-
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = absl::StrCat(base ? base : "/tmp", "/steadyeval-test-XXXXXX");
-  char* made = mkdtemp(tmpl.data());
-  path_ = made ? made : "";
-}
-
-TempDir::~TempDir() {
-  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  bool failed = info != nullptr && info->result() != nullptr && info->result()->Failed();
-  if (failed || std::getenv("STEADYEVAL_KEEP_TMP") != nullptr) {
-    fprintf(stderr, "keeping %s for inspection\n", path_.c_str());
-    return;
-  }
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 namespace {
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path, const std::string& err_path) {
@@ -177,16 +137,6 @@ int ChildProcess::Stop(int signal, std::chrono::seconds timeout) {
 std::string ChildProcess::Logs() const {
   return absl::StrCat("--- ", log_prefix_, ".out ---\n", ReadFileOrEmpty(log_prefix_ + ".out"),
                       "--- ", log_prefix_, ".err ---\n", ReadFileOrEmpty(log_prefix_ + ".err"));
-}
-
-bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
-             std::chrono::milliseconds poll) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (condition()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return condition();
-    std::this_thread::sleep_for(poll);
-  }
 }
 
 }  // namespace steadyeval::testing

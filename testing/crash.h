@@ -1,8 +1,8 @@
 // Test support for crash tests: the moments at which a test injects a fault (random pauses
 // drawn from a seeded generator, and a trigger on a RocksDB commit reaching the write-ahead
 // log), and the worker log lines that say which reports a coordinator acknowledged.
-#ifndef STEADYEVAL_TESTS_CRASH_HARNESS_H_
-#define STEADYEVAL_TESTS_CRASH_HARNESS_H_
+#ifndef STEADYEVAL_TESTING_CRASH_H_
+#define STEADYEVAL_TESTING_CRASH_H_
 
 #include <chrono>
 #include <cstdint>
@@ -39,4 +39,4 @@ WorkerJobLog ParseWorkerJobLog(const std::string& log);
 
 }  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_TESTS_CRASH_HARNESS_H_
+#endif  // STEADYEVAL_TESTING_CRASH_H_

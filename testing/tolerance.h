@@ -1,5 +1,5 @@
-// Test-only: float32 error bounds for the numeric tests, and the record of every check
-// made against them (written out by worker/numeric_test_main.cc).
+// Float32 error bounds for the numeric tests, and the record of every check made against
+// them (written out by testing/numeric_test_main.cc).
 //
 // Why bounds and not constants. Two float32 evaluations of the same network that differ
 // only in the order of their sums (another BLAS kernel set, a row run alone instead of in
@@ -34,8 +34,8 @@
 // a mis-rotated position or a wrong activation moves log-probs or logits by 1e-3 to 10, from
 // 4x (GELU variant) to 10^4x (mask, positions) these tolerances at the fixtures' sizes
 // (K <= 256, D <= 29).
-#ifndef STEADYEVAL_WORKER_TEST_TOLERANCE_H_
-#define STEADYEVAL_WORKER_TEST_TOLERANCE_H_
+#ifndef STEADYEVAL_TESTING_TOLERANCE_H_
+#define STEADYEVAL_TESTING_TOLERANCE_H_
 
 #include <algorithm>
 #include <cmath>
@@ -46,8 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
-namespace steadyeval {
-namespace testing_fixtures {
+namespace steadyeval::testing {
 
 // Unit roundoff of IEEE float32.
 inline constexpr double kFp32UnitRoundoff = 0x1p-24;
@@ -134,7 +133,6 @@ inline ::testing::AssertionResult BeyondBound(double deviation, double magnitude
   return ::testing::AssertionFailure() << detail;
 }
 
-}  // namespace testing_fixtures
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_WORKER_TEST_TOLERANCE_H_
+#endif  // STEADYEVAL_TESTING_TOLERANCE_H_

@@ -1,8 +1,8 @@
-// Test fixture for in-process coordinator servers: a CoordinatorServer on 127.0.0.1 (gRPC
+// A fixture for in-process coordinator servers: a CoordinatorServer on 127.0.0.1 (gRPC
 // and /metrics on free ports) over a fresh folder, with scripted checkpoint discovery
 // (checkpoints_) and the background threads off, and stubs for both services.
-#ifndef STEADYEVAL_SERVER_RPC_SERVER_TEST_UTIL_H_
-#define STEADYEVAL_SERVER_RPC_SERVER_TEST_UTIL_H_
+#ifndef STEADYEVAL_TESTING_IN_PROCESS_SERVER_H_
+#define STEADYEVAL_TESTING_IN_PROCESS_SERVER_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -10,20 +10,18 @@
 #include <memory>
 #include <string>
 
-#include "common/status_matchers.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_test_util.h"
 #include "server/rpc/server.h"
+#include "testing/coordinator_fixture.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 
 class InProcessServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            (std::string(test->test_suite_name()) + "_" + test->name());
-    std::filesystem::remove_all(root_);
+    root_ = ScratchDir("server");
     std::filesystem::create_directories(root_ / "ckpt");
     ServerOptions options;
     options.data_dir = (root_ / "db").string();
@@ -51,6 +49,6 @@ class InProcessServerTest : public ::testing::Test {
   std::unique_ptr<v1::WorkerService::Stub> worker_;
 };
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_SERVER_RPC_SERVER_TEST_UTIL_H_
+#endif  // STEADYEVAL_TESTING_IN_PROCESS_SERVER_H_

@@ -1,27 +1,28 @@
-// Test-only helpers over libtorch: loading a committed fixture model, building id tensors
+// Helpers over libtorch: loading a committed fixture model, building id tensors
 // and padded batches, and checking a model against a reference script's expected.json.
-#ifndef STEADYEVAL_WORKER_MODEL_TEST_MODELS_H_
-#define STEADYEVAL_WORKER_MODEL_TEST_MODELS_H_
+#ifndef STEADYEVAL_TESTING_MODELS_H_
+#define STEADYEVAL_TESTING_MODELS_H_
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 
-#include "common/status_matchers.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "testing/files.h"
+#include "testing/status_matchers.h"
+#include "testing/tolerance.h"
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
-#include "worker/test_fixtures.h"
-#include "worker/test_tolerance.h"
 
-namespace steadyeval {
-namespace testing_fixtures {
+namespace steadyeval::testing {
 
 // How a test builds the model of a checkpoint: LoadLanguageModel (dispatch on
 // model_type) or one family's loader (LoadGpt2Model, LoadGptNeoxModel).
@@ -62,7 +63,7 @@ inline double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // Whether float32 `got` is within `bound` of `want` (same shape): max |got - want| against
-// the bound's tolerance at magnitude max |want|. Records the check (test_tolerance.h).
+// the bound's tolerance at magnitude max |want|. Records the check (testing/tolerance.h).
 inline ::testing::AssertionResult WithinBound(const at::Tensor& got, const at::Tensor& want,
                                               const Fp32Bound& bound) {
   if (got.sizes() != want.sizes()) {
@@ -82,7 +83,7 @@ inline ::testing::AssertionResult DiffersBeyondBound(const at::Tensor& got, cons
                      w.abs().max().item<double>(), bound);
 }
 
-// The float32 error bound (test_tolerance.h) of the logits of the model in checkpoint
+// The float32 error bound (testing/tolerance.h) of the logits of the model in checkpoint
 // folder `dir`, from its config.json (Llama, GPT-NeoX and GPT-2 field names), for
 // comparing two float32 evaluations. K, the longest sum, is the largest of the hidden
 // size, the MLP's inner size and 64 (the attention spans of the fixtures' sequences). D,
@@ -209,7 +210,6 @@ inline void ExpectMatchesReference(const LanguageModel& model, const std::string
   EXPECT_TRUE(WithinBound(last, at::tensor(want, at::kDouble), bound));
 }
 
-}  // namespace testing_fixtures
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_WORKER_MODEL_TEST_MODELS_H_
+#endif  // STEADYEVAL_TESTING_MODELS_H_

@@ -1,36 +1,18 @@
-// Test support for integration and end-to-end tests: starting the project's binaries as
-// child processes in temp dirs, running commands to completion, and waiting on
-// conditions with a deadline (never fixed sleeps as a timing assumption).
-#ifndef STEADYEVAL_TESTS_PROCESS_HARNESS_H_
-#define STEADYEVAL_TESTS_PROCESS_HARNESS_H_
+// Running the project's binaries from tests: a command to completion, or a child process
+// in the background with its output in log files. Waiting on what a child does is
+// testing/wait.h's WaitFor (never a fixed sleep).
+#ifndef STEADYEVAL_TESTING_PROCESS_H_
+#define STEADYEVAL_TESTING_PROCESS_H_
 
 #include <sys/types.h>
 
 #include <chrono>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace steadyeval::testing {
-
-// Directory of the built binaries (CTest sets STEADYEVAL_BIN_DIR).
-std::string BinDir();
-// The source tree (CTest sets STEADYEVAL_SOURCE_DIR).
-std::string SourceDir();
-
-// A fresh directory under $TMPDIR, removed by the destructor unless the test failed.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 struct CommandResult {
   int exit_code = -1;
@@ -67,13 +49,6 @@ class ChildProcess {
   std::string log_prefix_;
 };
 
-// Polls `condition` every `poll` until it returns true or `timeout` passes; returns the
-// last result. This waits for a condition; it does not assume any timing.
-bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
-             std::chrono::milliseconds poll = std::chrono::milliseconds(100));
-
-std::string ReadFileOrEmpty(const std::string& path);
-
 }  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_TESTS_PROCESS_HARNESS_H_
+#endif  // STEADYEVAL_TESTING_PROCESS_H_

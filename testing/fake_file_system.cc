@@ -1,4 +1,4 @@
-#include "common/fake_file_system.h"
+#include "testing/fake_file_system.h"
 
 #include <algorithm>
 #include <utility>
@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 namespace {
 
 std::string Normalize(const std::string& path) {
@@ -188,4 +188,4 @@ void FakeFileSystem::AddAncestors(const std::string& path) {
   for (std::string dir = Parent(path); !dir.empty(); dir = Parent(dir)) dirs_.insert(dir);
 }
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing

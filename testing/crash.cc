@@ -1,4 +1,4 @@
-#include "tests/crash_harness.h"
+#include "testing/crash.h"
 
 #include <filesystem>
 #include <regex>

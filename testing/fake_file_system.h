@@ -1,5 +1,4 @@
-// FakeFileSystem: a FileSystem (common/file_system.h) held in memory, for tests. Test-only
-// (library steadyeval_fake_file_system; no production binary links it).
+// FakeFileSystem: a FileSystem (common/file_system.h) held in memory, for tests.
 //
 // Tests write files, grow or shrink them, set their mtimes, remove them, and make chosen
 // operations fail, all without touching the disk or sleeping:
@@ -15,8 +14,8 @@
 // write sets the file's mtime from a counter that advances one second per write, unless
 // the test sets it (SetMtime). Map copies the file (MappedFile::FromBytes), as an object
 // store's implementation would. Thread-safe.
-#ifndef STEADYEVAL_COMMON_FAKE_FILE_SYSTEM_H_
-#define STEADYEVAL_COMMON_FAKE_FILE_SYSTEM_H_
+#ifndef STEADYEVAL_TESTING_FAKE_FILE_SYSTEM_H_
+#define STEADYEVAL_TESTING_FAKE_FILE_SYSTEM_H_
 
 #include <cstdint>
 #include <map>
@@ -30,7 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/file_system.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 
 class FakeFileSystem : public FileSystem {
  public:
@@ -87,6 +86,6 @@ class FakeFileSystem : public FileSystem {
   int64_t next_mtime_nanos_ ABSL_GUARDED_BY(mu_) = 1'700'000'000'000'000'000;
 };
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_COMMON_FAKE_FILE_SYSTEM_H_
+#endif  // STEADYEVAL_TESTING_FAKE_FILE_SYSTEM_H_

@@ -1,8 +1,8 @@
 // gMock matchers for absl::Status / absl::StatusOr (Abseil 20220623 ships none).
 //   EXPECT_THAT(DoIt(), IsOk());
 //   EXPECT_THAT(DoIt(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line 3")));
-#ifndef STEADYEVAL_COMMON_STATUS_MATCHERS_H_
-#define STEADYEVAL_COMMON_STATUS_MATCHERS_H_
+#ifndef STEADYEVAL_TESTING_STATUS_MATCHERS_H_
+#define STEADYEVAL_TESTING_STATUS_MATCHERS_H_
 
 #include <ostream>
 #include <string>
@@ -12,7 +12,7 @@
 #include "common/status.h"
 #include "gmock/gmock.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 namespace internal_status {
 
 inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
@@ -36,10 +36,10 @@ MATCHER_P2(StatusIs, code, message_matcher,
              std::string(s.message()));
 }
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#define ASSERT_OK(expr) ASSERT_THAT((expr), ::steadyeval::IsOk())
-#define EXPECT_OK(expr) EXPECT_THAT((expr), ::steadyeval::IsOk())
+#define ASSERT_OK(expr) ASSERT_THAT((expr), ::steadyeval::testing::IsOk())
+#define EXPECT_OK(expr) EXPECT_THAT((expr), ::steadyeval::testing::IsOk())
 
 // Asserts `expr` (a StatusOr) is OK and moves its value into `lhs` (a declaration or an
 // lvalue): ASSERT_OK_AND_ASSIGN(Task task, ParseTask(...));
@@ -50,4 +50,4 @@ MATCHER_P2(StatusIs, code, message_matcher,
   ASSERT_OK(statusor);                                  \
   lhs = std::move(statusor).value()
 
-#endif  // STEADYEVAL_COMMON_STATUS_MATCHERS_H_
+#endif  // STEADYEVAL_TESTING_STATUS_MATCHERS_H_

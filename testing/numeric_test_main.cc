@@ -7,7 +7,7 @@
 // default set again: OpenBLAS ignoring the request fails the run; ATen falling back to a
 // lower level (it does so when the CPU lacks the instructions) skips it with exit code 77.
 //
-// After the tests it writes every tolerance check the run made (worker/test_tolerance.h)
+// After the tests it writes every tolerance check the run made (testing/tolerance.h)
 // to $STEADYEVAL_DEVIATION_LOG (replacing it), one JSON object a line, when that variable is
 // set, and
 // prints the closest calls, so that each run shows how much of its margin it used.
@@ -29,7 +29,7 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "worker/test_tolerance.h"
+#include "testing/tolerance.h"
 
 namespace {
 
@@ -90,8 +90,8 @@ void CheckKernelSets(const std::string& core, const std::string& capability) {
 }
 
 // The checks of the run, closest calls first.
-std::vector<steadyeval::testing_fixtures::DeviationRecord> SortedChecks() {
-  auto records = steadyeval::testing_fixtures::DeviationRecords();
+std::vector<steadyeval::testing::DeviationRecord> SortedChecks() {
+  auto records = steadyeval::testing::DeviationRecords();
   std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
     return a.deviation / a.tolerance > b.deviation / b.tolerance;
   });

@@ -1,7 +1,7 @@
-// Test-only: writes small Hugging Face-layout checkpoints from torch tensors, independently
+// Writes small Hugging Face-layout checkpoints from torch tensors, independently
 // of the code under test (only common/safetensors.h's header builder is shared).
-#ifndef STEADYEVAL_WORKER_CHECKPOINT_TEST_CHECKPOINTS_H_
-#define STEADYEVAL_WORKER_CHECKPOINT_TEST_CHECKPOINTS_H_
+#ifndef STEADYEVAL_TESTING_TENSOR_CHECKPOINTS_H_
+#define STEADYEVAL_TESTING_TENSOR_CHECKPOINTS_H_
 
 #include <cstdio>
 #include <filesystem>
@@ -16,8 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/tensor_source.h"
 
-namespace steadyeval {
-namespace testing_checkpoints {
+namespace steadyeval::testing {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
@@ -64,7 +63,6 @@ inline void WriteTestCheckpoint(const std::string& dir, const std::string& confi
   std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc) << index.dump();
 }
 
-}  // namespace testing_checkpoints
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_WORKER_CHECKPOINT_TEST_CHECKPOINTS_H_
+#endif  // STEADYEVAL_TESTING_TENSOR_CHECKPOINTS_H_

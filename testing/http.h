@@ -1,8 +1,8 @@
 // Test helpers for HTTP endpoints on this machine (the coordinator's and the worker's
 // /metrics, Prometheus's API): a plain HTTP GET and a reader for one sample of the text
-// exposition format. Header-only; tests of every folder include it.
-#ifndef STEADYEVAL_COMMON_TEST_HTTP_H_
-#define STEADYEVAL_COMMON_TEST_HTTP_H_
+// exposition format. Header-only.
+#ifndef STEADYEVAL_TESTING_HTTP_H_
+#define STEADYEVAL_TESTING_HTTP_H_
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,7 +15,7 @@
 #include <sstream>
 #include <string>
 
-namespace steadyeval {
+namespace steadyeval::testing {
 
 // Plain HTTP/1.0 GET against 127.0.0.1:port; the whole response (status line, headers,
 // body), or "" when the connection fails. A server that stops answering for 10 s ends the
@@ -67,6 +67,6 @@ inline std::optional<double> SampleValue(const std::string& exposition, const st
   return std::nullopt;
 }
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_COMMON_TEST_HTTP_H_
+#endif  // STEADYEVAL_TESTING_HTTP_H_

@@ -1,27 +1,25 @@
-// Test helpers for the coordinator: a scriptable CheckpointDiscovery and small task files.
-#ifndef STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
-#define STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
+// A Coordinator under test: scripted checkpoint discovery (FakeCheckpoints), small task
+// files, and a fixture that runs a coordinator over a fresh store with a FakeClock.
+#ifndef STEADYEVAL_TESTING_COORDINATOR_FIXTURE_H_
+#define STEADYEVAL_TESTING_COORDINATOR_FIXTURE_H_
 
-#include <functional>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
-#include <filesystem>
-
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "common/clock.h"
-#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "server/coordinator.h"
 #include "server/discovery/discovery.h"
 #include "server/store/store.h"
+#include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 
 // Checkpoints to "discover", per run: tests Add() them, the next poll returns them.
 // SetSeen() sets the folders a run's discovery reports as seen but not admitted.
@@ -76,18 +74,6 @@ class FakeCheckpoints {
   std::map<std::string, std::vector<PendingDiscovery>> seen_ ABSL_GUARDED_BY(mu_);
 };
 
-// Polls `condition` (real time) until it holds or `timeout` passes; returns whether it
-// held. For conditions background threads make true; it assumes no timing.
-inline bool WaitUntil(const std::function<bool()>& condition,
-                      absl::Duration timeout = absl::Seconds(60)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!condition()) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return true;
-}
-
 // A folder seen at `first_seen_nanos` and not admitted, for FakeCheckpoints::SetSeen.
 inline PendingDiscovery Seen(uint64_t step, int64_t first_seen_nanos,
                              const std::string& reason = "incomplete") {
@@ -126,9 +112,7 @@ inline v1::TaskContent QaTaskFile() {
 class CoordinatorFixture : public ::testing::Test {
  protected:
   void StartFresh(const std::string& prefix) {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            (prefix + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
+    root_ = ScratchDir(prefix);
     std::filesystem::create_directories(root_ / "ckpt");
     Restart();
   }
@@ -156,6 +140,6 @@ class CoordinatorFixture : public ::testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
 };
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_SERVER_COORDINATOR_TEST_UTIL_H_
+#endif  // STEADYEVAL_TESTING_COORDINATOR_FIXTURE_H_

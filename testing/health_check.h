@@ -1,9 +1,9 @@
-// Test support: asks a server's standard gRPC health service (grpc.health.v1.Health/Check,
+// Asks a server's standard gRPC health service (grpc.health.v1.Health/Check,
 // the whole server: service "") for its status, without the health proto's generated code
 // (Debian ships none): the request is an empty message and the response's field 1 is the
 // status enum.
-#ifndef STEADYEVAL_SERVER_RPC_HEALTH_TEST_UTIL_H_
-#define STEADYEVAL_SERVER_RPC_HEALTH_TEST_UTIL_H_
+#ifndef STEADYEVAL_TESTING_HEALTH_CHECK_H_
+#define STEADYEVAL_TESTING_HEALTH_CHECK_H_
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
-namespace steadyeval {
+namespace steadyeval::testing {
 
 enum class ServingStatus { kUnknown = 0, kServing = 1, kNotServing = 2 };
 
@@ -48,6 +48,6 @@ inline absl::StatusOr<ServingStatus> CheckHealth(const std::shared_ptr<grpc::Cha
   return static_cast<ServingStatus>(bytes[1]);
 }
 
-}  // namespace steadyeval
+}  // namespace steadyeval::testing
 
-#endif  // STEADYEVAL_SERVER_RPC_HEALTH_TEST_UTIL_H_
+#endif  // STEADYEVAL_TESTING_HEALTH_CHECK_H_
