@@ -22,6 +22,7 @@
 #include "client/format.h"
 #include "client/plot.h"
 #include "client/watch.h"
+#include "api/variant_proto.h"
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "common/prompt.h"
@@ -723,7 +724,7 @@ absl::Status GetScores(const Invocation& inv, v1::EvalService::StubInterface* st
   v1::GetScoresRequest req;
   req.set_run(inv.args[0]);
   req.set_task(inv.Flag("task"));
-  req.set_variant(inv.Flag("variant"));
+  SetVariantFilter(req, inv.Flag("variant"));
   std::vector<v1::Score> items;
   RETURN_IF_ERROR(ReadAll(stub->GetScores(&ctx, req).get(), items));
   if (inv.json) {
@@ -846,7 +847,7 @@ absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
   req.set_run(inv.args[0]);
   req.set_task(inv.Flag("task"));
   const std::string variant = inv.Flag("variant");
-  req.set_variant(variant == "all" ? "" : variant);
+  SetVariantFilter(req, variant == "all" ? "" : variant);
   const bool csv = absl::AsciiStrToLower(inv.Flag("format")) == "csv";
 
   // No deadline: an export streams for as long as there are predictions.
@@ -867,7 +868,7 @@ absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
   std::vector<CsvRow> rows;
   while (reader->Read(&p)) {
     CsvRow row;
-    row.fixed = absl::StrCat(p.step(), ",", CsvField(p.task()), ",", CsvField(p.variant()), ",",
+    row.fixed = absl::StrCat(p.step(), ",", CsvField(p.task()), ",", CsvField(VariantNameOf(p)), ",",
                              p.example(), ",", CsvField(p.output()), ",",
                              CsvField(p.normalized_output()), ",", FormatNumber(p.score()));
     std::map<std::string, double> sorted(p.metrics().begin(), p.metrics().end());
