@@ -51,7 +51,8 @@ struct CoordinatorOptions {
   int64_t poll_interval_ms = 1000;      // each run's checkpoint polling period
   double default_settle_seconds = 30;   // for runs created with settle_seconds = 0
   int64_t max_acquire_wait_ms = 30'000; // cap on AcquireJob's long poll
-  int64_t reap_interval_ms = 250;       // lease expiry / worker state check period
+  // Lease expiry / worker state check period; a waiting long poll re-tries as often.
+  int64_t reap_interval_ms = 250;
   // Resolved folders a run's source must resolve into (symlinks followed); empty: any.
   std::vector<std::string> source_roots;
 };
@@ -131,8 +132,8 @@ class Coordinator {
   // FAILED_PRECONDITION naming both versions when r.protocol_version() is not
   // kProtocolVersion (api/protocol.h).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
-  // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
-  // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.
+  // Long poll up to min(wait_ms, max_acquire_wait_ms) of the clock's time, or until
+  // `cancelled()` (may be null) returns true (LeaseBroker::Acquire). NOT_FOUND for an unregistered worker.
   // Remembers the window sums the worker holds (r.window_sums replaces the previous
   // list): it is offered the avg@n job of a (run, n) it holds first, and other workers
   // are not given avg@n jobs of that (run, n) while it is idle and polling (seen within a

@@ -5,10 +5,12 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/status_matchers.h"
 #include "common/task.h"
 #include "gmock/gmock.h"
@@ -311,6 +313,61 @@ TEST_F(CoordinatorTest, UnregisteredWorkersAreToldToRegister) {
 TEST_F(CoordinatorTest, NoJobMeansHasJobFalse) {
   Register("w1");
   auto acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  EXPECT_FALSE(acquired->has_job());
+}
+
+// The long poll waits on the coordinator's clock, and an admission wakes it: the
+// FakeClock never moves here, so without the wake-up the poll would wait until the test
+// gave up on it (then the clock is moved past its deadline to end it, and the test fails).
+TEST_F(CoordinatorTest, AnAdmissionWakesAWaitingLongPollWithoutTimePassing) {
+  CreateRun("r");
+  Register("w1");
+  absl::StatusOr<v1::AcquireJobResponse> acquired;
+  absl::Notification returned;
+  std::thread poll([&] {
+    v1::AcquireJobRequest r;
+    r.set_worker_id("w1");
+    r.set_wait_ms(options_.max_acquire_wait_ms);
+    acquired = coordinator_->AcquireJob(r, nullptr);
+    returned.Notify();
+  });
+  clock_.WaitForWaiters(1);  // it found nothing to lease and waits
+  const int64_t waiting_since = clock_.MonotonicNanos();
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const bool woken = returned.WaitForNotificationWithTimeout(absl::Seconds(60));
+  if (!woken) clock_.AdvanceSeconds(options_.max_acquire_wait_ms / 1e3 + 1);
+  poll.join();
+  ASSERT_TRUE(woken) << "the admission did not wake the long poll";
+  EXPECT_EQ(clock_.MonotonicNanos(), waiting_since);
+  ASSERT_OK(acquired);
+  ASSERT_TRUE(acquired->has_job());
+  EXPECT_EQ(acquired->lease().job().steps(0), 100u);
+}
+
+// Its deadline is on the same clock: nothing to lease, the clock passes the deadline (an
+// hour, which real time would not reach before the test gives up), the poll answers
+// has_job=false.
+TEST_F(CoordinatorTest, ALongPollEndsAtItsDeadlineOnTheClock) {
+  options_.max_acquire_wait_ms = 3'600'000;
+  Restart();
+  Register("w1");
+  absl::StatusOr<v1::AcquireJobResponse> acquired;
+  absl::Notification returned;
+  std::thread poll([&] {
+    v1::AcquireJobRequest r;
+    r.set_worker_id("w1");
+    r.set_wait_ms(3'600'000);
+    acquired = coordinator_->AcquireJob(r, nullptr);
+    returned.Notify();
+  });
+  clock_.WaitForWaiters(1);
+  clock_.AdvanceSeconds(3600);
+  const bool ended = returned.WaitForNotificationWithTimeout(absl::Seconds(60));
+  if (!ended) coordinator_->Stop();  // wakes it for good
+  poll.join();
+  ASSERT_TRUE(ended) << "the long poll did not end at its deadline on the clock";
   ASSERT_OK(acquired);
   EXPECT_FALSE(acquired->has_job());
 }

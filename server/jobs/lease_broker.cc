@@ -9,8 +9,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "api/protocol.h"
 #include "common/status.h"
 
@@ -59,8 +57,7 @@ absl::StatusOr<v1::AcquireJobResponse> LeaseBroker::Acquire(
     ~PollingScope() { workers->EndPoll(id); }
   } polling{workers_, r.worker_id()};
   const int64_t wait_ms = std::clamp<int64_t>(r.wait_ms(), 0, options_.max_acquire_wait_ms);
-  // The long poll waits in real time (it bounds an RPC); leasing decisions use clock_.
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
+  const int64_t deadline = clock_->MonotonicNanos() + wait_ms * 1'000'000;
   v1::AcquireJobResponse response;
   while (true) {
     uint64_t generation;
@@ -87,15 +84,20 @@ absl::StatusOr<v1::AcquireJobResponse> LeaseBroker::Acquire(
       response.set_has_job(true);
       return response;
     }
-    if (stopped || absl::Now() >= deadline || (cancelled && cancelled())) return response;
+    const int64_t now = clock_->MonotonicNanos();
+    if (stopped || now >= deadline || (cancelled && cancelled())) return response;
     // Wake on new work, or periodically to catch backoffs and expiries passing.
-    absl::MutexLock lock(&wake_mu_);
-    if (wake_generation_ == generation) {
-      absl::Duration wait = std::min(deadline - absl::Now(),
-                                     absl::Milliseconds(options_.recheck_interval_ms));
-      wake_.WaitWithTimeout(&wake_mu_, std::max(wait, absl::ZeroDuration()));
-    }
+    WaitForWake(generation, std::min(deadline - now, options_.recheck_interval_ms * 1'000'000));
   }
+}
+
+void LeaseBroker::WaitForWake(uint64_t generation, int64_t timeout_nanos) {
+  absl::MutexLock lock(&wake_mu_);
+  const auto woken = [this, generation] {
+    wake_mu_.AssertHeld();  // Await evaluates it under the lock; clang cannot see that
+    return stopped_ || wake_generation_ != generation;
+  };
+  clock_->AwaitWithTimeout(wake_mu_, absl::Condition(&woken), timeout_nanos);
 }
 
 absl::StatusOr<v1::LeasedJob> LeaseBroker::BuildLeasedJob(const v1::Job& job) const {
@@ -204,14 +206,12 @@ void LeaseBroker::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
 void LeaseBroker::WakeWaiters() {
   absl::MutexLock lock(&wake_mu_);
   ++wake_generation_;
-  wake_.SignalAll();
 }
 
 void LeaseBroker::Stop() {
   absl::MutexLock lock(&wake_mu_);
   stopped_ = true;
   ++wake_generation_;
-  wake_.SignalAll();
 }
 
 }  // namespace steadyeval

@@ -1,10 +1,11 @@
 // The worker side of leasing (DESIGN §5): AcquireJob's long poll, heartbeats, failures
 // and lease expiry, between the workers (WorkerRegistry) and the jobs (Scheduler).
 //
-// Long poll: AcquireJob tries to lease; when nothing is leasable it waits (real time)
-// until WakeWaiters is called (new work: an admission, a released or requeued job, a
-// resumed run), Stop, or `recheck_interval_ms` passes (backoffs and expiries pass without
-// a wake-up), up to its deadline.
+// Long poll: AcquireJob tries to lease; when nothing is leasable it waits on the clock
+// (Clock::AwaitWithTimeout) until WakeWaiters is called (new work: an admission, a
+// released or requeued job, a resumed run), Stop, or `recheck_interval_ms` of clock time
+// passes (backoffs and expiries pass without a wake-up), up to its deadline. Leasing
+// decisions and the deadline use the same clock, so a FakeClock drives both in tests.
 //
 // Every request about a lease (Heartbeat with a job, FailJob, a report) must prove it
 // with the lease's secret (lease_secret.h): PERMISSION_DENIED otherwise, naming none of
@@ -79,6 +80,8 @@ class LeaseBroker {
   // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
   // (looked up after the transition: FAILED means it failed for good).
   void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
+  // Waits (clock time) until WakeWaiters or Stop after `generation`, or `timeout_nanos`.
+  void WaitForWake(uint64_t generation, int64_t timeout_nanos);
 
   Scheduler* const scheduler_;
   WorkerRegistry* const workers_;
@@ -90,7 +93,6 @@ class LeaseBroker {
   const LeaseBrokerOptions options_;
 
   absl::Mutex wake_mu_;
-  absl::CondVar wake_;
   uint64_t wake_generation_ ABSL_GUARDED_BY(wake_mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(wake_mu_) = false;
 };
