@@ -704,10 +704,13 @@ absl::Status Coordinator::Tick() {
 
 void Coordinator::RefreshStabilityGauges(
     const std::set<std::pair<std::string, std::string>>& tasks) {
-  absl::MutexLock gauges_lock(&gauges_mu_);
   for (const auto& [run, task] : tasks) {
+    // Read under the analytics lock (which a report holds through its commit), then set
+    // under gauges_mu_ alone, which leases' gauge refreshes take too.
+    const std::vector<Analytics::VariantFigures> figures = analytics_->DefaultRangeFigures(run, task);
+    absl::MutexLock gauges_lock(&gauges_mu_);
     if (!runs_.Contains(run)) continue;  // deleted since
-    for (const Analytics::VariantFigures& f : analytics_->DefaultRangeFigures(run, task)) {
+    for (const Analytics::VariantFigures& f : figures) {
       metrics_.SetScore(run, task, f.variant, f.latest_score, f.latest_step, f.previous_score);
       metrics_.SetStability(run, task, f.variant, f.figures.mtv, f.figures.instability);
     }

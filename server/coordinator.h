@@ -236,6 +236,7 @@ class Coordinator {
   std::unique_ptr<ReportIngest> reports_;
   // Serialises the per-run gauge refreshes with DeleteRun's removal of the run's series,
   // so a refresh that listed a run before its deletion cannot bring its series back.
+  // Held only while reading memory and setting gauges (server/LOCKING.md).
   absl::Mutex gauges_mu_;
 
   mutable absl::Mutex mu_;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status_matchers.h"
@@ -16,7 +17,9 @@
 #include "gtest/gtest.h"
 #include "server/coordinator_test_util.h"
 #include "server/store/fault_fs.h"
+#include "absl/synchronization/notification.h"
 #include "api/protocol.h"
+#include "common/sha256.h"
 #include "server/rpc/health_test_util.h"
 #include "server/rpc/server.h"
 #include "server/store/store.h"
@@ -29,6 +32,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::_;
 
 int Refused(const Store& store, Store::Refusal reason) {
   return static_cast<int>(store.GetHealth().refused[static_cast<int>(reason)]);
@@ -654,6 +658,83 @@ class StorageFaultCoordinatorTest : public CoordinatorFixture {
     ASSERT_OK(c);
     coordinator_ = std::move(*c);
   }
+  void CreateRun(const std::string& name, std::vector<uint32_t> windows = {}) {
+    v1::RunConfig config;
+    config.set_name(name);
+    config.set_source((root_ / "ckpt").string());
+    for (uint32_t n : windows) {
+      config.add_average_windows(n);
+      config.add_ensemble_windows(n);
+    }
+    ASSERT_OK(coordinator_->CreateRun(config, {McTaskFile()}).status());
+  }
+  void Register(const std::string& worker) {
+    v1::RegisterWorkerRequest r;
+    r.set_worker_id(worker);
+    r.set_protocol_version(kProtocolVersion);
+    ASSERT_OK(coordinator_->RegisterWorker(r).status());
+  }
+  v1::LeasedJob Lease(const std::string& worker) {
+    v1::AcquireJobRequest r;
+    r.set_worker_id(worker);
+    absl::StatusOr<v1::AcquireJobResponse> acquired = coordinator_->AcquireJob(r, nullptr);
+    EXPECT_OK(acquired);
+    EXPECT_TRUE(acquired.ok() && acquired->has_job());
+    return acquired.ok() ? acquired->lease() : v1::LeasedJob();
+  }
+  v1::HeartbeatRequest HeartbeatFor(const v1::LeasedJob& lease, const std::string& worker) {
+    v1::HeartbeatRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(lease.job().id());
+    r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
+    return r;
+  }
+  // A complete report of the mc task (outputs "1", "0", "0") for a raw `lease`, with its
+  // drift targets and, when given, the tokenizer it names.
+  std::vector<v1::ReportResultsRequest> Report(const v1::LeasedJob& lease,
+                                               const std::string& worker,
+                                               const std::string& tokenizer = "") {
+    v1::ReportResultsRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(lease.job().id());
+    r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
+    r.set_step(lease.job().steps(0));
+    r.set_tokenizer_sha256(tokenizer);
+    *r.mutable_task() = lease.task_headers(0).ref();
+    for (uint32_t i = 0; i < 3; ++i) {
+      v1::ExampleOutput* o = r.add_outputs();
+      o->set_index(i);
+      o->set_output(i == 0 ? "1" : "0");
+    }
+    r.set_task_complete(true);
+    for (const v1::DriftTarget& target : lease.drift_targets()) {
+      v1::ParameterDrift* d = r.add_drifts();
+      d->set_from_step(target.from_step());
+      d->set_to_step(target.to_step());
+      d->set_l2(1.5);
+      d->set_relative(0.01);
+    }
+    return {r};
+  }
+  int StoredPredictions(const std::string& run) {
+    int n = 0;
+    EXPECT_OK(store_->ScanAllPredictions(
+        run, "", "", [&](const Store::PredictionKeyParts&, const v1::Prediction&) {
+          ++n;
+          return true;
+        }));
+    return n;
+  }
+  std::string Stability(const std::string& run) {
+    v1::GetStabilityRequest r;
+    r.set_run(run);
+    absl::StatusOr<v1::GetStabilityResponse> stability = coordinator_->GetStability(r);
+    EXPECT_OK(stability);
+    return stability.ok() ? stability->DebugString() : "";
+  }
+
   std::shared_ptr<FaultInjectingFileSystem> fault_fs_;
 };
 
@@ -686,6 +767,53 @@ TEST_F(StorageFaultCoordinatorTest, LeaseExpiryDuringAFaultWaitsForTheDisk) {
   EXPECT_EQ(job->state(), v1::JOB_PENDING);
   EXPECT_EQ(job->attempts(), 1u);
   EXPECT_TRUE(store_->GetHealth().healthy);
+}
+
+// While a report's synced commit is under way (its write-ahead-log sync held), the locks
+// leases and heartbeats need are free: another worker's heartbeat and a poll that finds
+// nothing to lease are answered, and the reported job reads as still leased until the
+// commit lands. With the commit under the scheduler's mutex the heartbeat would wait for
+// the disk (the test gives up after 60 s and fails).
+TEST_F(StorageFaultCoordinatorTest, AReportCommitHoldsNoLockThatLeasesAndHeartbeatsNeed) {
+  CreateRun("r");
+  Register("w1");
+  Register("w2");
+  Register("w3");
+  checkpoints_.Add("r", 100);
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob reported = Lease("w1");
+  const v1::LeasedJob other = Lease("w2");
+
+  fault_fs_->HoldSyncs(".log");
+  absl::StatusOr<v1::ReportResultsResponse> landed;
+  std::thread reporter([&] { landed = coordinator_->ReportResults(Report(reported, "w1")); });
+  fault_fs_->WaitForHeldSyncs(1);  // the report's batch is written, its sync held
+
+  absl::StatusOr<v1::HeartbeatResponse> heartbeat;
+  absl::StatusOr<v1::AcquireJobResponse> idle_poll;
+  v1::JobState during = v1::JOB_STATE_UNSPECIFIED;
+  absl::Notification answered;
+  std::thread requests([&] {  // all while the sync is held
+    heartbeat = coordinator_->Heartbeat(HeartbeatFor(other, "w2"));
+    v1::AcquireJobRequest acquire;
+    acquire.set_worker_id("w3");
+    idle_poll = coordinator_->AcquireJob(acquire, nullptr);
+    during = coordinator_->scheduler()->GetJob(reported.job().id())->state();
+    answered.Notify();
+  });
+  const bool free = answered.WaitForNotificationWithTimeout(absl::Seconds(60));
+  fault_fs_->ReleaseSyncs();
+  requests.join();
+  reporter.join();
+  ASSERT_TRUE(free) << "a heartbeat or lease waited for a report's commit";
+  EXPECT_OK(heartbeat.status());
+  ASSERT_OK(idle_poll.status());
+  EXPECT_FALSE(idle_poll->has_job());
+  EXPECT_EQ(during, v1::JOB_LEASED);
+  ASSERT_OK(landed.status());
+  EXPECT_EQ(landed->predictions_written(), 3u);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(reported.job().id())->state(), v1::JOB_DONE);
 }
 
 }  // namespace
