@@ -769,6 +769,118 @@ TEST_F(StorageFaultCoordinatorTest, LeaseExpiryDuringAFaultWaitsForTheDisk) {
   EXPECT_TRUE(store_->GetHealth().healthy);
 }
 
+// A report whose commit fails (the disk is full) leaves nothing of itself: no prediction,
+// score, ensemble, drift or tokenizer pin in the store, the job still leased (same epoch,
+// same attempt) and its checkpoint still evaluating, and the in-memory scheduler, run
+// record and stability indexes as they were. The same report, sent again once the disk
+// works, lands whole.
+TEST_F(StorageFaultCoordinatorTest, AFailedReportCommitLeavesNoHalfStateAndTheRetryLands) {
+  CreateRun("r", {2});
+  Register("w1");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob first = Lease("w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(first, "w1")).status());
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob lease = Lease("w1");  // raw@200 (newest first), drift 100 -> 200
+  ASSERT_EQ(lease.job().kind(), "raw");
+  ASSERT_EQ(lease.job().steps(0), 200u);
+  ASSERT_EQ(lease.drift_targets_size(), 1);
+  const uint64_t id = lease.job().id();
+  const std::string tokenizer = Sha256Hex("tokenizer");
+
+  const int predictions_before = StoredPredictions("r");
+  const std::string stability_before = Stability("r");
+  const std::vector<v1::Job> jobs_before = coordinator_->scheduler()->Jobs();
+  const std::vector<v1::Checkpoint> checkpoints_before = coordinator_->scheduler()->Checkpoints("r");
+
+  fault_fs_->FailWrites(rocksdb::IOStatus::NoSpace("injected: disk full"));
+  EXPECT_THAT(coordinator_->ReportResults(Report(lease, "w1", tokenizer)),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("storage: ")));
+
+  // The store: nothing of the report.
+  EXPECT_EQ(StoredPredictions("r"), predictions_before);
+  EXPECT_THAT(store_->GetScore("r", "mc", "raw", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(store_->GetScore("r", "mc", "ens@2", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(store_->GetDrift("r", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  ASSERT_OK_AND_ASSIGN(v1::Job stored_job, store_->GetJob(id));
+  EXPECT_EQ(stored_job.state(), v1::JOB_LEASED);
+  EXPECT_EQ(stored_job.epoch(), lease.job().epoch());
+  EXPECT_EQ(stored_job.attempts(), 1u);
+  ASSERT_OK_AND_ASSIGN(v1::Checkpoint stored_checkpoint, store_->GetCheckpoint("r", 200));
+  EXPECT_EQ(stored_checkpoint.state(), v1::CHECKPOINT_EVALUATING);
+  ASSERT_OK_AND_ASSIGN(v1::Run stored_run, store_->GetRun("r"));
+  EXPECT_EQ(stored_run.tokenizer_sha256(), "");
+  // Memory: as before.
+  const std::vector<v1::Job> jobs_after = coordinator_->scheduler()->Jobs();
+  ASSERT_EQ(jobs_after.size(), jobs_before.size());
+  for (size_t i = 0; i < jobs_after.size(); ++i) {
+    EXPECT_EQ(jobs_after[i].DebugString(), jobs_before[i].DebugString());
+  }
+  const std::vector<v1::Checkpoint> checkpoints_after = coordinator_->scheduler()->Checkpoints("r");
+  ASSERT_EQ(checkpoints_after.size(), checkpoints_before.size());
+  for (size_t i = 0; i < checkpoints_after.size(); ++i) {
+    EXPECT_EQ(checkpoints_after[i].DebugString(), checkpoints_before[i].DebugString());
+  }
+  ASSERT_OK_AND_ASSIGN(v1::GetRunResponse run, coordinator_->GetRun("r"));
+  EXPECT_EQ(run.run().tokenizer_sha256(), "");
+  EXPECT_EQ(Stability("r"), stability_before);
+
+  // The worker keeps its lease, and its retry lands once the disk works.
+  EXPECT_OK(coordinator_->Heartbeat(HeartbeatFor(lease, "w1")).status());
+  fault_fs_->Heal();
+  ASSERT_OK_AND_ASSIGN(v1::ReportResultsResponse landed,
+                       coordinator_->ReportResults(Report(lease, "w1", tokenizer)));
+  EXPECT_FALSE(landed.replay());
+  EXPECT_EQ(landed.predictions_written(), 3u);
+  ASSERT_OK_AND_ASSIGN(stored_job, store_->GetJob(id));
+  EXPECT_EQ(stored_job.state(), v1::JOB_DONE);
+  EXPECT_EQ(stored_job.attempts(), 1u);
+  ASSERT_OK_AND_ASSIGN(stored_checkpoint, store_->GetCheckpoint("r", 200));
+  EXPECT_EQ(stored_checkpoint.state(), v1::CHECKPOINT_EVALUATED);
+  EXPECT_OK(store_->GetScore("r", "mc", "raw", 200).status());
+  EXPECT_OK(store_->GetScore("r", "mc", "ens@2", 200).status());
+  EXPECT_OK(store_->GetDrift("r", 200).status());
+  ASSERT_OK_AND_ASSIGN(stored_run, store_->GetRun("r"));
+  EXPECT_EQ(stored_run.tokenizer_sha256(), tokenizer);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(id)->state(), v1::JOB_DONE);
+  EXPECT_NE(Stability("r"), stability_before);
+}
+
+// The other way out of a failed report commit: the worker gives up, its lease expires
+// (an ordinary failed attempt), and another worker's report of the job lands.
+TEST_F(StorageFaultCoordinatorTest, AfterAFailedReportCommitTheJobGoesToAnotherWorker) {
+  CreateRun("r");
+  Register("w1");
+  Register("w2");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob lost = Lease("w1");
+  fault_fs_->FailWrites(rocksdb::IOStatus::NoSpace("injected: disk full"));
+  EXPECT_THAT(coordinator_->ReportResults(Report(lost, "w1")),
+              StatusIs(absl::StatusCode::kResourceExhausted, _));
+  fault_fs_->Heal();
+
+  clock_.AdvanceSeconds(2);  // past the 1 s lease
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(lost.job().id())->state(), v1::JOB_PENDING);
+  clock_.AdvanceSeconds(60);  // past the retry backoff
+  const v1::LeasedJob lease = Lease("w2");
+  ASSERT_EQ(lease.job().id(), lost.job().id());
+  EXPECT_EQ(lease.job().epoch(), lost.job().epoch() + 1);
+  EXPECT_EQ(lease.job().attempts(), 2u);
+  ASSERT_OK_AND_ASSIGN(v1::ReportResultsResponse landed,
+                       coordinator_->ReportResults(Report(lease, "w2")));
+  EXPECT_EQ(landed.predictions_written(), 3u);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(lease.job().id())->state(), v1::JOB_DONE);
+  EXPECT_EQ(StoredPredictions("r"), 3);
+  // The first worker's late retry is refused, and writes nothing.
+  EXPECT_THAT(coordinator_->ReportResults(Report(lost, "w1")),
+              StatusIs(absl::StatusCode::kAborted, _));
+  EXPECT_EQ(StoredPredictions("r"), 3);
+}
+
 // While a report's synced commit is under way (its write-ahead-log sync held), the locks
 // leases and heartbeats need are free: another worker's heartbeat and a poll that finds
 // nothing to lease are answered, and the reported job reads as still leased until the
