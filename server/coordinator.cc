@@ -160,7 +160,12 @@ void Coordinator::Stop() {
     poll->stop_poller = true;
   }
   for (RunPoll* poll : polls) StopPoller(*poll);
-  if (reaper_.joinable()) reaper_.join();
+  std::thread reaper;
+  {
+    absl::MutexLock lock(&mu_);
+    reaper = std::move(reaper_);
+  }
+  if (reaper.joinable()) reaper.join();
 }
 
 absl::StatusOr<Coordinator::RunPoll*> Coordinator::FindPoll(const std::string& name) const {

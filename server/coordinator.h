@@ -246,7 +246,7 @@ class Coordinator {
 
   std::atomic<bool> stopping_{false};
   absl::Notification stop_;
-  std::thread reaper_;
+  std::thread reaper_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace steadyeval

@@ -19,8 +19,6 @@
 
 namespace steadyeval {
 
-namespace v1 = ::steadyeval::v1;
-
 namespace {
 
 constexpr int64_t kRpcDeadlineMs = 30'000;
