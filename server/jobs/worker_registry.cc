@@ -6,6 +6,13 @@
 #include "absl/strings/str_cat.h"
 
 namespace steadyeval {
+namespace {
+
+absl::Status NotRegistered(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("worker ", id, " is not registered (register again)"));
+}
+
+}  // namespace
 
 void WorkerRegistry::Register(const std::string& id, const std::string& name,
                               const std::string& device) {
@@ -20,9 +27,7 @@ void WorkerRegistry::Register(const std::string& id, const std::string& name,
 absl::Status WorkerRegistry::Touch(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(id);
-  if (it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("worker ", id, " is not registered (register again)"));
-  }
+  if (it == workers_.end()) return NotRegistered(id);
   it->second.last_seen_nanos = clock_->MonotonicNanos();
   return absl::OkStatus();
 }
@@ -30,9 +35,7 @@ absl::Status WorkerRegistry::Touch(const std::string& id) {
 absl::Status WorkerRegistry::BeginPoll(const std::string& id, std::vector<HeldWindow> window_sums) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(id);
-  if (it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("worker ", id, " is not registered (register again)"));
-  }
+  if (it == workers_.end()) return NotRegistered(id);
   it->second.last_seen_nanos = clock_->MonotonicNanos();
   it->second.window_sums = std::move(window_sums);
   ++it->second.polling;
