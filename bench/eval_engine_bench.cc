@@ -52,7 +52,7 @@
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/tokenizer/tokenizer.h"
 
 // OpenBLAS's own query, when libtorch's BLAS is OpenBLAS.

@@ -35,7 +35,7 @@
 #include "bench/bench_flags.h"
 #include "bench/bench_tensors.h"
 #include "worker/averaging/averager.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/checkpoint/test_checkpoints.h"
 
 namespace steadyeval {

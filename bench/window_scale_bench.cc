@@ -54,7 +54,7 @@
 #include "common/safetensors.h"
 #include "worker/averaging/averager.h"
 #include "worker/checkpoint/checkpoint_writer.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 namespace steadyeval {
 namespace {

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace steadyeval {
@@ -154,32 +154,45 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view heade
   return header;
 }
 
-absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  if (file_size < 8) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " is ", file_size, " bytes, too short for a safetensors header (still being written?)"));
+namespace {
+
+// The header length N from the file's first 8 bytes (`prefix`, all of them when the file
+// has that many), checked against the size of the whole file.
+absl::StatusOr<uint64_t> HeaderLength(absl::string_view prefix, uint64_t file_size,
+                                      absl::string_view label) {
+  if (file_size < 8 || prefix.size() < 8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        label, " is ", file_size, " bytes, too short for a safetensors header (still being written?)"));
   }
-  in.seekg(0);
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(prefix[i]);
   if (n > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header length ", n, " is over the ", kMaxSafetensorsHeaderBytes, "-byte limit"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, ": header length ", n, " is over the ", kMaxSafetensorsHeaderBytes, "-byte limit"));
   }
   if (n > file_size - 8) {
     return absl::FailedPreconditionError(absl::StrCat(
-        path, " is ", HumanBytes(file_size), ", its header alone says ", HumanBytes(8 + n),
+        label, " is ", HumanBytes(file_size), ", its header alone says ", HumanBytes(8 + n),
         " (still being written?)"));
   }
-  std::string json(n, '\0');
-  in.read(json.data(), static_cast<std::streamsize>(n));
-  if (!in) return absl::DataLossError(absl::StrCat(path, ": short read of the header"));
-  return ParseSafetensorsHeader(json, file_size, path);
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path, FileSystem* fs) {
+  ASSIGN_OR_RETURN(FileStat stat, fs->Stat(path));
+  ASSIGN_OR_RETURN(std::string prefix, fs->ReadRange(path, 0, 8));
+  ASSIGN_OR_RETURN(uint64_t n, HeaderLength(prefix, stat.size, path));
+  ASSIGN_OR_RETURN(std::string json, fs->ReadRange(path, 8, n));
+  if (json.size() < n) return absl::DataLossError(absl::StrCat(path, ": short read of the header"));
+  return ParseSafetensorsHeader(json, stat.size, path);
+}
+
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view file,
+                                                       absl::string_view label) {
+  ASSIGN_OR_RETURN(uint64_t n, HeaderLength(file.substr(0, 8), file.size(), label));
+  return ParseSafetensorsHeader(file.substr(8, n), file.size(), label);
 }
 
 std::string BuildSafetensorsHeader(std::vector<TensorInfo>& tensors,

@@ -5,17 +5,18 @@
 // numel × itemsize long, and the largest end must equal the data buffer's length — a file
 // shorter than that is still being written (or truncated) and is rejected.
 // Used by the coordinator's completeness check and by the worker's checkpoint reader.
-// Thread-safe (pure functions; the file reader only reads).
+// Thread-safe (pure functions; the file reader only reads, through a FileSystem).
 #ifndef STEADYEVAL_COMMON_SAFETENSORS_H_
 #define STEADYEVAL_COMMON_SAFETENSORS_H_
 
 #include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/file_system.h"
 
 namespace steadyeval {
 
@@ -54,8 +55,18 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view heade
                                                          uint64_t file_size,
                                                          absl::string_view label);
 
-// Reads and validates the header of the file at `path` (reads only 8 + N bytes).
-absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path);
+// Reads and validates the header of the file at `path` on `fs` (reads only 8 + N bytes).
+// The file system's errors as it reports them (NOT_FOUND for a missing file); otherwise
+// as ParseSafetensorsHeader, plus FAILED_PRECONDITION for a file too short for its
+// header and INVALID_ARGUMENT for a header length over kMaxSafetensorsHeaderBytes.
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path,
+                                                        FileSystem* fs = FileSystem::Local());
+
+// Validates the header of a whole safetensors file whose bytes are `file` (e.g. a
+// mapping: nothing is copied but the header's strings). `label` names it in errors; the
+// codes are those of ReadSafetensorsHeader.
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view file,
+                                                       absl::string_view label);
 
 // Serializes a header for `tensors` (offsets filled in, in order, back to back) and
 // returns the full prefix: length + JSON padded with spaces to 8-byte alignment.

@@ -24,7 +24,7 @@
 #include "worker/checkpoint/checkpoint_writer.h"
 #include "worker/model/llama/llama_model.h"
 #include "worker/model/model_config.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "tests/fixtures/llama_layout.h"
 #include "worker/checkpoint/tensor_source.h"
 #include "worker/tokenizer/tokenizer.h"

@@ -3,8 +3,9 @@
 // A source lists the entries at the root of a training run's checkpoint folder, describes
 // the files inside one entry (names, sizes, mtimes: its fingerprint), and reads byte ranges
 // of those files. Everything above it (completeness check, watcher) goes through this
-// interface, so an object-store source (s3://) slots in beside the local one and tests can
-// inject faults.
+// interface. FileSystemSource is the production source: a folder on a FileSystem
+// (common/file_system.h), so an object store (s3://) is one more FileSystem and tests
+// inject faults with FakeFileSystem.
 //
 // Paths handed back by List() are opaque to callers: pass them back to the same source.
 // Thread-safety: implementations are thread-compatible unless they say otherwise.
@@ -18,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/file_system.h"
 
 namespace steadyeval {
 
@@ -67,14 +69,16 @@ class CheckpointSource {
   virtual std::string Describe() const = 0;
 };
 
-// A folder on a local or shared (NFS, Lustre) file system.
-class LocalDirSource : public CheckpointSource {
+// A folder on a FileSystem: the local one (also NFS, Lustre mounts) unless told otherwise.
+// Thread-compatible; the FileSystem is not owned and must outlive the source.
+class FileSystemSource : public CheckpointSource {
  public:
   // `root` is a path ("/mnt/ckpt/run42", relative paths allowed) or a file URL
   // ("file:///mnt/ckpt/run42"). The folder need not exist yet: List() reports that.
-  // INVALID_ARGUMENT for an empty root or a file URL with a host; UNIMPLEMENTED for other
-  // URL schemes (s3:// has its own source).
-  static absl::StatusOr<std::unique_ptr<LocalDirSource>> Create(const std::string& root);
+  // INVALID_ARGUMENT for an empty root, a file URL with a host or a null `fs`;
+  // UNIMPLEMENTED for other URL schemes (an object store will be a FileSystem of its own).
+  static absl::StatusOr<std::unique_ptr<FileSystemSource>> Create(
+      const std::string& root, FileSystem* fs = FileSystem::Local());
 
   absl::StatusOr<std::vector<SourceEntry>> List() override;
   absl::StatusOr<CheckpointFingerprint> Fingerprint(const std::string& path) override;
@@ -85,9 +89,15 @@ class LocalDirSource : public CheckpointSource {
   const std::string& root() const { return root_; }
 
  private:
-  LocalDirSource(std::string root, std::string described)
-      : root_(std::move(root)), described_(std::move(described)) {}
+  FileSystemSource(FileSystem* fs, std::string root, std::string described)
+      : fs_(fs), root_(std::move(root)), described_(std::move(described)) {}
 
+  // Appends the regular files in `dir` (named `prefix` + name) to `files`, and those of
+  // its subfolders when `descend`.
+  absl::Status AddFiles(const std::string& dir, const std::string& prefix, bool descend,
+                        CheckpointFingerprint& files);
+
+  FileSystem* const fs_;
   std::string root_;       // file-system path, no trailing '/'
   std::string described_;  // as given
 };

@@ -15,37 +15,37 @@ using ::testing::ElementsAre;
 using ::testing::Field;
 using ::testing::HasSubstr;
 
-TEST(LocalDirSourceTest, CreateAcceptsPathsAndFileUrls) {
-  auto plain = LocalDirSource::Create("/mnt/ckpt/run42/");
+TEST(FileSystemSourceTest, CreateAcceptsPathsAndFileUrls) {
+  auto plain = FileSystemSource::Create("/mnt/ckpt/run42/");
   ASSERT_OK(plain);
   EXPECT_EQ((*plain)->root(), "/mnt/ckpt/run42");
   EXPECT_EQ((*plain)->Describe(), "/mnt/ckpt/run42/");
 
-  auto url = LocalDirSource::Create("file:///mnt/ckpt/run42");
+  auto url = FileSystemSource::Create("file:///mnt/ckpt/run42");
   ASSERT_OK(url);
   EXPECT_EQ((*url)->root(), "/mnt/ckpt/run42");
   EXPECT_EQ((*url)->Describe(), "file:///mnt/ckpt/run42");
 
-  auto root = LocalDirSource::Create("file:///");
+  auto root = FileSystemSource::Create("file:///");
   ASSERT_OK(root);
   EXPECT_EQ((*root)->root(), "/");
 }
 
-TEST(LocalDirSourceTest, CreateRejectsBadRoots) {
-  EXPECT_THAT(LocalDirSource::Create(""), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
-  EXPECT_THAT(LocalDirSource::Create("file://host/ckpt"),
+TEST(FileSystemSourceTest, CreateRejectsBadRoots) {
+  EXPECT_THAT(FileSystemSource::Create(""), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  EXPECT_THAT(FileSystemSource::Create("file://host/ckpt"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("file:///")));
-  EXPECT_THAT(LocalDirSource::Create("file://"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("absolute")));
-  EXPECT_THAT(LocalDirSource::Create("s3://bucket/run42"),
+  EXPECT_THAT(FileSystemSource::Create("file://"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("absolute")));
+  EXPECT_THAT(FileSystemSource::Create("s3://bucket/run42"),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("s3://bucket/run42")));
 }
 
-TEST(LocalDirSourceTest, ListsEntriesSortedWithKinds) {
+TEST(FileSystemSourceTest, ListsEntriesSortedWithKinds) {
   TempDir dir;
   WriteFile(dir.Sub("step_2/config.json"), "{}");
   WriteFile(dir.Sub("step_1/config.json"), "{}");
   WriteFile(dir.Sub("notes.txt"), "hi");
-  auto source = LocalDirSource::Create(dir.path());
+  auto source = FileSystemSource::Create(dir.path());
   ASSERT_OK(source);
   auto entries = (*source)->List();
   ASSERT_OK(entries);
@@ -58,14 +58,14 @@ TEST(LocalDirSourceTest, ListsEntriesSortedWithKinds) {
   EXPECT_EQ((*entries)[2].name, "step_2");
 }
 
-TEST(LocalDirSourceTest, ListingAMissingFolderIsNotFound) {
+TEST(FileSystemSourceTest, ListingAMissingFolderIsNotFound) {
   TempDir dir;
-  auto source = LocalDirSource::Create("file://" + dir.Sub("not_yet"));
+  auto source = FileSystemSource::Create("file://" + dir.Sub("not_yet"));
   ASSERT_OK(source);
   EXPECT_THAT((*source)->List(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("not_yet")));
 }
 
-TEST(LocalDirSourceTest, FingerprintDescendsOneLevel) {
+TEST(FileSystemSourceTest, FingerprintDescendsOneLevel) {
   TempDir dir;
   const std::string ckpt = dir.Sub("step_1");
   WriteFile(ckpt + "/config.json", "{}");
@@ -73,7 +73,7 @@ TEST(LocalDirSourceTest, FingerprintDescendsOneLevel) {
   WriteFile(ckpt + "/sub/inner.bin", "xy");
   WriteFile(ckpt + "/sub/deeper/ignored.bin", "zzz");
   SetMtime(ckpt + "/b.bin", 1'600'000'000);
-  auto source = LocalDirSource::Create(dir.path());
+  auto source = FileSystemSource::Create(dir.path());
   ASSERT_OK(source);
   auto files = (*source)->Fingerprint(ckpt);
   ASSERT_OK(files);
@@ -87,10 +87,10 @@ TEST(LocalDirSourceTest, FingerprintDescendsOneLevel) {
   EXPECT_THAT((*source)->Fingerprint(dir.Sub("gone")), StatusIs(absl::StatusCode::kNotFound, HasSubstr("gone")));
 }
 
-TEST(LocalDirSourceTest, ReadRangeStopsAtEndOfFile) {
+TEST(FileSystemSourceTest, ReadRangeStopsAtEndOfFile) {
   TempDir dir;
   WriteFile(dir.Sub("step_1/data.bin"), "0123456789");
-  auto source = LocalDirSource::Create(dir.path());
+  auto source = FileSystemSource::Create(dir.path());
   ASSERT_OK(source);
   auto middle = (*source)->ReadRange(dir.Sub("step_1"), "data.bin", 2, 3);
   ASSERT_OK(middle);

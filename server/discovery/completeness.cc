@@ -171,7 +171,7 @@ absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::strin
 }
 
 absl::Status CheckLocalCheckpoint(const std::string& path, const std::string& marker) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LocalDirSource> source, LocalDirSource::Create(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<FileSystemSource> source, FileSystemSource::Create(path));
   return CompletenessCheck(marker).Check(*source, source->root());
 }
 

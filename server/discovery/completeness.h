@@ -49,7 +49,8 @@ class CompletenessCheck {
   std::string marker_;
 };
 
-// Checks the local checkpoint folder at `path` (a LocalDirSource over its parent).
+// Checks the local checkpoint folder at `path` (a FileSystemSource on the local file
+// system).
 absl::Status CheckLocalCheckpoint(const std::string& path, const std::string& marker = "");
 
 }  // namespace steadyeval

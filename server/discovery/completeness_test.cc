@@ -173,7 +173,7 @@ class FailingReadSource : public CheckpointSource {
 
 TEST_F(CompletenessTest, ReadErrorsPropagate) {
   WriteSafetensorsCheckpoint(ckpt_);
-  auto local = LocalDirSource::Create(ckpt_);
+  auto local = FileSystemSource::Create(ckpt_);
   ASSERT_OK(local);
   FailingReadSource source(*std::move(local));
   EXPECT_THAT(CompletenessCheck().Check(source, ckpt_),

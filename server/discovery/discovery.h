@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/file_system.h"
 #include "steadyeval/v1/types.pb.h"
 
 namespace steadyeval {
@@ -55,8 +56,9 @@ class CheckpointDiscovery {
 using DiscoveryFactory = std::function<absl::StatusOr<std::unique_ptr<CheckpointDiscovery>>(
     const ::steadyeval::v1::RunConfig& config)>;
 
-// The production factory: a CheckpointWatcher per run on `clock` (not owned).
-DiscoveryFactory WatcherDiscoveryFactory(Clock* clock);
+// The production factory: a CheckpointWatcher per run on `clock`, reading the run's source
+// through `fs` (neither owned; both must outlive every discovery made).
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, FileSystem* fs = FileSystem::Local());
 
 }  // namespace steadyeval
 

@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWatcher>> CheckpointWatcher::Create(
   }
   ASSIGN_OR_RETURN(std::unique_ptr<StepParser> parser, StepParser::Create(options.pattern));
   if (source == nullptr) {
-    ASSIGN_OR_RETURN(source, LocalDirSource::Create(options.source));
+    ASSIGN_OR_RETURN(source, FileSystemSource::Create(options.source, options.file_system));
   }
   return std::unique_ptr<CheckpointWatcher>(
       new CheckpointWatcher(options, clock, std::move(parser), std::move(source)));

@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/file_system.h"
 #include "common/steps.h"
 #include "server/discovery/checkpoint_source.h"
 #include "server/discovery/completeness.h"
@@ -41,6 +42,8 @@ struct WatcherOptions {
   std::string pattern;  // step regex with one capture group; empty: the defaults
   std::string marker;   // file required in a checkpoint folder; empty: none
   double settle_seconds = 0;
+  // Where `source` is read when Create gets no source. Not owned; must outlive the watcher.
+  FileSystem* file_system = FileSystem::Local();
 };
 
 struct AdmittedCheckpoint {
@@ -62,8 +65,8 @@ struct PendingCheckpoint {
 class CheckpointWatcher {
  public:
   // INVALID_ARGUMENT for a bad pattern or a negative settle_seconds; with no `source`,
-  // whatever LocalDirSource::Create(options.source) reports. `clock` is not owned and must
-  // outlive the watcher.
+  // whatever FileSystemSource::Create(options.source, options.file_system) reports.
+  // `clock` is not owned and must outlive the watcher.
   static absl::StatusOr<std::unique_ptr<CheckpointWatcher>> Create(
       const WatcherOptions& options, Clock* clock,
       std::unique_ptr<CheckpointSource> source = nullptr);

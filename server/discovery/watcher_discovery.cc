@@ -45,14 +45,15 @@ class WatcherDiscovery : public CheckpointDiscovery {
 
 }  // namespace
 
-DiscoveryFactory WatcherDiscoveryFactory(Clock* clock) {
-  return [clock](const v1::RunConfig& config)
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, FileSystem* fs) {
+  return [clock, fs](const v1::RunConfig& config)
              -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
     WatcherOptions options;
     options.source = config.source();
     options.pattern = config.pattern();
     options.marker = config.marker();
     options.settle_seconds = config.settle_seconds();
+    options.file_system = fs;
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWatcher> watcher,
                      CheckpointWatcher::Create(options, clock));
     return std::unique_ptr<CheckpointDiscovery>(new WatcherDiscovery(std::move(watcher)));

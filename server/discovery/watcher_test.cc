@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 
+#include "common/fake_file_system.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +20,7 @@ using ::steadyeval::testing_util::TempDir;
 using ::steadyeval::testing_util::WriteFile;
 using ::steadyeval::testing_util::WriteSafetensorsCheckpoint;
 using ::steadyeval::testing_util::WriteShardedCheckpoint;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::Field;
 using ::testing::HasSubstr;
@@ -44,10 +46,10 @@ std::string ReasonFor(const CheckpointWatcher& watcher, uint64_t step) {
   return "(not pending)";
 }
 
-// A LocalDirSource whose listing can be made to fail, and which counts listings.
+// A FileSystemSource whose listing can be made to fail, and which counts listings.
 class FlakySource : public CheckpointSource {
  public:
-  explicit FlakySource(const std::string& root) : inner_(*LocalDirSource::Create(root)) {}
+  explicit FlakySource(const std::string& root) : inner_(*FileSystemSource::Create(root)) {}
   absl::StatusOr<std::vector<SourceEntry>> List() override {
     ++lists;
     if (fail_list) return absl::UnavailableError("injected: listing timed out");
@@ -66,7 +68,7 @@ class FlakySource : public CheckpointSource {
   int lists = 0;
 
  private:
-  std::unique_ptr<LocalDirSource> inner_;
+  std::unique_ptr<FileSystemSource> inner_;
 };
 
 class WatcherTest : public ::testing::Test {
@@ -441,6 +443,106 @@ TEST_F(WatcherTest, AShardStillGrowingIsOneReasonWhateverItsSize) {
   EXPECT_NE(p.reason, first);  // another size in the text...
   EXPECT_EQ(p.reason_since_unix_ms, t0);  // ...but the same reason
   EXPECT_FALSE(p.reason_changed);
+}
+
+constexpr char kFakeRoot[] = "/bucket/run42";
+
+// Discovery running wholly on a FakeFileSystem (common/fake_file_system.h): nothing here
+// exists on disk, so these tests fail if discovery bypassed the FileSystem it was given.
+// Files grow, vanish and fail to read between polls without any sleeping.
+class DiscoveryOnFakeFileSystemTest : public WatcherTest {
+ protected:
+  std::unique_ptr<CheckpointWatcher> MakeWatcher() {
+    WatcherOptions options;
+    options.source = kFakeRoot;
+    options.file_system = &fs_;
+    return WatcherTest::MakeWatcher(options);
+  }
+
+  static std::string Ckpt(const std::string& name) { return std::string(kFakeRoot) + "/" + name; }
+
+  FakeFileSystem fs_;
+};
+
+TEST_F(DiscoveryOnFakeFileSystemTest, CheckpointBecomesCompleteAcrossListings) {
+  auto watcher = MakeWatcher();
+  // The run's folder does not exist yet: the listing error comes from the fake.
+  EXPECT_THAT(watcher->Poll(),
+              StatusIs(absl::StatusCode::kNotFound, AllOf(HasSubstr(kFakeRoot), HasSubstr("no such folder"))));
+
+  const std::string ckpt = Ckpt("step_000100");
+  fs_.WriteFile(ckpt + "/config.json", kConfigJson);
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(*watcher, 100), HasSubstr("no model.safetensors"));
+
+  // The weights arrive in pieces: a header that promises more than is there.
+  const std::string weights = SafetensorsBytes();
+  fs_.WriteFile(ckpt + "/model.safetensors", weights.substr(0, weights.size() - 5));
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(*watcher, 100), HasSubstr("still being written"));
+
+  fs_.AppendFile(ckpt + "/model.safetensors", weights.substr(weights.size() - 5));
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(*watcher, 100),
+              AllOf(HasSubstr("complete, but model.safetensors went from"), HasSubstr("settle")));
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(100));
+  EXPECT_THAT(watcher->Pending(), IsEmpty());
+}
+
+TEST_F(DiscoveryOnFakeFileSystemTest, ShardDisappearingHoldsTheCheckpointBack) {
+  const std::string ckpt = Ckpt("step_000200");
+  fs_.WriteFile(ckpt + "/config.json", kConfigJson);
+  fs_.WriteFile(ckpt + "/model-00001-of-00002.safetensors", SafetensorsBytes());
+  fs_.WriteFile(ckpt + "/model-00002-of-00002.safetensors", SafetensorsBytes());
+  fs_.WriteFile(ckpt + "/model.safetensors.index.json",
+                R"({"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                   "b": "model-00002-of-00002.safetensors"}})");
+  auto watcher = MakeWatcher();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(*watcher, 200), HasSubstr("waiting for the next poll"));
+
+  fs_.Remove(ckpt + "/model-00002-of-00002.safetensors");
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(*watcher, 200),
+              HasSubstr("shard model-00002-of-00002.safetensors listed in "
+                        "model.safetensors.index.json is missing"));
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+
+  fs_.WriteFile(ckpt + "/model-00002-of-00002.safetensors", SafetensorsBytes());
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(200));
+}
+
+TEST_F(DiscoveryOnFakeFileSystemTest, ReadErrorIsPendingNotAdmittedAndRetriedOnTheSameFiles) {
+  const std::string ckpt = Ckpt("step_000300");
+  fs_.WriteFile(ckpt + "/config.json", kConfigJson);
+  fs_.WriteFile(ckpt + "/model.safetensors", SafetensorsBytes());
+  fs_.InjectError(FakeFileSystem::Op::kRead, ckpt + "/model.safetensors",
+                  absl::UnavailableError("injected: connection reset"));
+  auto watcher = MakeWatcher();
+  for (int poll = 0; poll < 3; ++poll) {
+    EXPECT_THAT(PollSteps(*watcher), IsEmpty()) << poll;
+    EXPECT_THAT(ReasonFor(*watcher, 300), HasSubstr("injected: connection reset")) << poll;
+  }
+  // The files never changed, but a read error is no verdict: each poll read again.
+  EXPECT_EQ(fs_.Calls(FakeFileSystem::Op::kRead, ckpt + "/model.safetensors"), 3);
+
+  fs_.ClearErrors();
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(300));
+}
+
+TEST_F(DiscoveryOnFakeFileSystemTest, ListingErrorKeepsTheWatchersState) {
+  const std::string ckpt = Ckpt("step_000400");
+  fs_.WriteFile(ckpt + "/config.json", kConfigJson);
+  fs_.WriteFile(ckpt + "/model.safetensors", SafetensorsBytes());
+  auto watcher = MakeWatcher();
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+
+  fs_.InjectError(FakeFileSystem::Op::kList, kFakeRoot, absl::UnavailableError("bucket unreachable"));
+  EXPECT_THAT(watcher->Poll(), StatusIs(absl::StatusCode::kUnavailable,
+                                        AllOf(HasSubstr("checkpoint source"), HasSubstr("bucket unreachable"))));
+  fs_.ClearErrors();
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(400));
 }
 
 }  // namespace

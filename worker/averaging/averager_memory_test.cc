@@ -18,7 +18,7 @@
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/averaging/averager.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/checkpoint/test_checkpoints.h"
 #include "worker/test_fixtures.h"
 

@@ -1,16 +1,6 @@
 #include "worker/checkpoint/checkpoint_reader.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <ATen/ATen.h>
 
@@ -30,34 +20,24 @@ constexpr char kIndexFile[] = "model.safetensors.index.json";
 constexpr char kPytorchFile[] = "pytorch_model.bin";
 constexpr char kPytorchIndexFile[] = "pytorch_model.bin.index.json";
 
-bool FileExists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
+// config.json and index files are small; anything larger is not one.
+constexpr uint64_t kMaxJsonBytes = 64ull << 20;
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return buf.str();
+bool IsFile(FileSystem& fs, const std::string& path) {
+  absl::StatusOr<FileStat> stat = fs.Stat(path);
+  return stat.ok() && stat->kind == FileKind::kRegular;
 }
 
 }  // namespace
 
-// One weights file: a read-only mapping of a safetensors file, or (base == nullptr) a .bin
+// One weights file: a read-only mapping of a safetensors file, or (file == nullptr) a .bin
 // file whose tensors were loaded into the entries.
 struct CheckpointReader::Shard {
   std::string path;
   SafetensorsHeader header;  // safetensors only
-  void* base = nullptr;
-  size_t size = 0;
+  std::unique_ptr<MappedFile> file;
 
-  ~Shard() {
-    if (base != nullptr) ::munmap(base, size);
-  }
-  const uint8_t* data() const { return static_cast<const uint8_t*>(base) + header.data_offset; }
+  const uint8_t* data() const { return file->data() + header.data_offset; }
 };
 
 bool IsIgnoredBuffer(absl::string_view name) {
@@ -65,39 +45,16 @@ bool IsIgnoredBuffer(absl::string_view name) {
          absl::EndsWith(name, ".attn.masked_bias");
 }
 
+CheckpointReader::CheckpointReader(FileSystem* fs) : fs_(fs) {}
 CheckpointReader::~CheckpointReader() = default;
 
 absl::Status CheckpointReader::AddShard(const std::string& file_name) {
   auto shard = std::make_unique<Shard>();
   shard->path = absl::StrCat(dir_, "/", file_name);
-  ASSIGN_OR_RETURN(shard->header, ReadSafetensorsHeader(shard->path));
-  const uint64_t expected = shard->header.data_offset + shard->header.data_length;
-
-  int fd = ::open(shard->path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(
-        absl::StrCat(shard->path, ": cannot open: ", std::strerror(errno)));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return absl::InternalError(absl::StrCat(shard->path, ": fstat: ", std::strerror(err)));
-  }
-  if (static_cast<uint64_t>(st.st_size) != expected) {
-    ::close(fd);
-    return absl::FailedPreconditionError(absl::StrCat(
-        shard->path, " is ", st.st_size, " bytes but its header says ", expected,
-        " (changed while being opened? still being written?)"));
-  }
-  shard->size = static_cast<size_t>(st.st_size);
-  void* base = ::mmap(nullptr, shard->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int err = errno;
-  ::close(fd);
-  if (base == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat(shard->path, ": mmap: ", std::strerror(err)));
-  }
-  shard->base = base;
+  // The header is validated on the mapping itself, so the file mapped is the file checked
+  // (its size included: a shard still being written is refused here).
+  ASSIGN_OR_RETURN(shard->file, fs_->Map(shard->path));
+  ASSIGN_OR_RETURN(shard->header, ParseSafetensorsFile(shard->file->bytes(), shard->path));
 
   const size_t index = shards_.size();
   shards_.push_back(std::move(shard));
@@ -110,7 +67,7 @@ absl::Status CheckpointReader::AddShard(const std::string& file_name) {
 absl::Status CheckpointReader::AddPytorchShard(const std::string& file_name) {
   auto shard = std::make_unique<Shard>();
   shard->path = absl::StrCat(dir_, "/", file_name);
-  ASSIGN_OR_RETURN(NamedTensorList tensors, ReadPytorchStateDict(shard->path));
+  ASSIGN_OR_RETURN(NamedTensorList tensors, ReadPytorchStateDict(shard->path, fs_));
   const size_t index = shards_.size();
   shards_.push_back(std::move(shard));
   for (auto& [name, tensor] : tensors) {
@@ -144,7 +101,7 @@ absl::Status CheckpointReader::OpenIndexed(
     const std::string& index_name, absl::Status (CheckpointReader::*add)(const std::string&)) {
   const std::string& d = dir_;
   const std::string index_path = absl::StrCat(d, "/", index_name);
-  ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_path));
+  ASSIGN_OR_RETURN(std::string index_text, fs_->ReadFile(index_path, kMaxJsonBytes));
   nlohmann::json index = nlohmann::json::parse(index_text, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
       !index["weight_map"].is_object()) {
@@ -171,7 +128,7 @@ absl::Status CheckpointReader::OpenIndexed(
     return absl::DataLossError(absl::StrCat(index_path, ": weight_map is empty"));
   }
   for (const std::string& name : shard_names) {
-    if (!FileExists(absl::StrCat(d, "/", name))) {
+    if (!IsFile(*fs_, absl::StrCat(d, "/", name))) {
       return absl::NotFoundError(
           absl::StrCat("shard ", name, " listed in ", index_name,
                        " is missing (still being written, or an incomplete copy?)"));
@@ -188,31 +145,32 @@ absl::Status CheckpointReader::OpenIndexed(
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
-    const std::string& dir) {
-  std::unique_ptr<CheckpointReader> reader(new CheckpointReader());
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const std::string& dir,
+                                                                         FileSystem* fs) {
+  std::unique_ptr<CheckpointReader> reader(new CheckpointReader(fs));
   reader->dir_ = dir;
   while (reader->dir_.size() > 1 && reader->dir_.back() == '/') reader->dir_.pop_back();
   const std::string& d = reader->dir_;
   reader->label_ = absl::StrCat("checkpoint ", d);
 
   const std::string config_path = absl::StrCat(d, "/config.json");
-  if (!FileExists(config_path)) {
+  if (!IsFile(*fs, config_path)) {
     return absl::NotFoundError(
         absl::StrCat("checkpoint ", d, ": no config.json (is this a Hugging Face checkpoint folder?)"));
   }
-  ASSIGN_OR_RETURN(reader->config_json_, ReadWholeFile(config_path));
+  ASSIGN_OR_RETURN(reader->config_json_, fs->ReadFile(config_path, kMaxJsonBytes));
 
   const std::string context = absl::StrCat("checkpoint ", d);
-  if (FileExists(absl::StrCat(d, "/", kIndexFile))) {
+  auto present = [&](const char* name) { return IsFile(*fs, absl::StrCat(d, "/", name)); };
+  if (present(kIndexFile)) {
     RETURN_IF_ERROR(
         Annotate(reader->OpenIndexed(kIndexFile, &CheckpointReader::AddShard), context));
-  } else if (FileExists(absl::StrCat(d, "/", kSingleFile))) {
+  } else if (present(kSingleFile)) {
     RETURN_IF_ERROR(Annotate(reader->AddShard(kSingleFile), context));
-  } else if (FileExists(absl::StrCat(d, "/", kPytorchIndexFile))) {
+  } else if (present(kPytorchIndexFile)) {
     RETURN_IF_ERROR(Annotate(
         reader->OpenIndexed(kPytorchIndexFile, &CheckpointReader::AddPytorchShard), context));
-  } else if (FileExists(absl::StrCat(d, "/", kPytorchFile))) {
+  } else if (present(kPytorchFile)) {
     RETURN_IF_ERROR(Annotate(reader->AddPytorchShard(kPytorchFile), context));
   } else {
     return absl::NotFoundError(absl::StrCat(context, ": no weights: none of ", kIndexFile, ", ",
@@ -284,15 +242,8 @@ void CheckpointReader::DropPages(absl::string_view name) const {
   const Entry& entry = it->second;
   if (entry.loaded.defined()) return;  // held in memory, not mapped
   const Shard& shard = *shards_[entry.shard];
-  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t base = reinterpret_cast<uintptr_t>(shard.base);
-  uintptr_t begin = reinterpret_cast<uintptr_t>(shard.data() + entry.info.begin);
-  uintptr_t end = reinterpret_cast<uintptr_t>(shard.data() + entry.info.end);
-  begin = begin / page * page;
-  end = std::min((end + page - 1) / page * page, (base + shard.size + page - 1) / page * page);
-  if (begin < base || end <= begin) return;
-  // Clean private file pages: dropping them loses nothing; a later read re-faults them.
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  shard.file->DropPages(shard.header.data_offset + entry.info.begin,
+                        entry.info.end - entry.info.begin);
 }
 
 }  // namespace steadyeval

@@ -9,8 +9,8 @@
 // Open() validates the whole checkpoint up front: config.json is readable, every shard
 // exists and parses, and every tensor an index names is in its shard. Safetensors shards'
 // headers must agree with the file's size (a shard still being written is
-// FAILED_PRECONDITION); they are memory-mapped read-only and stay mapped for the reader's
-// lifetime. .bin shards are read whole into memory at Open() (the format cannot be mapped:
+// FAILED_PRECONDITION); they are mapped read-only (FileSystem::Map: memory-mapped on the
+// local file system, no copy) and stay mapped for the reader's lifetime. .bin shards are read whole into memory at Open() (the format cannot be mapped:
 // a tensor may be a strided view of a storage shared with other tensors).
 //
 // Non-parameter buffers of older checkpoints (`*.rotary_emb.inv_freq`, `*.attn.bias`,
@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/file_system.h"
 #include "common/safetensors.h"
 #include "worker/checkpoint/tensor_source.h"
 
@@ -47,8 +48,10 @@ class CheckpointReader : public TensorSource {
   // FAILED_PRECONDITION for a truncated safetensors shard; INVALID_ARGUMENT / DATA_LOSS for
   // malformed headers, an unknown dtype, a damaged or unsupported .bin, or an index that
   // disagrees with its shards. Messages name the shard file and, where one is involved,
-  // the tensor.
-  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(const std::string& dir);
+  // the tensor. Every file is read through `fs` (not owned; used only during Open: the
+  // mappings it returns are the reader's).
+  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(
+      const std::string& dir, FileSystem* fs = FileSystem::Local());
 
   ~CheckpointReader();
   CheckpointReader(const CheckpointReader&) = delete;
@@ -93,7 +96,7 @@ class CheckpointReader : public TensorSource {
     TensorInfo info;
     at::Tensor loaded;  // .bin shards: the tensor in memory; undefined for safetensors
   };
-  CheckpointReader() = default;
+  explicit CheckpointReader(FileSystem* fs);
   absl::Status AddShard(const std::string& file_name);
   absl::Status AddPytorchShard(const std::string& file_name);
   absl::Status AddEntry(const std::string& name, Entry entry);
@@ -102,6 +105,7 @@ class CheckpointReader : public TensorSource {
   absl::Status OpenIndexed(const std::string& index_name,
                            absl::Status (CheckpointReader::*add)(const std::string&));
 
+  FileSystem* const fs_;  // during Open only
   std::string dir_;
   std::string label_;
   std::string config_json_;

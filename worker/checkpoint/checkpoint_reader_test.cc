@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 
+#include "common/fake_file_system.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -412,6 +413,60 @@ TEST(CheckpointReaderTest, WrongShapeIsReportedWithItsShard) {
   const std::string shard = (*reader)->Origin(tensor);
   EXPECT_THAT(shard, testing::StartsWith(dir + "/pytorch_model-0000"));
   EXPECT_THAT(message, HasSubstr(shard));
+}
+
+// The files of the local folder `from` copied into `fs` under `to`.
+void CopyIntoFake(const std::string& from, FakeFileSystem& fs, const std::string& to) {
+  for (const auto& entry : std::filesystem::directory_iterator(from)) {
+    fs.WriteFile(to + "/" + entry.path().filename().string(), ReadText(entry.path().string()));
+  }
+}
+
+TEST(CheckpointReaderTest, ReadsEveryFormatThroughTheFileSystemItIsGiven) {
+  // The folders exist only in the fake: a reader that went around it would find nothing.
+  for (const std::string& fixture :
+       {LlamaFixture("gqa"), LlamaFixture("bf16"), LlamaFixture("sharded"), FormatFixture("bin"),
+        FormatFixture("bin_sharded"), FormatFixture("bin_views")}) {
+    FakeFileSystem fs;
+    CopyIntoFake(fixture, fs, "/fake/ckpt");
+    auto on_disk = CheckpointReader::Open(fixture);
+    ASSERT_OK(on_disk);
+    auto in_fake = CheckpointReader::Open("/fake/ckpt", &fs);
+    ASSERT_OK(in_fake) << fixture;
+    EXPECT_EQ((*in_fake)->config_json(), (*on_disk)->config_json());
+    ASSERT_EQ((*in_fake)->TensorNames(), (*on_disk)->TensorNames()) << fixture;
+    for (const std::string& name : (*on_disk)->TensorNames()) {
+      auto want = (*on_disk)->MappedTensor(name);
+      auto got = (*in_fake)->MappedTensor(name);
+      ASSERT_OK(want);
+      ASSERT_OK(got);
+      EXPECT_TRUE(at::equal(*got, *want)) << fixture << " " << name;
+      EXPECT_THAT((*in_fake)->Origin(name), testing::StartsWith("/fake/ckpt/"));
+      (*in_fake)->DropPages(name);  // a no-op on a copy in memory
+    }
+  }
+}
+
+TEST(CheckpointReaderTest, FileSystemErrorsAndPartialShardsReachTheCaller) {
+  FakeFileSystem fs;
+  CopyIntoFake(LlamaFixture("sharded"), fs, "/fake/ckpt");
+  const std::string shard = "/fake/ckpt/model-00002-of-00002.safetensors";
+  fs.InjectError(FakeFileSystem::Op::kRead, shard, absl::UnavailableError("injected: reset"));
+  EXPECT_THAT(CheckpointReader::Open("/fake/ckpt", &fs),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(HasSubstr("checkpoint /fake/ckpt"), HasSubstr("injected: reset"))));
+  fs.ClearErrors();
+  EXPECT_OK(CheckpointReader::Open("/fake/ckpt", &fs));
+
+  const uint64_t size = fs.Stat(shard)->size;
+  fs.Resize(shard, size - 100);  // still being written
+  EXPECT_THAT(CheckpointReader::Open("/fake/ckpt", &fs),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(shard), HasSubstr("still being written"))));
+  fs.Remove(shard);
+  EXPECT_THAT(CheckpointReader::Open("/fake/ckpt", &fs),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("shard model-00002-of-00002.safetensors")));
 }
 
 }  // namespace

@@ -2,9 +2,9 @@
 
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
@@ -558,33 +558,49 @@ class TensorBuilder {
   std::map<std::string, c10::Storage> loaded_;
 };
 
-// INVALID_ARGUMENT / DATA_LOSS unless the file starts like a zip archive.
-absl::Status CheckZipMagic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  char magic[4] = {0, 0, 0, 0};
-  in.read(magic, sizeof(magic));
-  const std::streamsize got = in.gcount();
-  if (got == 4 && std::memcmp(magic, "PK\x03\x04", 4) == 0) return absl::OkStatus();
-  if (got >= 1 && static_cast<uint8_t>(magic[0]) == 0x80) {
+// INVALID_ARGUMENT / DATA_LOSS unless `file` starts like a zip archive.
+absl::Status CheckZipMagic(absl::string_view file, const std::string& path) {
+  const absl::string_view magic = file.substr(0, 4);
+  if (magic == absl::string_view("PK\x03\x04", 4)) return absl::OkStatus();
+  if (!magic.empty() && static_cast<uint8_t>(magic[0]) == 0x80) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, " is in the legacy torch.save format (PyTorch < 1.6 or "
               "_use_new_zipfile_serialization=False), which steadyeval does not read: re-save "
               "it with a current torch.save or convert it to safetensors"));
   }
   return absl::DataLossError(absl::StrCat(
-      path, " is not a torch.save zip archive (", got < 4 ? "shorter than 4 bytes" : "bad magic",
+      path, " is not a torch.save zip archive (",
+      magic.size() < 4 ? "shorter than 4 bytes" : "bad magic",
       "; truncated, still being written, or not a PyTorch file?)"));
 }
 
+// The archive reader's view of a file read through a FileSystem (a mapping on the local
+// one: records are copied straight from it into the tensors' storages).
+class MappedFileAdapter : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit MappedFileAdapter(std::unique_ptr<MappedFile> file) : file_(std::move(file)) {}
+  size_t size() const override { return file_->size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= file_->size()) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, file_->size() - pos));
+    std::memcpy(buf, file_->data() + pos, n);
+    return n;
+  }
+
+ private:
+  const std::unique_ptr<MappedFile> file_;
+};
+
 }  // namespace
 
-absl::StatusOr<NamedTensorList> ReadPytorchStateDict(const std::string& path) {
-  RETURN_IF_ERROR(CheckZipMagic(path));
+absl::StatusOr<NamedTensorList> ReadPytorchStateDict(const std::string& path, FileSystem* fs) {
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, fs->Map(path));
+  RETURN_IF_ERROR(CheckZipMagic(file->bytes(), path));
   // libtorch throws c10::Error for a damaged archive; this is where the file is read, so
   // every exception means the file (not the program) is at fault.
   try {
-    caffe2::serialize::PyTorchStreamReader archive(path);
+    caffe2::serialize::PyTorchStreamReader archive(
+        std::make_shared<MappedFileAdapter>(std::move(file)));
     if (archive.hasRecord("byteorder")) {
       auto [order, size] = archive.getRecord("byteorder");
       const std::string text(static_cast<const char*>(order.get()), size);

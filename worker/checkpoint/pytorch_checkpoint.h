@@ -13,7 +13,8 @@
 // calls anything named in the file (other globals become opaque objects, reported as such
 // if they are a top-level entry), so a hostile file can do no more than fail to load.
 //
-// Thread-safe: a pure function of the file.
+// Thread-safe: a pure function of the file. The file is mapped (FileSystem::Map) while it
+// is read, and each tensor's storage is copied out of it.
 #ifndef STEADYEVAL_WORKER_CHECKPOINT_PYTORCH_CHECKPOINT_H_
 #define STEADYEVAL_WORKER_CHECKPOINT_PYTORCH_CHECKPOINT_H_
 
@@ -24,13 +25,14 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "common/file_system.h"
 
 namespace steadyeval {
 
 using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
 
 // The tensors of the state dict (a dict or collections.OrderedDict of name -> tensor) that
-// torch.save wrote to `path`, in the file's order. Each tensor is a CPU tensor in its stored
+// torch.save wrote to `path` on `fs`, in the file's order. Each tensor is a CPU tensor in its stored
 // dtype and geometry, owning its memory: tensors that were views of one storage in Python
 // (tied weights, slices of a flat buffer, transposes) are views of one shared storage here
 // too, so they may be non-contiguous and must not be written to. Dtypes: those safetensors
@@ -38,14 +40,15 @@ using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
 // load as their data. The OrderedDict's `_metadata` attribute is ignored.
 //
 // Errors, each message starting with `path` and naming the entry where one is involved:
-//   NOT_FOUND: the file cannot be opened;
+//   the file system's error (NOT_FOUND, PERMISSION_DENIED, ...) when it cannot be read;
 //   DATA_LOSS: not a zip archive, truncated or corrupt archive or pickle, a missing storage
 //     record, a tensor reaching outside its storage;
 //   INVALID_ARGUMENT: the legacy (non-zip, PyTorch < 1.6 or
 //     _use_new_zipfile_serialization=False) format, a big-endian file, a top level that is
 //     not a dict, an entry that is not a tensor (e.g. a training checkpoint {"model": ...,
 //     "step": ...}), a tensor of an unsupported dtype (complex, quantized, ...).
-absl::StatusOr<NamedTensorList> ReadPytorchStateDict(const std::string& path);
+absl::StatusOr<NamedTensorList> ReadPytorchStateDict(const std::string& path,
+                                                     FileSystem* fs = FileSystem::Local());
 
 }  // namespace steadyeval
 

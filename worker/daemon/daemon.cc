@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -54,6 +55,44 @@ WorkerMetricsOptions MetricsOptionsFor(const DaemonOptions& options) {
 }
 
 void Log(const std::string& line) { fprintf(stderr, "steadyeval-worker: %s\n", line.c_str()); }
+
+// Heartbeats one held lease from a thread of its own: every `interval_ms` of `clock`'s
+// time it calls `send`, which makes one Heartbeat call and returns whether the lease is
+// still ours. Once it says no, lost() stays true and nothing more is sent. The destructor
+// wakes the thread and joins it. lost() may be read from any thread.
+class LeaseHeartbeat {
+ public:
+  LeaseHeartbeat(const Clock& clock, int64_t interval_ms, std::function<bool()> send)
+      : clock_(clock), interval_nanos_(interval_ms * 1'000'000), send_(std::move(send)),
+        thread_([this] { Loop(); }) {}
+  ~LeaseHeartbeat() {
+    {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+    }
+    thread_.join();
+  }
+  const std::atomic<bool>& lost() const { return lost_; }
+
+ private:
+  void Loop() {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (clock_.AwaitWithTimeout(mu_, absl::Condition(&finished_), interval_nanos_)) return;
+      }
+      if (!lost_ && !send_()) lost_ = true;
+    }
+  }
+
+  const Clock& clock_;
+  const int64_t interval_nanos_;
+  const std::function<bool()> send_;
+  std::atomic<bool> lost_{false};
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // the job is over: the thread returns
+  std::thread thread_;  // last: starts once the fields above are set
+};
 
 }  // namespace
 
@@ -129,20 +168,21 @@ absl::StatusOr<std::string> WorkerDaemon::StartMetrics() {
 }
 
 void WorkerDaemon::Stop() {
+  absl::MutexLock lock(&mu_);
   stopping_ = true;
-  std::lock_guard<std::mutex> lock(mu_);
   if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
-  cv_.notify_all();
 }
 
 void WorkerDaemon::Drain() {
-  if (draining_.exchange(true)) return;
-  drain_deadline_nanos_ = options_.clock->MonotonicNanos() + options_.drain_grace_ms * 1'000'000;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return;
+    drain_deadline_nanos_ = options_.clock->MonotonicNanos() + options_.drain_grace_ms * 1'000'000;
+    draining_ = true;
+    if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
+  }
   Log(absl::StrCat("draining: no new jobs; the current one is finished if that takes at most ",
                    options_.drain_grace_ms / 1000.0, " s, else handed back"));
-  std::lock_guard<std::mutex> lock(mu_);
-  if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
-  cv_.notify_all();
 }
 
 bool WorkerDaemon::DrainExpired() const {
@@ -150,10 +190,9 @@ bool WorkerDaemon::DrainExpired() const {
 }
 
 bool WorkerDaemon::WaitMs(int64_t ms, bool wake_on_drain) {
-  std::unique_lock<std::mutex> lock(mu_);
-  auto woken = [&] { return stopping_.load() || (wake_on_drain && draining_.load()); };
-  cv_.wait_for(lock, std::chrono::milliseconds(ms), woken);
-  return !woken();
+  const auto woken = [&] { return stopping_.load() || (wake_on_drain && draining_.load()); };
+  absl::MutexLock lock(&mu_);
+  return !options_.clock->AwaitWithTimeout(mu_, absl::Condition(&woken), ms * 1'000'000);
 }
 
 absl::Status WorkerDaemon::Register() {
@@ -166,6 +205,7 @@ absl::Status WorkerDaemon::Register() {
   grpc::ClientContext ctx;
   SetDeadline(ctx, kRpcDeadlineMs);
   RETURN_IF_ERROR(FromGrpc(stub_->RegisterWorker(&ctx, req, &resp)));
+  heartbeat_interval_ms_ = std::max<int64_t>(0, resp.heartbeat_interval_ms());
   Log(absl::StrCat("registered as ", options_.worker_id, " (coordinator instance ",
                    resp.coordinator_instance(), ")"));
   return absl::OkStatus();
@@ -203,13 +243,13 @@ absl::Status WorkerDaemon::Run() {
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.acquire_wait_ms + kRpcDeadlineMs);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (stopping_ || draining_) break;
       acquire_ctx_ = &ctx;  // Drain() and Stop() cancel it
     }
     absl::Status s = FromGrpc(stub_->AcquireJob(&ctx, req, &resp));
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       acquire_ctx_ = nullptr;
     }
     if (s.ok() && resp.has_job() && (draining_ || stopping_)) {
@@ -236,7 +276,8 @@ absl::Status WorkerDaemon::Run() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
+absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header,
+                                           const std::atomic<bool>& lost) {
   const std::string key = TaskCacheKey(header.ref());
   if (auto it = task_cache_.find(key); it != task_cache_.end()) return it->second;
   v1::GetTaskRequest req;
@@ -251,6 +292,11 @@ absl::StatusOr<Task> WorkerDaemon::GetTask(const v1::TaskContent& header) {
     SetDeadline(ctx, kRpcDeadlineMs);
     fetched = FromGrpc(stub_->GetTask(&ctx, req, &content));
     if (!absl::IsUnavailable(fetched) || stopping_) break;
+    if (lost) {
+      return absl::AbortedError(absl::StrCat("fetching task ", header.ref().name(),
+                                             ": the lease was lost while the coordinator was "
+                                             "unreachable"));
+    }
     Log(absl::StrCat("fetching task ", header.ref().name(), ": ", fetched.message(), "; retrying"));
     if (!WaitMs(options_.retry_backoff_ms)) break;
   }
@@ -493,7 +539,8 @@ absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
     TaskOutputs by_task;
     ASSIGN_OR_RETURN(const EvalSettings settings, SettingsForLease(lease, options_.batch_size));
     for (const v1::TaskContent& header : lease.task_headers()) {
-      ASSIGN_OR_RETURN(Task task, GetTask(header));
+      if (lost) return absl::AbortedError("lease lost");
+      ASSIGN_OR_RETURN(Task task, GetTask(header, lost));
       const uint64_t tokens_before = backend_->tokens_processed();
       size_t task_done = 0;  // progress reports several examples at once (a packed batch)
       ASSIGN_OR_RETURN(std::vector<ExampleResult> results,
@@ -520,93 +567,89 @@ absl::StatusOr<WorkerDaemon::TaskOutputs> WorkerDaemon::EvaluateTasks(
   return outputs;
 }
 
+int64_t WorkerDaemon::HeartbeatIntervalMs(const v1::LeasedJob& lease) const {
+  const int64_t registered = heartbeat_interval_ms_.load();
+  if (registered > 0) return registered;
+  return std::max<int64_t>(lease.lease_ttl_ms() / 3, 50);  // the coordinator gave none
+}
+
+bool WorkerDaemon::SendHeartbeat(const v1::LeasedJob& lease) {
+  v1::HeartbeatRequest req;
+  req.set_worker_id(options_.worker_id);
+  req.set_job_id(lease.job().id());
+  req.set_epoch(lease.job().epoch());
+  req.set_lease_secret(lease.lease_secret());
+  v1::HeartbeatResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kRpcDeadlineMs);
+  absl::Status s = FromGrpc(stub_->Heartbeat(&ctx, req, &resp));
+  if (absl::IsAborted(s) || absl::IsPermissionDenied(s)) {
+    Log(absl::StrCat("job ", lease.job().id(), ": lease lost (", s.message(), "); dropping it"));
+    return false;
+  }
+  if (absl::IsNotFound(s)) (void)Register();
+  return true;  // held, or not known either way (an unreachable coordinator)
+}
+
+absl::Status WorkerDaemon::EvaluateAndReport(const v1::LeasedJob& lease,
+                                             const std::atomic<bool>& lost) {
+  const v1::Job& job = lease.job();
+  if (DrainExpired()) return absl::CancelledError("worker stopping before the job started");
+  ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
+  metrics_->RecordLoad(load);
+  RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
+  ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
+  const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
+  // Report, retrying through coordinator restarts and refused writes: the outputs are
+  // kept until accepted. UNAVAILABLE and RESOURCE_EXHAUSTED (coordinator down, or its
+  // storage refusing writes) are retried for as long as the lease is held (the
+  // heartbeat thread keeps it), with exponential backoff; other errors 20 times.
+  int64_t backoff_ms = options_.retry_backoff_ms;
+  // A heartbeat that finds the lease gone during a backoff may mean that an earlier
+  // attempt was committed and only its answer was lost (the coordinator restarted): the
+  // next attempt then comes back as a replay, so `lost` is checked after an attempt,
+  // never instead of one.
+  // A few attempts are still made after that, while the coordinator is unreachable.
+  constexpr int kAttemptsAfterLost = 5;
+  int attempts_after_lost = 0;
+  for (int attempt = 0;; ++attempt) {
+    absl::Status s = Report(lease, outputs, drifts);
+    if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) ||
+        absl::IsPermissionDenied(s) || stopping_ || DrainExpired()) {
+      return s;
+    }
+    if (lost && ++attempts_after_lost > kAttemptsAfterLost) {
+      return absl::AbortedError("lease lost");
+    }
+    const bool retry_while_leased = absl::IsUnavailable(s) || absl::IsResourceExhausted(s);
+    if (!retry_while_leased && attempt >= 20) return s;
+    const int64_t wait_ms = retry_while_leased ? backoff_ms : options_.retry_backoff_ms;
+    Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying in ",
+                     wait_ms, " ms",
+                     retry_while_leased ? " while the lease is held" : "", " (attempt ",
+                     attempt + 1, ")"));
+    if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();
+    if (!WaitMs(wait_ms)) return s;
+    if (retry_while_leased) {
+      backoff_ms = std::min(std::max<int64_t>(1, backoff_ms) * 2, options_.report_backoff_max_ms);
+    }
+  }
+}
+
 void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
   const v1::Job& job = lease.job();
   Log(absl::StrCat("job ", job.id(), " (", job.run(), " ", job.kind(), " step ",
                    job.steps_size() ? job.steps(job.steps_size() - 1) : 0, ") leased, epoch ", job.epoch()));
   metrics_->SetBusy(true);
-  std::atomic<bool> lost{false};
-  std::atomic<bool> done{false};
-  std::mutex hb_mu;
-  std::condition_variable hb_cv;
-  const int64_t interval_ms = std::max<int64_t>(lease.lease_ttl_ms() / 3, 50);
-  std::thread heartbeat([&] {
-    std::unique_lock<std::mutex> lock(hb_mu);
-    while (!done) {
-      hb_cv.wait_for(lock, std::chrono::milliseconds(interval_ms), [&] { return done.load(); });
-      if (done) break;
-      lock.unlock();
-      v1::HeartbeatRequest req;
-      req.set_worker_id(options_.worker_id);
-      req.set_job_id(job.id());
-      req.set_epoch(job.epoch());
-      req.set_lease_secret(lease.lease_secret());
-      v1::HeartbeatResponse resp;
-      grpc::ClientContext ctx;
-      SetDeadline(ctx, kRpcDeadlineMs);
-      absl::Status s = FromGrpc(stub_->Heartbeat(&ctx, req, &resp));
-      if (absl::IsAborted(s) || absl::IsPermissionDenied(s)) {
-        Log(absl::StrCat("job ", job.id(), ": lease lost (", s.message(), "); dropping it"));
-        lost = true;
-      } else if (absl::IsNotFound(s)) {
-        (void)Register();
-      }
-      lock.lock();
-    }
-  });
-  auto finish = [&] {
-    {
-      std::lock_guard<std::mutex> lock(hb_mu);
-      done = true;
-    }
-    hb_cv.notify_all();
-    heartbeat.join();
-    metrics_->SetBusy(false);
-  };
-
-  absl::Status status = [&]() -> absl::Status {
-    if (DrainExpired()) return absl::CancelledError("worker stopping before the job started");
-    ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
-    metrics_->RecordLoad(load);
-    RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
-    ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
-    const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
-    // Report, retrying through coordinator restarts and refused writes: the outputs are
-    // kept until accepted. UNAVAILABLE and RESOURCE_EXHAUSTED (coordinator down, or its
-    // storage refusing writes) are retried for as long as the lease is held (the
-    // heartbeat thread keeps it), with exponential backoff; other errors 20 times.
-    int64_t backoff_ms = options_.retry_backoff_ms;
-    // A heartbeat that finds the lease gone during a backoff may mean that an earlier
-    // attempt was committed and only its answer was lost (the coordinator restarted): the
-    // next attempt then comes back as a replay, so `lost` is checked after an attempt,
-    // never instead of one.
-    // A few attempts are still made after that, while the coordinator is unreachable.
-    constexpr int kAttemptsAfterLost = 5;
-    int attempts_after_lost = 0;
-    for (int attempt = 0;; ++attempt) {
-      absl::Status s = Report(lease, outputs, drifts);
-      if (s.ok() || absl::IsAborted(s) || absl::IsInvalidArgument(s) ||
-          absl::IsPermissionDenied(s) || stopping_ || DrainExpired()) {
-        return s;
-      }
-      if (lost && ++attempts_after_lost > kAttemptsAfterLost) {
-        return absl::AbortedError("lease lost");
-      }
-      const bool retry_while_leased = absl::IsUnavailable(s) || absl::IsResourceExhausted(s);
-      if (!retry_while_leased && attempt >= 20) return s;
-      const int64_t wait_ms = retry_while_leased ? backoff_ms : options_.retry_backoff_ms;
-      Log(absl::StrCat("job ", job.id(), ": report failed (", s.message(), "); retrying in ",
-                       wait_ms, " ms",
-                       retry_while_leased ? " while the lease is held" : "", " (attempt ",
-                       attempt + 1, ")"));
-      if (absl::IsNotFound(s) || absl::IsUnavailable(s)) (void)Register();
-      if (!WaitMs(wait_ms)) return s;
-      if (retry_while_leased) {
-        backoff_ms = std::min(std::max<int64_t>(1, backoff_ms) * 2, options_.report_backoff_max_ms);
-      }
-    }
-  }();
-  finish();
+  absl::Status status;
+  bool lost = false;
+  {
+    LeaseHeartbeat heartbeat(*options_.clock, HeartbeatIntervalMs(lease),
+                             [this, &lease] { return SendHeartbeat(lease); });
+    status = EvaluateAndReport(lease, heartbeat.lost());
+    lost = heartbeat.lost();
+  }  // the heartbeat thread has stopped
+  metrics_->SetBusy(false);
   if (status.ok()) {
     ++jobs_done_;
     metrics_->JobDone();

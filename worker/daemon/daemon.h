@@ -12,7 +12,9 @@
 //     report_backoff_max_ms) for as long as the lease is held, heartbeating meanwhile; it
 //     never fails the job. Task fetches likewise wait for an unreachable coordinator as
 //     long as the lease is not lost.
-//   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job.
+//   - ABORTED on heartbeat or report (stale epoch: the job was re-leased) → drop the job:
+//     the evaluation is cancelled at its next cancel point (after the forward batch in
+//     progress), nothing is reported, and the worker goes back to acquiring.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
 //     permanent; other errors → FailJob as retryable.
 //   - FAILED_PRECONDITION from RegisterWorker (another protocol version) → Run() returns it.
@@ -30,22 +32,30 @@
 // stops after the packed batch in progress and the lease is handed back (FailJob,
 // retryable, kWorkerStoppingReason), which gives the job to another worker at once
 // without using up an attempt. Run() then returns OK.
+//
+// Heartbeats: a held lease is heartbeaten from a thread of its own at the period the
+// coordinator gave at registration (RegisterWorkerResponse.heartbeat_interval_ms), or a
+// third of the lease's TTL when it gave none.
+//
+// Time: every wait (backoffs, the heartbeat period, the drain grace) and the evaluation
+// time it measures go through DaemonOptions::clock, so tests drive them with a FakeClock.
+// Only gRPC deadlines are real time.
+//
 // Thread-safety: Run() is called once; Stop(), Drain() and metrics() may be called from
 // any thread.
 #ifndef STEADYEVAL_WORKER_DAEMON_DAEMON_H_
 #define STEADYEVAL_WORKER_DAEMON_DAEMON_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/task.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
@@ -93,8 +103,8 @@ struct DaemonOptions {
   int report_chunk = 64;  // outputs per ReportResults message
   int batch_size = 8;     // generation examples decoded together (EvalSettings)
   std::string metrics_listen;  // empty: no metrics endpoint
-  // Measures evaluation time (steadyeval_worker_eval_seconds_total and the per-second
-  // gauges). Not owned; must outlive the daemon.
+  // What every wait and measured duration uses (see the file comment): backoffs, the
+  // heartbeat period, the drain grace, evaluation time. Not owned; must outlive the daemon.
   Clock* clock = Clock::Real();
 };
 
@@ -126,9 +136,22 @@ class WorkerDaemon {
   using TaskOutputs = std::vector<std::pair<steadyeval::v1::TaskRef, std::vector<ExampleResult>>>;
 
   absl::Status Register();
-  // One job end to end; any error is turned into FailJob or a dropped lease.
+  // One job end to end, heartbeating its lease meanwhile; any error is turned into FailJob
+  // or a dropped lease.
   void RunJob(const steadyeval::v1::LeasedJob& lease);
-  absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header);
+  // RunJob's work while the lease is held: load, evaluate, report (retrying). `lost` turns
+  // true when a heartbeat finds the lease gone; it cancels the evaluation.
+  absl::Status EvaluateAndReport(const steadyeval::v1::LeasedJob& lease,
+                                 const std::atomic<bool>& lost);
+  // One Heartbeat call for `lease`; false when the coordinator says the lease is no longer
+  // ours (ABORTED, PERMISSION_DENIED). Registers again on NOT_FOUND.
+  bool SendHeartbeat(const steadyeval::v1::LeasedJob& lease);
+  // The heartbeat period of `lease` in milliseconds (see the file comment).
+  int64_t HeartbeatIntervalMs(const steadyeval::v1::LeasedJob& lease) const;
+  // The task `header` names, from the cache or the coordinator (waiting out an unreachable
+  // coordinator unless stopped or `lost`, then ABORTED).
+  absl::StatusOr<Task> GetTask(const steadyeval::v1::TaskContent& header,
+                               const std::atomic<bool>& lost);
   absl::Status Report(const steadyeval::v1::LeasedJob& lease, const TaskOutputs& outputs,
                       const std::vector<steadyeval::v1::ParameterDrift>& drifts);
   // FAILED_PRECONDITION when the lease pins the run to another tokenizer than the one
@@ -154,9 +177,9 @@ class WorkerDaemon {
   // Sends FailJob (retrying through coordinator restarts) with this reason.
   void SendFailJob(const steadyeval::v1::LeasedJob& lease, const std::string& reason,
                    bool retryable);
-  // Sleeps up to `ms` unless Stop() (or, with `wake_on_drain`, Drain()) is called first.
-  // Returns false when woken that way.
-  bool WaitMs(int64_t ms, bool wake_on_drain = false);
+  // Waits up to `ms` of options_.clock's time unless Stop() (or, with `wake_on_drain`,
+  // Drain()) is called first. Returns false when woken that way.
+  bool WaitMs(int64_t ms, bool wake_on_drain = false) ABSL_LOCKS_EXCLUDED(mu_);
   // Draining and the grace period is over: the job in progress must stop.
   bool DrainExpired() const;
 
@@ -164,13 +187,17 @@ class WorkerDaemon {
   std::shared_ptr<steadyeval::v1::WorkerService::StubInterface> stub_;
   std::unique_ptr<EvalBackend> backend_;
   std::map<std::string, Task> task_cache_;  // by sha256; only touched by Run()'s thread
+  // Locks: mu_ here, and each job's LeaseHeartbeat's own mutex (daemon.cc). No code holds
+  // two of them at once, so there is no lock order to keep.
+  absl::Mutex mu_;
+  grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the AcquireJob in flight
+  // Written under mu_ (so that WaitMs's condition is re-checked), read anywhere.
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> drain_deadline_nanos_{0};  // options_.clock's monotonic time
   std::atomic<int64_t> jobs_done_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  grpc::ClientContext* acquire_ctx_ = nullptr;  // the AcquireJob in flight; guarded by mu_
+  // The coordinator's heartbeat period from the last registration; 0: it gave none.
+  std::atomic<int64_t> heartbeat_interval_ms_{0};
   std::unique_ptr<WorkerMetrics> metrics_;        // never null
   std::unique_ptr<MetricsHttpServer> metrics_server_;  // null until StartMetrics(); serves metrics_
 };

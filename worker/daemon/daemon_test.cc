@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "common/test_http.h"
 #include "common/status_matchers.h"
@@ -90,7 +91,12 @@ class FakeBackend : public EvalBackend {
       if (i == fail_after_examples) return absl::InternalError("fake evaluation failure");
       if (clock != nullptr) clock->AdvanceSeconds(seconds_per_example);
       out.push_back({i, "0", {-1.0, -2.0}});
-      if (progress && !progress(i + 1, task.size())) return absl::CancelledError("cancelled");
+      ++examples_evaluated;
+      // One example is one batch: the cancel point comes after each.
+      if (progress && !progress(i + 1, task.size())) {
+        ++cancelled;
+        return absl::CancelledError("cancelled");
+      }
     }
     tokens += tokens_per_example * out.size();
     return out;
@@ -110,7 +116,9 @@ class FakeBackend : public EvalBackend {
   uint64_t tokens_per_example = 0;
   uint64_t tokens = 0;
   uint32_t fail_after_examples = UINT32_MAX;  // Evaluate fails on reaching this example
-  std::function<void()> during_evaluate;
+  std::function<void()> during_evaluate;  // runs before the first example
+  int examples_evaluated = 0;             // over all Evaluate calls
+  int cancelled = 0;                      // Evaluate calls that progress cancelled
 };
 
 TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
@@ -451,13 +459,18 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
     using ::testing::_;
     EXPECT_CALL(*stub_, RegisterWorker(_, _, _))
         .WillRepeatedly([&](grpc::ClientContext*, const v1::RegisterWorkerRequest& req,
-                            v1::RegisterWorkerResponse*) {
+                            v1::RegisterWorkerResponse* resp) {
           registrations_.push_back(req);
+          resp->set_heartbeat_interval_ms(heartbeat_interval_ms_);
           return grpc::Status::OK;
         });
+    EXPECT_CALL(*stub_, Heartbeat(_, _, _))
+        .WillRepeatedly([&](grpc::ClientContext*, const v1::HeartbeatRequest& req,
+                            v1::HeartbeatResponse*) { return heartbeat_(req); });
     size_t acquired = 0;
     EXPECT_CALL(*stub_, AcquireJob(_, _, _))
         .WillRepeatedly([&](grpc::ClientContext*, const v1::AcquireJobRequest&, v1::AcquireJobResponse* resp) {
+          ++acquire_calls_;
           if (acquired < leases.size()) {
             if (acquired < before_lease.size() && before_lease[acquired]) before_lease[acquired]();
             resp->set_has_job(true);
@@ -496,6 +509,12 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
   FakeClock clock_;
   std::shared_ptr<::steadyeval::v1::MockWorkerServiceStub> stub_ =
       std::make_shared<::steadyeval::v1::MockWorkerServiceStub>();
+  // What RunLeases's coordinator answers: its heartbeat period at registration (0: none)
+  // and each Heartbeat (called on the daemon's heartbeat thread).
+  int64_t heartbeat_interval_ms_ = 0;
+  std::function<grpc::Status(const ::steadyeval::v1::HeartbeatRequest&)> heartbeat_ =
+      [](const ::steadyeval::v1::HeartbeatRequest&) { return grpc::Status::OK; };
+  int acquire_calls_ = 0;
   FakeBackend* fake_ = nullptr;
   std::unique_ptr<WorkerDaemon> daemon_;
   std::vector<::steadyeval::v1::ReportResultsRequest> reports_;
@@ -820,10 +839,88 @@ TEST_F(WorkerDaemonMetricsTest, DrainWhileIdleStopsPollingAndHandsBackALateLease
   EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
 }
 
-// The setup both outage tests share: a daemon over a mocked stub whose registration
-// succeeds, whose first AcquireJob leases raw job 1 (step 100, `lease_ttl_ms`) and whose
-// next one stops the daemon.
+// A heartbeat answered ABORTED (the job was re-leased elsewhere) while the job is
+// evaluated: the evaluation is cancelled at its next cancel point, nothing is reported or
+// failed, and the worker goes back to acquiring. The coordinator registers the worker
+// with `registered_interval_ms`; the lease lasts `lease_ttl_ms`; the heartbeat must come
+// once the fake clock has moved `period_s`, in the middle of the evaluation.
+class WorkerDaemonLeaseLostTest : public WorkerDaemonMetricsTest {
+ protected:
+  void ExpectAbortedHeartbeatDropsTheJob(int64_t registered_interval_ms, int64_t lease_ttl_ms,
+                                         double period_s) {
+    namespace v1 = ::steadyeval::v1;
+    const std::string task_text = McTaskText(5);
+    auto task = ParseTask("mc.jsonl", task_text);
+    ASSERT_OK(task);
+    fake_->clock = nullptr;  // time moves only when this test moves it
+    heartbeat_interval_ms_ = registered_interval_ms;
+    absl::Notification heartbeat_sent;
+    std::vector<v1::HeartbeatRequest> heartbeats;  // read once the heartbeat thread is gone
+    heartbeat_ = [&](const v1::HeartbeatRequest& req) {
+      heartbeats.push_back(req);
+      if (!heartbeat_sent.HasBeenNotified()) heartbeat_sent.Notify();
+      return grpc::Status(grpc::StatusCode::ABORTED, "job 1 is leased to worker w2 with epoch 2");
+    };
+    fake_->during_evaluate = [&] {
+      clock_.WaitForWaiters(1);  // the heartbeat thread waits out its period
+      clock_.AdvanceSeconds(period_s);
+      // Real time bounds only how long a broken daemon (no heartbeat at this period) takes
+      // to fail the expectations below; a passing run never waits it out.
+      ASSERT_TRUE(heartbeat_sent.WaitForNotificationWithTimeout(absl::Seconds(20)))
+          << "no heartbeat after " << period_s << " s";
+      clock_.WaitForWaiters(1);  // waiting again: it has marked the lease lost
+    };
+    v1::LeasedJob lease = RawLease(1, 100, task->sha256);
+    lease.set_lease_ttl_ms(lease_ttl_ms);
+    RunLeases(task_text, {lease});
+
+    EXPECT_EQ(fake_->cancelled, 1);
+    EXPECT_EQ(fake_->examples_evaluated, 1);  // stopped at the first cancel point
+    EXPECT_TRUE(reports_.empty());            // nothing partial is reported
+    EXPECT_TRUE(failed_.empty());             // and no attempt spent: the lease is not ours
+    EXPECT_EQ(daemon_->jobs_done(), 0);
+    EXPECT_EQ(acquire_calls_, 2);  // back to acquiring (the second call stops the daemon)
+    EXPECT_EQ(Series("steadyeval_worker_busy"), 0.0);
+    ASSERT_EQ(heartbeats.size(), 1u);  // none after the lease was lost
+    EXPECT_EQ(heartbeats[0].job_id(), 1u);
+    EXPECT_EQ(heartbeats[0].epoch(), 1u);
+    EXPECT_EQ(heartbeats[0].lease_secret(), "secret-1");
+  }
+};
+
+// At the coordinator's period (7 s), not a third of the 600 s lease.
+TEST_F(WorkerDaemonLeaseLostTest, AHeartbeatAnsweredAbortedDropsTheJob) {
+  ExpectAbortedHeartbeatDropsTheJob(/*registered_interval_ms=*/7000, /*lease_ttl_ms=*/600000,
+                                    /*period_s=*/7);
+}
+
+// A coordinator that gives no period: a third of the lease's TTL.
+TEST_F(WorkerDaemonLeaseLostTest, WithoutARegisteredPeriodHeartbeatsAtAThirdOfTheLease) {
+  ExpectAbortedHeartbeatDropsTheJob(/*registered_interval_ms=*/0, /*lease_ttl_ms=*/30000,
+                                    /*period_s=*/10);
+}
+
+// A hard stop (Stop()) during the evaluation cancels it at its next cancel point; nothing is
+// reported or failed (the lease runs out on the coordinator) and Run() returns.
+TEST_F(WorkerDaemonMetricsTest, StopCancelsTheEvaluationAndReportsNothing) {
+  const std::string task_text = McTaskText(5);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  fake_->during_evaluate = [&] { daemon_->Stop(); };
+  RunLeases(task_text, {RawLease(1, 100, task->sha256), RawLease(2, 200, task->sha256)});
+  EXPECT_EQ(fake_->cancelled, 1);
+  EXPECT_EQ(fake_->examples_evaluated, 1);
+  EXPECT_TRUE(reports_.empty());
+  EXPECT_TRUE(failed_.empty());
+  EXPECT_EQ(acquire_calls_, 1);
+  EXPECT_EQ(daemon_->jobs_done(), 0);
+}
+
+// The setup both outage tests share: a daemon on a fake clock over a mocked stub whose
+// registration succeeds, whose first AcquireJob leases raw job 1 (step 100, `lease_ttl_ms`)
+// and whose next one stops the daemon.
 struct OutageSetup {
+  FakeClock clock;  // moves only when a test moves it: heartbeats come when it says
   std::shared_ptr<::steadyeval::v1::MockWorkerServiceStub> stub =
       std::make_shared<::steadyeval::v1::MockWorkerServiceStub>();
   std::unique_ptr<WorkerDaemon> daemon;
@@ -835,8 +932,10 @@ struct OutageSetup {
     DaemonOptions options;
     options.worker_id = "w1";
     options.acquire_wait_ms = 10;
-    options.retry_backoff_ms = 1;
-    options.report_backoff_max_ms = 2;  // the outage is counted in attempts, not seconds
+    options.clock = &clock;
+    // No backoff: the outage is counted in attempts, and no retry waits for the clock.
+    options.retry_backoff_ms = 0;
+    options.report_backoff_max_ms = 0;
     daemon = std::make_unique<WorkerDaemon>(options, stub, std::make_unique<FakeBackend>());
     EXPECT_CALL(*stub, RegisterWorker(_, _, _)).WillRepeatedly(::testing::Return(grpc::Status::OK));
     EXPECT_CALL(*stub, AcquireJob(_, _, _))
@@ -916,12 +1015,13 @@ TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
   const std::string task_text = McTaskText(3);
   auto task = ParseTask("mc.jsonl", task_text);
   ASSERT_OK(task);
-  OutageSetup setup(task->sha256, /*lease_ttl_ms=*/150);  // heartbeats every 50 ms
+  OutageSetup setup(task->sha256, /*lease_ttl_ms=*/30000);  // heartbeats every 10 s
   auto& stub = setup.stub;
   std::atomic<int> heartbeats{0};
+  absl::Notification heartbeat_sent;
   EXPECT_CALL(*stub, Heartbeat(_, _, _))
       .WillRepeatedly([&](grpc::ClientContext*, const v1::HeartbeatRequest&, v1::HeartbeatResponse*) {
-        ++heartbeats;
+        if (++heartbeats == 1) heartbeat_sent.Notify();
         return grpc::Status(grpc::StatusCode::ABORTED,
                             "job 1 is done (epoch 1), not leased to worker w1 with epoch 1");
       });
@@ -938,12 +1038,18 @@ TEST(WorkerDaemonOutageTest, ALeaseFoundGoneDuringReportRetriesEndsInAReplay) {
                           -> grpc::ClientWriterInterface<v1::ReportResultsRequest>* {
         // Down until the heartbeat has found the lease gone; then the replay is answered.
         if (heartbeats.load() > 0) return testing_daemon::RecordingReportWriter(&reports);
+        // The first attempt: a heartbeat period passes meanwhile.
+        setup.clock.WaitForWaiters(1);  // the heartbeat thread
+        setup.clock.AdvanceSeconds(10);
+        // Real time bounds only how long a broken daemon takes to fail.
+        EXPECT_TRUE(heartbeat_sent.WaitForNotificationWithTimeout(absl::Seconds(20)));
+        setup.clock.WaitForWaiters(1);  // waiting again: the lease is marked lost
         return FailingReportWriter(grpc::Status(grpc::StatusCode::UNAVAILABLE, "Socket closed"));
       });
   EXPECT_CALL(*stub, FailJob(_, _, _)).Times(0);
 
   ASSERT_OK(setup.daemon->Run());
-  EXPECT_GE(heartbeats.load(), 1);
+  EXPECT_EQ(heartbeats.load(), 1);
   EXPECT_EQ(setup.daemon->jobs_done(), 1);
   EXPECT_EQ(reports.size(), 1u);
 }

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <functional>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -18,11 +17,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/cli_args.h"
 #include "common/grpc_channel.h"
 #include "worker/daemon/daemon.h"
 #include "worker/eval/eval_backend.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 namespace steadyeval {
 namespace {
@@ -64,7 +64,7 @@ class StopSignals {
               "finished within the grace period or handed back; signal again to exit now)\n",
               sig);
       fflush(stderr);
-      std::lock_guard<std::mutex> lock(mu_);  // Clear() waits for the handler
+      absl::MutexLock lock(&mu_);  // Clear() waits for the handler
       signalled_ = true;
       if (handler_) handler_();
     }).detach();
@@ -73,7 +73,7 @@ class StopSignals {
   void OnFirstSignal(std::function<void()> handler) {
     bool now = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       handler_ = handler;
       now = signalled_;
     }
@@ -81,7 +81,7 @@ class StopSignals {
   }
   // Forgets the handler (before what it refers to goes away).
   void Clear() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     handler_ = nullptr;
   }
 
@@ -101,9 +101,9 @@ class StopSignals {
   static inline std::atomic<int> received_{0};  // lock-free: usable in the handler
   static_assert(std::atomic<int>::is_always_lock_free);
   static inline int write_fd_ = -1;
-  std::mutex mu_;
-  bool signalled_ = false;
-  std::function<void()> handler_;
+  absl::Mutex mu_;
+  bool signalled_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> handler_ ABSL_GUARDED_BY(mu_);
 };
 
 StopSignals& Signals() {

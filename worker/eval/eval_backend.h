@@ -59,8 +59,9 @@ struct WindowSumInfo {
   std::vector<uint64_t> steps;  // the members the sum covers, oldest first
 };
 
-// Called after each example; return false to cancel (the evaluation then fails with
-// CANCELLED).
+// Called with (examples done, total) as examples finish and after every forward batch of
+// the model (`done` may then repeat). It is the cancel point: return false and Evaluate()
+// fails with CANCELLED, returning no results, before another batch runs.
 using ProgressFn = std::function<bool(size_t done, size_t total)>;
 
 class EvalBackend {
@@ -96,7 +97,8 @@ class EvalBackend {
     return absl::UnimplementedError("this backend cannot compute parameter drift");
   }
 
-  // Evaluates every example of `task` with the loaded model.
+  // Evaluates every example of `task` with the loaded model. CANCELLED when `progress`
+  // returned false (see ProgressFn).
   virtual absl::StatusOr<std::vector<ExampleResult>> Evaluate(const Task& task,
                                                               const EvalSettings& settings,
                                                               const ProgressFn& progress) = 0;

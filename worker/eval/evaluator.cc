@@ -25,6 +25,12 @@ namespace {
 
 constexpr char kStopString[] = "\n\n";
 
+// A cancel point: asked after every forward (and before every decoding step's), so that
+// a cancel stops the evaluation before another forward runs. False cancels.
+using GoOnFn = std::function<bool()>;
+
+absl::Status CancelledHere() { return absl::CancelledError("evaluation cancelled"); }
+
 at::Tensor ToBatch(const std::vector<int64_t>& ids) {
   return at::tensor(ids, at::kLong).view({1, -1});
 }
@@ -172,14 +178,17 @@ size_t BestOption(const std::vector<double>& logliks) {
 }
 
 absl::StatusOr<EvalOutput> EvaluateChoice(const LanguageModel& model, const Tokenizer& tokenizer,
-                                          const ChoiceExample& example, uint32_t index) {
+                                          const ChoiceExample& example, uint32_t index,
+                                          const GoOnFn& go_on) {
   EvalOutput out;
   out.index = index;
   const auto [context, continuations] = SplitChoices(example);
   ASSIGN_OR_RETURN(ContextScorer scorer, ContextScorer::Create(model, tokenizer, context));
+  if (!go_on()) return CancelledHere();
   for (size_t k = 0; k < continuations.size(); ++k) {
     auto ll = scorer.Score(continuations[k]);
     if (!ll.ok()) return Annotate(ll.status(), absl::StrCat("option ", k));
+    if (!go_on()) return CancelledHere();
     out.option_logliks.push_back(*ll);
   }
   out.output = std::to_string(BestOption(out.option_logliks));
@@ -202,10 +211,10 @@ struct PromptState {
 };
 
 // Runs each row's prompt on its own, continuing its own fork of `prefix` or from scratch
-// as the row says (the per-request engine).
+// as the row says (the per-request engine); `go_on` after each (CANCELLED when false).
 absl::StatusOr<std::vector<PromptState>> RunPrompts(const LanguageModel& model,
                                                     const std::vector<GenerationRow>& rows,
-                                                    const KVCache& prefix) {
+                                                    const KVCache& prefix, const GoOnFn& go_on) {
   std::vector<PromptState> states;
   for (const GenerationRow& row : rows) {
     PromptState state{row.index, row.continues_prefix ? prefix.Fork() : KVCache(), {}};
@@ -215,6 +224,7 @@ absl::StatusOr<std::vector<PromptState>> RunPrompts(const LanguageModel& model,
       return absl::OkStatus();
     }));
     states.push_back(std::move(state));
+    if (!go_on()) return CancelledHere();
   }
   return states;
 }
@@ -223,7 +233,8 @@ absl::StatusOr<std::vector<PromptState>> RunPrompts(const LanguageModel& model,
 // (*outputs)[row.index]. Per row this is exactly the unbatched greedy loop: at most
 // `max_new` tokens, stop (excluded) at a `stop_ids` token, stop (included) once the decoded
 // continuation contains kStopString; argmax ties go to the lowest id. `on_done` runs once
-// per row, when it finishes; returning false cancels (CANCELLED).
+// per row, when it finishes, and `go_on` before every decoding step's forward; either
+// returning false cancels (CANCELLED).
 //
 // The prompts' caches are stacked into one left-padded batch (KVCache::StackRows) that
 // decodes one token per live row per step; rows that stop leave the batch
@@ -231,12 +242,12 @@ absl::StatusOr<std::vector<PromptState>> RunPrompts(const LanguageModel& model,
 absl::Status DecodeBatch(const LanguageModel& model, const Tokenizer& tokenizer,
                          std::vector<PromptState> rows, int max_new,
                          const std::set<int64_t>& stop_ids, std::vector<EvalOutput>* outputs,
-                         const std::function<bool()>& on_done) {
+                         const std::function<bool()>& on_done, const GoOnFn& go_on) {
   const size_t n = rows.size();
   std::vector<std::vector<int64_t>> generated(n);
   auto finish = [&](size_t r) -> absl::Status {
     ASSIGN_OR_RETURN((*outputs)[rows[r].index].output, tokenizer.Decode(generated[r]));
-    if (!on_done()) return absl::CancelledError("evaluation cancelled");
+    if (!on_done()) return CancelledHere();
     return absl::OkStatus();
   };
   if (n == 0) return absl::OkStatus();
@@ -301,6 +312,7 @@ absl::Status DecodeBatch(const LanguageModel& model, const Tokenizer& tokenizer,
     std::vector<size_t> still_live;
     for (int64_t k : keep) still_live.push_back(live[k]);
     live = std::move(still_live);
+    if (!go_on()) return CancelledHere();
     ASSIGN_OR_RETURN(at::Tensor step,
                      GuardTorch("evaluator", [&]() -> absl::StatusOr<at::Tensor> {
                        return at::tensor(keep_tokens, at::kLong).view({-1, 1});
@@ -333,7 +345,9 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPerRequest(const Language
   std::vector<EvalOutput> outputs;
   outputs.reserve(total);
   for (size_t i = 0; i < total; ++i) {
-    auto out = EvaluateChoice(model, tokenizer, task.choice_examples[i], i);
+    auto out = EvaluateChoice(model, tokenizer, task.choice_examples[i], i,
+                              [&] { return Report(options, i, total); });
+    if (absl::IsCancelled(out.status())) return Cancelled(task_context, i, total);
     if (!out.ok()) {
       return Annotate(out.status(), absl::StrCat(task_context, " example ", i, " (id ",
                                                  task.choice_examples[i].id, ")"));
@@ -416,6 +430,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateChoicesPacked(const LanguageMode
         if (!lp.ok()) {
           return Annotate(lp.status(), absl::StrCat(task_context, " example ", i, " option ", k));
         }
+        if (!Report(options, 0, total)) return Cancelled(task_context, 0, total);
         double sum = 0;
         for (size_t t = seq.score_from; t < lp->size(); ++t) sum += (*lp)[t];
         outputs[i].option_logliks[k] = sum;
@@ -465,6 +480,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     ++done;
     return Report(options, done, total);
   };
+  const GoOnFn go_on = [&] { return Report(options, done, total); };
   const size_t batch_size = static_cast<size_t>(options.batch_size);
   const int64_t limit = model.length_dependent_beyond();
   std::vector<std::vector<int64_t>> prompts(total);
@@ -482,7 +498,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     if (rows.empty()) return absl::OkStatus();
     const size_t first = rows.front().index;
     absl::Status status =
-        DecodeBatch(model, tokenizer, std::move(rows), max_new, stop_ids, &outputs, on_done);
+        DecodeBatch(model, tokenizer, std::move(rows), max_new, stop_ids, &outputs, on_done, go_on);
     if (absl::IsCancelled(status)) return Cancelled(task_context, done, total);
     return Annotate(status, absl::StrCat(task_context, " samples from ", first));
   };
@@ -491,7 +507,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     TokenScheduler::Options scheduler_options;
     scheduler_options.batch_tokens = options.batch_tokens;
     // Prompt batches report the examples decoded so far (a cancel point per batch).
-    scheduler_options.after_batch = [&](size_t) { return Report(options, done, total); };
+    scheduler_options.after_batch = [&](size_t) { return go_on(); };
     ASSIGN_OR_RETURN(TokenScheduler scheduler, TokenScheduler::Create(scheduler_options));
     std::vector<PromptState> pending;  // run prompts, decoded batch_size at a time
     auto queue = [&](PromptState row) -> absl::Status {
@@ -505,9 +521,10 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
     for (size_t i = 0; i < total; ++i) {
       // A model whose positions depend on the total length sees a long prompt in one pass.
       if (limit > 0 && static_cast<int64_t>(prompts[i].size()) > limit) {
-        ASSIGN_OR_RETURN(std::vector<PromptState> alone,
-                         RunPrompts(model, {{i, false, prompts[i]}}, KVCache()));
-        RETURN_IF_ERROR(queue(std::move(alone.front())));
+        auto alone = RunPrompts(model, {{i, false, prompts[i]}}, KVCache(), go_on);
+        if (absl::IsCancelled(alone.status())) return Cancelled(task_context, done, total);
+        RETURN_IF_ERROR(alone.status());
+        RETURN_IF_ERROR(queue(std::move(alone->front())));
         continue;
       }
       ASSIGN_OR_RETURN(size_t id, scheduler.AddPrompt(prompts[i], i));
@@ -538,6 +555,7 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
       if (!logits.ok()) {
         return Annotate(logits.status(), absl::StrCat(task_context, " prompt prefix"));
       }
+      if (!go_on()) return Cancelled(task_context, done, total);
     }
   }
   for (size_t begin = 0; begin < total; begin += batch_size) {
@@ -557,7 +575,8 @@ absl::StatusOr<std::vector<EvalOutput>> EvaluateGeneration(const LanguageModel& 
         rows.push_back({i, false, ids});
       }
     }
-    auto states = RunPrompts(model, rows, prefix);
+    auto states = RunPrompts(model, rows, prefix, go_on);
+    if (absl::IsCancelled(states.status())) return Cancelled(task_context, done, total);
     if (!states.ok()) {
       return Annotate(states.status(), absl::StrCat(task_context, " samples ", begin, "..", end - 1));
     }

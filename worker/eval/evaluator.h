@@ -62,10 +62,11 @@ struct EvalOptions {
   // kPerRequest generation: reuse the shared prompt prefix's KV cache. Off only to test
   // that it changes nothing (kPacked always shares every prefix).
   bool reuse_prefix_cache = true;
-  // Called with (examples done, total) as examples finish and, with kPacked, after every
-  // packed batch (`done` may then repeat); return false to cancel: the evaluation returns
-  // CANCELLED within one packed batch, one decoding step or one example. Optional.
-  // Examples finish in any order; `done` counts them and never decreases.
+  // Called with (examples done, total) as examples finish and after every forward of the
+  // model (a packed batch, a prompt, a decoding step; `done` may then repeat); it is the
+  // cancel point: return false and the evaluation returns CANCELLED, and no outputs,
+  // without running another forward. Optional. Examples finish in any order; `done`
+  // counts them and never decreases.
   std::function<bool(size_t done, size_t total)> progress;
   // kPacked: where to put the token work's counts (tokens requested vs computed). Optional.
   TokenWorkStats* stats = nullptr;

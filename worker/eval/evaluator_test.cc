@@ -16,7 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/checkpoint_reader.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/test_fixtures.h"
 #include "worker/model/test_models.h"
 

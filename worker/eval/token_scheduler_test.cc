@@ -3,7 +3,8 @@
 // per request, the chosen option identical, generation identical token for token wherever
 // the greedy choice is not a near-tie; ragged lengths, one-token options, options that
 // share tokens beyond their context, requests longer than the token budget, budgets down
-// to one token, an empty scheduler; cancellation within one batch; prefixes computed once.
+// to one token, an empty scheduler; cancellation within one batch (a cancel point after
+// every forward, whatever the engine and task kind); prefixes computed once.
 #include "worker/eval/token_scheduler.h"
 
 #include <map>
@@ -25,7 +26,7 @@
 #include "worker/eval/evaluator.h"
 #include "worker/model/gpt2/gpt2_model.h"
 #include "worker/model/gpt_neox/gpt_neox_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/test_fixtures.h"
 #include "worker/model/test_models.h"
 
@@ -350,13 +351,17 @@ TEST_F(PackedTaskTest, GenerationEqualsPerRequestEngineTokenForToken) {
   }
 }
 
-// Counts ForwardPacked calls of the model it wraps.
+// Counts the forwards of the model it wraps. With `length_dependent_beyond` > 0 it claims
+// that sequences longer than that depend on their length, which sends them down the
+// evaluator's one-pass paths (its logits stay the inner model's).
 class CountingModel : public LanguageModel {
  public:
-  explicit CountingModel(const LanguageModel& inner) : inner_(inner) {}
+  explicit CountingModel(const LanguageModel& inner, int64_t length_dependent_beyond = 0)
+      : inner_(inner), length_dependent_beyond_(length_dependent_beyond) {}
   using LanguageModel::Forward;
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& ids, const at::Tensor& mask,
                                         KVCache* cache) const override {
+    ++forward_calls;
     return inner_.Forward(ids, mask, cache);
   }
   absl::StatusOr<at::Tensor> ForwardPacked(const PackedBatch& batch,
@@ -366,10 +371,14 @@ class CountingModel : public LanguageModel {
   }
   int64_t vocab_size() const override { return inner_.vocab_size(); }
   const std::vector<int64_t>& eos_token_ids() const override { return inner_.eos_token_ids(); }
+  int64_t length_dependent_beyond() const override { return length_dependent_beyond_; }
+  int calls() const { return packed_calls + forward_calls; }
   mutable int packed_calls = 0;
+  mutable int forward_calls = 0;  // unpacked: prompts, decoding steps, per-request scoring
 
  private:
   const LanguageModel& inner_;
+  const int64_t length_dependent_beyond_;
 };
 
 TEST_F(PackedTaskTest, ProgressReturningFalseCancelsWithinOneBatch) {
@@ -417,6 +426,96 @@ TEST_F(PackedTaskTest, GenerationCancelsWithinOnePromptBatch) {
               StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(counting.packed_calls, 1);
+}
+
+// Every way a task is evaluated: both kinds (with shots), both engines, packed budgets of
+// many small batches and of one large one, and sequences sent down the one-pass paths of
+// a length-dependent model.
+struct CancelCase {
+  std::string name;
+  bool generation;
+  EvalEngine engine;
+  int64_t budget;
+  int64_t length_dependent_beyond;
+};
+
+std::vector<CancelCase> CancelCases() {
+  std::vector<CancelCase> cases;
+  for (bool generation : {false, true}) {
+    const std::string kind = generation ? "generation" : "choice";
+    cases.push_back({kind + " packed budget 4", generation, EvalEngine::kPacked, 4, 0});
+    cases.push_back({kind + " packed budget 512", generation, EvalEngine::kPacked, 512, 0});
+    cases.push_back({kind + " packed one-pass", generation, EvalEngine::kPacked, 512, 12});
+    cases.push_back({kind + " per request", generation, EvalEngine::kPerRequest, 512, 0});
+    cases.push_back({kind + " per request one-pass", generation, EvalEngine::kPerRequest, 512, 12});
+  }
+  return cases;
+}
+
+class CancelPointTest : public PackedTaskTest {
+ protected:
+  void SetUp() override {
+    PackedTaskTest::SetUp();
+    auto choice = ParseTask("mc.jsonl", WithShots(kChoiceTask));
+    ASSERT_OK(choice);
+    choice_ = *std::move(choice);
+    auto generation = ParseTask("gen.json", kGenerationTask);
+    ASSERT_OK(generation);
+    generation_ = *std::move(generation);
+  }
+  const Task& TaskOf(const CancelCase& c) const { return c.generation ? generation_ : choice_; }
+  static EvalOptions OptionsOf(const CancelCase& c) {
+    EvalOptions options;
+    options.engine = c.engine;
+    options.batch_tokens = c.budget;
+    options.prompt.few_shots = 2;
+    options.batch_size = 3;  // two decoding batches
+    return options;
+  }
+  Task choice_;
+  Task generation_;
+};
+
+// Whatever the engine and the task, progress (the cancel point) is asked after every
+// forward of the model before the next one runs.
+TEST_F(CancelPointTest, ProgressIsAskedAfterEveryForward) {
+  for (const CancelCase& c : CancelCases()) {
+    SCOPED_TRACE(c.name);
+    CountingModel counting(*model_, c.length_dependent_beyond);
+    EvalOptions options = OptionsOf(c);
+    std::set<int> asked_after;  // the number of forwards run at each progress call
+    options.progress = [&](size_t, size_t) {
+      asked_after.insert(counting.calls());
+      return true;
+    };
+    ASSERT_OK(EvaluateTask(counting, *tokenizer_, TaskOf(c), options));
+    ASSERT_GE(counting.calls(), 1);
+    for (int forward = 1; forward <= counting.calls(); ++forward) {
+      EXPECT_EQ(asked_after.count(forward), 1u) << "no cancel point after forward " << forward
+                                                << " of " << counting.calls();
+    }
+  }
+}
+
+// Cancelling after the first forward, one in the middle or the last but one (the last
+// when there is only one) ends the evaluation with CANCELLED (no outputs) and runs no
+// further forward.
+TEST_F(CancelPointTest, CancellingAfterAnyForwardRunsNoFurtherForward) {
+  for (const CancelCase& c : CancelCases()) {
+    SCOPED_TRACE(c.name);
+    CountingModel full(*model_, c.length_dependent_beyond);
+    ASSERT_OK(EvaluateTask(full, *tokenizer_, TaskOf(c), OptionsOf(c)));
+    const int n = full.calls();
+    for (int cancel_after : std::set<int>{1, std::max(1, n / 2), std::max(1, n - 1)}) {
+      CountingModel counting(*model_, c.length_dependent_beyond);
+      EvalOptions options = OptionsOf(c);
+      options.progress = [&](size_t, size_t) { return counting.calls() < cancel_after; };
+      EXPECT_THAT(EvaluateTask(counting, *tokenizer_, TaskOf(c), options),
+                  StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")))
+          << "cancel after forward " << cancel_after;
+      EXPECT_EQ(counting.calls(), cancel_after);
+    }
+  }
 }
 
 TEST(TokenSchedulerTest, EmptyRunsNothing) {

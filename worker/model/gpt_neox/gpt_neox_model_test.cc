@@ -35,7 +35,7 @@
 #include "worker/checkpoint/checkpoint_reader.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/test_fixtures.h"
 #include "worker/model/test_models.h"
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";

@@ -1,6 +1,6 @@
 // The offline `logprobs` and `eval` commands end to end on the committed fixtures
 // (see llama_model_test.cc / tokenizer_test.cc for how they were produced).
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 #include <filesystem>
 

@@ -11,8 +11,8 @@
 // code: 0 success, 1 failure (one line on stderr), 2 usage error. Data goes to stdout
 // only; progress goes to stderr. Not thread-safe (writes the process's stdout/stderr and
 // sets libtorch's global thread count).
-#ifndef STEADYEVAL_WORKER_EVAL_OFFLINE_H_
-#define STEADYEVAL_WORKER_EVAL_OFFLINE_H_
+#ifndef STEADYEVAL_WORKER_BACKEND_OFFLINE_H_
+#define STEADYEVAL_WORKER_BACKEND_OFFLINE_H_
 
 #include <string>
 #include <vector>
@@ -40,4 +40,4 @@ int DefaultThreads();
 
 }  // namespace steadyeval
 
-#endif  // STEADYEVAL_WORKER_EVAL_OFFLINE_H_
+#endif  // STEADYEVAL_WORKER_BACKEND_OFFLINE_H_

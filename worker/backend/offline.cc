@@ -1,4 +1,4 @@
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 
 #include <cmath>
 #include <cstdio>

@@ -13,7 +13,7 @@
 #include "worker/eval/eval_backend.h"
 #include "worker/eval/evaluator.h"
 #include "worker/model/language_model.h"
-#include "worker/eval/offline.h"
+#include "worker/backend/offline.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace steadyeval {
@@ -113,7 +113,7 @@ class TorchEvalBackend : public EvalBackend {
     options.max_new_tokens_delta = settings.max_new_tokens_delta;
     options.batch_size = settings.batch_size;
     options.batch_tokens = batch_tokens_;
-    // false cancels within one packed batch (CANCELLED).
+    // false cancels before the next forward (CANCELLED).
     options.progress = [&](size_t done, size_t total) { return !progress || progress(done, total); };
     TokenWorkStats stats;
     options.stats = &stats;
