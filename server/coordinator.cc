@@ -87,7 +87,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, C
   lease_options.max_acquire_wait_ms = options.max_acquire_wait_ms;
   lease_options.recheck_interval_ms = options.reap_interval_ms;
   c->leases_ = std::make_unique<LeaseBroker>(
-      c->scheduler_.get(), &c->workers_, store, clock, &c->metrics_, std::move(secrets),
+      c->scheduler_.get(), &c->workers_, store, clock, std::move(secrets),
       [self](const std::string& run) { return self->runs_.Get(run); }, lease_options);
   c->reports_ = std::make_unique<ReportIngest>(c->scheduler_.get(), c->analytics_.get(), store,
                                                &c->runs_, &c->tasks_, &c->workers_,
@@ -650,7 +650,13 @@ v1::ListWorkersResponse Coordinator::ListWorkers() const {
 absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
     const v1::AcquireJobRequest& r, const std::function<bool()>& cancelled) {
   ASSIGN_OR_RETURN(v1::AcquireJobResponse response, leases_->Acquire(r, cancelled));
-  if (response.has_job()) RefreshGauges();
+  if (!response.has_job()) return response;
+  const v1::Job& job = response.lease().job();
+  if (job.attempts() == 1) {
+    const int64_t waited_ms = clock_->UnixMillis() - job.created_unix_ms();
+    metrics_.JobFirstLeased(job.kind(), std::max<int64_t>(0, waited_ms) / 1e3);
+  }
+  RefreshGauges();
   return response;
 }
 
@@ -659,9 +665,13 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 }
 
 absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobRequest& r) {
-  ASSIGN_OR_RETURN(v1::FailJobResponse response, leases_->Fail(r));
+  ASSIGN_OR_RETURN(LeaseBroker::FailOutcome failed, leases_->Fail(r));
+  if (!failed.handed_back) {
+    CountAttemptFailure(r.job_id(),
+                        r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
+  }
   RefreshGauges();
-  return response;
+  return failed.response;
 }
 
 absl::StatusOr<v1::TaskContent> Coordinator::GetTask(const std::string& sha256) const {
@@ -702,9 +712,19 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
 
 absl::Status Coordinator::Tick() {
   store_->RefreshHealth();
-  RETURN_IF_ERROR(leases_->ExpireLeases());
+  ASSIGN_OR_RETURN(std::vector<uint64_t> expired, leases_->ExpireLeases());
+  for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
   RefreshGauges();
   return absl::OkStatus();
+}
+
+void Coordinator::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
+  std::optional<v1::Job> job = scheduler_->GetJob(job_id);
+  if (!job.has_value()) return;
+  metrics_.JobAttemptFailed(job->run(), job->kind(), reason);
+  if (job->state() != v1::JOB_FAILED) return;
+  metrics_.JobFailed(job->run(), job->kind());
+  if (job->kind() == "raw") metrics_.CheckpointFailed(job->run());
 }
 
 void Coordinator::RefreshStabilityGauges(

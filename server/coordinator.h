@@ -215,6 +215,9 @@ class Coordinator {
   // Admits one discovered checkpoint with its window jobs and the value erasures a late
   // admission implies, in one batch. Returns whether it was new.
   absl::StatusOr<bool> Admit(const v1::Run& run, const DiscoveredCheckpoint& c);
+  // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
+  // (looked up after the transition: FAILED means it failed for good).
+  void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
   // Call without mu_ held.
   void RefreshGauges();
   // The score / MTV / IS gauges of these (run, task)s' variants (runs still present).

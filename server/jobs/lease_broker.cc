@@ -37,13 +37,12 @@ std::vector<HeldWindow> HeldWindowsOf(const v1::AcquireJobRequest& r) {
 }  // namespace
 
 LeaseBroker::LeaseBroker(Scheduler* scheduler, WorkerRegistry* workers, Store* store,
-                         const Clock* clock, CoordinatorMetrics* metrics, LeaseSecrets secrets,
-                         RunLookup find_run, LeaseBrokerOptions options)
+                         const Clock* clock, LeaseSecrets secrets, RunLookup find_run,
+                         LeaseBrokerOptions options)
     : scheduler_(scheduler),
       workers_(workers),
       store_(store),
       clock_(clock),
-      metrics_(metrics),
       secrets_(std::move(secrets)),
       find_run_(std::move(find_run)),
       options_(options) {}
@@ -76,10 +75,6 @@ absl::StatusOr<v1::AcquireJobResponse> LeaseBroker::Acquire(
                                        workers_->AffinityFor(r.worker_id(),
                                                              scheduler_->LeasedJobByWorker())));
     if (job.has_value()) {
-      if (job->attempts() == 1) {
-        const int64_t waited_ms = clock_->UnixMillis() - job->created_unix_ms();
-        metrics_->JobFirstLeased(job->kind(), std::max<int64_t>(0, waited_ms) / 1e3);
-      }
       ASSIGN_OR_RETURN(*response.mutable_lease(), BuildLeasedJob(*job));
       response.set_has_job(true);
       return response;
@@ -165,42 +160,31 @@ absl::StatusOr<v1::HeartbeatResponse> LeaseBroker::Heartbeat(const v1::Heartbeat
   return response;
 }
 
-absl::StatusOr<v1::FailJobResponse> LeaseBroker::Fail(const v1::FailJobRequest& r) {
+absl::StatusOr<LeaseBroker::FailOutcome> LeaseBroker::Fail(const v1::FailJobRequest& r) {
   RETURN_IF_ERROR(CheckLeaseSecret(r.job_id(), r.epoch(), r.worker_id(), r.lease_secret()));
   workers_->Touch(r.worker_id()).IgnoreError();  // heard from; the lease check is Fail's
+  FailOutcome outcome;
   v1::JobState state = v1::JOB_PENDING;
   if (r.retryable() && r.reason() == kWorkerStoppingReason) {
     // A stopping worker's hand-back: not the checkpoint's fault, not an attempt.
     RETURN_IF_ERROR(scheduler_->HandBack(r.job_id(), r.epoch(), r.worker_id()));
     std::cerr << "steadyeval-server: job " << r.job_id() << " handed back by stopping worker "
               << r.worker_id() << "\n";
+    outcome.handed_back = true;
   } else {
     ASSIGN_OR_RETURN(state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(), r.reason(),
                                              r.retryable()));
-    CountAttemptFailure(r.job_id(),
-                        r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
   }
   WakeWaiters();
-  v1::FailJobResponse response;
-  response.set_state(state);
-  return response;
+  outcome.response.set_state(state);
+  return outcome;
 }
 
-absl::Status LeaseBroker::ExpireLeases() {
+absl::StatusOr<std::vector<uint64_t>> LeaseBroker::ExpireLeases() {
   ASSIGN_OR_RETURN(std::vector<uint64_t> expired, scheduler_->ExpireLeases());
-  for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
   // Backoffs pass silently; the long polls re-check on their own period too.
   if (!expired.empty() || scheduler_->HasLeasableJob()) WakeWaiters();
-  return absl::OkStatus();
-}
-
-void LeaseBroker::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
-  std::optional<v1::Job> job = scheduler_->GetJob(job_id);
-  if (!job.has_value()) return;
-  metrics_->JobAttemptFailed(job->run(), job->kind(), reason);
-  if (job->state() != v1::JOB_FAILED) return;
-  metrics_->JobFailed(job->run(), job->kind());
-  if (job->kind() == "raw") metrics_->CheckpointFailed(job->run());
+  return expired;
 }
 
 void LeaseBroker::WakeWaiters() {

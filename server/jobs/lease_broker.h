@@ -19,13 +19,13 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
-#include "server/coordinator_metrics.h"
 #include "server/jobs/lease_secret.h"
 #include "server/jobs/scheduler.h"
 #include "server/jobs/worker_registry.h"
@@ -46,8 +46,7 @@ class LeaseBroker {
  public:
   // None of the pointers is owned; all outlive the broker.
   LeaseBroker(Scheduler* scheduler, WorkerRegistry* workers, Store* store, const Clock* clock,
-              CoordinatorMetrics* metrics, LeaseSecrets secrets, RunLookup find_run,
-              LeaseBrokerOptions options);
+              LeaseSecrets secrets, RunLookup find_run, LeaseBrokerOptions options);
 
   // Long poll up to min(wait_ms, max_acquire_wait_ms) of clock time, or until
   // `cancelled()` (may be null) returns true or Stop. NOT_FOUND for an unregistered
@@ -57,18 +56,22 @@ class LeaseBroker {
   // Touches the worker; with a job, extends its lease (Scheduler::Heartbeat).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
   // A retryable failure whose reason is kWorkerStoppingReason hands the lease back
-  // (Scheduler::HandBack): not an attempt failure. Otherwise Scheduler::Fail, counted.
-  // Wakes the long polls.
-  absl::StatusOr<v1::FailJobResponse> Fail(const v1::FailJobRequest& r);
+  // (Scheduler::HandBack): not an attempt failure. Otherwise Scheduler::Fail. Wakes the
+  // long polls.
+  struct FailOutcome {
+    v1::FailJobResponse response;
+    bool handed_back = false;  // no attempt was used
+  };
+  absl::StatusOr<FailOutcome> Fail(const v1::FailJobRequest& r);
 
   // OK when `secret` is the secret of lease (job_id, epoch) granted to `worker_id`;
   // PERMISSION_DENIED otherwise.
   absl::Status CheckLeaseSecret(uint64_t job_id, uint64_t epoch, const std::string& worker_id,
                                 const std::string& secret) const;
 
-  // Expires overdue leases (Scheduler::ExpireLeases), counting each as a failed attempt,
-  // and wakes the long polls when a job is leasable.
-  absl::Status ExpireLeases();
+  // Expires overdue leases (Scheduler::ExpireLeases: each a failed attempt) and wakes the
+  // long polls when a job is leasable. Returns the ids whose lease expired.
+  absl::StatusOr<std::vector<uint64_t>> ExpireLeases();
 
   // Wakes every waiting long poll to try again.
   void WakeWaiters();
@@ -77,9 +80,6 @@ class LeaseBroker {
 
  private:
   absl::StatusOr<v1::LeasedJob> BuildLeasedJob(const v1::Job& job) const;
-  // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
-  // (looked up after the transition: FAILED means it failed for good).
-  void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
   // Waits (clock time) until WakeWaiters or Stop after `generation`, or `timeout_nanos`.
   void WaitForWake(uint64_t generation, int64_t timeout_nanos);
 
@@ -87,7 +87,6 @@ class LeaseBroker {
   WorkerRegistry* const workers_;
   Store* const store_;
   const Clock* const clock_;
-  CoordinatorMetrics* const metrics_;
   const LeaseSecrets secrets_;
   const RunLookup find_run_;
   const LeaseBrokerOptions options_;
