@@ -1,11 +1,15 @@
-// The coordinator's logic behind both gRPC services (DESIGN §1, §5): runs and their
-// checkpoint polling loops, the in-memory worker registry, job leasing (long poll),
-// result ingestion and scoring, and the queries the CLI makes.
+// The coordinator's logic behind both gRPC services (DESIGN §1, §5): a facade that wires
+// the stages together and keeps the runs' lifecycle (creation, checkpoint polling loops,
+// pause, deletion):
+//   discovery/ (CheckpointDiscovery, one per run) -> Admit -> jobs/Scheduler
+//   workers -> jobs/LeaseBroker (long poll, heartbeats, failures) + jobs/WorkerRegistry
+//   reports -> ingest/ReportIngest -> analytics/Analytics + Scheduler::Complete -> store/
+//   CreateRun / UpdateRun -> ingest/run_config -> ingest/RunTable + store/
 //
 // Plain C++: every method returns absl::Status(Or); services.cc maps them to gRPC.
-// Thread-safe. Background threads (one polling loop per run, one reaper) run only between
-// Start() and Stop(); tests leave them off and drive PollRunsOnce() and Tick() with a
-// FakeClock instead.
+// Thread-safe; the lock order of everything behind it is in server/LOCKING.md. Background
+// threads (one polling loop per run, one reaper) run only between Start() and Stop();
+// tests leave them off and drive PollRunsOnce() and Tick() with a FakeClock instead.
 #ifndef STEADYEVAL_SERVER_COORDINATOR_H_
 #define STEADYEVAL_SERVER_COORDINATOR_H_
 
@@ -29,9 +33,13 @@
 #include "common/task.h"
 #include "server/analytics/analytics.h"
 #include "server/discovery/discovery.h"
-#include "server/jobs/lease_secret.h"
 #include "server/coordinator_metrics.h"
+#include "server/ingest/report_ingest.h"
+#include "server/ingest/run_table.h"
+#include "server/ingest/task_cache.h"
+#include "server/jobs/lease_broker.h"
 #include "server/jobs/scheduler.h"
+#include "server/jobs/worker_registry.h"
 #include "server/store/store.h"
 #include "steadyeval/v1/eval_service.pb.h"
 #include "steadyeval/v1/worker_service.pb.h"
@@ -43,7 +51,8 @@ struct CoordinatorOptions {
   int64_t poll_interval_ms = 1000;      // each run's checkpoint polling period
   double default_settle_seconds = 30;   // for runs created with settle_seconds = 0
   int64_t max_acquire_wait_ms = 30'000; // cap on AcquireJob's long poll
-  int64_t reap_interval_ms = 250;       // lease expiry / worker state check period
+  // Lease expiry / worker state check period; a waiting long poll re-tries as often.
+  int64_t reap_interval_ms = 250;
   // Resolved folders a run's source must resolve into (symlinks followed); empty: any.
   std::vector<std::string> source_roots;
 };
@@ -123,8 +132,8 @@ class Coordinator {
   // FAILED_PRECONDITION naming both versions when r.protocol_version() is not
   // kProtocolVersion (api/protocol.h).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& r);
-  // Long poll up to min(wait_ms, max_acquire_wait_ms) of real time, or until
-  // `cancelled()` (may be null) returns true. NOT_FOUND for an unregistered worker.
+  // Long poll up to min(wait_ms, max_acquire_wait_ms) of the clock's time, or until
+  // `cancelled()` (may be null) returns true (LeaseBroker::Acquire). NOT_FOUND for an unregistered worker.
   // Remembers the window sums the worker holds (r.window_sums replaces the previous
   // list): it is offered the avg@n job of a (run, n) it holds first, and other workers
   // are not given avg@n jobs of that (run, n) while it is idle and polling (seen within a
@@ -136,8 +145,9 @@ class Coordinator {
   // of worker id, epoch and secret is wrong. With the right secret of an older lease of
   // the job: ABORTED (stop working on it).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
-  // A retryable failure whose reason is kWorkerStoppingReason hands the lease back
-  // (Scheduler::HandBack): not an attempt failure.
+  // A hand-back (JobFailure::kWorkerStopping: `failure`, or an old worker's retryable
+  // kWorkerStoppingReason) gives the lease back (Scheduler::HandBack): not an attempt
+  // failure. Other failures count by their JobFailure.
   absl::StatusOr<v1::FailJobResponse> FailJob(const v1::FailJobRequest& r);
   absl::StatusOr<v1::TaskContent> GetTask(const std::string& sha256) const;
 
@@ -167,15 +177,17 @@ class Coordinator {
   const std::string& instance_id() const { return instance_id_; }
 
  private:
-  struct RunState {
-    v1::Run run;
-    absl::Mutex poll_mu;  // serialises polls of `discovery`
-    // Set (under poll_mu) once DeleteRun has committed: nothing may write for this run.
-    // Deleted states stay allocated (retired_runs_) for threads that still hold them.
+  // A run's checkpoint polling: its discovery and polling loop, and the lock that orders
+  // admissions with the run's window changes, pause and deletion.
+  struct RunPoll {
+    explicit RunPoll(std::string run) : name(std::move(run)) {}
+    const std::string name;
+    // Serialises polls of `discovery` and the run's admissions with UpdateRun,
+    // SetRunPaused, ClearTokenizerPin and DeleteRun.
+    absl::Mutex poll_mu;
+    // Set once DeleteRun has committed: nothing may write for this run. Deleted states
+    // stay allocated (retired_polls_) for threads that still hold them.
     bool deleted ABSL_GUARDED_BY(poll_mu) = false;
-    // Serialises read-modify-writes of the stored Run record (UpdateRun, the tokenizer
-    // pin). Lock order: poll_mu, then the analytics lock, then write_mu, then mu_.
-    absl::Mutex write_mu;
     std::unique_ptr<CheckpointDiscovery> discovery ABSL_GUARDED_BY(poll_mu);
     // Steps seen by this process (pending or admitted) or stored at start-up: each step
     // counts once in steadyeval_checkpoints_discovered_total.
@@ -183,42 +195,27 @@ class Coordinator {
     // Returned by the discovery (which returns each checkpoint once) but not admitted
     // because the admission failed: tried again first at the next poll.
     std::vector<DiscoveredCheckpoint> unadmitted ABSL_GUARDED_BY(poll_mu);
-    // The poller stops when `stop_poller` is set (Stop, DeleteRun).
+    // The polling loop; it stops when `stop_poller` is set (Stop, DeleteRun).
     absl::Mutex stop_mu;
     bool stop_poller ABSL_GUARDED_BY(stop_mu) = false;
-    std::thread poller;
+    std::thread poller ABSL_GUARDED_BY(stop_mu);
     // The discovery's pending folders after the last poll (ListPendingCheckpoints).
     mutable absl::Mutex pending_mu;
     std::vector<PendingDiscovery> pending ABSL_GUARDED_BY(pending_mu);
   };
-  struct WorkerEntry {
-    v1::WorkerInfo info;
-    int64_t last_seen_nanos = 0;
-    std::vector<HeldWindow> window_sums;
-    int polling = 0;  // AcquireJob calls in progress
-  };
 
   Coordinator(Store* store, Clock* clock, DiscoveryFactory discovery, CoordinatorOptions options);
 
-  absl::Status PollRun(RunState& state);
-  void StartPoller(RunState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<v1::Run> FindRun(const std::string& name) const;
-  // The run's state (not its stored record); NOT_FOUND for an unknown run.
-  absl::StatusOr<RunState*> FindRunState(const std::string& name);
-  absl::Status TouchWorker(const std::string& worker_id);
-  // OK when `secret` is the secret of lease (job_id, epoch) granted to `worker_id`;
-  // PERMISSION_DENIED (naming none of them as the culprit) otherwise.
-  absl::Status CheckLeaseSecret(uint64_t job_id, uint64_t epoch, const std::string& worker_id,
-                                const std::string& secret) const;
+  absl::Status PollRun(RunPoll& poll);
+  void StartPoller(RunPoll& poll);
   // Tells the run's poller to stop and joins it. Call without poll_mu held.
-  void StopPoller(RunState& state);
-  absl::StatusOr<std::shared_ptr<const Task>> LoadTask(const v1::TaskRef& ref) const;
-  absl::StatusOr<v1::LeasedJob> BuildLeasedJob(const v1::Job& job) const;
-  LeaseAffinity AffinityFor(const std::string& worker_id) const;
+  void StopPoller(RunPoll& poll);
+  // The run's polling state; NOT_FOUND for an unknown run.
+  absl::StatusOr<RunPoll*> FindPoll(const std::string& name) const;
+  std::vector<RunPoll*> Polls() const;
   // Admits one discovered checkpoint with its window jobs and the value erasures a late
   // admission implies, in one batch. Returns whether it was new.
   absl::StatusOr<bool> Admit(const v1::Run& run, const DiscoveredCheckpoint& c);
-  void WakeWaiters();
   // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
   // (looked up after the transition: FAILED means it failed for good).
   void CountAttemptFailure(uint64_t job_id, JobFailure reason);
@@ -234,32 +231,26 @@ class Coordinator {
   const CoordinatorOptions options_;
   const std::string instance_id_;
   CoordinatorMetrics metrics_;
+  RunTable runs_;
+  WorkerRegistry workers_;
+  TaskCache tasks_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::optional<LeaseSecrets> lease_secrets_;  // set by Create
-  // Lock order: RunState::poll_mu, then an Analytics::Update, then RunState::write_mu,
-  // then gauges_mu_, then Scheduler, then mu_.
   std::unique_ptr<Analytics> analytics_;
+  std::unique_ptr<LeaseBroker> leases_;
+  std::unique_ptr<ReportIngest> reports_;
   // Serialises the per-run gauge refreshes with DeleteRun's removal of the run's series,
   // so a refresh that listed a run before its deletion cannot bring its series back.
+  // Held only while reading memory and setting gauges (server/LOCKING.md).
   absl::Mutex gauges_mu_;
 
   mutable absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<RunState>> runs_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<RunState>> retired_runs_ ABSL_GUARDED_BY(mu_);  // deleted
-  std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<RunPoll>> polls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<RunPoll>> retired_polls_ ABSL_GUARDED_BY(mu_);  // deleted runs
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-
-  mutable absl::Mutex task_mu_;
-  mutable std::map<std::string, std::shared_ptr<const Task>> tasks_ ABSL_GUARDED_BY(task_mu_);
-
-  // Long polls wait on `wake_` for `wake_generation_` to change.
-  absl::Mutex wake_mu_;
-  absl::CondVar wake_;
-  uint64_t wake_generation_ ABSL_GUARDED_BY(wake_mu_) = 0;
 
   std::atomic<bool> stopping_{false};
   absl::Notification stop_;
-  std::thread reaper_;
+  std::thread reaper_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace steadyeval

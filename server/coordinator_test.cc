@@ -5,10 +5,12 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "testing/status_matchers.h"
 #include "testing/wait.h"
 #include "common/task.h"
@@ -319,6 +321,71 @@ TEST_F(CoordinatorTest, UnregisteredWorkersAreToldToRegister) {
 TEST_F(CoordinatorTest, NoJobMeansHasJobFalse) {
   Register("w1");
   auto acquired = Acquire("w1");
+  ASSERT_OK(acquired);
+  EXPECT_FALSE(acquired->has_job());
+}
+
+// One AcquireJob long poll on a thread of its own.
+class LongPoll {
+ public:
+  LongPoll(Coordinator* coordinator, const std::string& worker, int64_t wait_ms)
+      : thread_([this, coordinator, worker, wait_ms] {
+          v1::AcquireJobRequest r;
+          r.set_worker_id(worker);
+          r.set_wait_ms(wait_ms);
+          result_ = coordinator->AcquireJob(r, nullptr);
+          answered_.Notify();
+        }) {}
+  // Whether it has answered within `timeout` of real time (a bound for a failing test).
+  bool Answered(absl::Duration timeout = absl::Seconds(60)) {
+    return answered_.WaitForNotificationWithTimeout(timeout);
+  }
+  absl::StatusOr<v1::AcquireJobResponse> Join() {
+    thread_.join();
+    return result_;
+  }
+
+ private:
+  absl::StatusOr<v1::AcquireJobResponse> result_;
+  absl::Notification answered_;
+  std::thread thread_;
+};
+
+// The long poll waits on the coordinator's clock, and an admission wakes it: the
+// FakeClock never moves here, so without the wake-up the poll would wait until the test
+// gave up on it (then the clock is moved past its deadline to end it, and the test fails).
+TEST_F(CoordinatorTest, AnAdmissionWakesAWaitingLongPollWithoutTimePassing) {
+  CreateRun("r");
+  Register("w1");
+  LongPoll poll(coordinator_.get(), "w1", options_.max_acquire_wait_ms);
+  clock_.WaitForWaiters(1);  // it found nothing to lease and waits
+  const int64_t waiting_since = clock_.MonotonicNanos();
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const bool woken = poll.Answered();
+  if (!woken) clock_.AdvanceSeconds(options_.max_acquire_wait_ms / 1e3 + 1);
+  absl::StatusOr<v1::AcquireJobResponse> acquired = poll.Join();
+  ASSERT_TRUE(woken) << "the admission did not wake the long poll";
+  EXPECT_EQ(clock_.MonotonicNanos(), waiting_since);
+  ASSERT_OK(acquired);
+  ASSERT_TRUE(acquired->has_job());
+  EXPECT_EQ(acquired->lease().job().steps(0), 100u);
+}
+
+// Its deadline is on the same clock: nothing to lease, the clock passes the deadline (an
+// hour, which real time would not reach before the test gives up), the poll answers
+// has_job=false.
+TEST_F(CoordinatorTest, ALongPollEndsAtItsDeadlineOnTheClock) {
+  options_.max_acquire_wait_ms = 3'600'000;
+  Restart();
+  Register("w1");
+  LongPoll poll(coordinator_.get(), "w1", 3'600'000);
+  clock_.WaitForWaiters(1);
+  clock_.AdvanceSeconds(3600);
+  const bool ended = poll.Answered();
+  if (!ended) coordinator_->Stop();  // wakes it for good
+  absl::StatusOr<v1::AcquireJobResponse> acquired = poll.Join();
+  ASSERT_TRUE(ended) << "the long poll did not end at its deadline on the clock";
   ASSERT_OK(acquired);
   EXPECT_FALSE(acquired->has_job());
 }

@@ -229,24 +229,25 @@ const StabilityIndex* Analytics::FindIndex(const SeqKey& key) const {
 
 // ---- Update ----
 
-// An Update holds analytics_->mu_ from construction to destruction. Clang's thread-safety
-// analysis cannot follow a lock across member functions, so the ones that touch the
-// guarded state assert it (AssertHeld: checked in debug builds, a no-op otherwise).
-Analytics::Update::Update(Analytics* analytics) : analytics_(analytics) {
-  analytics_->mu_.Lock();
-}
+// An Update holds analytics_->mu_ from construction to destruction (lock_). Clang's
+// thread-safety analysis cannot follow a lock held by a member across member functions,
+// so the ones that touch the guarded state assert it (AssertHeld: checked in debug
+// builds, a no-op otherwise).
+Analytics::Update::Update(Analytics* analytics)
+    : analytics_(analytics), lock_(&analytics->mu_) {}
 
 Analytics::Update::~Update() {
-  if (!committed_) {
-    for (const SeqKey& key : touched_) {
-      absl::Status s = analytics_->ReloadSequence(key);
-      if (!s.ok()) {
-        std::cerr << "steadyeval-server: restoring the stability index of " << std::get<0>(key)
-                  << "/" << std::get<1>(key) << "/" << std::get<2>(key) << ": " << s << "\n";
-      }
+  if (committed_) return;
+  analytics_->mu_.AssertHeld();
+  for (const SeqKey& key : touched_) {
+    absl::Status s = analytics_->ReloadSequence(key);
+    if (!s.ok()) {
+      analytics_->indexes_.erase(key);
+      std::cerr << "steadyeval-server: restoring the stability index of " << std::get<0>(key)
+                << "/" << std::get<1>(key) << "/" << std::get<2>(key) << ": " << s
+                << " (dropped until the coordinator restarts)\n";
     }
   }
-  analytics_->mu_.Unlock();
 }
 
 void Analytics::Update::ForgetRun(const std::string& run) {
@@ -471,7 +472,7 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
     if (job.steps().empty()) continue;
     const uint64_t end = job.steps(job.steps_size() - 1);
     for (const v1::TaskRef& ref : job.tasks()) {
-      RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), job.kind(), end));
+      RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), JobKindNameOf(job), end));
     }
   }
   // Ensemble sizes configured or still holding values.

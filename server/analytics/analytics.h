@@ -8,7 +8,9 @@
 // (`pairs` CF) into the caller's batch, and updates the in-memory indexes at once (so
 // later steps of the same Update see them). The caller commits the batch and then calls
 // Committed(); an Update destroyed without Committed() rebuilds the indexes it touched
-// from the store, so a failed commit leaves memory equal to the store.
+// from the store, so a failed commit leaves memory equal to the store (an index that
+// cannot be read back is dropped, with a log line, rather than kept with values the store
+// does not have; server_storage_fault_test checks this after a failed report).
 //
 // Variants (common/variant.h): "raw", "avg@n", "ens@n", "ens-soft@n". Ensembles of a
 // window of size n ending at admitted checkpoint c_i use the raw values of c_{i-n+1} ..
@@ -112,6 +114,7 @@ class Analytics {
     void Persist(Store::Batch& batch, const SeqKey& key, const StabilityIndex::Change& change);
 
     Analytics* const analytics_;
+    absl::MutexLock lock_;  // analytics_->mu_, for the Update's life
     bool committed_ = false;
     std::map<std::pair<SeqKey, uint64_t>, std::optional<Value>> pending_;
     std::set<SeqKey> touched_;

@@ -33,6 +33,12 @@ std::optional<uint32_t> WindowOf(const v1::Job& job) {
   return kind->window();
 }
 
+std::vector<uint64_t> IdsOf(const std::vector<v1::Job>& jobs) {
+  std::vector<uint64_t> ids;
+  for (const v1::Job& job : jobs) ids.push_back(job.id());
+  return ids;
+}
+
 uint64_t EndStep(const v1::Job& job) {
   return job.steps().empty() ? 0 : job.steps(job.steps_size() - 1);
 }
@@ -139,12 +145,80 @@ void Scheduler::Install(v1::Job job) {
   entry.job = std::move(job);
 }
 
+bool Scheduler::IsIdle(const Entry& entry) const {
+  return !entry.committing && !deleting_runs_.count(entry.job.run());
+}
+
+void Scheduler::AwaitIdle(const std::vector<uint64_t>& ids) {
+  const auto idle = [this, &ids] {
+    mu_.AssertHeld();  // Await evaluates it under mu_; clang cannot see that
+    for (uint64_t id : ids) {
+      auto it = jobs_.find(id);
+      if (it != jobs_.end() && !IsIdle(it->second)) return false;
+    }
+    return true;
+  };
+  mu_.Await(absl::Condition(&idle));
+}
+
+absl::Status Scheduler::CommitReserved(const std::vector<uint64_t>& reserved, Store::Batch batch,
+                                       const std::function<absl::Status(Store::Batch&)>& extra) {
+  const auto mark = [this, &reserved](bool committing) {
+    mu_.AssertHeld();
+    for (uint64_t id : reserved) {
+      Entry& entry = jobs_.at(id);
+      entry.committing = committing;
+      int& count = committing_by_run_[entry.job.run()];
+      count += committing ? 1 : -1;
+      if (count == 0) committing_by_run_.erase(entry.job.run());
+    }
+  };
+  mark(true);
+  mu_.Unlock();
+  absl::Status status = extra ? extra(batch) : absl::OkStatus();
+  if (status.ok()) status = store_->Commit(std::move(batch));
+  mu_.Lock();
+  mark(false);
+  return status;
+}
+
 absl::StatusOr<std::optional<Admission>> Scheduler::AdmitCheckpoint(
     const v1::Run& run, uint64_t step, const std::string& path,
     const ExtraWrites<Admission>& extra) {
+  absl::MutexLock structure_lock(&structure_mu_);
   absl::MutexLock lock(&mu_);
   const std::string& name = run.config().name();
-  if (checkpoints_.count({name, step})) return std::optional<Admission>();
+  Admission a;
+  while (true) {
+    if (checkpoints_.count({name, step})) return std::optional<Admission>();
+    a = PrepareAdmission(run, step, path);
+    if (AllIdle(IdsOf(a.superseded))) break;
+    AwaitIdle(IdsOf(a.superseded));  // then prepare again: those jobs have moved on
+  }
+  const uint64_t next_id = a.raw_job.id() + 1 + a.window_jobs.size();
+
+  Store::Batch batch = store_->NewBatch();
+  batch.PutCheckpoint(a.checkpoint);
+  batch.PutJob(a.raw_job);
+  for (const v1::Job& job : a.window_jobs) batch.PutJob(job);
+  for (const v1::Job& job : a.superseded) batch.PutJob(job);
+  batch.PutNextJobId(next_id);
+  RETURN_IF_ERROR(CommitReserved(IdsOf(a.superseded), std::move(batch), [&](Store::Batch& b) {
+    return extra ? extra(a, b) : absl::OkStatus();
+  }));
+
+  next_job_id_ = next_id;
+  checkpoints_[{name, step}] = a.checkpoint;
+  raw_jobs_[{name, step}] = a.raw_job.id();
+  for (const v1::Job& job : a.superseded) Install(job);
+  Install(a.raw_job);
+  for (const v1::Job& job : a.window_jobs) Install(job);
+  return std::optional<Admission>(std::move(a));
+}
+
+Admission Scheduler::PrepareAdmission(const v1::Run& run, uint64_t step,
+                                      const std::string& path) const {
+  const std::string& name = run.config().name();
   Admission a;
   a.checkpoint.set_run(name);
   a.checkpoint.set_step(step);
@@ -196,28 +270,43 @@ absl::StatusOr<std::optional<Admission>> Scheduler::AdmitCheckpoint(
                                   " is no longer configured)")));
     }
   }
+  return a;
+}
 
-  Store::Batch batch = store_->NewBatch();
-  batch.PutCheckpoint(a.checkpoint);
-  batch.PutJob(a.raw_job);
-  for (const v1::Job& job : a.window_jobs) batch.PutJob(job);
-  for (const v1::Job& job : a.superseded) batch.PutJob(job);
-  batch.PutNextJobId(next_id);
-  if (extra) RETURN_IF_ERROR(extra(a, batch));
-  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
-
-  next_job_id_ = next_id;
-  checkpoints_[{name, step}] = a.checkpoint;
-  raw_jobs_[{name, step}] = a.raw_job.id();
-  for (const v1::Job& job : a.superseded) Install(job);
-  Install(a.raw_job);
-  for (const v1::Job& job : a.window_jobs) Install(job);
-  return std::optional<Admission>(std::move(a));
+bool Scheduler::AllIdle(const std::vector<uint64_t>& ids) const {
+  for (uint64_t id : ids) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && !IsIdle(it->second)) return false;
+  }
+  return true;
 }
 
 absl::StatusOr<WindowUpdate> Scheduler::SetAverageWindows(const v1::Run& run,
                                                           const ExtraWrites<WindowUpdate>& extra) {
+  absl::MutexLock structure_lock(&structure_mu_);
   absl::MutexLock lock(&mu_);
+  WindowUpdate update;
+  while (true) {
+    update = PrepareWindows(run);
+    if (AllIdle(IdsOf(update.superseded))) break;
+    AwaitIdle(IdsOf(update.superseded));  // then prepare again: those jobs have moved on
+  }
+  const uint64_t next_id = next_job_id_ + update.created.size();
+  Store::Batch batch = store_->NewBatch();
+  for (const v1::Job& job : update.created) batch.PutJob(job);
+  for (const v1::Job& job : update.superseded) batch.PutJob(job);
+  batch.PutNextJobId(next_id);
+  RETURN_IF_ERROR(
+      CommitReserved(IdsOf(update.superseded), std::move(batch), [&](Store::Batch& b) {
+        return extra ? extra(update, b) : absl::OkStatus();
+      }));
+  next_job_id_ = next_id;
+  for (const v1::Job& job : update.superseded) Install(job);
+  for (const v1::Job& job : update.created) Install(job);
+  return update;
+}
+
+WindowUpdate Scheduler::PrepareWindows(const v1::Run& run) const {
   const std::string& name = run.config().name();
   const std::set<uint32_t> sizes(run.config().average_windows().begin(),
                                  run.config().average_windows().end());
@@ -243,15 +332,6 @@ absl::StatusOr<WindowUpdate> Scheduler::SetAverageWindows(const v1::Run& run,
         Superseded(entry, 0, absl::StrCat(ToString(JobKind::Average(n)),
                                           " was removed from the run's windows")));
   }
-  Store::Batch batch = store_->NewBatch();
-  for (const v1::Job& job : update.created) batch.PutJob(job);
-  for (const v1::Job& job : update.superseded) batch.PutJob(job);
-  batch.PutNextJobId(next_id);
-  if (extra) RETURN_IF_ERROR(extra(update, batch));
-  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
-  next_job_id_ = next_id;
-  for (const v1::Job& job : update.superseded) Install(job);
-  for (const v1::Job& job : update.created) Install(job);
   return update;
 }
 
@@ -291,7 +371,14 @@ absl::Status Scheduler::CommitTransition(Entry& entry, v1::Job next, Store::Batc
   std::optional<v1::Checkpoint> checkpoint = FollowCheckpoint(next);
   batch.PutJob(next);
   if (checkpoint) batch.PutCheckpoint(*checkpoint);
-  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  const v1::JobState from = entry.job.state();
+  const uint64_t epoch = entry.job.epoch();
+  RETURN_IF_ERROR(CommitReserved({entry.job.id()}, std::move(batch)));
+  // The reservation kept every other transition of this job out while mu_ was released.
+  if (entry.job.state() != from || entry.job.epoch() != epoch) {
+    return absl::InternalError(absl::StrCat("job ", entry.job.id(),
+                                            " changed while its transition was committed"));
+  }
 
   if (entry.job.state() == v1::JOB_PENDING) {
     auto it = pending_by_run_.find(entry.job.run());
@@ -305,13 +392,14 @@ absl::Status Scheduler::CommitTransition(Entry& entry, v1::Job next, Store::Batc
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::LeaseEntry(Entry& entry, const std::string& worker_id, int64_t now) {
+absl::Status Scheduler::LeaseEntry(Entry& entry, const std::string& worker_id) {
   v1::Job next = entry.job;
   next.set_state(v1::JOB_LEASED);
   next.set_epoch(next.epoch() + 1);
   next.set_attempts(next.attempts() + 1);
   next.set_worker_id(worker_id);
   RETURN_IF_ERROR(CommitTransition(entry, std::move(next), store_->NewBatch()));
+  const int64_t now = clock_->MonotonicNanos();
   entry.lease_expiry_nanos = now + options_.lease_ttl_ms * 1'000'000;
   entry.leased_at_nanos = now;
   entry.not_before_nanos = 0;
@@ -334,7 +422,7 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
     for (const PendingKey& key : run_it->second) {
       if (std::get<1>(key) != held.window) continue;
       Entry& entry = jobs_.at(std::get<2>(key));
-      if (entry.not_before_nanos > now) continue;
+      if (entry.not_before_nanos > now || !IsIdle(entry)) continue;
       size_t overlap = 0;
       for (uint64_t step : entry.job.steps()) overlap += members.count(step);
       if (best == nullptr || overlap > best_overlap) {
@@ -344,7 +432,7 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
     }
   }
   if (best != nullptr) {
-    RETURN_IF_ERROR(LeaseEntry(*best, worker_id, now));
+    RETURN_IF_ERROR(LeaseEntry(*best, worker_id));
     return std::optional<v1::Job>(best->job);
   }
 
@@ -357,11 +445,11 @@ absl::StatusOr<std::optional<v1::Job>> Scheduler::Lease(const std::string& worke
     if (paused_runs_.count(run_it->first)) continue;
     for (const PendingKey& key : run_it->second) {
       Entry& entry = jobs_.at(std::get<2>(key));
-      if (entry.not_before_nanos > now) continue;
+      if (entry.not_before_nanos > now || !IsIdle(entry)) continue;
       const uint32_t rank = std::get<1>(key);
       if (rank > 0 && affinity.reserved.count({run_it->first, rank})) continue;
       std::string run = run_it->first;
-      RETURN_IF_ERROR(LeaseEntry(entry, worker_id, now));
+      RETURN_IF_ERROR(LeaseEntry(entry, worker_id));
       last_served_run_ = run;
       return std::optional<v1::Job>(entry.job);
     }
@@ -375,7 +463,8 @@ bool Scheduler::HasLeasableJob() const {
   for (const auto& [run, keys] : pending_by_run_) {
     if (paused_runs_.count(run)) continue;
     for (const PendingKey& key : keys) {
-      if (jobs_.at(std::get<2>(key)).not_before_nanos <= now) return true;
+      const Entry& entry = jobs_.at(std::get<2>(key));
+      if (entry.not_before_nanos <= now && IsIdle(entry)) return true;
     }
   }
   return false;
@@ -408,6 +497,7 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindHeld(uint64_t job_id, uint64_t 
 
 absl::Status Scheduler::Heartbeat(uint64_t job_id, uint64_t epoch, const std::string& worker_id) {
   absl::MutexLock lock(&mu_);
+  AwaitIdle({job_id});
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   entry->lease_expiry_nanos = clock_->MonotonicNanos() + options_.lease_ttl_ms * 1'000'000;
   entry->inherited_unheard = false;
@@ -431,6 +521,7 @@ absl::StatusOr<CompletedJob> Scheduler::Complete(uint64_t job_id, uint64_t epoch
                                                  const std::string& worker_id,
                                                  Store::Batch results, const std::string& bos) {
   absl::MutexLock lock(&mu_);
+  AwaitIdle({job_id});
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   v1::Job next = entry->job;
   next.set_state(v1::JOB_DONE);
@@ -475,12 +566,14 @@ absl::StatusOr<v1::JobState> Scheduler::Fail(uint64_t job_id, uint64_t epoch,
                                              const std::string& worker_id,
                                              const std::string& reason, JobFailure failure) {
   absl::MutexLock lock(&mu_);
+  AwaitIdle({job_id});
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   return Release(*entry, reason.empty() ? "worker gave no reason" : reason, IsRetryable(failure));
 }
 
 absl::Status Scheduler::HandBack(uint64_t job_id, uint64_t epoch, const std::string& worker_id) {
   absl::MutexLock lock(&mu_);
+  AwaitIdle({job_id});
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
   v1::Job next = entry->job;
   next.set_state(v1::JOB_PENDING);
@@ -493,6 +586,7 @@ absl::Status Scheduler::HandBack(uint64_t job_id, uint64_t epoch, const std::str
 
 absl::StatusOr<std::vector<v1::Job>> Scheduler::Requeue(const std::vector<uint64_t>& job_ids) {
   absl::MutexLock lock(&mu_);
+  AwaitIdle(job_ids);
   std::vector<v1::Job> requeued;
   std::vector<v1::Checkpoint> checkpoints;
   std::set<uint64_t> seen;
@@ -521,7 +615,7 @@ absl::StatusOr<std::vector<v1::Job>> Scheduler::Requeue(const std::vector<uint64
     requeued.push_back(std::move(next));
   }
   if (requeued.empty()) return requeued;
-  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  RETURN_IF_ERROR(CommitReserved(IdsOf(requeued), std::move(batch)));
   for (const v1::Job& job : requeued) {
     Install(job);
     Entry& entry = jobs_.at(job.id());
@@ -542,15 +636,24 @@ void Scheduler::SetRunPaused(const std::string& run, bool paused) {
 
 absl::StatusOr<uint64_t> Scheduler::DeleteRun(
     const std::string& run, const std::function<absl::Status(Store::Batch&)>& extra) {
+  absl::MutexLock structure_lock(&structure_mu_);
   absl::MutexLock lock(&mu_);
+  // No transition of the run's jobs starts from here on (IsIdle); wait for those under way.
+  deleting_runs_.insert(run);
+  const auto run_idle = [this, &run] {
+    mu_.AssertHeld();  // Await evaluates it under mu_; clang cannot see that
+    return committing_by_run_.count(run) == 0;
+  };
+  mu_.Await(absl::Condition(&run_idle));
   std::vector<uint64_t> ids;
   for (const auto& [id, entry] : jobs_) {
     if (entry.job.run() == run) ids.push_back(id);
   }
   Store::Batch batch = store_->NewBatch();
   for (uint64_t id : ids) batch.DeleteJob(id);
-  if (extra) RETURN_IF_ERROR(extra(batch));
-  RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+  absl::Status deleted = CommitReserved({}, std::move(batch), extra);
+  deleting_runs_.erase(run);
+  RETURN_IF_ERROR(deleted);
   for (uint64_t id : ids) jobs_.erase(id);
   pending_by_run_.erase(run);
   paused_runs_.erase(run);
@@ -571,9 +674,21 @@ absl::StatusOr<uint64_t> Scheduler::DeleteRun(
 absl::StatusOr<std::vector<uint64_t>> Scheduler::ExpireLeases() {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_->MonotonicNanos();
+  const auto overdue = [now](const Entry& entry) {
+    return entry.job.state() == v1::JOB_LEASED && entry.lease_expiry_nanos <= now;
+  };
+  // Each release commits with mu_ released (CommitTransition): collect the ids first and
+  // look each up again (a heartbeat, report or failure may have come in meanwhile). A
+  // lease whose job has a transition under way is left to it.
+  std::vector<uint64_t> candidates;
+  for (const auto& [id, entry] : jobs_) {
+    if (overdue(entry) && IsIdle(entry)) candidates.push_back(id);
+  }
   std::vector<uint64_t> expired;
-  for (auto& [id, entry] : jobs_) {
-    if (entry.job.state() != v1::JOB_LEASED || entry.lease_expiry_nanos > now) continue;
+  for (uint64_t id : candidates) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !overdue(it->second) || !IsIdle(it->second)) continue;
+    Entry& entry = it->second;
     if (entry.inherited_unheard) {
       v1::Job next = entry.job;
       next.set_state(v1::JOB_PENDING);

@@ -35,7 +35,26 @@
 // reserved for another worker (the caller decides which) are not leased to this one.
 //
 // Every transition is one Store batch, committed (sync) before the method returns; when
-// the commit fails the in-memory state is unchanged. Thread-safe.
+// the commit fails nothing of it is written and the in-memory state is unchanged (new job
+// ids are not used up either).
+//
+// Commits hold no lock that leases and heartbeats need (server/LOCKING.md). A transition
+//   1. prepares under mu_: checks it is legal, builds its records, and reserves the jobs
+//      it rewrites (marks them committing);
+//   2. commits its batch with mu_ released;
+//   3. takes mu_ again, clears the marks, and installs the records in memory when the
+//      commit succeeded (re-checking the job's state and epoch: INTERNAL if they moved).
+// While a job is reserved no other transition of it starts: Heartbeat, Complete, Fail,
+// HandBack and Requeue wait for the reservation to end (then look again: a job reported
+// meanwhile is DONE, so a late Fail is ABORTED), Lease and ExpireLeases pass it by. A
+// run being deleted counts as reserved for all its jobs. Admissions, window changes and
+// deletions ("structural": they add jobs or remove a run) are serialised among
+// themselves by structure_mu_, which nothing on the lease path takes; they reserve the
+// jobs they supersede, so a lease, report or failure of another job of the run goes on
+// while they commit. Readers (GetJob, Checkpoints, CheckReport, ...) never wait: they see
+// a reserved job as it was before its transition.
+//
+// Thread-safe.
 #ifndef STEADYEVAL_SERVER_JOBS_SCHEDULER_H_
 #define STEADYEVAL_SERVER_JOBS_SCHEDULER_H_
 
@@ -95,8 +114,10 @@ struct WindowUpdate {
   std::vector<v1::Job> superseded;  // pending/leased jobs of removed sizes
 };
 
-// Extra writes the caller adds to a transition's batch; it runs under the scheduler's
-// lock and must not call back into the scheduler. A non-OK status cancels the transition.
+// Extra writes the caller adds to a transition's batch. It runs with the scheduler's lock
+// released while the transition's jobs are reserved (see the top of this file): it may
+// read the scheduler but must not start a transition (that would wait for itself). A
+// non-OK status cancels the transition.
 template <typename T>
 using ExtraWrites = std::function<absl::Status(const T&, Store::Batch&)>;
 
@@ -229,6 +250,8 @@ class Scheduler {
     // heartbeat, report or failure from its holder). Its expiry refunds the attempt: the
     // previous coordinator may have died before the lease reached the worker.
     bool inherited_unheard = false;
+    // A transition of this job is being committed (see the top of this file).
+    bool committing = false;
   };
   using WindowKey = std::tuple<std::string, uint32_t /*n*/, uint64_t /*end step*/>;
   // Orders a run's pending jobs by priority: newest step, raw first, oldest id.
@@ -240,10 +263,27 @@ class Scheduler {
   static PendingKey KeyOf(const v1::Job& job);
   absl::StatusOr<Entry*> FindHeld(uint64_t job_id, uint64_t epoch, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes `next` (plus the followed checkpoint and `batch`'s writes) and, when the commit
-  // succeeds, installs it in memory.
+  // Writes `next` (plus the followed checkpoint and `batch`'s writes) with `entry`'s job
+  // reserved and, when the commit succeeds, installs it in memory. `entry` must be idle.
   absl::Status CommitTransition(Entry& entry, v1::Job next, Store::Batch batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a transition of `entry`'s job may start: none under way, its run not being
+  // deleted.
+  bool IsIdle(const Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether every job of `ids` that exists is idle.
+  bool AllIdle(const std::vector<uint64_t>& ids) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits, releasing mu_, until AllIdle(ids).
+  void AwaitIdle(const std::vector<uint64_t>& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reserves the jobs `reserved`, releases mu_, runs `extra` on `batch` and commits it,
+  // takes mu_ again and ends the reservations. Returns the first error.
+  absl::Status CommitReserved(const std::vector<uint64_t>& reserved, Store::Batch batch,
+                              const std::function<absl::Status(Store::Batch&)>& extra = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What admitting (run, step) would write now.
+  Admission PrepareAdmission(const v1::Run& run, uint64_t step, const std::string& path) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What making the run's avg@n jobs match its configured sizes would write now.
+  WindowUpdate PrepareWindows(const v1::Run& run) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The checkpoint record a raw job's new state implies, if it has one.
   std::optional<v1::Checkpoint> FollowCheckpoint(const v1::Job& next) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -251,8 +291,8 @@ class Scheduler {
   absl::StatusOr<v1::JobState> Release(Entry& entry, const std::string& reason, bool retryable)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t BackoffNanos(uint32_t attempts) const;
-  // PENDING -> LEASED in memory and store.
-  absl::Status LeaseEntry(Entry& entry, const std::string& worker_id, int64_t now)
+  // PENDING -> LEASED in memory and store; the lease runs from the commit.
+  absl::Status LeaseEntry(Entry& entry, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<uint64_t> AdmittedStepsLocked(const std::string& run) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -268,8 +308,14 @@ class Scheduler {
   Clock* const clock_;
   const SchedulerOptions options_;
 
+  // Serialises the structural transitions (AdmitCheckpoint, SetAverageWindows, DeleteRun)
+  // through their commits. Taken before mu_; the lease path never takes it.
+  absl::Mutex structure_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::map<uint64_t, Entry> jobs_ ABSL_GUARDED_BY(mu_);
+  // Reserved jobs per run (Entry::committing), and the runs whose deletion is under way.
+  std::map<std::string, int> committing_by_run_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> deleting_runs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::set<PendingKey>> pending_by_run_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, uint64_t>, v1::Checkpoint> checkpoints_ ABSL_GUARDED_BY(mu_);
   // The current (not superseded) avg@n job of each window.

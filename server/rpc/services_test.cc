@@ -137,7 +137,11 @@ TEST_F(ServicesTest, WorkerFlowAndReportsForJobsNotHeld) {
   Register("w1");
   Register("w2");
 
-  // A long poll is woken by a newly admitted checkpoint.
+  // A long poll over gRPC gets the checkpoint admitted while it waits (or before it
+  // started: that the admission wakes a waiting poll is coordinator_test's
+  // AnAdmissionWakesAWaitingLongPollWithoutTimePassing, where a FakeClock makes it fail
+  // without the wake-up; on the real clock here the poll would also find the job at its
+  // next periodic re-check).
   v1::AcquireJobResponse acquired;
   grpc::Status acquire_status;
   std::thread poller([&] { acquire_status = Acquire("w1", 20'000, &acquired); });

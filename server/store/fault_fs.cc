@@ -46,10 +46,12 @@ class FaultyWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
     return fault.ok() ? target()->Flush(options, dbg) : fault;
   }
   IOStatus Sync(const IOOptions& options, IODebugContext* dbg) override {
+    fs_->MaybeHoldSync(fname_);
     IOStatus fault = fs_->FaultFor(fname_, FaultInjectingFileSystem::kSync);
     return fault.ok() ? target()->Sync(options, dbg) : fault;
   }
   IOStatus Fsync(const IOOptions& options, IODebugContext* dbg) override {
+    fs_->MaybeHoldSync(fname_);
     IOStatus fault = fs_->FaultFor(fname_, FaultInjectingFileSystem::kSync);
     return fault.ok() ? target()->Fsync(options, dbg) : fault;
   }
@@ -89,6 +91,38 @@ void FaultInjectingFileSystem::SetFreeSpace(std::optional<uint64_t> bytes) {
 uint64_t FaultInjectingFileSystem::failed_writes() const {
   absl::MutexLock lock(&mu_);
   return failed_writes_;
+}
+
+void FaultInjectingFileSystem::HoldSyncs(std::string suffix) {
+  absl::MutexLock lock(&mu_);
+  hold_suffix_ = std::move(suffix);
+}
+
+void FaultInjectingFileSystem::ReleaseSyncs() {
+  absl::MutexLock lock(&mu_);
+  hold_suffix_.reset();
+}
+
+void FaultInjectingFileSystem::WaitForHeldSyncs(int n) const {
+  absl::MutexLock lock(&mu_);
+  const auto enough = [this, n] {
+    mu_.AssertHeld();  // Await evaluates it under mu_; clang cannot see that
+    return held_syncs_ >= n;
+  };
+  mu_.Await(absl::Condition(&enough));
+}
+
+void FaultInjectingFileSystem::MaybeHoldSync(const std::string& fname) {
+  absl::MutexLock lock(&mu_);
+  const auto held = [this, &fname] {
+    mu_.AssertHeld();
+    return hold_suffix_.has_value() && absl::EndsWith(fname, *hold_suffix_);
+  };
+  if (!held()) return;
+  ++held_syncs_;
+  const auto released = [&held] { return !held(); };
+  mu_.Await(absl::Condition(&released));
+  --held_syncs_;
 }
 
 IOStatus FaultInjectingFileSystem::FaultFor(const std::string& fname, Ops op) {

@@ -6,7 +6,9 @@
 // suffix return the fault (e.g. IOStatus::NoSpace(), what ENOSPC gives);
 // creating files still works, as on a full disk. GetFreeSpace reports a set figure
 // instead of the real one when asked to, so free-space checks can be driven without
-// filling a disk. Thread-safe. Not linked into the server binary.
+// filling a disk. Syncs can also be held (HoldSyncs): the syncing thread waits until
+// released, like a disk that stalls mid-commit, so tests can look at what the rest of
+// the server does meanwhile. Thread-safe. Not linked into the server binary.
 #ifndef STEADYEVAL_SERVER_STORE_FAULT_FS_H_
 #define STEADYEVAL_SERVER_STORE_FAULT_FS_H_
 
@@ -40,6 +42,16 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
   // Writes failed so far.
   uint64_t failed_writes() const;
 
+  // From now on, syncs (Sync, Fsync) of files whose name ends with `suffix` wait until
+  // ReleaseSyncs; their writes have gone through.
+  void HoldSyncs(std::string suffix);
+  // Lets the held syncs, and later ones, go through.
+  void ReleaseSyncs();
+  // Blocks until at least `n` syncs are held.
+  void WaitForHeldSyncs(int n) const;
+  // Called by the files before each sync: waits while syncs of `fname` are held.
+  void MaybeHoldSync(const std::string& fname);
+
   // The fault for operation `op` (kWrite or kSync) on `fname` now (OK when none),
   // counting it when not OK.
   rocksdb::IOStatus FaultFor(const std::string& fname, Ops op);
@@ -65,6 +77,8 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
   Ops ops_ ABSL_GUARDED_BY(mu_) = kWriteAndSync;
   std::optional<uint64_t> free_space_ ABSL_GUARDED_BY(mu_);
   uint64_t failed_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<std::string> hold_suffix_ ABSL_GUARDED_BY(mu_);
+  int held_syncs_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace steadyeval

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "testing/status_matchers.h"
@@ -16,7 +17,9 @@
 #include "gtest/gtest.h"
 #include "testing/coordinator_fixture.h"
 #include "server/store/fault_fs.h"
+#include "absl/synchronization/notification.h"
 #include "api/protocol.h"
+#include "common/sha256.h"
 #include "testing/health_check.h"
 #include "server/rpc/server.h"
 #include "server/store/store.h"
@@ -39,6 +42,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::_;
 
 int Refused(const Store& store, Store::Refusal reason) {
   return static_cast<int>(store.GetHealth().refused[static_cast<int>(reason)]);
@@ -664,6 +668,83 @@ class StorageFaultCoordinatorTest : public CoordinatorFixture {
     ASSERT_OK(c);
     coordinator_ = std::move(*c);
   }
+  void CreateRun(const std::string& name, std::vector<uint32_t> windows = {}) {
+    v1::RunConfig config;
+    config.set_name(name);
+    config.set_source((root_ / "ckpt").string());
+    for (uint32_t n : windows) {
+      config.add_average_windows(n);
+      config.add_ensemble_windows(n);
+    }
+    ASSERT_OK(coordinator_->CreateRun(config, {McTaskFile()}).status());
+  }
+  void Register(const std::string& worker) {
+    v1::RegisterWorkerRequest r;
+    r.set_worker_id(worker);
+    r.set_protocol_version(kProtocolVersion);
+    ASSERT_OK(coordinator_->RegisterWorker(r).status());
+  }
+  v1::LeasedJob Lease(const std::string& worker) {
+    v1::AcquireJobRequest r;
+    r.set_worker_id(worker);
+    absl::StatusOr<v1::AcquireJobResponse> acquired = coordinator_->AcquireJob(r, nullptr);
+    EXPECT_OK(acquired);
+    EXPECT_TRUE(acquired.ok() && acquired->has_job());
+    return acquired.ok() ? acquired->lease() : v1::LeasedJob();
+  }
+  v1::HeartbeatRequest HeartbeatFor(const v1::LeasedJob& lease, const std::string& worker) {
+    v1::HeartbeatRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(lease.job().id());
+    r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
+    return r;
+  }
+  // A complete report of the mc task (outputs "1", "0", "0") for a raw `lease`, with its
+  // drift targets and, when given, the tokenizer it names.
+  std::vector<v1::ReportResultsRequest> Report(const v1::LeasedJob& lease,
+                                               const std::string& worker,
+                                               const std::string& tokenizer = "") {
+    v1::ReportResultsRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(lease.job().id());
+    r.set_epoch(lease.job().epoch());
+    r.set_lease_secret(lease.lease_secret());
+    r.set_step(lease.job().steps(0));
+    r.set_tokenizer_sha256(tokenizer);
+    *r.mutable_task() = lease.task_headers(0).ref();
+    for (uint32_t i = 0; i < 3; ++i) {
+      v1::ExampleOutput* o = r.add_outputs();
+      o->set_index(i);
+      o->set_output(i == 0 ? "1" : "0");
+    }
+    r.set_task_complete(true);
+    for (const v1::DriftTarget& target : lease.drift_targets()) {
+      v1::ParameterDrift* d = r.add_drifts();
+      d->set_from_step(target.from_step());
+      d->set_to_step(target.to_step());
+      d->set_l2(1.5);
+      d->set_relative(0.01);
+    }
+    return {r};
+  }
+  int StoredPredictions(const std::string& run) {
+    int n = 0;
+    EXPECT_OK(store_->ScanAllPredictions(
+        run, "", "", [&](const Store::PredictionKeyParts&, const v1::Prediction&) {
+          ++n;
+          return true;
+        }));
+    return n;
+  }
+  std::string Stability(const std::string& run) {
+    v1::GetStabilityRequest r;
+    r.set_run(run);
+    absl::StatusOr<v1::GetStabilityResponse> stability = coordinator_->GetStability(r);
+    EXPECT_OK(stability);
+    return stability.ok() ? stability->DebugString() : "";
+  }
+
   std::shared_ptr<FaultInjectingFileSystem> fault_fs_;
 };
 
@@ -696,6 +777,165 @@ TEST_F(StorageFaultCoordinatorTest, LeaseExpiryDuringAFaultWaitsForTheDisk) {
   EXPECT_EQ(job->state(), v1::JOB_PENDING);
   EXPECT_EQ(job->attempts(), 1u);
   EXPECT_TRUE(store_->GetHealth().healthy);
+}
+
+// A report whose commit fails (the disk is full) leaves nothing of itself: no prediction,
+// score, ensemble, drift or tokenizer pin in the store, the job still leased (same epoch,
+// same attempt) and its checkpoint still evaluating, and the in-memory scheduler, run
+// record and stability indexes as they were. The same report, sent again once the disk
+// works, lands whole.
+TEST_F(StorageFaultCoordinatorTest, AFailedReportCommitLeavesNoHalfStateAndTheRetryLands) {
+  CreateRun("r", {2});
+  Register("w1");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob first = Lease("w1");
+  ASSERT_OK(coordinator_->ReportResults(Report(first, "w1")).status());
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob lease = Lease("w1");  // raw@200 (newest first), drift 100 -> 200
+  ASSERT_EQ(lease.job().kind(), "raw");
+  ASSERT_EQ(lease.job().steps(0), 200u);
+  ASSERT_EQ(lease.drift_targets_size(), 1);
+  const uint64_t id = lease.job().id();
+  const std::string tokenizer = Sha256Hex("tokenizer");
+
+  const int predictions_before = StoredPredictions("r");
+  const std::string stability_before = Stability("r");
+  const std::vector<v1::Job> jobs_before = coordinator_->scheduler()->Jobs();
+  const std::vector<v1::Checkpoint> checkpoints_before = coordinator_->scheduler()->Checkpoints("r");
+
+  fault_fs_->FailWrites(rocksdb::IOStatus::NoSpace("injected: disk full"));
+  EXPECT_THAT(coordinator_->ReportResults(Report(lease, "w1", tokenizer)),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("storage: ")));
+
+  // The store: nothing of the report.
+  EXPECT_EQ(StoredPredictions("r"), predictions_before);
+  EXPECT_THAT(store_->GetScore("r", "mc", "raw", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(store_->GetScore("r", "mc", "ens@2", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(store_->GetDrift("r", 200), StatusIs(absl::StatusCode::kNotFound, _));
+  ASSERT_OK_AND_ASSIGN(v1::Job stored_job, store_->GetJob(id));
+  EXPECT_EQ(stored_job.state(), v1::JOB_LEASED);
+  EXPECT_EQ(stored_job.epoch(), lease.job().epoch());
+  EXPECT_EQ(stored_job.attempts(), 1u);
+  ASSERT_OK_AND_ASSIGN(v1::Checkpoint stored_checkpoint, store_->GetCheckpoint("r", 200));
+  EXPECT_EQ(stored_checkpoint.state(), v1::CHECKPOINT_EVALUATING);
+  ASSERT_OK_AND_ASSIGN(v1::Run stored_run, store_->GetRun("r"));
+  EXPECT_EQ(stored_run.tokenizer_sha256(), "");
+  // Memory: as before.
+  const std::vector<v1::Job> jobs_after = coordinator_->scheduler()->Jobs();
+  ASSERT_EQ(jobs_after.size(), jobs_before.size());
+  for (size_t i = 0; i < jobs_after.size(); ++i) {
+    EXPECT_EQ(jobs_after[i].DebugString(), jobs_before[i].DebugString());
+  }
+  const std::vector<v1::Checkpoint> checkpoints_after = coordinator_->scheduler()->Checkpoints("r");
+  ASSERT_EQ(checkpoints_after.size(), checkpoints_before.size());
+  for (size_t i = 0; i < checkpoints_after.size(); ++i) {
+    EXPECT_EQ(checkpoints_after[i].DebugString(), checkpoints_before[i].DebugString());
+  }
+  ASSERT_OK_AND_ASSIGN(v1::GetRunResponse run, coordinator_->GetRun("r"));
+  EXPECT_EQ(run.run().tokenizer_sha256(), "");
+  EXPECT_EQ(Stability("r"), stability_before);
+
+  // The worker keeps its lease, and its retry lands once the disk works.
+  EXPECT_OK(coordinator_->Heartbeat(HeartbeatFor(lease, "w1")).status());
+  fault_fs_->Heal();
+  ASSERT_OK_AND_ASSIGN(v1::ReportResultsResponse landed,
+                       coordinator_->ReportResults(Report(lease, "w1", tokenizer)));
+  EXPECT_FALSE(landed.replay());
+  EXPECT_EQ(landed.predictions_written(), 3u);
+  ASSERT_OK_AND_ASSIGN(stored_job, store_->GetJob(id));
+  EXPECT_EQ(stored_job.state(), v1::JOB_DONE);
+  EXPECT_EQ(stored_job.attempts(), 1u);
+  ASSERT_OK_AND_ASSIGN(stored_checkpoint, store_->GetCheckpoint("r", 200));
+  EXPECT_EQ(stored_checkpoint.state(), v1::CHECKPOINT_EVALUATED);
+  EXPECT_OK(store_->GetScore("r", "mc", "raw", 200).status());
+  EXPECT_OK(store_->GetScore("r", "mc", "ens@2", 200).status());
+  EXPECT_OK(store_->GetDrift("r", 200).status());
+  ASSERT_OK_AND_ASSIGN(stored_run, store_->GetRun("r"));
+  EXPECT_EQ(stored_run.tokenizer_sha256(), tokenizer);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(id)->state(), v1::JOB_DONE);
+  EXPECT_NE(Stability("r"), stability_before);
+}
+
+// The other way out of a failed report commit: the worker gives up, its lease expires
+// (an ordinary failed attempt), and another worker's report of the job lands.
+TEST_F(StorageFaultCoordinatorTest, AfterAFailedReportCommitTheJobGoesToAnotherWorker) {
+  CreateRun("r");
+  Register("w1");
+  Register("w2");
+  checkpoints_.Add("r", 100);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob lost = Lease("w1");
+  fault_fs_->FailWrites(rocksdb::IOStatus::NoSpace("injected: disk full"));
+  EXPECT_THAT(coordinator_->ReportResults(Report(lost, "w1")),
+              StatusIs(absl::StatusCode::kResourceExhausted, _));
+  fault_fs_->Heal();
+
+  clock_.AdvanceSeconds(2);  // past the 1 s lease
+  ASSERT_OK(coordinator_->Tick());
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(lost.job().id())->state(), v1::JOB_PENDING);
+  clock_.AdvanceSeconds(60);  // past the retry backoff
+  const v1::LeasedJob lease = Lease("w2");
+  ASSERT_EQ(lease.job().id(), lost.job().id());
+  EXPECT_EQ(lease.job().epoch(), lost.job().epoch() + 1);
+  EXPECT_EQ(lease.job().attempts(), 2u);
+  ASSERT_OK_AND_ASSIGN(v1::ReportResultsResponse landed,
+                       coordinator_->ReportResults(Report(lease, "w2")));
+  EXPECT_EQ(landed.predictions_written(), 3u);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(lease.job().id())->state(), v1::JOB_DONE);
+  EXPECT_EQ(StoredPredictions("r"), 3);
+  // The first worker's late retry is refused, and writes nothing.
+  EXPECT_THAT(coordinator_->ReportResults(Report(lost, "w1")),
+              StatusIs(absl::StatusCode::kAborted, _));
+  EXPECT_EQ(StoredPredictions("r"), 3);
+}
+
+// While a report's synced commit is under way (its write-ahead-log sync held), the locks
+// leases and heartbeats need are free: another worker's heartbeat and a poll that finds
+// nothing to lease are answered, and the reported job reads as still leased until the
+// commit lands. With the commit under the scheduler's mutex the heartbeat would wait for
+// the disk (the test gives up after 60 s and fails).
+TEST_F(StorageFaultCoordinatorTest, AReportCommitHoldsNoLockThatLeasesAndHeartbeatsNeed) {
+  CreateRun("r");
+  Register("w1");
+  Register("w2");
+  Register("w3");
+  checkpoints_.Add("r", 100);
+  checkpoints_.Add("r", 200);
+  ASSERT_OK(coordinator_->PollRunsOnce());
+  const v1::LeasedJob reported = Lease("w1");
+  const v1::LeasedJob other = Lease("w2");
+
+  fault_fs_->HoldSyncs(".log");
+  absl::StatusOr<v1::ReportResultsResponse> landed;
+  std::thread reporter([&] { landed = coordinator_->ReportResults(Report(reported, "w1")); });
+  fault_fs_->WaitForHeldSyncs(1);  // the report's batch is written, its sync held
+
+  absl::StatusOr<v1::HeartbeatResponse> heartbeat;
+  absl::StatusOr<v1::AcquireJobResponse> idle_poll;
+  v1::JobState during = v1::JOB_STATE_UNSPECIFIED;
+  absl::Notification answered;
+  std::thread requests([&] {  // all while the sync is held
+    heartbeat = coordinator_->Heartbeat(HeartbeatFor(other, "w2"));
+    v1::AcquireJobRequest acquire;
+    acquire.set_worker_id("w3");
+    idle_poll = coordinator_->AcquireJob(acquire, nullptr);
+    during = coordinator_->scheduler()->GetJob(reported.job().id())->state();
+    answered.Notify();
+  });
+  const bool free = answered.WaitForNotificationWithTimeout(absl::Seconds(60));
+  fault_fs_->ReleaseSyncs();
+  requests.join();
+  reporter.join();
+  ASSERT_TRUE(free) << "a heartbeat or lease waited for a report's commit";
+  EXPECT_OK(heartbeat.status());
+  ASSERT_OK(idle_poll.status());
+  EXPECT_FALSE(idle_poll->has_job());
+  EXPECT_EQ(during, v1::JOB_LEASED);
+  ASSERT_OK(landed.status());
+  EXPECT_EQ(landed->predictions_written(), 3u);
+  EXPECT_EQ(coordinator_->scheduler()->GetJob(reported.job().id())->state(), v1::JOB_DONE);
 }
 
 }  // namespace
