@@ -22,6 +22,7 @@
 #include "client/format.h"
 #include "client/plot.h"
 #include "client/watch.h"
+#include "api/variant_proto.h"
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "common/prompt.h"
@@ -30,6 +31,7 @@
 #include "common/file_read.h"
 #include "common/limits.h"
 #include "common/text_escape.h"
+#include "common/variant.h"
 
 namespace steadyeval::client {
 namespace {
@@ -213,19 +215,9 @@ bool FileExists(const std::string& path) {
   return fs::exists(path, ec);
 }
 
-// "raw", "all", or avg@n / ens@n / ens-soft@n with an integer n >= 2.
+// "all", or a variant in the one spelling the server accepts (common/variant.h).
 bool IsValidVariant(const std::string& variant) {
-  if (variant == "raw" || variant == "all") return true;
-  for (const char* prefix : {"avg@", "ens@", "ens-soft@"}) {
-    absl::string_view rest = variant;
-    uint32_t n = 0;
-    if (absl::ConsumePrefix(&rest, prefix) && !rest.empty() &&
-        std::all_of(rest.begin(), rest.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-        absl::SimpleAtoi(rest, &n) && n >= 2) {
-      return true;
-    }
-  }
-  return false;
+  return variant == "all" || ParseVariant(variant).ok();
 }
 
 // Sets the select oneof of `request` (when not null) from --example / --flippiest.
@@ -732,7 +724,7 @@ absl::Status GetScores(const Invocation& inv, v1::EvalService::StubInterface* st
   v1::GetScoresRequest req;
   req.set_run(inv.args[0]);
   req.set_task(inv.Flag("task"));
-  req.set_variant(inv.Flag("variant"));
+  SetVariantFilter(req, inv.Flag("variant"));
   std::vector<v1::Score> items;
   RETURN_IF_ERROR(ReadAll(stub->GetScores(&ctx, req).get(), items));
   if (inv.json) {
@@ -855,7 +847,7 @@ absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
   req.set_run(inv.args[0]);
   req.set_task(inv.Flag("task"));
   const std::string variant = inv.Flag("variant");
-  req.set_variant(variant == "all" ? "" : variant);
+  SetVariantFilter(req, variant == "all" ? "" : variant);
   const bool csv = absl::AsciiStrToLower(inv.Flag("format")) == "csv";
 
   // No deadline: an export streams for as long as there are predictions.
@@ -876,7 +868,7 @@ absl::Status Export(const Invocation& inv, v1::EvalService::StubInterface* stub,
   std::vector<CsvRow> rows;
   while (reader->Read(&p)) {
     CsvRow row;
-    row.fixed = absl::StrCat(p.step(), ",", CsvField(p.task()), ",", CsvField(p.variant()), ",",
+    row.fixed = absl::StrCat(p.step(), ",", CsvField(p.task()), ",", CsvField(VariantNameOf(p)), ",",
                              p.example(), ",", CsvField(p.output()), ",",
                              CsvField(p.normalized_output()), ",", FormatNumber(p.score()));
     std::map<std::string, double> sorted(p.metrics().begin(), p.metrics().end());

@@ -96,10 +96,6 @@ absl::Status Execute(const Invocation& inv, v1::EvalService::StubInterface* stub
 std::string DescribeError(const absl::Status& status, const std::string& server,
                           double timeout_s);
 
-// The llm-jp-eval task categories a run's task may carry (DESIGN §3).
-inline constexpr const char* kTaskCategories[] = {"NLI", "QA", "RC", "MC", "EL",
-                                                   "FA",  "MR", "MT", "HE"};
-
 // A --tasks entry: FILE or FILE:CATEGORY.
 struct TaskSpec {
   std::string path;

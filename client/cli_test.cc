@@ -533,6 +533,7 @@ TEST(RunCliTest, ScoresJsonShape) {
   EXPECT_EQ(sent.run(), "demo");
   EXPECT_EQ(sent.task(), "arith_mc");
   EXPECT_EQ(sent.variant(), "all");
+  EXPECT_FALSE(sent.has_variant_spec());  // "all" names no one variant
   json out = json::parse(r.out);
   EXPECT_EQ(out["run"], "demo");
   ASSERT_EQ(out["scores"].size(), 4u);
@@ -1211,7 +1212,8 @@ TEST(RunCliTest, ExportCsvQuotesAndHasAColumnPerMetric) {
                         std::move(stub));
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(sent.task(), "qa_gen");
-  EXPECT_EQ(sent.variant(), "raw");
+  EXPECT_EQ(sent.variant(), "raw");  // for a server before variant_spec
+  EXPECT_EQ(sent.variant_spec().kind(), v1::VARIANT_RAW);
   EXPECT_EQ(r.out,
             "step,task,variant,example,output,normalized_output,score,char_f1,exact_match,acc\r\n"
             "100,qa_gen,raw,0,\"Tokyo, Japan\",\"tokyo, japan\",1,1,1,\r\n"

@@ -16,6 +16,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "api/variant_proto.h"
+#include "common/variant.h"
 
 namespace steadyeval::client {
 namespace {
@@ -90,7 +92,7 @@ std::vector<v1::StabilityRow> SortedStabilityRows(const v1::GetStabilityResponse
                      const size_t ta = first_seen.at({ka, a.task()});
                      const size_t tb = first_seen.at({kb, b.task()});
                      if (ta != tb) return ta < tb;
-                     return VariantLess(a.variant(), b.variant());
+                     return VariantLess(VariantNameOf(a), VariantNameOf(b));
                    });
   return rows;
 }
@@ -183,18 +185,10 @@ std::string FormatUnixMillis(int64_t unix_ms) {
 }
 
 bool VariantLess(const std::string& a, const std::string& b) {
+  // Variants in table order, then names this client cannot parse (a newer server's) by text.
   auto key = [](const std::string& v) {
-    if (v == "raw") return std::make_tuple(0, int64_t{0}, v);
-    static const std::pair<const char*, int> kFamilies[] = {
-        {"avg@", 1}, {"ens@", 2}, {"ens-soft@", 3}};
-    for (const auto& [prefix, rank] : kFamilies) {
-      const std::string p = prefix;
-      int64_t n = 0;
-      if (v.rfind(p, 0) == 0 && absl::SimpleAtoi(v.substr(p.size()), &n)) {
-        return std::make_tuple(rank, n, v);
-      }
-    }
-    return std::make_tuple(4, int64_t{0}, v);
+    absl::StatusOr<Variant> parsed = ParseVariant(v);
+    return std::make_tuple(!parsed.ok(), parsed.ok() ? *parsed : Variant::Raw(), v);
   };
   return key(a) < key(b);
 }
@@ -281,7 +275,7 @@ Json JobsToJson(const std::vector<v1::Job>& jobs) {
     for (const v1::TaskRef& t : j.tasks()) tasks.push_back(t.name());
     list.push_back(Json{{"id", j.id()},
                         {"run", j.run()},
-                        {"kind", j.kind()},
+                        {"kind", JobKindNameOf(j)},
                         {"steps", std::move(steps)},
                         {"state", JobStateName(j.state())},
                         {"attempts", j.attempts()},
@@ -318,7 +312,7 @@ Json ScoresToJson(const std::string& run, const std::vector<v1::Score>& scores) 
     list.push_back(Json{{"step", s.step()},
                         {"task", s.task()},
                         {"task_sha256", s.task_sha256()},
-                        {"variant", s.variant()},
+                        {"variant", VariantNameOf(s)},
                         {"metric", s.metric()},
                         {"score", s.score()},
                         {"examples", s.examples()}});
@@ -421,8 +415,9 @@ std::string JobsTable(const std::vector<v1::Job>& jobs) {
     if (j.state() == v1::JOB_SUPERSEDED && j.superseded_by() != 0 && error.empty()) {
       error = absl::StrCat("superseded by job ", j.superseded_by());
     }
-    rows.push_back({absl::StrCat(j.id()), j.run(), j.kind(), StepsText(j), JobStateName(j.state()),
-                    absl::StrCat(j.attempts()), OrDash(j.worker_id()), OrDash(error)});
+    rows.push_back({absl::StrCat(j.id()), j.run(), JobKindNameOf(j), StepsText(j),
+                    JobStateName(j.state()), absl::StrCat(j.attempts()), OrDash(j.worker_id()),
+                    OrDash(error)});
   }
   return FormatTable({"ID", "RUN", "KIND", "STEPS", "STATE", "ATTEMPTS", "WORKER", "ERROR"}, rows,
                      {true, false, false, false, false, true});
@@ -444,8 +439,8 @@ std::string ScoresTables(const std::vector<v1::Score>& scores) {
   std::map<std::string, std::map<uint64_t, std::map<std::string, double>>> values;
   std::map<std::string, std::map<std::string, std::string>> metrics;
   for (const v1::Score& s : scores) {
-    values[s.variant()][s.step()][s.task()] = s.score();
-    metrics[s.variant()][s.task()] = s.metric();
+    values[VariantNameOf(s)][s.step()][s.task()] = s.score();
+    metrics[VariantNameOf(s)][s.task()] = s.metric();
   }
   std::vector<std::string> variants;
   for (const auto& [v, unused] : values) variants.push_back(v);
@@ -487,7 +482,7 @@ Json StabilityToJson(const v1::GetStabilityResponse& s) {
   for (const v1::StabilityRow& r : s.rows()) {
     rows.push_back(Json{{"task", r.task()},
                         {"kind", r.kind()},
-                        {"variant", r.variant()},
+                        {"variant", VariantNameOf(r)},
                         {"metric", r.metric()},
                         {"mean", OptionalNumber(r.has_mean(), r.mean())},
                         {"mtv", OptionalNumber(r.has_mtv(), r.mtv())},
@@ -511,7 +506,7 @@ Json ExamplesToJson(const std::string& run, const std::string& task,
   for (const v1::ExampleHistory& e : examples.examples()) {
     Json points = Json::array();
     for (const v1::ExamplePoint& p : e.points()) {
-      points.push_back(Json{{"variant", p.variant()},
+      points.push_back(Json{{"variant", VariantNameOf(p)},
                             {"step", p.step()},
                             {"output", p.output()},
                             {"normalized", p.normalized()},
@@ -532,7 +527,7 @@ std::string ExportJsonLine(const v1::ExportedPrediction& p) {
   for (const auto& [name, value] : sorted) metrics[name] = OptionalNumber(true, value);
   Json line{{"step", p.step()},
             {"task", p.task()},
-            {"variant", p.variant()},
+            {"variant", VariantNameOf(p)},
             {"example", p.example()},
             {"output", p.output()},
             {"normalized_output", p.normalized_output()},
@@ -582,7 +577,7 @@ std::string StabilityText(const v1::GetStabilityResponse& s) {
   if (s.rows_size() == 0) return out + "no scores in range\n";
   std::vector<std::vector<std::string>> rows;
   for (const v1::StabilityRow& r : SortedStabilityRows(s)) {
-    rows.push_back({r.task(), r.variant(), OptionalFixed(r.has_mean(), r.mean()),
+    rows.push_back({r.task(), VariantNameOf(r), OptionalFixed(r.has_mean(), r.mean()),
                     OptionalFixed(r.has_mtv(), r.mtv()),
                     OptionalFixed(r.has_example_mtv(), r.example_mtv()),
                     OptionalFixed(r.has_instability(), r.instability()),
@@ -604,12 +599,12 @@ std::string ExamplesText(const v1::GetExamplesResponse& examples, size_t input_w
     std::map<uint64_t, std::map<std::string, std::string>> cells;
     std::vector<std::string> variants;
     for (const v1::ExamplePoint& p : e.points()) {
-      if (std::find(variants.begin(), variants.end(), p.variant()) == variants.end()) {
-        variants.push_back(p.variant());
+      if (std::find(variants.begin(), variants.end(), VariantNameOf(p)) == variants.end()) {
+        variants.push_back(VariantNameOf(p));
       }
       const std::string shown =
           p.normalized().empty() ? std::string("\"\"") : OneLineTruncated(p.normalized(), 30);
-      cells[p.step()][p.variant()] = absl::StrCat(shown, " ", ScoreMark(p.score()));
+      cells[p.step()][VariantNameOf(p)] = absl::StrCat(shown, " ", ScoreMark(p.score()));
     }
     if (cells.empty()) {
       out += "no predictions stored\n";

@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "api/variant_proto.h"
 #include "client/cli.h"
 #include "client/format.h"
 #include "common/eval_metrics.h"
@@ -874,9 +875,9 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
   std::set<std::string> scored_variants;
   for (const v1::Score& s : scores) {
     if (std::find(tasks.begin(), tasks.end(), s.task()) == tasks.end()) continue;
-    by_task[s.task()][s.variant()][s.step()] = s.score();
+    by_task[s.task()][VariantNameOf(s)][s.step()] = s.score();
     metric_of[s.task()] = s.metric();
-    scored_variants.insert(s.variant());
+    scored_variants.insert(VariantNameOf(s));
   }
   if (by_task.empty()) {
     return absl::FailedPreconditionError(
@@ -888,8 +889,12 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
 
   std::set<std::string> known = scored_variants;
   known.insert("raw");
-  for (uint32_t n : run.run().config().average_windows()) known.insert(absl::StrCat("avg@", n));
-  for (uint32_t n : run.run().config().ensemble_windows()) known.insert(absl::StrCat("ens@", n));
+  for (uint32_t n : run.run().config().average_windows()) {
+    known.insert(ToString(Variant::Average(n)));
+  }
+  for (uint32_t n : run.run().config().ensemble_windows()) {
+    known.insert(ToString(Variant::Ensemble(n)));
+  }
   std::vector<std::string> variants;
   if (request.variants.empty()) {
     variants.push_back("raw");
@@ -946,14 +951,14 @@ absl::StatusOr<PlotDocument> FetchPlotDocument(const PlotRequest& request,
       v1::ExportPredictionsRequest req;
       req.set_run(request.run);
       req.set_task(task);
-      req.set_variant("raw");
+      SetVariantFilter(req, "raw");
       grpc::ClientContext ctx;  // no deadline: a stream as long as the predictions
       std::vector<v1::ExportedPrediction> predictions;
       RETURN_IF_ERROR(ReadAll(stub->ExportPredictions(&ctx, req).get(), predictions));
       std::vector<StripValue> values;
       values.reserve(predictions.size());
       for (const v1::ExportedPrediction& p : predictions) {
-        if (p.task() != task || p.variant() != "raw") continue;
+        if (p.task() != task || VariantNameOf(p) != "raw") continue;
         values.push_back({p.example(), p.step(), p.score()});
       }
       if (values.empty()) {

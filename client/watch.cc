@@ -21,6 +21,7 @@
 #include "client/format.h"
 #include "common/status.h"
 #include "api/eval_lag.h"
+#include "api/variant_proto.h"
 
 namespace steadyeval::client {
 namespace {
@@ -223,22 +224,22 @@ absl::StatusOr<WatchSnapshot> BuildWatchSnapshot(v1::EvalService::StubInterface*
     auto& set = variant_set(t.name());
     set.insert("raw");
     for (uint32_t n : details.run().config().average_windows()) {
-      set.insert(absl::StrCat("avg@", n));
+      set.insert(ToString(Variant::Average(n)));
     }
     for (uint32_t n : details.run().config().ensemble_windows()) {
-      set.insert(absl::StrCat("ens@", n));
+      set.insert(ToString(Variant::Ensemble(n)));
     }
   }
   std::map<std::pair<std::string, std::string>, std::map<uint64_t, double>> points;
   for (const v1::Score& s : scores) {
-    variant_set(s.task()).insert(s.variant());
-    points[{s.task(), s.variant()}][s.step()] = s.score();
+    variant_set(s.task()).insert(VariantNameOf(s));
+    points[{s.task(), VariantNameOf(s)}][s.step()] = s.score();
   }
   std::map<std::pair<std::string, std::string>, const v1::StabilityRow*> rows;
   for (const v1::StabilityRow& row : stability.rows()) {
     if (row.kind() != "task") continue;
-    variant_set(row.task()).insert(row.variant());
-    rows[{row.task(), row.variant()}] = &row;
+    variant_set(row.task()).insert(VariantNameOf(row));
+    rows[{row.task(), VariantNameOf(row)}] = &row;
   }
   for (const std::string& task : tasks) {
     for (const std::string& variant : variants[task]) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 #define STEADYEVAL_CONCAT_INNER_(a, b) a##b
@@ -34,10 +35,15 @@
 
 namespace steadyeval {
 
-// Prefixes a non-OK status's message with `context` ("context: message"), keeping its code.
+// Prefixes a non-OK status's message with `context` ("context: message"), keeping its code
+// and payloads (e.g. a JobFailure, common/job_failure.h).
 inline absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+  absl::Status annotated(status.code(), absl::StrCat(context, ": ", status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    annotated.SetPayload(url, payload);
+  });
+  return annotated;
 }
 
 }  // namespace steadyeval

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/sha256.h"
@@ -209,6 +211,16 @@ std::string TaskNameFromFilename(absl::string_view filename) {
 absl::string_view TaskKindName(TaskKind kind) {
   return kind == TaskKind::kMultipleChoice ? "multiple_choice" : "generation";
 }
+
+std::optional<std::string> ParseTaskCategory(absl::string_view text) {
+  const std::string upper = absl::AsciiStrToUpper(text);
+  for (const char* category : kTaskCategories) {
+    if (upper == category) return upper;
+  }
+  return std::nullopt;
+}
+
+std::string TaskCategoryList() { return absl::StrJoin(kTaskCategories, ", "); }
 
 std::string TaskContentHash(absl::string_view content, absl::string_view train_content) {
   if (train_content.empty()) return Sha256Hex(content);

@@ -15,6 +15,7 @@
 #define STEADYEVAL_COMMON_TASK_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,14 @@ std::string TaskContentHash(absl::string_view content, absl::string_view train_c
 std::string TaskNameFromFilename(absl::string_view filename);
 
 absl::string_view TaskKindName(TaskKind kind);
+
+// The llm-jp-eval categories a task may carry (TaskRef.category), in table order.
+inline constexpr const char* kTaskCategories[] = {"NLI", "QA", "RC", "MC", "EL",
+                                                   "FA",  "MR", "MT", "HE"};
+// `text` upper-cased when it names one of kTaskCategories in any case, else nullopt.
+std::optional<std::string> ParseTaskCategory(absl::string_view text);
+// "NLI, QA, RC, MC, EL, FA, MR, MT, HE", for error messages.
+std::string TaskCategoryList();
 
 // OK for valid UTF-8; otherwise INVALID_ARGUMENT "<what>: invalid UTF-8 at byte N (line L)".
 absl::Status CheckUtf8(absl::string_view what, absl::string_view text);

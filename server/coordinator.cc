@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "api/eval_lag.h"
 #include "api/protocol.h"
+#include "api/variant_proto.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "server/analytics/rescore.h"
@@ -37,14 +38,6 @@ std::string NewInstanceId(Clock* clock) {
   return Sha256Hex(absl::StrCat(clock->UnixMillis(), "/", getpid(), "/",
                                 std::chrono::steady_clock::now().time_since_epoch().count()))
       .substr(0, 16);
-}
-
-absl::Status CheckVariant(const std::string& variant, bool all_allowed) {
-  if (ParseVariant(variant).has_value()) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("variant '", variant,
-                                                 "' is not one of raw, avg@N, ens@N, ens-soft@N "
-                                                 "(N >= 2)",
-                                                 all_allowed ? " or all" : ""));
 }
 
 }  // namespace
@@ -268,8 +261,10 @@ absl::Status Coordinator::ListCheckpoints(
 absl::Status Coordinator::ListJobs(const std::string& run,
                                    const std::function<bool(const v1::Job&)>& visit) const {
   if (!run.empty()) RETURN_IF_ERROR(runs_.Get(run).status());
-  return store_->ScanJobs([&](const v1::Job& job) {
-    if (!run.empty() && job.run() != run) return true;
+  return store_->ScanJobs([&](const v1::Job& stored) {
+    if (!run.empty() && stored.run() != run) return true;
+    v1::Job job = stored;
+    FillJobKindSpec(job);  // a record from before kind_spec
     return visit(job);
   });
 }
@@ -277,10 +272,19 @@ absl::Status Coordinator::ListJobs(const std::string& run,
 absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
                                     const std::function<bool(const v1::Score&)>& visit) const {
   RETURN_IF_ERROR(runs_.Get(request.run()).status());
-  const bool all_variants = request.variant().empty() || request.variant() == "all";
-  if (!all_variants) RETURN_IF_ERROR(CheckVariant(request.variant(), /*all_allowed=*/true));
-  return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& s) {
-    if (!all_variants && s.variant() != request.variant()) return true;
+  std::optional<std::string> only;  // the canonical name of the one variant asked for
+  if (request.variant_spec().kind() != v1::VARIANT_KIND_UNSPECIFIED ||
+      !(request.variant().empty() || request.variant() == "all")) {
+    absl::StatusOr<Variant> v = VariantOf(request);
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(v.status().message(), ", or all"));
+    }
+    only = ToString(*v);
+  }
+  return store_->ScanScores(request.run(), request.task(), [&](const v1::Score& stored) {
+    if (only.has_value() && stored.variant() != *only) return true;
+    v1::Score s = stored;
+    FillVariantSpec(s);  // a record from before variant_spec
     return visit(s);
   });
 }
@@ -350,8 +354,13 @@ absl::Status Coordinator::ExportPredictions(
     const v1::ExportPredictionsRequest& r,
     const std::function<bool(const v1::ExportedPrediction&)>& visit) {
   ASSIGN_OR_RETURN(v1::Run run, runs_.Get(r.run()));
-  if (!r.variant().empty()) RETURN_IF_ERROR(CheckVariant(r.variant(), /*all_allowed=*/false));
-  return analytics_->ExportPredictions(run, r, visit);
+  if (r.variant_spec().kind() == v1::VARIANT_KIND_UNSPECIFIED && r.variant().empty()) {
+    return analytics_->ExportPredictions(run, r, visit);  // every variant
+  }
+  ASSIGN_OR_RETURN(const Variant variant, VariantOf(r));
+  v1::ExportPredictionsRequest canonical = r;
+  SetVariant(canonical, variant);
+  return analytics_->ExportPredictions(run, canonical, visit);
 }
 
 absl::StatusOr<v1::ListPendingCheckpointsResponse> Coordinator::ListPendingCheckpoints(
@@ -479,8 +488,8 @@ absl::StatusOr<v1::RequeueJobsResponse> Coordinator::RequeueJobs(const v1::Reque
   v1::RequeueJobsResponse response;
   for (const v1::Job& job : requeued) {
     response.add_requeued(job.id());
-    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " " << job.kind()
-              << ") requeued\n";
+    std::cerr << "steadyeval-server: job " << job.id() << " (" << job.run() << " "
+              << JobKindNameOf(job) << ") requeued\n";
   }
   leases_->WakeWaiters();
   RefreshGauges();
@@ -654,7 +663,7 @@ absl::StatusOr<v1::AcquireJobResponse> Coordinator::AcquireJob(
   const v1::Job& job = response.lease().job();
   if (job.attempts() == 1) {
     const int64_t waited_ms = clock_->UnixMillis() - job.created_unix_ms();
-    metrics_.JobFirstLeased(job.kind(), std::max<int64_t>(0, waited_ms) / 1e3);
+    metrics_.JobFirstLeased(JobKindNameOf(job), std::max<int64_t>(0, waited_ms) / 1e3);
   }
   RefreshGauges();
   return response;
@@ -666,10 +675,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 
 absl::StatusOr<v1::FailJobResponse> Coordinator::FailJob(const v1::FailJobRequest& r) {
   ASSIGN_OR_RETURN(LeaseBroker::FailOutcome failed, leases_->Fail(r));
-  if (!failed.handed_back) {
-    CountAttemptFailure(r.job_id(),
-                        r.retryable() ? AttemptFailure::kRetryable : AttemptFailure::kPermanent);
-  }
+  if (!failed.handed_back) CountAttemptFailure(r.job_id(), failed.failure);
   RefreshGauges();
   return failed.response;
 }
@@ -699,7 +705,8 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
   ASSIGN_OR_RETURN(IngestedReport report, reports_->Ingest(chunks));
   if (report.committed) {
     metrics_.PredictionsIngested(report.response.predictions_written());
-    metrics_.JobDone(report.done.job.run(), report.done.job.kind(), report.done.duration_seconds);
+    metrics_.JobDone(report.done.job.run(), JobKindNameOf(report.done.job),
+                     report.done.duration_seconds);
     leases_->WakeWaiters();
     RefreshGauges();
     RefreshStabilityGauges(report.touched_tasks);
@@ -713,18 +720,19 @@ absl::StatusOr<v1::ReportResultsResponse> Coordinator::ReportResults(
 absl::Status Coordinator::Tick() {
   store_->RefreshHealth();
   ASSIGN_OR_RETURN(std::vector<uint64_t> expired, leases_->ExpireLeases());
-  for (uint64_t id : expired) CountAttemptFailure(id, AttemptFailure::kLeaseExpired);
+  for (uint64_t id : expired) CountAttemptFailure(id, JobFailure::kLeaseExpired);
   RefreshGauges();
   return absl::OkStatus();
 }
 
-void Coordinator::CountAttemptFailure(uint64_t job_id, AttemptFailure reason) {
+void Coordinator::CountAttemptFailure(uint64_t job_id, JobFailure reason) {
   std::optional<v1::Job> job = scheduler_->GetJob(job_id);
   if (!job.has_value()) return;
-  metrics_.JobAttemptFailed(job->run(), job->kind(), reason);
+  const std::string kind = JobKindNameOf(*job);
+  metrics_.JobAttemptFailed(job->run(), kind, reason);
   if (job->state() != v1::JOB_FAILED) return;
-  metrics_.JobFailed(job->run(), job->kind());
-  if (job->kind() == "raw") metrics_.CheckpointFailed(job->run());
+  metrics_.JobFailed(job->run(), kind);
+  if (IsRawJob(*job)) metrics_.CheckpointFailed(job->run());
 }
 
 void Coordinator::RefreshStabilityGauges(

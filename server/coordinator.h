@@ -77,7 +77,7 @@ class Coordinator {
   // average_windows / ensemble_windows: each n >= 2, stored deduplicated and sorted.
   // Categories come from config.tasks: an entry with a name gives that task's category,
   // an entry without one the category of the task file at its index; each is one of
-  // TaskCategories() (case-insensitive, stored upper-case) or empty.
+  // kTaskCategories (case-insensitive, stored upper-case) or empty.
   absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
                                     const std::vector<v1::TaskContent>& task_files);
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
@@ -145,8 +145,9 @@ class Coordinator {
   // of worker id, epoch and secret is wrong. With the right secret of an older lease of
   // the job: ABORTED (stop working on it).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
-  // A retryable failure whose reason is kWorkerStoppingReason hands the lease back
-  // (Scheduler::HandBack): not an attempt failure.
+  // A hand-back (JobFailure::kWorkerStopping: `failure`, or an old worker's retryable
+  // kWorkerStoppingReason) gives the lease back (Scheduler::HandBack): not an attempt
+  // failure. Other failures count by their JobFailure.
   absl::StatusOr<v1::FailJobResponse> FailJob(const v1::FailJobRequest& r);
   absl::StatusOr<v1::TaskContent> GetTask(const std::string& sha256) const;
 
@@ -217,7 +218,7 @@ class Coordinator {
   absl::StatusOr<bool> Admit(const v1::Run& run, const DiscoveredCheckpoint& c);
   // The attempt-failure, job and checkpoint counters of a failed attempt of `job_id`
   // (looked up after the transition: FAILED means it failed for good).
-  void CountAttemptFailure(uint64_t job_id, AttemptFailure reason);
+  void CountAttemptFailure(uint64_t job_id, JobFailure reason);
   // Call without mu_ held.
   void RefreshGauges();
   // The score / MTV / IS gauges of these (run, task)s' variants (runs still present).

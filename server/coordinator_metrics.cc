@@ -45,11 +45,16 @@ void RemoveRunSeries(prometheus::Family<T>& family, const std::string& run) {
   }
 }
 
-const char* ReasonLabel(AttemptFailure reason) {
+const char* ReasonLabel(JobFailure reason) {
   switch (reason) {
-    case AttemptFailure::kRetryable: return "retryable";
-    case AttemptFailure::kPermanent: return "permanent";
-    case AttemptFailure::kLeaseExpired: return "lease_expired";
+    case JobFailure::kPermanent:
+    case JobFailure::kMembersGone:
+      return "permanent";
+    case JobFailure::kLeaseExpired:
+      return "lease_expired";
+    case JobFailure::kRetryable:
+    case JobFailure::kWorkerStopping:
+      return "retryable";
   }
   return "retryable";
 }
@@ -176,7 +181,7 @@ void CoordinatorMetrics::JobFailed(const std::string& run, const std::string& ki
 }
 
 void CoordinatorMetrics::JobAttemptFailed(const std::string& run, const std::string& kind,
-                                          AttemptFailure reason) {
+                                          JobFailure reason) {
   attempt_failures_.Add({{"run", run}, {"kind", kind}, {"reason", ReasonLabel(reason)}})
       .Increment();
 }

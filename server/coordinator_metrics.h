@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "absl/synchronization/mutex.h"
+#include "common/job_failure.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -29,9 +30,6 @@ struct CheckpointCounts {
   int evaluated = 0;
   int failed = 0;
 };
-
-// Why a job attempt failed (steadyeval_job_attempt_failures_total's `reason`).
-enum class AttemptFailure { kRetryable, kPermanent, kLeaseExpired };
 
 class CoordinatorMetrics {
  public:
@@ -59,7 +57,9 @@ class CoordinatorMetrics {
   // A job committed DONE `seconds` after its lease.
   void JobDone(const std::string& run, const std::string& kind, double seconds);
   void JobFailed(const std::string& run, const std::string& kind);
-  void JobAttemptFailed(const std::string& run, const std::string& kind, AttemptFailure reason);
+  // `reason` labels steadyeval_job_attempt_failures_total: "retryable", "permanent" (also
+  // kMembersGone) or "lease_expired". A hand-back (kWorkerStopping) is not a failed attempt.
+  void JobAttemptFailed(const std::string& run, const std::string& kind, JobFailure reason);
   // A job leased for the first time, `seconds` after it was created.
   void JobFirstLeased(const std::string& kind, double seconds);
   // Sets steadyeval_jobs to `counts`; label sets seen before and now absent drop to 0.

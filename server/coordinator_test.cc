@@ -1512,5 +1512,67 @@ TEST(CoordinatorWatcherTest, GarbageConfigIsShownWithItsReasonUntilFixedThenAdmi
   EXPECT_EQ(lines, 2u) << log;
 }
 
+
+// Scores and jobs stored before the typed variant fields (text alone) are served with
+// them; a request may name its variant either way.
+TEST_F(CoordinatorTest, RecordsStoredWithoutTypedVariantsAreServedWithThem) {
+  CreateRun("r");
+  Register("w1");
+  v1::LeasedJob lease = AdmitAndLease("r", 100, "w1");
+  EXPECT_EQ(lease.job().kind_spec().kind(), v1::VARIANT_RAW);
+  ASSERT_OK(coordinator_->ReportResults(Report(lease, "w1")));
+  ASSERT_OK_AND_ASSIGN(v1::Score stored, store_->GetScore("r", "qa", "raw", 100));
+  EXPECT_EQ(stored.variant_spec().kind(), v1::VARIANT_RAW);  // new records carry both
+  // Make every score and job an old record.
+  Store::Batch batch = store_->NewBatch();
+  for (const char* task : {"mc", "qa"}) {
+    ASSERT_OK_AND_ASSIGN(v1::Score old, store_->GetScore("r", task, "raw", 100));
+    old.clear_variant_spec();
+    batch.PutScore(old);
+  }
+  ASSERT_OK_AND_ASSIGN(v1::Job job, store_->GetJob(lease.job().id()));
+  job.clear_kind_spec();
+  batch.PutJob(job);
+  ASSERT_OK(store_->Commit(std::move(batch)));
+  ASSERT_FALSE(store_->GetScore("r", "qa", "raw", 100)->has_variant_spec());
+  Restart();
+
+  auto scores = [&](const v1::GetScoresRequest& request) {
+    std::vector<std::string> out;
+    EXPECT_OK(coordinator_->GetScores(request, [&](const v1::Score& s) {
+      EXPECT_EQ(s.variant(), "raw");
+      EXPECT_EQ(s.variant_spec().kind(), v1::VARIANT_RAW) << s.task();
+      out.push_back(s.task());
+      return true;
+    }));
+    return out;
+  };
+  v1::GetScoresRequest request;
+  request.set_run("r");
+  EXPECT_THAT(scores(request), ::testing::ElementsAre("mc", "qa"));  // all
+  request.set_variant("raw");                                        // an old client
+  EXPECT_THAT(scores(request), ::testing::ElementsAre("mc", "qa"));
+  request.set_variant("");                                           // typed only
+  request.mutable_variant_spec()->set_kind(v1::VARIANT_RAW);
+  EXPECT_THAT(scores(request), ::testing::ElementsAre("mc", "qa"));
+  request.set_variant("raw");  // the typed field wins over the text
+  request.mutable_variant_spec()->set_kind(v1::VARIANT_AVERAGE);
+  request.mutable_variant_spec()->set_window(2);
+  EXPECT_THAT(scores(request), ::testing::IsEmpty());
+  request.clear_variant_spec();
+  request.set_variant("avg@02");
+  EXPECT_THAT(coordinator_->GetScores(request, [](const v1::Score&) { return true; }),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'avg@02'")));
+
+  std::vector<v1::Job> jobs;
+  ASSERT_OK(coordinator_->ListJobs("r", [&](const v1::Job& j) {
+    jobs.push_back(j);
+    return true;
+  }));
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].kind(), "raw");
+  EXPECT_EQ(jobs[0].kind_spec().kind(), v1::VARIANT_RAW);
+}
+
 }  // namespace
 }  // namespace steadyeval

@@ -255,18 +255,30 @@ TEST_F(WindowsTest, MembersGoneFailsTheWindowForGood) {
   CreateRun({2}, {});
   Admit(100);
   Admit(200);
+  Admit(300);
   auto leases = LeaseAll();
-  v1::FailJobRequest fail;
-  fail.set_worker_id("w");
-  fail.set_job_id(leases["avg@2@200"].job().id());
-  fail.set_epoch(leases["avg@2@200"].job().epoch());
-  fail.set_lease_secret(leases["avg@2@200"].lease_secret());
-  fail.set_reason("members_gone: /ckpt/r/step_100 no longer exists");
-  fail.set_retryable(true);
-  auto state = coordinator_->FailJob(fail);
-  ASSERT_OK(state);
-  EXPECT_EQ(state->state(), v1::JOB_FAILED);
-  EXPECT_THAT(store_->GetJob(fail.job_id())->error(), HasSubstr("members_gone"));
+  auto fail = [&](const v1::LeasedJob& lease, const std::string& reason, v1::JobFailure failure) {
+    v1::FailJobRequest request;
+    request.set_worker_id("w");
+    request.set_job_id(lease.job().id());
+    request.set_epoch(lease.job().epoch());
+    request.set_lease_secret(lease.lease_secret());
+    request.set_reason(reason);
+    request.set_retryable(true);  // contradicted by the reason: the reason wins
+    request.set_failure(failure);
+    return coordinator_->FailJob(request);
+  };
+  // A worker before the typed reason says it in the text alone.
+  auto old_worker = fail(leases["avg@2@200"], "members_gone: /ckpt/r/step_100 no longer exists",
+                         v1::JOB_FAILURE_UNSPECIFIED);
+  ASSERT_OK(old_worker);
+  EXPECT_EQ(old_worker->state(), v1::JOB_FAILED);
+  EXPECT_THAT(store_->GetJob(leases["avg@2@200"].job().id())->error(), HasSubstr("members_gone"));
+  // A new worker says it in `failure`; the coordinator does not read the text.
+  auto typed = fail(leases["avg@2@300"], "window member /ckpt/r/step_200 no longer exists",
+                    v1::JOB_FAILURE_MEMBERS_GONE);
+  ASSERT_OK(typed);
+  EXPECT_EQ(typed->state(), v1::JOB_FAILED);
 }
 
 TEST_F(WindowsTest, AvgJobsWaitForTheIdleHolderOfTheirWindowSum) {

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/variant_proto.h"
 #include "common/scoring.h"
 #include "common/status.h"
 
@@ -86,40 +87,6 @@ std::map<uint64_t, double> MeanCurve(const std::vector<std::map<uint64_t, double
 }
 
 }  // namespace
-
-// ---- variants ----
-
-std::string Variant::Name() const {
-  switch (kind) {
-    case Kind::kRaw: return "raw";
-    case Kind::kAverage: return absl::StrCat("avg@", n);
-    case Kind::kEnsemble: return absl::StrCat("ens@", n);
-    case Kind::kSoftEnsemble: return absl::StrCat("ens-soft@", n);
-  }
-  return "raw";
-}
-
-std::optional<Variant> ParseVariant(absl::string_view name) {
-  if (name == "raw") return Variant{};
-  static const std::pair<absl::string_view, Variant::Kind> kPrefixes[] = {
-      {"avg@", Variant::Kind::kAverage},
-      {"ens@", Variant::Kind::kEnsemble},
-      {"ens-soft@", Variant::Kind::kSoftEnsemble}};
-  for (const auto& [prefix, kind] : kPrefixes) {
-    uint32_t n = 0;
-    if (absl::StartsWith(name, prefix) && absl::SimpleAtoi(name.substr(prefix.size()), &n) &&
-        n >= 2 && absl::StrCat(n) == name.substr(prefix.size())) {
-      return Variant{kind, n};
-    }
-  }
-  return std::nullopt;
-}
-
-const std::vector<std::string>& TaskCategories() {
-  static const auto* categories =
-      new std::vector<std::string>{"NLI", "QA", "RC", "MC", "EL", "FA", "MR", "MT", "HE"};
-  return *categories;
-}
 
 absl::StatusOr<std::vector<v1::Prediction>> ScoredVotes(const Task& task,
                                                         const std::vector<std::string>& votes,
@@ -397,8 +364,8 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
                                                 const std::vector<size_t>& ends) {
   if (n < 2) return absl::OkStatus();
   const std::string& name = run.config().name();
-  const std::string hard = Variant{Variant::Kind::kEnsemble, n}.Name();
-  const std::string soft = Variant{Variant::Kind::kSoftEnsemble, n}.Name();
+  const Variant hard_variant = Variant::Ensemble(n), soft_variant = Variant::SoftEnsemble(n);
+  const std::string hard = ToString(hard_variant), soft = ToString(soft_variant);
   for (const v1::TaskRef& ref : run.config().tasks()) {
     ASSIGN_OR_RETURN(std::shared_ptr<const Task> task, analytics_->load_task_(ref));
     const bool multiple_choice = task->kind == TaskKind::kMultipleChoice;
@@ -442,7 +409,7 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
         for (const auto& m : members) outputs.push_back(m[e].normalized());
         votes[e] = MajorityVote(outputs);
       }
-      score.set_variant(hard);
+      SetVariant(score, hard_variant);
       ASSIGN_OR_RETURN(std::vector<v1::Prediction> voted, ScoredVotes(*task, votes, score));
       RETURN_IF_ERROR(PutValue(batch, score, std::move(voted)));
       if (!multiple_choice) continue;
@@ -473,7 +440,7 @@ absl::Status Analytics::Update::UpdateEnsembles(Store::Batch& batch, const v1::R
         RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), soft, window_end));
         continue;
       }
-      score.set_variant(soft);
+      SetVariant(score, soft_variant);
       ASSIGN_OR_RETURN(std::vector<v1::Prediction> soft_voted, ScoredVotes(*task, soft_votes, score));
       RETURN_IF_ERROR(PutValue(batch, score, std::move(soft_voted)));
     }
@@ -505,7 +472,7 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
     if (job.steps().empty()) continue;
     const uint64_t end = job.steps(job.steps_size() - 1);
     for (const v1::TaskRef& ref : job.tasks()) {
-      RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), job.kind(), end));
+      RETURN_IF_ERROR(EraseValue(batch, name, ref.name(), JobKindNameOf(job), end));
     }
   }
   // Ensemble sizes configured or still holding values.
@@ -516,10 +483,10 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
   analytics_->mu_.AssertHeld();
   for (auto it = analytics_->indexes_.lower_bound({name, "", ""});
        it != analytics_->indexes_.end() && std::get<0>(it->first) == name; ++it) {
-    std::optional<Variant> v = ParseVariant(std::get<2>(it->first));
-    if (v.has_value() && (v->kind == Variant::Kind::kEnsemble ||
-                          v->kind == Variant::Kind::kSoftEnsemble)) {
-      sizes.insert(v->n);
+    absl::StatusOr<Variant> v = ParseVariant(std::get<2>(it->first));
+    if (v.ok() && (v->kind == Variant::Kind::kEnsemble ||
+                   v->kind == Variant::Kind::kSoftEnsemble)) {
+      sizes.insert(v->window);
     }
     tasks.insert(std::get<1>(it->first));
   }
@@ -529,9 +496,9 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
          end < steps.size() && end < admission.index + n; ++end) {
       for (const std::string& task : tasks) {
         RETURN_IF_ERROR(
-            EraseValue(batch, name, task, Variant{Variant::Kind::kEnsemble, n}.Name(), steps[end]));
+            EraseValue(batch, name, task, ToString(Variant::Ensemble(n)), steps[end]));
         RETURN_IF_ERROR(EraseValue(batch, name, task,
-                                   Variant{Variant::Kind::kSoftEnsemble, n}.Name(), steps[end]));
+                                   ToString(Variant::SoftEnsemble(n)), steps[end]));
       }
     }
   }
@@ -542,18 +509,20 @@ absl::Status Analytics::Update::OnAdmission(Store::Batch& batch, const v1::Run& 
 
 std::vector<Variant> Analytics::VariantsOf(const v1::Run& run, const v1::TaskRef& task,
                                            bool multiple_choice) {
-  std::set<Variant> variants = {Variant{}};
-  for (uint32_t n : run.config().average_windows()) variants.insert({Variant::Kind::kAverage, n});
+  std::set<Variant> variants = {Variant::Raw()};
+  for (uint32_t n : run.config().average_windows()) variants.insert(Variant::Average(n));
   for (uint32_t n : run.config().ensemble_windows()) {
-    variants.insert({Variant::Kind::kEnsemble, n});
-    if (multiple_choice) variants.insert({Variant::Kind::kSoftEnsemble, n});
+    variants.insert(Variant::Ensemble(n));
+    if (multiple_choice) variants.insert(Variant::SoftEnsemble(n));
   }
   const std::string& name = run.config().name();
   for (auto it = indexes_.lower_bound({name, task.name(), ""});
        it != indexes_.end() && std::get<0>(it->first) == name &&
        std::get<1>(it->first) == task.name();
        ++it) {
-    if (auto v = ParseVariant(std::get<2>(it->first))) variants.insert(*v);
+    if (absl::StatusOr<Variant> v = ParseVariant(std::get<2>(it->first)); v.ok()) {
+      variants.insert(*v);
+    }
   }
   return std::vector<Variant>(variants.begin(), variants.end());
 }
@@ -617,9 +586,9 @@ absl::StatusOr<v1::GetStabilityResponse> Analytics::GetStability(
       v1::StabilityRow* row = response.add_rows();
       row->set_task(ref.name());
       row->set_kind("task");
-      row->set_variant(variant.Name());
+      SetVariant(*row, variant);
       row->set_metric(task->primary_metric());
-      const StabilityIndex* index = FindIndex({name, ref.name(), variant.Name()});
+      const StabilityIndex* index = FindIndex({name, ref.name(), ToString(variant)});
       auto& curve = curves[ref.name()][variant];
       if (index == nullptr || !range.has_value()) continue;
       const StabilityFigures f = index->Query(range->from_step, range->to_step);
@@ -639,7 +608,7 @@ absl::StatusOr<v1::GetStabilityResponse> Analytics::GetStability(
     v1::StabilityRow* row = response.add_rows();
     row->set_task(label);
     row->set_kind(kind);
-    row->set_variant(variant.Name());
+    SetVariant(*row, variant);
     row->set_checkpoints(static_cast<uint32_t>(curve.size()));
     if (!curve.empty()) {
       double sum = 0;
@@ -660,7 +629,7 @@ absl::StatusOr<v1::GetStabilityResponse> Analytics::GetStability(
     std::map<Variant, std::vector<std::map<uint64_t, double>>> avg_units;
     for (const Variant& variant : all_variants) {
       if (!members.empty()) {
-        for (const std::string& category : TaskCategories()) {
+        for (const std::string category : kTaskCategories) {
           auto m = members.find(category);
           if (m == members.end()) continue;
           std::vector<std::map<uint64_t, double>> task_curves;
@@ -777,7 +746,7 @@ absl::StatusOr<v1::GetExamplesResponse> Analytics::GetExamples(const v1::Run& ru
     std::vector<uint64_t> steps;
     {
       absl::MutexLock lock(&mu_);
-      if (const StabilityIndex* index = FindIndex({name, ref->name(), variant.Name()})) {
+      if (const StabilityIndex* index = FindIndex({name, ref->name(), ToString(variant)})) {
         steps = index->Steps();
       }
     }
@@ -785,11 +754,11 @@ absl::StatusOr<v1::GetExamplesResponse> Analytics::GetExamples(const v1::Run& ru
       v1::ExampleHistory* h = response.mutable_examples(i);
       for (uint64_t step : steps) {
         absl::StatusOr<v1::Prediction> p =
-            store_->GetPrediction(name, ref->name(), variant.Name(), step, h->example());
+            store_->GetPrediction(name, ref->name(), ToString(variant), step, h->example());
         if (absl::IsNotFound(p.status())) continue;  // erased meanwhile
         RETURN_IF_ERROR(p.status());
         v1::ExamplePoint* point = h->add_points();
-        point->set_variant(variant.Name());
+        SetVariant(*point, variant);
         point->set_step(step);
         point->set_output(p->output());
         point->set_normalized(p->normalized());
@@ -820,6 +789,7 @@ absl::Status Analytics::ExportPredictions(
         out.set_step(k.step);
         out.set_task(k.task);
         out.set_variant(k.variant);
+        FillVariantSpec(out);
         out.set_example(k.example);
         out.set_output(p.output());
         out.set_normalized_output(p.normalized());

@@ -12,9 +12,9 @@
 // cannot be read back is dropped, with a log line, rather than kept with values the store
 // does not have; server_storage_fault_test checks this after a failed report).
 //
-// Variants: "raw", "avg@n", "ens@n", "ens-soft@n" (n >= 2). Ensembles of a window of size
-// n ending at admitted checkpoint c_i use the raw values of c_{i-n+1} .. c_i; a window with
-// a member lacking a raw value has no value (a stale one is erased).
+// Variants (common/variant.h): "raw", "avg@n", "ens@n", "ens-soft@n". Ensembles of a
+// window of size n ending at admitted checkpoint c_i use the raw values of c_{i-n+1} ..
+// c_i; a window with a member lacking a raw value has no value (a stale one is erased).
 //
 // Thread-safe: Update serialises writers; queries take the same lock.
 #ifndef STEADYEVAL_SERVER_ANALYTICS_ANALYTICS_H_
@@ -39,30 +39,12 @@
 #include "common/scoring.h"
 #include "common/stability.h"
 #include "common/task.h"
+#include "common/variant.h"
 #include "server/jobs/scheduler.h"
 #include "server/store/store.h"
 #include "steadyeval/v1/eval_service.pb.h"
 
 namespace steadyeval {
-
-// A parsed variant name.
-struct Variant {
-  enum class Kind { kRaw = 0, kAverage = 1, kEnsemble = 2, kSoftEnsemble = 3 };
-  Kind kind = Kind::kRaw;
-  uint32_t n = 0;  // 0 for raw
-
-  std::string Name() const;
-  // Table order: raw, avg@n…, ens@n…, ens-soft@n…, each by n.
-  bool operator<(const Variant& o) const {
-    return std::make_pair(kind, n) < std::make_pair(o.kind, o.n);
-  }
-  bool operator==(const Variant& o) const { return kind == o.kind && n == o.n; }
-};
-// nullopt for anything but the four forms (n >= 2).
-std::optional<Variant> ParseVariant(absl::string_view name);
-
-// The llm-jp-eval categories a task may carry, in table order.
-const std::vector<std::string>& TaskCategories();
 
 class Analytics {
  public:

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "api/variant_proto.h"
 #include "common/scoring.h"
 #include "common/status.h"
 
@@ -27,8 +28,8 @@ absl::StatusOr<RescoreResult> RescoreRun(Analytics& analytics, Store& store,
     ASSIGN_OR_RETURN(std::shared_ptr<const Task> parsed, load_task(ref));
     std::vector<v1::Score> stored;
     RETURN_IF_ERROR(store.ScanScores(name, ref.name(), [&](const v1::Score& s) {
-      std::optional<Variant> v = ParseVariant(s.variant());
-      if (v && (v->kind == Variant::Kind::kRaw || v->kind == Variant::Kind::kAverage)) {
+      absl::StatusOr<Variant> v = VariantOf(s);
+      if (v.ok() && (v->kind == Variant::Kind::kRaw || v->kind == Variant::Kind::kAverage)) {
         stored.push_back(s);
       }
       return true;
@@ -52,6 +53,7 @@ absl::StatusOr<RescoreResult> RescoreRun(Analytics& analytics, Store& store,
       absl::StatusOr<TaskScore> scored = ScoreTask(*parsed, raw);
       if (!scored.ok()) return Annotate(scored.status(), where);
       v1::Score score = old;
+      FillVariantSpec(score);  // a record from before variant_spec is rewritten with it
       ApplyTaskScore(*scored, score, predictions);
       if (score.score() != old.score() || score.metric() != old.metric()) {
         response.set_scores_changed(response.scores_changed() + 1);

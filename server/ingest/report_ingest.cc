@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "api/variant_proto.h"
 #include "common/scoring.h"
 #include "common/status.h"
 
@@ -40,7 +41,7 @@ absl::StatusOr<ReportIngest::Checked> ReportIngest::Check(
 
   // The steps a job's results may be for: each step of a raw job, a window's end step.
   std::set<uint64_t> allowed_steps;
-  if (job.kind() == "raw") {
+  if (IsRawJob(job)) {
     allowed_steps.insert(job.steps().begin(), job.steps().end());
   } else if (!job.steps().empty()) {
     allowed_steps.insert(job.steps(job.steps_size() - 1));
@@ -92,7 +93,7 @@ absl::StatusOr<ReportIngest::Checked> ReportIngest::Check(
   // Drift of adjacent checkpoint pairs (a raw job's drift targets), on any message.
   for (const v1::ReportResultsRequest& chunk : chunks) {
     for (const v1::ParameterDrift& d : chunk.drifts()) {
-      if (job.kind() != "raw" || d.from_step() >= d.to_step() || !std::isfinite(d.l2()) ||
+      if (!IsRawJob(job) || d.from_step() >= d.to_step() || !std::isfinite(d.l2()) ||
           !std::isfinite(d.relative()) || d.l2() < 0 || d.relative() < 0 ||
           (d.from_step() != end_step && d.to_step() != end_step)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -108,7 +109,11 @@ absl::StatusOr<ReportIngest::Checked> ReportIngest::Check(
 absl::StatusOr<std::vector<ReportIngest::Value>> ReportIngest::Score(const v1::Job& job,
                                                                      const Checked& checked) const {
   const std::string& where = checked.where;
-  const std::string variant = job.kind();  // "raw" or "avg@n"
+  absl::StatusOr<JobKind> kind = JobKindOf(job);
+  if (!kind.ok()) {  // never written by this coordinator's scheduler
+    return absl::DataLossError(absl::StrCat(where, ": ", kind.status().message()));
+  }
+  const Variant variant = kind->variant();
   std::vector<Value> values;
   for (uint64_t step : checked.reported_steps) {
     for (const v1::TaskRef& ref : job.tasks()) {
@@ -152,7 +157,7 @@ absl::StatusOr<std::vector<ReportIngest::Value>> ReportIngest::Score(const v1::J
       score.set_run(job.run());
       score.set_task(ref.name());
       score.set_task_sha256(ref.sha256());
-      score.set_variant(variant);
+      SetVariant(score, variant);
       score.set_step(step);
       score.set_examples(static_cast<uint32_t>(outputs.size()));
       ApplyTaskScore(*scored, score, predictions);
@@ -239,7 +244,7 @@ absl::StatusOr<CompletedJob> ReportIngest::Commit(Analytics::Update& update, con
         Annotate(update.PutValue(batch, score, std::move(predictions)), checked.where));
   }
   const std::vector<uint64_t> steps = scheduler_->AdmittedSteps(name);
-  if (checked.job.kind() == "raw") {
+  if (IsRawJob(checked.job)) {
     for (uint64_t step : checked.reported_steps) {
       RETURN_IF_ERROR(Annotate(update.OnRawStored(batch, run, steps, step), checked.where));
     }

@@ -4,10 +4,9 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "api/task_content.h"
+#include "common/limits.h"
 #include "common/prompt.h"
 #include "common/status.h"
 #include "common/steps.h"
@@ -34,7 +33,7 @@ v1::TaskKind ToProtoKind(TaskKind kind) {
                                            : v1::TASK_KIND_GENERATION;
 }
 
-constexpr uint32_t kMaxWindow = 1000;
+constexpr uint32_t kMaxWindow = kMaxWindowSize;
 
 // Each n >= 2 (and <= kMaxWindow), deduplicated and sorted, into `out` (may be `given`'s
 // source: `given` is a copy).
@@ -55,16 +54,12 @@ absl::Status SetWindows(const google::protobuf::RepeatedField<uint32_t> given,
   return absl::OkStatus();
 }
 
-// "" or one of TaskCategories(), upper-cased.
+// "" or one of kTaskCategories, upper-cased.
 absl::StatusOr<std::string> NormalizeCategory(absl::string_view category, absl::string_view task) {
-  const std::string upper = absl::AsciiStrToUpper(category);
-  if (upper.empty()) return upper;
-  for (const std::string& c : TaskCategories()) {
-    if (c == upper) return upper;
-  }
+  if (category.empty()) return std::string();
+  if (std::optional<std::string> known = ParseTaskCategory(category)) return *known;
   return absl::InvalidArgumentError(absl::StrCat("task ", task, ": category '", category,
-                                                 "' is not one of ",
-                                                 absl::StrJoin(TaskCategories(), ", ")));
+                                                 "' is not one of ", TaskCategoryList()));
 }
 
 // The scalar settings: name, limits, source, pattern, few-shots, settle time, windows,

@@ -9,7 +9,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/job_failure_proto.h"
 #include "api/protocol.h"
+#include "api/variant_proto.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -123,8 +125,8 @@ absl::StatusOr<v1::LeasedJob> LeaseBroker::BuildLeasedJob(const v1::Job& job) co
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
   leased.set_lease_secret(secrets_.For(job.id(), job.epoch(), job.worker_id()));
   leased.set_source_root(SourceRootOf(run.config()));
-  if (std::optional<uint32_t> n = AverageWindowOf(job.kind()); n.has_value() && *n > 0) {
-    leased.set_window(*n);
+  if (absl::StatusOr<JobKind> kind = JobKindOf(job); kind.ok() && !kind->is_raw()) {
+    leased.set_window(kind->window());
   }
   for (const auto& [from, to] : scheduler_->DriftPairs(job)) {
     std::optional<v1::Checkpoint> a = scheduler_->GetCheckpoint(job.run(), from);
@@ -165,7 +167,8 @@ absl::StatusOr<LeaseBroker::FailOutcome> LeaseBroker::Fail(const v1::FailJobRequ
   workers_->Touch(r.worker_id()).IgnoreError();  // heard from; the lease check is Fail's
   FailOutcome outcome;
   v1::JobState state = v1::JOB_PENDING;
-  if (r.retryable() && r.reason() == kWorkerStoppingReason) {
+  outcome.failure = JobFailureOf(r);  // typed, or read from an old worker's fields
+  if (outcome.failure == JobFailure::kWorkerStopping) {
     // A stopping worker's hand-back: not the checkpoint's fault, not an attempt.
     RETURN_IF_ERROR(scheduler_->HandBack(r.job_id(), r.epoch(), r.worker_id()));
     std::cerr << "steadyeval-server: job " << r.job_id() << " handed back by stopping worker "
@@ -173,7 +176,7 @@ absl::StatusOr<LeaseBroker::FailOutcome> LeaseBroker::Fail(const v1::FailJobRequ
     outcome.handed_back = true;
   } else {
     ASSIGN_OR_RETURN(state, scheduler_->Fail(r.job_id(), r.epoch(), r.worker_id(), r.reason(),
-                                             r.retryable()));
+                                             outcome.failure));
   }
   WakeWaiters();
   outcome.response.set_state(state);

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/job_failure.h"
 #include "server/jobs/lease_secret.h"
 #include "server/jobs/scheduler.h"
 #include "server/jobs/worker_registry.h"
@@ -55,12 +56,14 @@ class LeaseBroker {
                                                  const std::function<bool()>& cancelled);
   // Touches the worker; with a job, extends its lease (Scheduler::Heartbeat).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r);
-  // A retryable failure whose reason is kWorkerStoppingReason hands the lease back
-  // (Scheduler::HandBack): not an attempt failure. Otherwise Scheduler::Fail. Wakes the
-  // long polls.
+  // The request's JobFailure (api/job_failure_proto.h: `failure`, or an old worker's
+  // `retryable` and reason text): kWorkerStopping hands the lease back
+  // (Scheduler::HandBack), not an attempt failure; any other is Scheduler::Fail's. Wakes
+  // the long polls.
   struct FailOutcome {
     v1::FailJobResponse response;
-    bool handed_back = false;  // no attempt was used
+    JobFailure failure = JobFailure::kRetryable;  // as read from the request
+    bool handed_back = false;                     // no attempt was used
   };
   absl::StatusOr<FailOutcome> Fail(const v1::FailJobRequest& r);
 

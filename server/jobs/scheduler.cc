@@ -2,9 +2,8 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/variant_proto.h"
 #include "common/status.h"
 
 namespace steadyeval {
@@ -26,8 +25,12 @@ constexpr std::pair<JobState, JobState> kLegalTransitions[] = {
     {v1::JOB_FAILED, v1::JOB_SUPERSEDED},
 };
 
-uint32_t KindRank(const std::string& kind) {
-  return AverageWindowOf(kind).value_or(UINT32_MAX);
+// The window of an avg@n job (n), 0 for raw; nullopt for a kind this scheduler never
+// writes (a record from elsewhere: never leased before raw and avg@n jobs, never a window).
+std::optional<uint32_t> WindowOf(const v1::Job& job) {
+  absl::StatusOr<JobKind> kind = JobKindOf(job);
+  if (!kind.ok()) return std::nullopt;
+  return kind->window();
 }
 
 std::vector<uint64_t> IdsOf(const std::vector<v1::Job>& jobs) {
@@ -42,13 +45,6 @@ uint64_t EndStep(const v1::Job& job) {
 
 }  // namespace
 
-std::optional<uint32_t> AverageWindowOf(const std::string& kind) {
-  if (kind == "raw") return 0;
-  uint32_t n = 0;
-  if (absl::StartsWith(kind, "avg@") && absl::SimpleAtoi(kind.substr(4), &n) && n >= 2) return n;
-  return std::nullopt;
-}
-
 bool Scheduler::IsLegalTransition(v1::JobState from, v1::JobState to) {
   for (const auto& [f, t] : kLegalTransitions) {
     if (f == from && t == to) return true;
@@ -57,7 +53,7 @@ bool Scheduler::IsLegalTransition(v1::JobState from, v1::JobState to) {
 }
 
 Scheduler::PendingKey Scheduler::KeyOf(const v1::Job& job) {
-  return {-static_cast<int64_t>(EndStep(job)), KindRank(job.kind()), job.id()};
+  return {-static_cast<int64_t>(EndStep(job)), WindowOf(job).value_or(UINT32_MAX), job.id()};
 }
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock* clock,
@@ -75,6 +71,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock
     s->mu_.AssertHeld();
     Entry& e = s->jobs_[job.id()];
     e.job = job;
+    FillJobKindSpec(e.job);  // stored before kind_spec: leases and rewrites carry it
     if (job.state() == v1::JOB_LEASED) {
       // Never persisted as a clock value: a fresh lease from now, same epoch and worker.
       e.lease_expiry_nanos = now + options.lease_ttl_ms * 1'000'000;
@@ -84,9 +81,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store, Clock
       s->pending_by_run_[job.run()].insert(KeyOf(job));
     }
     s->next_job_id_ = std::max(s->next_job_id_, job.id() + 1);
-    if (job.kind() == "raw" && !job.steps().empty()) {
+    if (IsRawJob(job) && !job.steps().empty()) {
       s->raw_jobs_[{job.run(), job.steps(0)}] = job.id();
-    } else if (auto n = AverageWindowOf(job.kind());
+    } else if (std::optional<uint32_t> n = WindowOf(job);
                n.has_value() && *n > 0 && job.state() != v1::JOB_SUPERSEDED) {
       s->window_jobs_[{job.run(), *n, EndStep(job)}] = job.id();  // ids ascend: newest wins
     }
@@ -110,7 +107,7 @@ v1::Job Scheduler::NewWindowJob(const v1::Run& run, uint32_t n,
   v1::Job job;
   job.set_id(id);
   job.set_run(run.config().name());
-  job.set_kind(absl::StrCat("avg@", n));
+  SetJobKind(job, JobKind::Average(n));
   for (size_t i = end_index + 1 - n; i <= end_index; ++i) job.add_steps(steps[i]);
   *job.mutable_tasks() = run.config().tasks();
   job.set_state(v1::JOB_PENDING);
@@ -134,7 +131,7 @@ void Scheduler::Install(v1::Job job) {
     if (it != pending_by_run_.end()) it->second.erase(KeyOf(entry.job));
   }
   if (job.state() != v1::JOB_LEASED) entry.lease_expiry_nanos = 0;
-  const std::optional<uint32_t> n = AverageWindowOf(job.kind());
+  const std::optional<uint32_t> n = WindowOf(job);
   if (n.has_value() && *n > 0) {
     const WindowKey key{job.run(), *n, EndStep(job)};
     auto it = window_jobs_.find(key);
@@ -232,7 +229,7 @@ Admission Scheduler::PrepareAdmission(const v1::Run& run, uint64_t step,
   uint64_t next_id = next_job_id_;
   a.raw_job.set_id(next_id++);
   a.raw_job.set_run(name);
-  a.raw_job.set_kind("raw");
+  SetJobKind(a.raw_job, JobKind::Raw());
   a.raw_job.add_steps(step);
   *a.raw_job.mutable_tasks() = run.config().tasks();
   a.raw_job.set_state(v1::JOB_PENDING);
@@ -269,7 +266,8 @@ Admission Scheduler::PrepareAdmission(const v1::Run& run, uint64_t step,
       a.superseded.push_back(
           Superseded(jobs_.at(it->second), 0,
                      absl::StrCat("window changed: checkpoint ", step,
-                                  " was admitted late (avg@", n, " is no longer configured)")));
+                                  " was admitted late (", ToString(JobKind::Average(n)),
+                                  " is no longer configured)")));
     }
   }
   return a;
@@ -331,13 +329,14 @@ WindowUpdate Scheduler::PrepareWindows(const v1::Run& run) const {
       continue;
     }
     update.superseded.push_back(
-        Superseded(entry, 0, absl::StrCat("avg@", n, " was removed from the run's windows")));
+        Superseded(entry, 0, absl::StrCat(ToString(JobKind::Average(n)),
+                                          " was removed from the run's windows")));
   }
   return update;
 }
 
 std::optional<v1::Checkpoint> Scheduler::FollowCheckpoint(const v1::Job& next) const {
-  if (next.kind() != "raw" || next.steps().empty()) return std::nullopt;
+  if (!IsRawJob(next) || next.steps().empty()) return std::nullopt;
   auto it = checkpoints_.find({next.run(), next.steps(0)});
   if (it == checkpoints_.end()) return std::nullopt;
   v1::Checkpoint c = it->second;
@@ -565,13 +564,11 @@ absl::StatusOr<v1::JobState> Scheduler::Release(Entry& entry, const std::string&
 
 absl::StatusOr<v1::JobState> Scheduler::Fail(uint64_t job_id, uint64_t epoch,
                                              const std::string& worker_id,
-                                             const std::string& reason, bool retryable) {
+                                             const std::string& reason, JobFailure failure) {
   absl::MutexLock lock(&mu_);
   AwaitIdle({job_id});
   ASSIGN_OR_RETURN(Entry * entry, FindHeld(job_id, epoch, worker_id));
-  // A window whose members were rotated away never comes back: fail it for good.
-  if (absl::StrContains(reason, "members_gone")) retryable = false;
-  return Release(*entry, reason.empty() ? "worker gave no reason" : reason, retryable);
+  return Release(*entry, reason.empty() ? "worker gave no reason" : reason, IsRetryable(failure));
 }
 
 absl::Status Scheduler::HandBack(uint64_t job_id, uint64_t epoch, const std::string& worker_id) {
@@ -760,7 +757,7 @@ std::vector<uint64_t> Scheduler::AdmittedSteps(const std::string& run) const {
 
 std::vector<std::pair<uint64_t, uint64_t>> Scheduler::DriftPairs(const v1::Job& job) const {
   std::vector<std::pair<uint64_t, uint64_t>> pairs;
-  if (job.kind() != "raw" || job.steps().empty()) return pairs;
+  if (!IsRawJob(job) || job.steps().empty()) return pairs;
   absl::MutexLock lock(&mu_);
   const uint64_t step = job.steps(0);
   auto it = checkpoints_.find({job.run(), step});
@@ -805,7 +802,7 @@ JobCounts Scheduler::CountJobs() const {
   absl::MutexLock lock(&mu_);
   JobCounts counts;
   for (const auto& [id, entry] : jobs_) {
-    ++counts.by_run_kind_state[{entry.job.run(), entry.job.kind(), entry.job.state()}];
+    ++counts.by_run_kind_state[{entry.job.run(), JobKindNameOf(entry.job), entry.job.state()}];
   }
   return counts;
 }

@@ -7,8 +7,8 @@
 //                                (not leasable again before an exponential backoff);
 //                                or handed back by a stopping worker (the attempt is
 //                                given back, no backoff)
-//   LEASED  -> FAILED            permanent failure, or attempts exhausted (a failure whose
-//                                reason contains "members_gone" is always permanent)
+//   LEASED  -> FAILED            permanent failure (JobFailure kPermanent, kMembersGone),
+//                                or attempts exhausted
 //   FAILED  -> PENDING           requeued by an admin (attempts back to 0)
 //   PENDING | LEASED | DONE | FAILED -> SUPERSEDED
 //                                an avg@n job whose window changed membership (a checkpoint
@@ -74,6 +74,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/job_failure.h"
 #include "server/store/store.h"
 #include "api/state_names.h"
 
@@ -132,9 +133,6 @@ struct LeaseAffinity {
   std::set<std::pair<std::string, uint32_t>> reserved;       // (run, n) kept for others
 };
 
-// "raw" -> 0; "avg@n" -> n; anything else -> nullopt.
-std::optional<uint32_t> AverageWindowOf(const std::string& kind);
-
 // Job counts for metrics and GetRun.
 struct JobCounts {
   std::map<std::tuple<std::string, std::string, v1::JobState>, int> by_run_kind_state;
@@ -184,10 +182,11 @@ class Scheduler {
                                         const std::string& worker_id, Store::Batch results,
                                         const std::string& bos = "");
 
-  // A worker gives up on its lease. Retryable with attempts left -> PENDING after a
-  // backoff; otherwise FAILED with `reason`. Returns the new state.
+  // A worker gives up on its lease. IsRetryable(failure) with attempts left -> PENDING
+  // after a backoff; otherwise FAILED with `reason`. Returns the new state. (A hand-back,
+  // kWorkerStopping, is HandBack's.)
   absl::StatusOr<v1::JobState> Fail(uint64_t job_id, uint64_t epoch, const std::string& worker_id,
-                                    const std::string& reason, bool retryable);
+                                    const std::string& reason, JobFailure failure);
 
   // A stopping worker gives its lease back unfinished: LEASED -> PENDING, leasable at
   // once, and the attempt it used is given back (it says nothing about the checkpoint).

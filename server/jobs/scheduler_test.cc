@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "api/variant_proto.h"
 #include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -212,7 +213,7 @@ TEST_F(SchedulerTest, StaleEpochIsAbortedAndChangesNothing) {
               StatusIs(absl::StatusCode::kAborted, HasSubstr("epoch 2 held by worker w2")));
   EXPECT_THAT(scheduler_->Heartbeat(id, 2, "w1"), StatusIs(absl::StatusCode::kAborted, HasSubstr("w1")));
   EXPECT_THAT(scheduler_->CheckReport(id, 1, "w1"), StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
-  EXPECT_THAT(scheduler_->Fail(id, 1, "w1", "oops", false),
+  EXPECT_THAT(scheduler_->Fail(id, 1, "w1", "oops", JobFailure::kPermanent),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("")));
   Store::Batch results = store_->NewBatch();
   v1::Prediction p;
@@ -252,18 +253,18 @@ TEST_F(SchedulerTest, CompleteCommitsResultsJobAndCheckpointTogetherThenReplays)
 TEST_F(SchedulerTest, RetriesWithExponentialBackoffThenFails) {
   uint64_t id = Admit("a", 100);
   LeaseOrDie("w");
-  ASSERT_THAT(scheduler_->Fail(id, 1, "w", "cuda oom", true), IsOk());
+  ASSERT_THAT(scheduler_->Fail(id, 1, "w", "cuda oom", JobFailure::kRetryable), IsOk());
   EXPECT_EQ(Stored(id).state(), v1::JOB_PENDING);
   clock_.AdvanceNanos(kBackoffMs * 1'000'000 - 1);
   EXPECT_TRUE(NothingLeasable());
   clock_.AdvanceNanos(1);
   LeaseOrDie("w");  // attempt 2
-  ASSERT_OK(scheduler_->Fail(id, 2, "w", "cuda oom", true));
+  ASSERT_OK(scheduler_->Fail(id, 2, "w", "cuda oom", JobFailure::kRetryable));
   clock_.AdvanceNanos(2 * kBackoffMs * 1'000'000 - 1);  // doubled
   EXPECT_TRUE(NothingLeasable());
   clock_.AdvanceNanos(1);
   LeaseOrDie("w");  // attempt 3, the last
-  auto state = scheduler_->Fail(id, 3, "w", "cuda oom", true);
+  auto state = scheduler_->Fail(id, 3, "w", "cuda oom", JobFailure::kRetryable);
   ASSERT_OK(state);
   EXPECT_EQ(*state, v1::JOB_FAILED);
   v1::Job stored = Stored(id);
@@ -279,7 +280,7 @@ TEST_F(SchedulerTest, RetriesWithExponentialBackoffThenFails) {
 TEST_F(SchedulerTest, PermanentFailureFailsAtOnce) {
   uint64_t id = Admit("a", 100);
   LeaseOrDie("w");
-  auto state = scheduler_->Fail(id, 1, "w", "shape mismatch in layer 3", false);
+  auto state = scheduler_->Fail(id, 1, "w", "shape mismatch in layer 3", JobFailure::kPermanent);
   ASSERT_OK(state);
   EXPECT_EQ(*state, v1::JOB_FAILED);
   EXPECT_EQ(Stored(id).error(), "shape mismatch in layer 3");
@@ -291,7 +292,7 @@ TEST_F(SchedulerTest, RestartGivesLeasedJobsAFreshExpiryAndKeepsEpochAndWorker) 
   Admit("a", 200);
   LeaseOrDie("w1");  // step 200
   LeaseOrDie("w1");  // step 100
-  ASSERT_OK(scheduler_->Fail(id + 1, 1, "w1", "x", true));  // leave one pending
+  ASSERT_OK(scheduler_->Fail(id + 1, 1, "w1", "x", JobFailure::kRetryable));  // leave one pending
   // The coordinator is down far longer than the TTL.
   clock_.AdvanceSeconds(3600);
   Reopen();
@@ -434,7 +435,44 @@ TEST_F(WindowSchedulerTest, LateAdmissionSupersedesExactlyTheNextNMinusOneWindow
   EXPECT_THAT(gone, ::testing::ElementsAre("avg@3[300,400,500]"));
 }
 
-TEST_F(WindowSchedulerTest, MembersGoneIsPermanentEvenWhenRetryable) {
+// A database written before Job.kind_spec: its jobs have the text kind alone. They still
+// index as windows (a late admission supersedes them), and leases and rewrites carry the
+// typed kind from then on.
+TEST_F(WindowSchedulerTest, JobsStoredWithoutTheTypedKindStillScheduleAndGainIt) {
+  const v1::Run run = WindowedRun("a", {2});
+  AdmitWindowed(run, 100);
+  const uint64_t window = AdmitWindowed(run, 200).window_jobs.at(0).id();
+  EXPECT_EQ(Stored(window).kind_spec().kind(), v1::VARIANT_AVERAGE);  // new records: both
+  EXPECT_EQ(Stored(window).kind_spec().window(), 2u);
+  {
+    Store::Batch batch = store_->NewBatch();
+    ASSERT_OK(store_->ScanJobs([&](const v1::Job& job) {
+      v1::Job old = job;
+      old.clear_kind_spec();
+      batch.PutJob(old);
+      return true;
+    }));
+    ASSERT_OK(store_->Commit(std::move(batch)));
+  }
+  ASSERT_FALSE(Stored(window).has_kind_spec());
+  Reopen();
+  // The old avg@2[100,200] is found by its text and superseded by the late 150.
+  Admission late = AdmitWindowed(run, 150);
+  ASSERT_EQ(late.superseded.size(), 1u);
+  EXPECT_EQ(late.superseded[0].id(), window);
+  EXPECT_EQ(Stored(window).state(), v1::JOB_SUPERSEDED);
+  EXPECT_EQ(Stored(window).kind_spec().kind(), v1::VARIANT_AVERAGE);  // rewritten typed
+  EXPECT_THAT(Current(), ::testing::ElementsAre("avg@2[100,150]", "avg@2[150,200]", "raw[100]",
+                                                "raw[150]", "raw[200]"));
+  // Every lease carries the typed kind, old records' included.
+  for (int i = 0; i < 5; ++i) {
+    v1::Job leased = LeaseOrDie("w");
+    EXPECT_NE(leased.kind_spec().kind(), v1::VARIANT_KIND_UNSPECIFIED) << Describe(leased);
+    EXPECT_EQ(ToString(*JobKindOf(leased)), leased.kind());
+  }
+}
+
+TEST_F(WindowSchedulerTest, MembersGoneIsPermanent) {
   const v1::Run run = WindowedRun("a", {2});
   AdmitWindowed(run, 100);
   AdmitWindowed(run, 200);
@@ -442,7 +480,8 @@ TEST_F(WindowSchedulerTest, MembersGoneIsPermanentEvenWhenRetryable) {
   v1::Job avg = LeaseOrDie("w");   // avg@2
   ASSERT_EQ(avg.kind(), "avg@2");
   auto state = scheduler_->Fail(avg.id(), avg.epoch(), "w",
-                                "members_gone: checkpoint 100 was deleted", /*retryable=*/true);
+                                "members_gone: checkpoint 100 was deleted",
+                                JobFailure::kMembersGone);
   ASSERT_OK(state);
   EXPECT_EQ(*state, v1::JOB_FAILED);
   EXPECT_THAT(Stored(avg.id()).error(), HasSubstr("members_gone"));
@@ -537,7 +576,7 @@ TEST_F(SchedulerTest, RequeueTurnsFailedJobsPendingWithAFreshBudget) {
   LeaseOrDie("w");  // 200 (newest first)
   ASSERT_OK(scheduler_->Complete(done, 1, "w", store_->NewBatch()));
   LeaseOrDie("w");  // 100
-  ASSERT_OK(scheduler_->Fail(failed, 1, "w", "cuda oom", /*retryable=*/false));
+  ASSERT_OK(scheduler_->Fail(failed, 1, "w", "cuda oom", JobFailure::kPermanent));
   ASSERT_EQ(store_->GetCheckpoint("a", 100)->state(), v1::CHECKPOINT_FAILED);
 
   EXPECT_THAT(scheduler_->Requeue({failed, done}),

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/job_failure.h"
 #include "common/json_limits.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -202,8 +203,8 @@ bool FolderExists(const std::string& dir) {
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenWindowMember(const std::string& dir) {
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
-    return absl::NotFoundError(absl::StrCat(
-        "members_gone: window member ", dir,
+    return MembersGoneError(absl::StrCat(
+        "window member ", dir,
         " no longer exists (rotated away by the trainer?); this window cannot be averaged"));
   }
   return CheckpointReader::Open(dir);

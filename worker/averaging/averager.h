@@ -10,9 +10,9 @@
 // Members must agree: the same parameter names, dtypes and shapes, and the same
 // config.json apart from bookkeeping keys (kIgnoredConfigKeys). Disagreement is
 // FAILED_PRECONDITION naming the tensor or key and both folders. A member folder that no
-// longer exists (trainers rotate checkpoints) is NOT_FOUND whose message starts with
-// "members_gone" — the coordinator fails such windows permanently (DESIGN §4). Other
-// errors are CheckpointReader::Open's.
+// longer exists (trainers rotate checkpoints) is MembersGoneError (common/job_failure.h:
+// NOT_FOUND carrying JobFailure::kMembersGone) — the coordinator fails such windows
+// permanently (DESIGN §4). Other errors are CheckpointReader::Open's.
 #ifndef STEADYEVAL_WORKER_AVERAGING_AVERAGER_H_
 #define STEADYEVAL_WORKER_AVERAGING_AVERAGER_H_
 
@@ -43,7 +43,7 @@ struct WindowMember {
 inline constexpr const char* kIgnoredConfigKeys[] = {"_name_or_path", "transformers_version",
                                                      "_commit_hash", "use_cache", "torch_dtype"};
 
-// Opens a window member; NOT_FOUND "members_gone: ..." when its folder does not exist.
+// Opens a window member; MembersGoneError when its folder does not exist.
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenWindowMember(const std::string& dir);
 
 // OK when `member` can be averaged with `reference` (see the file comment).

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include "common/job_failure.h"
 #include "testing/files.h"
 #include "testing/status_matchers.h"
 #include "testing/temp_dir.h"
@@ -202,15 +203,20 @@ TEST(AverageCheckpointsTest, DeletedMemberIsMembersGone) {
   const std::string dir = ScratchDir("ckpts");
   const std::string a = WriteRandom(dir + "/a", 1), b = WriteRandom(dir + "/b", 2);
   std::filesystem::remove_all(b);
-  EXPECT_THAT(AverageCheckpoints({a, b}),
+  const absl::Status gone = AverageCheckpoints({a, b}).status();
+  EXPECT_THAT(gone,
               StatusIs(absl::StatusCode::kNotFound, AllOf(HasSubstr("members_gone"), HasSubstr(b))));
+  EXPECT_EQ(JobFailureOf(gone), JobFailure::kMembersGone);  // the typed reason, not the text
   WindowSumCache cache({});
-  EXPECT_THAT(cache.Average("run", {{a, 1}, {b, 2}}),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("members_gone")));
+  const absl::Status cached = cache.Average("run", {{a, 1}, {b, 2}}).status();
+  EXPECT_THAT(cached, StatusIs(absl::StatusCode::kNotFound, HasSubstr("members_gone")));
+  EXPECT_EQ(JobFailureOf(cached), JobFailure::kMembersGone);
   // A folder that exists but lost its weights is a plain load error, not members_gone.
   std::filesystem::remove(a + "/model.safetensors");
-  EXPECT_THAT(AverageCheckpoints({a}), StatusIs(absl::StatusCode::kNotFound,
-                                                ::testing::Not(HasSubstr("members_gone"))));
+  const absl::Status lost = AverageCheckpoints({a}).status();
+  EXPECT_THAT(lost,
+              StatusIs(absl::StatusCode::kNotFound, ::testing::Not(HasSubstr("members_gone"))));
+  EXPECT_EQ(JobFailureOf(lost), JobFailure::kPermanent);
 }
 
 class WindowSumCacheTest : public ::testing::Test {

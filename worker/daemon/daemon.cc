@@ -9,14 +9,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
+#include "api/job_failure_proto.h"
 #include "api/protocol.h"
 #include "api/task_content.h"
+#include "api/variant_proto.h"
 
 namespace steadyeval {
 
@@ -27,20 +27,6 @@ constexpr int64_t kReportDeadlineMs = 600'000;
 
 void SetDeadline(grpc::ClientContext& ctx, int64_t ms) {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
-}
-
-// Load errors that will not go away by retrying on another worker.
-bool IsPermanent(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kUnimplemented:
-      return true;
-    default:
-      return false;
-  }
 }
 
 TaskKind FromProto(v1::TaskKind kind) {
@@ -138,14 +124,6 @@ bool IsUnder(const std::filesystem::path& path, const std::filesystem::path& roo
 
 bool ResolvesUnder(const std::string& path, const std::string& root) {
   return IsUnder(Resolve(path), Resolve(root));
-}
-
-absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind) {
-  if (kind == "raw") return 0u;
-  uint32_t n = 0;
-  if (absl::StartsWith(kind, "avg@") && absl::SimpleAtoi(kind.substr(4), &n) && n >= 1) return n;
-  return absl::UnimplementedError(absl::StrCat(
-      "job kind '", kind, "' is not supported by this worker (it runs raw and avg@n jobs)"));
 }
 
 WorkerDaemon::WorkerDaemon(DaemonOptions options,
@@ -254,7 +232,7 @@ absl::Status WorkerDaemon::Run() {
     }
     if (s.ok() && resp.has_job() && (draining_ || stopping_)) {
       // Leased just as we began to stop: give it straight back.
-      if (draining_) SendFailJob(resp.lease(), kWorkerStoppingReason, /*retryable=*/true);
+      if (draining_) SendFailJob(resp.lease(), kWorkerStoppingReason, JobFailure::kWorkerStopping);
       break;
     }
     if (stopping_ || draining_) break;
@@ -327,22 +305,21 @@ absl::StatusOr<EvalSettings> SettingsForLease(const v1::LeasedJob& lease, int ba
 }
 
 void WorkerDaemon::FailJob(const v1::LeasedJob& lease, const absl::Status& why) {
-  const bool permanent = IsPermanent(why);
-  Log(absl::StrCat("job ", lease.job().id(), " failed (", permanent ? "permanent" : "retryable",
+  const JobFailure failure = JobFailureOf(why);
+  Log(absl::StrCat("job ", lease.job().id(), " failed (", JobFailureName(failure),
                    "): ", why.message()));
   metrics_->JobFailed();
-  SendFailJob(lease, std::string(why.message()), !permanent);
+  SendFailJob(lease, std::string(why.message()), failure);
 }
 
 void WorkerDaemon::SendFailJob(const v1::LeasedJob& lease, const std::string& reason,
-                               bool retryable) {
+                               JobFailure failure) {
   for (int attempt = 0; attempt < 5 && !stopping_; ++attempt) {
     v1::FailJobRequest req;
     req.set_worker_id(options_.worker_id);
     req.set_job_id(lease.job().id());
     req.set_epoch(lease.job().epoch());
-    req.set_reason(reason);
-    req.set_retryable(retryable);
+    SetJobFailure(req, failure, reason);
     req.set_lease_secret(lease.lease_secret());
     v1::FailJobResponse resp;
     grpc::ClientContext ctx;
@@ -469,7 +446,12 @@ absl::StatusOr<std::string> WorkerDaemon::AllowedTokenizer(const v1::LeasedJob& 
 
 absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
   const v1::Job& job = lease.job();
-  ASSIGN_OR_RETURN(uint32_t window, WindowOfJobKind(job.kind()));
+  absl::StatusOr<JobKind> kind = JobKindOf(job);  // kind_spec, else the text (old coordinator)
+  if (!kind.ok()) {
+    return absl::UnimplementedError(absl::StrCat(kind.status().message(),
+                                                 "; this worker runs raw and avg@n jobs"));
+  }
+  const uint32_t window = kind->window();
   ASSIGN_OR_RETURN(const std::string tokenizer, AllowedTokenizer(lease));
   if (window == 0) {
     if (lease.checkpoint_paths_size() != 1) {
@@ -659,7 +641,7 @@ void WorkerDaemon::RunJob(const v1::LeasedJob& lease) {
               absl::IsDeadlineExceeded(status))) {
     // Stopped by the drain, or a report that could not be delivered within its grace.
     Log(absl::StrCat("job ", job.id(), " handed back: ", kWorkerStoppingReason));
-    SendFailJob(lease, kWorkerStoppingReason, /*retryable=*/true);
+    SendFailJob(lease, kWorkerStoppingReason, JobFailure::kWorkerStopping);
   } else if (absl::IsAborted(status) || absl::IsCancelled(status) ||
              absl::IsPermissionDenied(status)) {
     Log(absl::StrCat("job ", job.id(), " dropped: ", status.message()));

@@ -16,7 +16,8 @@
 //     the evaluation is cancelled at its next cancel point (after the forward batch in
 //     progress), nothing is reported, and the worker goes back to acquiring.
 //   - A checkpoint that cannot be loaded (missing shard, corrupt header) → FailJob as
-//     permanent; other errors → FailJob as retryable.
+//     permanent, a window member gone as kMembersGone; other errors → FailJob as
+//     retryable (common/job_failure.h JobFailureOf decides).
 //   - FAILED_PRECONDITION from RegisterWorker (another protocol version) → Run() returns it.
 //   - PERMISSION_DENIED on heartbeat or report (the coordinator does not accept our lease
 //     secret) → drop the job.
@@ -30,7 +31,7 @@
 // Draining (Drain(), the worker's SIGTERM/SIGINT): no new job is acquired; the current
 // job is finished and reported if that is done within drain_grace_ms, else evaluation
 // stops after the packed batch in progress and the lease is handed back (FailJob,
-// retryable, kWorkerStoppingReason), which gives the job to another worker at once
+// kWorkerStopping, kWorkerStoppingReason), which gives the job to another worker at once
 // without using up an attempt. Run() then returns OK.
 //
 // Heartbeats: a held lease is heartbeaten from a thread of its own at the period the
@@ -57,6 +58,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/job_failure.h"
 #include "common/task.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 #include "worker/eval/eval_backend.h"
@@ -78,10 +80,6 @@ std::string MapPath(const std::vector<PathMapping>& mappings, const std::string&
 // Whether `path` resolves (std::filesystem::weakly_canonical: symlinks of its existing part
 // followed) to `root` or below it; `root` is resolved the same way.
 bool ResolvesUnder(const std::string& path, const std::string& root);
-
-// The window size of a job kind: 0 for "raw", n for "avg@n" (n >= 1). UNIMPLEMENTED for a
-// kind this worker does not run (ens@n is computed by the coordinator, not workers).
-absl::StatusOr<uint32_t> WindowOfJobKind(const std::string& kind);
 
 // The evaluation settings a lease carries (the run's prompt language, BOS mode, shots and
 // max_new_tokens delta) plus this worker's batch size. INVALID_ARGUMENT for values this
@@ -176,7 +174,7 @@ class WorkerDaemon {
   void FailJob(const steadyeval::v1::LeasedJob& lease, const absl::Status& why);
   // Sends FailJob (retrying through coordinator restarts) with this reason.
   void SendFailJob(const steadyeval::v1::LeasedJob& lease, const std::string& reason,
-                   bool retryable);
+                   JobFailure failure);
   // Waits up to `ms` of options_.clock's time unless Stop() (or, with `wake_on_drain`,
   // Drain()) is called first. Returns false when woken that way.
   bool WaitMs(int64_t ms, bool wake_on_drain = false) ABSL_LOCKS_EXCLUDED(mu_);

@@ -19,6 +19,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "api/protocol.h"
+#include "api/variant_proto.h"
+#include "common/job_failure.h"
 #include "steadyeval/v1/worker_service_mock.grpc.pb.h"
 #include "worker/daemon/metrics_http.h"
 #include "testing/grpc_fakes.h"
@@ -50,16 +52,6 @@ TEST(PathMapTest, RewritesOnlyAtComponentBoundaries) {
   EXPECT_EQ(MapPath(maps, "/other/a"), "/other/a");
 }
 
-TEST(JobKindTest, RawAndAvgWindows) {
-  EXPECT_EQ(WindowOfJobKind("raw").value_or(99), 0u);
-  EXPECT_EQ(WindowOfJobKind("avg@1").value_or(99), 1u);
-  EXPECT_EQ(WindowOfJobKind("avg@16").value_or(99), 16u);
-  for (const char* bad : {"avg@0", "avg@", "avg@x", "ens@4", "AVG@4", "avg@-2"}) {
-    EXPECT_THAT(WindowOfJobKind(bad), StatusIs(absl::StatusCode::kUnimplemented, ::testing::HasSubstr("kind")))
-        << bad;
-  }
-}
-
 // A backend that records what the daemon asks of it. With `clock` set, a load takes
 // `load_clock_seconds` on it and evaluating an example `seconds_per_example`; an example is
 // `tokens_per_example` tokens.
@@ -78,6 +70,7 @@ class FakeBackend : public EvalBackend {
     loaded.push_back("avg " + run + " " + std::to_string(window) + " " + dirs.front() + ".." + dirs.back());
     held.push_back({run, window, steps});
     if (clock != nullptr) clock->AdvanceSeconds(load_clock_seconds);
+    if (!load_average_error.ok()) return load_average_error;
     return load_stats;
   }
   std::vector<WindowSumInfo> WindowSums() const override { return held; }
@@ -121,6 +114,7 @@ class FakeBackend : public EvalBackend {
   uint64_t tokens_per_example = 0;
   uint64_t tokens = 0;
   uint32_t fail_after_examples = UINT32_MAX;  // Evaluate fails on reaching this example
+  absl::Status load_average_error;        // LoadAverage's result when not OK
   std::function<void()> during_evaluate;  // runs before the first example
   int examples_evaluated = 0;             // over all Evaluate calls
   int cancelled = 0;                      // Evaluate calls that progress cancelled
@@ -146,7 +140,8 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   v1::LeasedJob avg;
   avg.mutable_job()->set_id(1);
   avg.mutable_job()->set_run("r");
-  avg.mutable_job()->set_kind("avg@3");
+  // A new coordinator's lease: the worker reads kind_spec (here the only kind given).
+  *avg.mutable_job()->mutable_kind_spec() = ToProto(Variant::Average(3));
   avg.mutable_job()->set_epoch(1);
   for (int step : {100, 200, 300}) {
     avg.mutable_job()->add_steps(step);
@@ -166,7 +161,8 @@ TEST(WorkerDaemonTest, RunsAvgJobsReportsDriftsAndAdvertisesWindowSums) {
   header->set_kind(v1::TASK_KIND_MULTIPLE_CHOICE);
   v1::LeasedJob raw = avg;
   raw.mutable_job()->set_id(2);
-  raw.mutable_job()->set_kind("raw");
+  raw.mutable_job()->set_kind("raw");  // an old coordinator's: the text alone
+  raw.mutable_job()->clear_kind_spec();
   raw.mutable_job()->clear_steps();
   raw.mutable_job()->add_steps(400);
   raw.clear_checkpoint_paths();
@@ -576,8 +572,10 @@ TEST_F(WorkerDaemonMetricsTest, FailedJobsCountAsFailedAndKeepTheLastJobsRates) 
   ASSERT_EQ(failed_.size(), 2u);
   EXPECT_EQ(failed_[0].job_id(), 2u);
   EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_EQ(failed_[0].failure(), v1::JOB_FAILURE_RETRYABLE);
   EXPECT_EQ(failed_[1].job_id(), 3u);
   EXPECT_FALSE(failed_[1].retryable());
+  EXPECT_EQ(failed_[1].failure(), v1::JOB_FAILURE_PERMANENT);
   EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "done"}}), 1.0);
   EXPECT_EQ(Series("steadyeval_worker_jobs_total", {{"outcome", "failed"}}), 2.0);
   // The failed evaluation's example and time count; its tokens never came back.
@@ -781,7 +779,35 @@ TEST_F(WorkerDaemonMetricsTest, DrainAfterGraceHandsTheJobBackAfterTheCurrentBat
   EXPECT_EQ(failed_[0].job_id(), 1u);
   EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
   EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_EQ(failed_[0].failure(), v1::JOB_FAILURE_WORKER_STOPPING);
   EXPECT_EQ(failed_[0].lease_secret(), "secret-1");
+}
+
+// A window whose member folder is gone fails with the typed reason, and with the fields a
+// coordinator before it reads: not retryable, "members_gone" in the reason.
+TEST_F(WorkerDaemonMetricsTest, AWindowWithAMemberGoneFailsAsMembersGone) {
+  namespace v1 = ::steadyeval::v1;
+  const std::string task_text = McTaskText(2);
+  auto task = ParseTask("mc.jsonl", task_text);
+  ASSERT_OK(task);
+  fake_->load_average_error =
+      Annotate(MembersGoneError("window member /ckpt/step_100 no longer exists"), "averaging");
+  v1::LeasedJob avg = RawLease(4, 200, task->sha256);
+  SetJobKind(*avg.mutable_job(), JobKind::Average(2));
+  avg.mutable_job()->clear_steps();
+  avg.clear_checkpoint_paths();
+  for (int step : {100, 200}) {
+    avg.mutable_job()->add_steps(step);
+    avg.add_checkpoint_paths("/ckpt/step_" + std::to_string(step));
+  }
+  avg.set_window(2);
+  RunLeases(task_text, {avg});
+
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].job_id(), 4u);
+  EXPECT_EQ(failed_[0].failure(), v1::JOB_FAILURE_MEMBERS_GONE);
+  EXPECT_FALSE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(), ::testing::HasSubstr("members_gone: window member"));
 }
 
 TEST_F(WorkerDaemonMetricsTest, DrainWithinGraceFinishesAndReportsTheJob) {
@@ -842,6 +868,7 @@ TEST_F(WorkerDaemonMetricsTest, DrainWhileIdleStopsPollingAndHandsBackALateLease
   ASSERT_EQ(failed_.size(), 1u);
   EXPECT_EQ(failed_[0].job_id(), 7u);
   EXPECT_EQ(failed_[0].reason(), kWorkerStoppingReason);
+  EXPECT_EQ(failed_[0].failure(), v1::JOB_FAILURE_WORKER_STOPPING);
 }
 
 // A heartbeat answered ABORTED (the job was re-leased elsewhere) while the job is

@@ -77,7 +77,7 @@ class EvalBackend {
   // Loads the uniform average of the window `member_dirs` (oldest first, at
   // `member_steps`) of `run`, through the backend's window-sum cache when it has one; the
   // tokenizer is `tokenizer_path`, else the newest member's. Errors as Load(); a member
-  // folder that no longer exists is NOT_FOUND with "members_gone" in the message; members
+  // folder that no longer exists is MembersGoneError (common/job_failure.h); members
   // that disagree (tensor names, shapes, dtypes, config.json) are FAILED_PRECONDITION.
   virtual absl::StatusOr<LoadStats> LoadAverage(const std::string& /*run*/, uint32_t /*window*/,
                                                 const std::vector<std::string>& /*member_dirs*/,
