@@ -49,20 +49,26 @@ def clang_command(entry):
 
 LOCKING = re.compile(r"Mutex|ABSL_[A-Z_]*(GUARDED|LOCK|CAPABILITY|ACQUIRE|RELEASE|ASSERT)")
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
-closure_cache = {}
+scanned = {}  # path -> (names a lock itself, the project headers it includes)
+
+def scan(path):
+    """Reads each project file once: whether it names a lock, and what it includes."""
+    if path not in scanned:
+        full = os.path.join(root, path)
+        if not os.path.isfile(full):
+            scanned[path] = (False, [])  # a third-party or generated header: not ours
+        else:
+            text = open(full, encoding="utf-8", errors="replace").read()
+            scanned[path] = (bool(LOCKING.search(text)), INCLUDE.findall(text))
+    return scanned[path]
 
 def names_locks(path, seen):
     """Whether `path` or a project header it includes (transitively) names a lock."""
     if path in seen:
         return False
     seen.add(path)
-    full = os.path.join(root, path)
-    if not os.path.isfile(full):
-        return False  # a third-party or generated header: not ours to check
-    text = open(full, encoding="utf-8", errors="replace").read()
-    if LOCKING.search(text):
-        return True
-    return any(names_locks(inc, seen) for inc in INCLUDE.findall(text))
+    direct, includes = scan(path)
+    return direct or any(names_locks(inc, seen) for inc in includes)
 
 entries = {}
 skipped = 0
