@@ -50,6 +50,9 @@ struct FileStat {
   FileKind kind = FileKind::kOther;
   uint64_t size = 0;        // bytes; meaningful for kRegular only
   int64_t mtime_nanos = 0;  // last modification, nanoseconds since the Unix epoch
+  // An object store's entity tag (S3 ETag, quotes removed): changes when the content does.
+  // Empty where there is none (local files).
+  std::string etag;
 };
 
 // One entry of a folder listing.

@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libicu-dev
   libssl-dev libre2-dev openssl
+  libcurl4-openssl-dev libxml2-dev
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
   prometheus python3

@@ -28,13 +28,14 @@ WORKER_STAGES = ["worker", "worker/checkpoint", "worker/tokenizer", "worker/mode
 # folder -> folders it may include (besides itself and common/)
 ALLOWED = {
     "common": [],
+    "s3": [],
     "api": ["proto"],
-    "server/discovery": ["proto", "api"],
+    "server/discovery": ["proto", "api", "s3"],
     "server/store": ["proto", "api"],
     "server/jobs": ["proto", "api", "server/store"],
     "server/analytics": ["proto", "api", "server/store", "server/jobs"],
-    "server/ingest": ["proto", "api", "server/store", "server/jobs", "server/analytics"],
-    "server": ["proto", "api"] + SERVER_STAGES,
+    "server/ingest": ["proto", "api", "s3", "server/store", "server/jobs", "server/analytics"],
+    "server": ["proto", "api", "s3"] + SERVER_STAGES,
     "server/rpc": ["proto", "api", "server"] + SERVER_STAGES,
     "worker": [],
     "worker/checkpoint": ["worker"],
@@ -43,12 +44,13 @@ ALLOWED = {
     "worker/eval": ["worker", "worker/checkpoint", "worker/tokenizer", "worker/model"],
     "worker/averaging": ["worker", "worker/checkpoint", "worker/model", "worker/eval"],
     "worker/backend": WORKER_STAGES,
-    "worker/daemon": ["proto", "api", "worker/eval", "worker/backend"],
+    "worker/cache": ["s3"],
+    "worker/daemon": ["proto", "api", "s3", "worker/eval", "worker/backend", "worker/cache"],
     "client": ["proto", "api"],
 }
 FREE = ("testing", "tests", "bench", "fuzz", "examples")
 TORCH_OK = ("worker", "examples", "bench", "tests", "testing")
-PROJECT_ROOTS = ("common", "api", "server", "worker", "client", "testing", "tests", "bench",
+PROJECT_ROOTS = ("common", "s3", "api", "server", "worker", "client", "testing", "tests", "bench",
                  "fuzz", "examples")
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
 

@@ -103,12 +103,12 @@ absl::StatusOr<std::vector<DirEntry>> FakeFileSystem::List(const std::string& di
   for (const auto& [path, file] : files_) {
     std::string name = ChildName(d, path);
     if (name.empty() || errors_.count({Op::kStat, path}) > 0) continue;
-    by_name[name] = {FileKind::kRegular, file.bytes.size(), file.mtime_nanos};
+    by_name[name] = {FileKind::kRegular, file.bytes.size(), file.mtime_nanos, ""};
   }
   for (const std::string& path : dirs_) {
     std::string name = ChildName(d, path);
     if (name.empty() || errors_.count({Op::kStat, path}) > 0) continue;
-    by_name[name] = {FileKind::kDirectory, 0, 0};
+    by_name[name] = {FileKind::kDirectory, 0, 0, ""};
   }
   std::vector<DirEntry> entries;
   entries.reserve(by_name.size());
@@ -121,9 +121,9 @@ absl::StatusOr<FileStat> FakeFileSystem::Stat(const std::string& path) {
   const std::string p = Normalize(path);
   if (absl::Status injected = Enter(Op::kStat, p); !injected.ok()) return injected;
   if (auto it = files_.find(p); it != files_.end()) {
-    return FileStat{FileKind::kRegular, it->second.bytes.size(), it->second.mtime_nanos};
+    return FileStat{FileKind::kRegular, it->second.bytes.size(), it->second.mtime_nanos, ""};
   }
-  if (dirs_.count(p) > 0) return FileStat{FileKind::kDirectory, 0, 0};
+  if (dirs_.count(p) > 0) return FileStat{FileKind::kDirectory, 0, 0, ""};
   return absl::NotFoundError(absl::StrCat("cannot stat ", p, ": no such file or folder"));
 }
 
