@@ -623,7 +623,10 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
   absl::StatusOr<Response> response = Execute(request);
   const int close_result = ::close(fd);
   const int close_errno = errno;
-  if (!response.ok()) return Annotate(response.status(), absl::StrCat("into ", path));
+  if (!response.ok()) {
+    return absl::Status(response.status().code(),
+                        absl::StrCat(response.status().message(), " (into ", path, ")"));
+  }
   const std::string where = absl::StrCat("S3 GetObject ", FormatS3Uri(S3Uri{bucket, key}),
                                          " into ", path);
   if (close_result != 0) {
