@@ -199,7 +199,9 @@ absl::StatusOr<std::unique_ptr<CheckpointCache>> CheckpointCache::Create(Checkpo
         "checkpoint cache: --cache_bytes and --fetch_concurrency must be at least 1");
   }
   if (options.dir.empty()) {
-    return absl::InvalidArgumentError("checkpoint cache: no folder (--cache_dir)");
+    return absl::InvalidArgumentError(
+        "checkpoint cache: no folder (neither XDG_CACHE_HOME nor HOME is set): start the "
+        "worker with --cache_dir DIR");
   }
   std::unique_ptr<CheckpointCache> cache(new CheckpointCache(std::move(options)));
   RETURN_IF_ERROR(cache->Open());

@@ -14,7 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "testing/files.h"
 #include "testing/http.h"
+#include "testing/process.h"
 #include "testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -734,6 +736,137 @@ TEST_F(WorkerDaemonPathTest, ARunsTokenizerPathNeedsTokenizerDirs) {
   EXPECT_FALSE(ResolvesUnder((root_ / "tokenizers2").string(), (root_ / "tokenizers").string()));
 }
 
+// Converted checkpoints (issue #18): a run's --convert names one of the worker's
+// converters; its output, in the worker's cache, is what the backend loads.
+class WorkerDaemonConvertTest : public WorkerDaemonPathTest {
+ protected:
+  void SetUp() override {
+    WorkerDaemonPathTest::SetUp();
+    std::ofstream(root_ / "source/step_100/distcp.bin") << "DCP-WEIGHTS";
+    WriteScript("good", "echo \"$1\" >> \"$(dirname \"$0\")/runs.log\"\n"
+                        "cp \"$1/distcp.bin\" \"$2/model.safetensors\"\n"
+                        "echo '{}' > \"$2/config.json\"\n");
+    WriteScript("bad", "echo 'reading .metadata' ; echo 'KeyError: optimizer state missing' >&2\n"
+                       "exit 3\n");
+    SetTask();
+  }
+  void WriteScript(const std::string& name, const std::string& script) {
+    std::ofstream(root_ / (name + ".sh")) << script;
+  }
+  ConverterSpec Converter(const std::string& name) {
+    auto spec = ParseConverterSpec(name + "=/bin/sh " + (root_ / (name + ".sh")).string() + " {src} {dst}");
+    EXPECT_OK(spec);
+    return *spec;
+  }
+  void RecreateWithConverters(const std::vector<std::string>& names) {
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.name = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    options.cache.dir = (root_ / "cache").string();
+    options.cache.limit_bytes = 1 << 20;
+    for (const std::string& name : names) options.converters.push_back(Converter(name));
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+  ::steadyeval::v1::LeasedJob ConvertLease(uint64_t id, const std::string& converter) {
+    auto lease = Lease(id, (root_ / "source/step_100").string());
+    lease.set_convert(converter);
+    return lease;
+  }
+};
+
+TEST_F(WorkerDaemonConvertTest, ALeaseWithConvertRunsTheConverterAndLoadsItsOutput) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "good"), ConvertLease(2, "good")});
+  ASSERT_EQ(daemon_->jobs_done(), 2) << (failed_.empty() ? "" : failed_[0].reason());
+  ASSERT_EQ(fake_->loaded.size(), 2u);
+  const std::string loaded = fake_->loaded[0].substr(4);  // after "raw "
+  EXPECT_TRUE(absl::StartsWith(loaded, (root_ / "cache/entries/").string())) << loaded;
+  EXPECT_EQ(fake_->loaded[1], fake_->loaded[0]);
+  EXPECT_EQ(::steadyeval::testing::ReadFileOrEmpty(loaded + "/model.safetensors"), "DCP-WEIGHTS");
+  EXPECT_TRUE(std::filesystem::exists(loaded + "/config.json"));
+  // Converted once: the second job found the output in the cache.
+  EXPECT_EQ(::steadyeval::testing::ReadFileOrEmpty((root_ / "runs.log").string()),
+            (root_ / "source/step_100").string() + "\n");
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "ok"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_misses_total"), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_hits_total"), 1.0);
+  EXPECT_GT(*Series("steadyeval_worker_cache_bytes"), 0.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_limit_bytes"), 1 << 20);
+}
+
+TEST_F(WorkerDaemonConvertTest, AnUnknownConverterFailsTheJobNamingItAndTheWorkersOwn) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "megatron")});
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());  // another worker may declare it
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("'megatron'"), ::testing::HasSubstr("good, bad"),
+                               ::testing::HasSubstr("--converter megatron=")));
+}
+
+TEST_F(WorkerDaemonConvertTest, AFailingConverterFailsTheJobAndTheDaemonTakesTheNext) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "bad"), ConvertLease(2, "good")});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].job_id(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("converter 'bad'"),
+                               ::testing::HasSubstr("exited with status 3"),
+                               ::testing::HasSubstr("KeyError: optimizer state missing")));
+  EXPECT_EQ(daemon_->jobs_done(), 1);  // the next job ran
+  ASSERT_EQ(reports_.size(), 1u);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "failed"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "ok"}}), 1.0);
+  // Nothing of the failed conversion stays in the cache.
+  EXPECT_TRUE(std::filesystem::is_empty(root_ / "cache/tmp"));
+}
+
+// A converter that hangs is killed at --converter_timeout_s; the job fails naming it.
+TEST_F(WorkerDaemonConvertTest, AHangingConverterFailsTheJobAtItsTimeout) {
+  WriteScript("hang", "echo 'loading shard 1'; exec sleep 1000\n");
+  auto backend = std::make_unique<FakeBackend>();
+  fake_ = backend.get();
+  DaemonOptions options;
+  options.worker_id = "w1-id";
+  options.name = "w1";
+  options.acquire_wait_ms = 10;
+  options.retry_backoff_ms = 1;
+  options.cache.dir = (root_ / "cache").string();
+  options.converters = {Converter("hang"), Converter("good")};
+  options.converter_timeout_ms = 300;  // the real clock
+  daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  RunLeases(task_text_, {ConvertLease(1, "hang"), ConvertLease(2, "good")});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("converter 'hang'"), ::testing::HasSubstr("0.3 s"),
+                               ::testing::HasSubstr("--converter_timeout_s"),
+                               ::testing::HasSubstr("loading shard 1")));
+  EXPECT_EQ(daemon_->jobs_done(), 1);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "timeout"}}), 1.0);
+}
+
+TEST(WorkerFlagsTest, AConverterWithoutDstIsRejectedAtStart) {
+  const auto result = ::steadyeval::testing::RunCommand(
+      {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
+       "--converter", "dcp=python3 /opt/dcp_to_hf.py {src}"});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_THAT(result.err, ::testing::AllOf(::testing::HasSubstr("--converter"),
+                                           ::testing::HasSubstr("{dst}")));
+  const auto bytes = ::steadyeval::testing::RunCommand(
+      {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
+       "--cache_bytes", "12Q"});
+  EXPECT_EQ(bytes.exit_code, 2) << bytes.err;
+  EXPECT_THAT(bytes.err, ::testing::HasSubstr("--cache_bytes '12Q'"));
+}
+
 TEST_F(WorkerDaemonMetricsTest, DrainAfterGraceHandsTheJobBackAfterTheCurrentBatch) {
   namespace v1 = ::steadyeval::v1;
   const std::string task_text = McTaskText(5);
@@ -1112,6 +1245,15 @@ TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {
         "steadyeval_worker_eval_seconds_total{worker=\"w1\"} 0\n",
         "steadyeval_worker_tokens_per_second{worker=\"w1\"} 0\n",
         "steadyeval_worker_examples_per_second{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_bytes{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_limit_bytes{worker=\"w1\"} 107374182400\n",
+        "steadyeval_worker_cache_evictions_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_fetched_bytes_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_hits_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_misses_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"ok\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"failed\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"timeout\",worker=\"w1\"} 0\n",
         "# TYPE steadyeval_worker_device_memory_bytes gauge\n",
         "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"used\",worker=\"w1\"} ",
         "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"peak\",worker=\"w1\"} "}) {
