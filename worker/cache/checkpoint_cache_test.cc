@@ -194,10 +194,10 @@ TEST_F(CheckpointCacheTest, IdentityCoversEveryFilesNameSizeAndVersion) {
   EXPECT_NE(tagged.key, first.key);
   remote_.SetEtag(dir + "/model.safetensors", "etag-2");
   EXPECT_NE(IdentifyCheckpoint(remote_, "test", dir)->key, tagged.key);
-  // A size changes: a new key.
+  // A size changes (under the same ETag): a new key.
   remote_.SetEtag(dir + "/model.safetensors", "etag-1");
   EXPECT_EQ(IdentifyCheckpoint(remote_, "test", dir)->key, tagged.key);
-  remote_.files.Resize(dir + "/sub/extra.bin", 101);
+  remote_.files.Resize(dir + "/model.safetensors", 401);
   EXPECT_NE(IdentifyCheckpoint(remote_, "test", dir)->key, tagged.key);
   // Without ETags (a local folder), the mtime is the version.
   const std::string local = "/bucket/run/step_2";
