@@ -280,7 +280,8 @@ TEST_F(CheckpointCacheTest, ACheckpointLargerThanTheLimitIsResourceExhausted) {
   auto cache = NewCache(500);
   EXPECT_THAT(Fetch(*cache, dir),
               StatusIs(absl::StatusCode::kResourceExhausted,
-                       AllOf(HasSubstr("step_1"), HasSubstr("600 B"), HasSubstr("500 B"),
+                       AllOf(HasSubstr("step_1"), HasSubstr("600 B"), HasSubstr("more than the whole"),
+                             HasSubstr("500 B"),
                              HasSubstr("--cache_bytes"))));
   EXPECT_EQ(remote_.reads(), 0);
   EXPECT_EQ(cache->bytes(), 0u);
