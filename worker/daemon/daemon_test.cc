@@ -856,13 +856,15 @@ TEST_F(WorkerDaemonConvertTest, AHangingConverterFailsTheJobAtItsTimeout) {
 TEST(WorkerFlagsTest, AConverterWithoutDstIsRejectedAtStart) {
   const auto result = ::steadyeval::testing::RunCommand(
       {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
-       "--converter", "dcp=python3 /opt/dcp_to_hf.py {src}"});
+       "--converter", "dcp=python3 /opt/dcp_to_hf.py {src}"},
+      /*timeout_seconds=*/60);  // a worker that accepted the flag would run until killed
   EXPECT_EQ(result.exit_code, 2) << result.err;
   EXPECT_THAT(result.err, ::testing::AllOf(::testing::HasSubstr("--converter"),
                                            ::testing::HasSubstr("{dst}")));
   const auto bytes = ::steadyeval::testing::RunCommand(
       {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
-       "--cache_bytes", "12Q"});
+       "--cache_bytes", "12Q"},
+      /*timeout_seconds=*/60);
   EXPECT_EQ(bytes.exit_code, 2) << bytes.err;
   EXPECT_THAT(bytes.err, ::testing::HasSubstr("--cache_bytes '12Q'"));
 }
