@@ -127,7 +127,8 @@ TEST(RunSourceFactoryTest, NoCredentialsRefusesS3RunsNamingWhatToSet) {
   EXPECT_THAT(factory.Make(RunOn("s3://ckpt/run1", "", "us-east-1")),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("AWS_ACCESS_KEY_ID"), HasSubstr("AWS_SECRET_ACCESS_KEY"),
-                             HasSubstr("AWS_SHARED_CREDENTIALS_FILE"))));
+                             HasSubstr("AWS_SHARED_CREDENTIALS_FILE"),
+                             HasSubstr("steadyeval-server's environment"))));
   EXPECT_TRUE(made.made.empty());
   EXPECT_EQ(factory.s3_file_systems(), 0u);
 }
