@@ -55,7 +55,7 @@ absl::StatusOr<FileSystem*> RunSourceFactory::S3FileSystemFor(const std::string&
         "steadyeval-server's environment and restart it): ",
         credentials.status().message()));
   }
-  S3ClientOptions client;
+  S3ClientOptions client = options_.client_template;
   client.endpoint = endpoint;
   client.region = region;
   client.credentials = *std::move(credentials);

@@ -41,6 +41,9 @@ struct RunSourceOptions {
   GetEnvFn getenv;
   // The region of an s3 run that names none (runs are stored with one: CheckRunSource).
   std::string default_s3_region = "us-east-1";
+  // Timeouts, retries and backoff of every S3 client; its endpoint, region, credentials,
+  // clock and observer are set per client from the run and the fields above.
+  S3ClientOptions client_template;
   // Makes the file system of one (endpoint, region) from its client's options
   // (credentials loaded, observer and clock set). Empty: an S3FileSystem over
   // S3Client::Create. Tests pass fakes.
