@@ -451,22 +451,20 @@ absl::StatusOr<std::string> WorkerDaemon::AllowedTokenizer(const v1::LeasedJob& 
 
 namespace {
 
-// An error of listing or fetching a checkpoint (`what`), as the job fails with it: gone is
+// An error of listing or fetching a checkpoint, as the job fails with it, prefixed with
+// `context` when not empty (the cache's and listing's own messages name the path): gone is
 // NOT_FOUND (permanent) or, for a window member, MembersGoneError; a full cache and a
 // cancellation keep their codes; anything else (access denied, an endpoint down, a size
 // mismatch, an unknown error) is retryable, with PERMISSION_DENIED reported as UNAVAILABLE
 // (RunJob reads PERMISSION_DENIED as the coordinator refusing the lease).
-absl::Status FetchFailure(const absl::Status& status, const std::string& what, bool window_member) {
+absl::Status FetchFailure(const absl::Status& status, const std::string& context, bool window_member) {
+  const absl::Status named = context.empty() ? status : Annotate(status, context);
   if (absl::IsNotFound(status)) {
-    return window_member ? MembersGoneError(absl::StrCat("window member ", what, ": ", status.message()))
-                         : Annotate(status, what);
+    return window_member ? MembersGoneError(absl::StrCat("window member: ", named.message())) : named;
   }
-  if (absl::IsCancelled(status) || absl::IsResourceExhausted(status)) return Annotate(status, what);
-  const absl::Status annotated =
-      absl::IsPermissionDenied(status)
-          ? absl::UnavailableError(absl::StrCat(what, ": ", status.message()))
-          : Annotate(status, what);
-  return WithJobFailure(annotated, JobFailure::kRetryable);
+  if (absl::IsCancelled(status) || absl::IsResourceExhausted(status)) return named;
+  return WithJobFailure(absl::IsPermissionDenied(status) ? absl::UnavailableError(named.message()) : named,
+                        JobFailure::kRetryable);
 }
 
 }  // namespace
@@ -575,13 +573,13 @@ absl::StatusOr<WorkerDaemon::LocalCheckpoint> WorkerDaemon::Materialize(
   absl::StatusOr<CheckpointCache*> cache = Cache();
   if (!cache.ok()) return WithJobFailure(Annotate(cache.status(), what), JobFailure::kRetryable);
   absl::StatusOr<CheckpointIdentity> identity = IdentifyCheckpoint(*fs, origin, dir);
-  if (!identity.ok()) return FetchFailure(identity.status(), what, window_member);
+  if (!identity.ok()) return FetchFailure(identity.status(), "", window_member);
   const CheckpointCache::CancelFn cancelled = [this, &lost] {
     return lost.load() || stopping_.load() || DrainExpired();
   };
   if (converter == nullptr) {
     absl::StatusOr<CacheEntry> fetched = (*cache)->Fetch(*fs, *identity, cancelled);
-    if (!fetched.ok()) return FetchFailure(fetched.status(), what, window_member);
+    if (!fetched.ok()) return FetchFailure(fetched.status(), "", window_member);
     const std::string local = fetched->path();
     return LocalCheckpoint{local, std::move(*fetched)};
   }
@@ -592,7 +590,7 @@ absl::StatusOr<WorkerDaemon::LocalCheckpoint> WorkerDaemon::Materialize(
     absl::StatusOr<CacheEntry> fetched = (*cache)->Fetch(*fs, *identity, cancelled);
     if (!fetched.ok()) {
       source_failed = true;
-      return FetchFailure(fetched.status(), what, window_member);
+      return FetchFailure(fetched.status(), "", window_member);
     }
     const std::string local = fetched->path();
     return CheckpointCache::ConvertSource{local, std::move(*fetched)};

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "testing/fake_bucket_file_system.h"
 #include "testing/files.h"
 #include "testing/http.h"
 #include "testing/process.h"
@@ -524,6 +525,7 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
   std::vector<::steadyeval::v1::FailJobRequest> failed_;
   std::vector<::steadyeval::v1::RegisterWorkerRequest> registrations_;
   std::vector<::steadyeval::v1::GetTaskRequest> task_requests_;
+  uint64_t bytes_after_first_ = 0;
 };
 
 TEST_F(WorkerDaemonMetricsTest, CountsAJobsExamplesTokensAndEvaluationTime) {
@@ -851,6 +853,124 @@ TEST_F(WorkerDaemonConvertTest, AHangingConverterFailsTheJobAtItsTimeout) {
                                ::testing::HasSubstr("loading shard 1")));
   EXPECT_EQ(daemon_->jobs_done(), 1);
   EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "timeout"}}), 1.0);
+}
+
+// s3:// leases (issue #18), against a bucket held in memory: checkpoints are fetched into
+// the cache through the file system made for the lease's endpoint, and loaded from there.
+class WorkerDaemonS3Test : public WorkerDaemonMetricsTest {
+ protected:
+  void SetUp() override {
+    WorkerDaemonMetricsTest::SetUp();
+    task_text_ = McTaskText(1);
+    auto task = ParseTask("mc.jsonl", task_text_);
+    ASSERT_OK(task);
+    task_sha256_ = task->sha256;
+    for (int step : {100, 200, 300}) {
+      const std::string dir = "s3://ckpt/run/step_" + std::to_string(step);
+      bucket_->WriteFile(dir + "/config.json", "{}");
+      bucket_->WriteFile(dir + "/model.safetensors", std::string(1000, static_cast<char>('0' + step / 100)));
+    }
+    bucket_->WriteFile("s3://ckpt/other/step_100/config.json", "{}");
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.name = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    options.cache.dir = cache_dir_.path();
+    options.cache.limit_bytes = 1 << 20;
+    options.s3_credentials = AwsCredentials{"AKID", "SECRET", "", "test"};
+    options.s3_file_system = [this](const S3ClientOptions& client) -> absl::StatusOr<std::shared_ptr<FileSystem>> {
+      clients_.push_back(client.endpoint + " " + client.region + " " + client.credentials.access_key_id);
+      return std::shared_ptr<FileSystem>(bucket_);
+    };
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+  ::steadyeval::v1::LeasedJob S3Lease(uint64_t id, std::vector<int> steps) {
+    auto lease = RawLease(id, steps.back(), task_sha256_);
+    lease.set_source_root("s3://ckpt/run/");
+    lease.set_s3_endpoint("http://127.0.0.1:9");
+    lease.set_s3_region("eu-west-1");
+    lease.clear_checkpoint_paths();
+    lease.mutable_job()->clear_steps();
+    for (int step : steps) {
+      lease.add_checkpoint_paths("s3://ckpt/run/step_" + std::to_string(step));
+      lease.mutable_job()->add_steps(step);
+    }
+    if (steps.size() > 1) {
+      SetJobKind(*lease.mutable_job(), JobKind::Average(steps.size()));
+      lease.set_window(steps.size());
+    }
+    return lease;
+  }
+
+  ::steadyeval::testing::TempDir cache_dir_;
+  std::shared_ptr<::steadyeval::testing::FakeBucketFileSystem> bucket_ =
+      std::make_shared<::steadyeval::testing::FakeBucketFileSystem>();
+  std::vector<std::string> clients_;
+  std::string task_text_;
+  std::string task_sha256_;
+};
+
+TEST_F(WorkerDaemonS3Test, FetchesAWindowIntoTheCacheOnceAndLoadsItFromThere) {
+  RunLeases(task_text_, {S3Lease(1, {100, 200}), S3Lease(2, {100, 200})},
+            {nullptr, [&] { bytes_after_first_ = bucket_->BytesRead(); }});
+  ASSERT_EQ(daemon_->jobs_done(), 2) << (failed_.empty() ? "" : failed_[0].reason());
+  ASSERT_EQ(fake_->loaded.size(), 2u);
+  EXPECT_EQ(fake_->loaded[1], fake_->loaded[0]);
+  EXPECT_THAT(fake_->loaded[0], ::testing::StartsWith("avg r 2 " + cache_dir_.path() + "/entries/"));
+  // One client, for the lease's endpoint and region, with this worker's credentials.
+  EXPECT_THAT(clients_, ::testing::ElementsAre("http://127.0.0.1:9 eu-west-1 AKID"));
+  // The second window was all cached: nothing fetched again.
+  EXPECT_EQ(bytes_after_first_, 2 * 1002u);
+  EXPECT_EQ(bucket_->BytesRead(), bytes_after_first_);
+  EXPECT_EQ(Series("steadyeval_worker_cache_fetched_bytes_total"), 2 * 1002.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_misses_total"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_hits_total"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_bytes"), 2 * 1002.0);
+}
+
+TEST_F(WorkerDaemonS3Test, PathsOutsideTheSourceGoneMembersAndBucketErrorsFailTheJob) {
+  auto outside = S3Lease(1, {100});
+  outside.set_checkpoint_paths(0, "s3://ckpt/other/step_100");
+  auto sneaky = S3Lease(2, {100});
+  sneaky.set_checkpoint_paths(0, "s3://ckpt/run/../other/step_100");
+  auto gone = S3Lease(3, {100, 400});  // step_400 has no objects
+  auto denied = S3Lease(4, {300});
+  RunLeases(task_text_, {outside, sneaky, gone, denied},
+            {nullptr, nullptr, nullptr, [&] {
+               bucket_->files().InjectError(::steadyeval::testing::FakeFileSystem::Op::kList,
+                                            "/ckpt/run/step_300",
+                                            absl::PermissionDeniedError("S3 ListObjectsV2 s3://ckpt/run/step_300/: HTTP 403 AccessDenied"));
+             }});
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 4u);
+  EXPECT_EQ(failed_[0].failure(), ::steadyeval::v1::JOB_FAILURE_PERMANENT);
+  EXPECT_THAT(failed_[0].reason(), ::testing::HasSubstr("outside the run's source s3://ckpt/run/"));
+  EXPECT_EQ(failed_[1].failure(), ::steadyeval::v1::JOB_FAILURE_PERMANENT);
+  EXPECT_EQ(failed_[2].failure(), ::steadyeval::v1::JOB_FAILURE_MEMBERS_GONE);
+  EXPECT_THAT(failed_[2].reason(), ::testing::HasSubstr("step_400"));
+  // Access denied is retryable (another worker's credentials may do) and named.
+  EXPECT_EQ(failed_[3].failure(), ::steadyeval::v1::JOB_FAILURE_RETRYABLE);
+  EXPECT_THAT(failed_[3].reason(), ::testing::HasSubstr("HTTP 403 AccessDenied"));
+}
+
+TEST_F(WorkerDaemonS3Test, AWorkerWithoutCredentialsFailsS3JobsAsRetryable) {
+  auto backend = std::make_unique<FakeBackend>();
+  fake_ = backend.get();
+  DaemonOptions options;
+  options.worker_id = "w1-id";
+  options.acquire_wait_ms = 10;
+  options.cache.dir = cache_dir_.path();
+  options.s3_credentials = absl::NotFoundError("no AWS_ACCESS_KEY_ID, no ~/.aws/credentials");
+  daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  RunLeases(task_text_, {S3Lease(1, {100})});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(), ::testing::AllOf(::testing::HasSubstr("no AWS credentials"),
+                                                    ::testing::HasSubstr("AWS_ACCESS_KEY_ID")));
 }
 
 TEST(WorkerFlagsTest, AConverterWithoutDstIsRejectedAtStart) {
