@@ -19,6 +19,7 @@
 #include "testing/http.h"
 #include "testing/process.h"
 #include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "api/protocol.h"
