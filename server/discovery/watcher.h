@@ -5,7 +5,7 @@
 // step (common/steps.h; names like step_000100.tmp are ignored). A candidate is admitted
 // once, when both:
 //   - complete: CompletenessCheck passes (config, weights, safetensors headers, marker);
-//   - quiescent: its fingerprint (file names, sizes, mtimes) is unchanged between two polls
+//   - quiescent: its fingerprint (file names, sizes, mtimes, ETags) is unchanged between two polls
 //     at least settle_seconds apart on the Clock's monotonic time. A candidate therefore
 //     always needs at least two polls, even with settle_seconds = 0.
 // Anything else stays pending, with a human-readable reason, and is re-checked on the next
@@ -21,6 +21,7 @@
 #define STEADYEVAL_SERVER_DISCOVERY_WATCHER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -44,6 +45,12 @@ struct WatcherOptions {
   double settle_seconds = 0;
   // Where `source` is read when Create gets no source. Not owned; must outlive the watcher.
   FileSystem* file_system = FileSystem::Local();
+  // Called after every listing of the source's root (one per Poll) with how long it took
+  // on the Clock's monotonic time and how it ended; may be empty. For metrics.
+  std::function<void(double seconds, const absl::Status& status)> on_list = nullptr;
+  // The run's converter (RunConfig.convert); empty: checkpoints are read natively (Hugging
+  // Face layout). Completeness rules follow the layout it implies (completeness.h).
+  std::string convert = "";
 };
 
 struct AdmittedCheckpoint {
