@@ -89,6 +89,11 @@ class S3Client {
   absl::StatusOr<S3Listing> List(const std::string& bucket, const std::string& prefix,
                                  const std::string& delimiter = "/");
 
+  // The first page only, of at most `max_keys` objects and common prefixes together: enough
+  // to tell whether anything exists under `prefix` (NOT_FOUND only for a missing bucket).
+  absl::StatusOr<S3Listing> ListFirstPage(const std::string& bucket, const std::string& prefix,
+                                          const std::string& delimiter, int max_keys);
+
   absl::StatusOr<S3Object> Head(const std::string& bucket, const std::string& key);
 
   // Bytes [offset, offset + length) (fewer at the end of the object; none from or past
@@ -110,8 +115,25 @@ class S3Client {
   std::string DescribeEndpoint() const;
 
  private:
+  struct Request;   // one S3 operation (s3_client.cc)
+  struct Response;  // what its last attempt got
+
   explicit S3Client(S3ClientOptions options);
+  // Sends `request`, retrying transient failures with backoff; OK only for a success.
+  absl::StatusOr<Response> Execute(const Request& request) const;
+  // One HTTP attempt.
+  Response Attempt(const Request& request) const;
+  // ListObjectsV2 pages: every page, or (max_keys > 0) the first page of max_keys entries.
+  absl::StatusOr<S3Listing> ListPages(const std::string& bucket, const std::string& prefix,
+                                      const std::string& delimiter, int max_keys) const;
+  // The URL of `request` and the value of its Host header.
+  std::string Url(const Request& request, std::string* host, std::string* path) const;
+
   S3ClientOptions options_;
+  // The custom endpoint split up ("http", "127.0.0.1:9000", a base path or ""); empty for AWS.
+  std::string scheme_;
+  std::string authority_;
+  std::string base_path_;
 };
 
 }  // namespace steadyeval
