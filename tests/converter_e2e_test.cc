@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -40,7 +41,9 @@ class ConverterEndToEndTest : public ::testing::Test {
   void SetUp() override {
     workers_.reserve(4);  // StartWorker hands out references into it
     bin_ = BinDir();
-    converter_ = SourceDir() + "/converters/dcp_to_hf.py";
+    source_dir_ = fs::absolute(SourceDir()).lexically_normal().string();
+    while (source_dir_.size() > 1 && source_dir_.back() == '/') source_dir_.pop_back();
+    converter_ = source_dir_ + "/converters/dcp_to_hf.py";
     ASSERT_TRUE(fs::exists(kPython)) << "python3-torch is needed (scripts/install-deps.sh)";
     CommandResult tok = Tool({"tokenizer", "--out", tmp_ / "tok"});
     ASSERT_EQ(tok.exit_code, 0) << tok.err;
@@ -70,7 +73,7 @@ class ConverterEndToEndTest : public ::testing::Test {
   // The same weights as `hf_folder`, written in place as a DCP checkpoint (plus a
   // non-tensor train_state entry) into `root`/step_NNNNNN: what a trainer leaves.
   void WriteDcp(const std::string& hf_folder, const std::string& root, uint64_t step) {
-    CommandResult r = RunCommand({kPython, SourceDir() + "/converters/testdata/hf_to_dcp.py",
+    CommandResult r = RunCommand({kPython, source_dir_ + "/converters/testdata/hf_to_dcp.py",
                                   "--train_state", hf_folder, root + "/" + StepName(step)});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
@@ -149,16 +152,33 @@ class ConverterEndToEndTest : public ::testing::Test {
 
   std::map<std::pair<uint64_t, std::string>, double> Scores(const std::string& run) {
     std::map<std::pair<uint64_t, std::string>, double> out;
-    for (const auto& s : Cli({"scores", run})["scores"]) {
+    const json scores = Cli({"scores", run});
+    for (const auto& s : scores["scores"]) {
       out[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
     }
     return out;
   }
 
-  // The one job of run `run`.
-  json OnlyJob(const std::string& run) {
+  // Every stored per-example prediction of run `run` (`steadyeval export`), keyed by task,
+  // variant, step and example, with the run's name left out.
+  std::map<std::string, json> Predictions(const std::string& run) {
+    CommandResult r = RunCommand(
+        {bin_ + "/steadyeval", "--server", addr_, "export", run, "--format", "jsonl"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::map<std::string, json> out;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+      json row = json::parse(std::string(line), nullptr, false);
+      EXPECT_FALSE(row.is_discarded()) << line;
+      row.erase("run");
+      const std::string key = json::array({row["task"], row["variant"], row["step"], row["example"]}).dump();
+      out[key] = std::move(row);
+    }
+    return out;
+  }
+
+  // The first job of run `run` (null while it has none).
+  json FirstJob(const std::string& run) {
     json jobs = Cli({"jobs", "--run", run});
-    EXPECT_EQ(jobs["jobs"].size(), 1u) << jobs.dump(2);
     return jobs["jobs"].empty() ? json() : jobs["jobs"][0];
   }
 
@@ -170,6 +190,7 @@ class ConverterEndToEndTest : public ::testing::Test {
 
   TempDir tmp_;
   std::string bin_;
+  std::string source_dir_;
   std::string converter_;
   std::string addr_;
   ChildProcess server_;
@@ -226,12 +247,24 @@ TEST_F(ConverterEndToEndTest, DISABLED_DcpRunScoresEqualTheHfRunAndBadConverters
     EXPECT_EQ(conv_scores.at(key), score) << key.first << " " << key.second;
   }
 
+  // Not only the scores: every example's stored output (per-option log-likelihoods,
+  // generated text) is the same.
+  const auto hf_predictions = Predictions("hf");
+  const auto conv_predictions = Predictions("conv");
+  ASSERT_FALSE(hf_predictions.empty());
+  ASSERT_EQ(conv_predictions.size(), hf_predictions.size());
+  for (const auto& [key, prediction] : hf_predictions) {
+    ASSERT_TRUE(conv_predictions.count(key)) << key;
+    ASSERT_EQ(conv_predictions.at(key), prediction) << key;
+  }
+
   // The failing converter: the job fails with its stderr (dcp_to_hf.py's one line).
   json broken = WaitForState("broken", "failed", 1, 180);
-  const json broken_job = OnlyJob("broken");
+  const json broken_job = FirstJob("broken");
   EXPECT_EQ(broken_job["state"], "failed") << broken_job.dump(2);
   EXPECT_THAT(broken_job["error"].get<std::string>(),
-              AllOf(HasSubstr("noconfig"), HasSubstr("no config.json in"), HasSubstr("--config")))
+              AllOf(HasSubstr("converter 'noconfig' exited with status 1"),
+                    HasSubstr("dcp_to_hf: no config.json in"), HasSubstr("--config")))
       << broken_job.dump(2);
   EXPECT_THAT(broken["checkpoints"][0]["error"].get<std::string>(), HasSubstr("no config.json"));
   EXPECT_TRUE(worker.running()) << worker.Logs();
@@ -244,18 +277,16 @@ TEST_F(ConverterEndToEndTest, DISABLED_DcpRunScoresEqualTheHfRunAndBadConverters
       {"--converter_timeout_s", "2"});
   ASSERT_TRUE(AddRun({"hang", "--source", no_config, "--tasks", mc_task, "--settle_seconds",
                       "0.3", "--convert", "hang"}));
-  json hang_job;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        hang_job = OnlyJob("hang");
-        return !patient.running() ||
-               (!hang_job.is_null() && !hang_job["error"].get<std::string>().empty());
-      },
-      seconds(180), milliseconds(500)))
-      << hang_job.dump(2) << Logs();
+  // Retried like any failed attempt, then failed for good, each attempt naming the timeout.
+  json hang = WaitForState("hang", "failed", 1, 240);
+  const json hang_job = FirstJob("hang");
+  EXPECT_EQ(hang_job["state"], "failed") << hang_job.dump(2);
   EXPECT_THAT(hang_job["error"].get<std::string>(),
-              AllOf(HasSubstr("hang"), HasSubstr("--converter_timeout_s")))
+              AllOf(HasSubstr("converter 'hang'"), HasSubstr("timeout of 2 s"),
+                    HasSubstr("--converter_timeout_s")))
       << hang_job.dump(2);
+  EXPECT_THAT(hang["checkpoints"][0]["error"].get<std::string>(),
+              HasSubstr("--converter_timeout_s"));
   EXPECT_TRUE(patient.running()) << patient.Logs();
   // Still serving: the HF run's next checkpoint is evaluated by the same worker.
   WriteHf(hf, 400);
