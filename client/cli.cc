@@ -59,7 +59,24 @@ const std::vector<FlagSpec>& GlobalFlags() {
 // Every command-specific flag; a command lists the names it takes.
 const std::vector<FlagSpec>& CommandFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
-      {"source", false, "folder the trainer writes checkpoints into (made absolute)", "DIR"},
+      {"source", false,
+       "where the trainer writes checkpoints: a folder (made absolute) or an S3-compatible "
+       "bucket prefix s3://BUCKET/PREFIX (read with the server's own AWS credentials; it "
+       "may hold no objects yet)",
+       "DIR|s3://BUCKET/PREFIX"},
+      {"s3_endpoint", false,
+       "S3-compatible endpoint of an s3:// source (MinIO, Ceph RGW, GCS's XML API), addressed "
+       "path-style; it must be in the server's --s3_endpoints (default: AWS)",
+       "URL"},
+      {"s3_region", false,
+       "region that signs an s3:// source's requests (default: the server's AWS_REGION, else "
+       "us-east-1)",
+       "REGION"},
+      {"convert", false,
+       "converter a worker runs on each checkpoint before loading it (a NAME the workers "
+       "declare with --converter NAME='CMD {src} {dst}'), for Megatron, DeepSpeed or PyTorch "
+       "DCP checkpoints",
+       "NAME"},
       {"tasks", false,
        "task files (.jsonl multiple choice, .json llm-jp-eval), comma-separated, each with an "
        "optional llm-jp-eval category (NLI, QA, RC, MC, EL, FA, MR, MT, HE)",
@@ -349,7 +366,7 @@ void PrintRun(const Invocation& inv, const v1::Run& run, const std::string& verb
   out << verb << " run " << run.config().name() << "\n";
   v1::GetRunResponse details;
   *details.mutable_run() = run;
-  out << RunDetailsText(details);
+  out << RunDetailsText(details, absl::ToUnixMillis(absl::Now()));
 }
 
 // ---- The commands: each one's usage check (CommandSpec::check, where it has one) and code
@@ -395,6 +412,9 @@ absl::Status RunsAdd(const Invocation& inv, v1::EvalService::StubInterface* stub
   config.set_source(MakeAbsolute(source));
   config.set_pattern(inv.Flag("pattern"));
   config.set_marker(inv.Flag("marker"));
+  config.set_s3_endpoint(inv.Flag("s3_endpoint"));
+  config.set_s3_region(inv.Flag("s3_region"));
+  config.set_convert(inv.Flag("convert"));
   if (inv.HasFlag("tokenizer")) config.set_tokenizer_path(MakeAbsolute(inv.Flag("tokenizer")));
   int64_t few_shots = 4;
   if (inv.HasFlag("few_shots")) absl::SimpleAtoi(inv.Flag("few_shots"), &few_shots);
@@ -524,7 +544,7 @@ absl::Status RunsShow(const Invocation& inv, v1::EvalService::StubInterface* stu
   if (inv.json) {
     PrintJson(RunDetailsToJson(resp), out);
   } else {
-    out << RunDetailsText(resp);
+    out << RunDetailsText(resp, absl::ToUnixMillis(absl::Now()));
   }
   return absl::OkStatus();
 }
@@ -539,23 +559,35 @@ absl::Status ListCheckpoints(const Invocation& inv, v1::EvalService::StubInterfa
   RETURN_IF_ERROR(ReadAll(stub->ListCheckpoints(&ctx, req).get(), items));
   // The folders not admitted yet (an older server does not know the request).
   std::vector<v1::PendingCheckpoint> pending;
+  v1::ListPendingCheckpointsResponse pending_resp;
   {
     grpc::ClientContext pending_ctx;
     SetDeadline(inv, pending_ctx);
     v1::ListPendingCheckpointsRequest pending_req;
     pending_req.set_run(inv.args[0]);
-    v1::ListPendingCheckpointsResponse pending_resp;
     absl::Status status =
         ToAbsl(stub->ListPendingCheckpoints(&pending_ctx, pending_req, &pending_resp));
     if (!status.ok() && !absl::IsUnimplemented(status)) return status;
     pending.assign(pending_resp.pending().begin(), pending_resp.pending().end());
   }
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   if (inv.json) {
-    PrintJson(CheckpointsToJson(items, pending), out);
-  } else if (items.empty() && pending.empty()) {
+    Json json = CheckpointsToJson(items, pending);
+    if (!pending_resp.source_error().empty()) {  // only then: the usual shape stays
+      json["source_error"] = pending_resp.source_error();
+      json["source_error_since_unix_ms"] = pending_resp.source_error_since_unix_ms();
+    }
+    PrintJson(json, out);
+    return absl::OkStatus();
+  }
+  if (!pending_resp.source_error().empty()) {
+    out << "the server cannot list this run's source (for "
+        << FormatAge(now_ms - pending_resp.source_error_since_unix_ms())
+        << "; it keeps polling): " << Printable(pending_resp.source_error()) << "\n";
+  }
+  if (items.empty() && pending.empty()) {
     out << "no checkpoints admitted yet for run " << inv.args[0] << "\n";
   } else {
-    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
     out << CheckpointsTable(items, pending, now_ms);
   }
   return absl::OkStatus();
@@ -915,7 +947,7 @@ const std::vector<CommandSpec>& Commands() {
        {"NAME"},
        {"source", "tasks", "few_shots", "few_shots_from", "max_samples", "metric",
         "prompt_language", "bos", "max_new_tokens_delta", "pattern", "marker", "settle_seconds",
-        "tokenizer", "average", "ensemble"},
+        "tokenizer", "average", "ensemble", "s3_endpoint", "s3_region", "convert"},
        "start watching a checkpoint folder and evaluating each new checkpoint on the tasks; "
        "the task files are read here and sent to the server",
        {"steadyeval runs add demo --source ./demo-data/ckpt --tasks "
@@ -926,7 +958,10 @@ const std::vector<CommandSpec>& Commands() {
         ".complete --settle_seconds 30",
         "steadyeval runs add run44 --source /mnt/ckpt/run44 --tasks "
         "eval/test/jsquad.json:RC,eval/test/jnli.json:NLI --few_shots_from eval/train "
-        "--max_samples 100 --metric jcqa=acc_norm"},
+        "--max_samples 100 --metric jcqa=acc_norm",
+        "steadyeval runs add run45 --source s3://ckpt-bucket/run45 --s3_endpoint "
+        "http://minio.internal:9000 --tasks jcqa.jsonl",
+        "steadyeval runs add run46 --source /mnt/ckpt/run46 --convert dcp --tasks jcqa.jsonl"},
        {"source", "tasks"},
        CheckRunsAdd,
        RunsAdd},

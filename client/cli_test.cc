@@ -180,7 +180,7 @@ TEST(RunCliTest, HelpExplainsUsage) {
 
   CliResult add = RunWith({"runs", "add", "--help"}, std::make_unique<MockStub>());
   EXPECT_EQ(add.code, kExitOk);
-  EXPECT_THAT(add.out, HasSubstr("Usage: steadyeval runs add NAME --source DIR --tasks"));
+  EXPECT_THAT(add.out, HasSubstr("Usage: steadyeval runs add NAME --source DIR|s3://BUCKET/PREFIX --tasks"));
   EXPECT_THAT(add.out, HasSubstr("--few_shots K"));
   EXPECT_THAT(add.out, HasSubstr("Examples:"));
 
@@ -384,6 +384,91 @@ TEST(RunCliTest, CheckpointsJsonShape) {
   EXPECT_EQ(out["checkpoints"][0]["error"], "");
   EXPECT_EQ(out["checkpoints"][1]["state"], "failed");
   EXPECT_EQ(out["checkpoints"][1]["error"], "shape mismatch");
+}
+
+TEST(RunCliTest, RunsAddSendsTheBucketEndpointRegionAndConverter) {
+  TempDir dir;
+  const std::string mc = dir.Write("arith_mc.jsonl", kChoiceTask);
+  auto stub = std::make_unique<MockStub>();
+  v1::CreateRunRequest sent;
+  v1::Run created = MakeRun("demo");
+  created.mutable_config()->set_source("s3://ckpt/run42");
+  created.mutable_config()->set_s3_endpoint("http://127.0.0.1:9000");
+  created.mutable_config()->set_s3_region("us-east-1");
+  created.mutable_config()->set_convert("dcp");
+  EXPECT_CALL(*stub, CreateRun(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(created), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"runs", "add", "demo", "--source", "s3://ckpt/run42/", "--s3_endpoint",
+                         "http://127.0.0.1:9000", "--s3_region", "us-east-1", "--convert", "dcp",
+                         "--tasks", mc},
+                        std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(sent.config().source(), "s3://ckpt/run42/");  // not made a local path
+  EXPECT_EQ(sent.config().s3_endpoint(), "http://127.0.0.1:9000");
+  EXPECT_EQ(sent.config().s3_region(), "us-east-1");
+  EXPECT_EQ(sent.config().convert(), "dcp");
+  EXPECT_THAT(r.err, Not(HasSubstr("does not exist")));  // a prefix is not a folder
+  EXPECT_THAT(r.out, HasSubstr("s3_endpoint:"));
+  EXPECT_THAT(r.out, ContainsRegex("s3_region: +us-east-1"));
+  EXPECT_THAT(r.out, ContainsRegex("convert: +dcp"));
+
+  CliResult help = RunWith({"runs", "add", "--help"}, std::make_unique<MockStub>());
+  for (const char* flag : {"--s3_endpoint URL", "--s3_region REGION", "--convert NAME",
+                           "s3://BUCKET/PREFIX", "--s3_endpoints"}) {
+    EXPECT_THAT(help.out, HasSubstr(flag));
+  }
+}
+
+TEST(RunCliTest, RunsShowNamesTheBucketSettingsAndTheSourceError) {
+  auto stub = std::make_unique<MockStub>();
+  v1::GetRunResponse resp;
+  *resp.mutable_run() = MakeRun("demo");
+  resp.mutable_run()->mutable_config()->set_source("s3://ckpt/run42");
+  resp.mutable_run()->mutable_config()->set_s3_region("eu-west-1");
+  resp.set_source_error("checkpoint source s3://ckpt/run42: S3 ListObjectsV2 s3://ckpt/run42/: "
+                        "HTTP 403 AccessDenied");
+  resp.set_source_error_since_unix_ms(absl::ToUnixMillis(absl::Now()) - 120'000);
+  EXPECT_CALL(*stub, GetRun(_, _, _)).WillRepeatedly(DoAll(SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult text = RunWith({"runs", "show", "demo"}, std::move(stub));
+  ASSERT_EQ(text.code, kExitOk) << text.err;
+  EXPECT_THAT(text.out, ContainsRegex("s3_endpoint: +AWS"));
+  EXPECT_THAT(text.out, ContainsRegex("s3_region: +eu-west-1"));
+  EXPECT_THAT(text.out, ContainsRegex("source_error: +checkpoint source .*HTTP 403 AccessDenied "
+                                      "\\(for 2m0.s; the server keeps polling\\)"));
+  EXPECT_THAT(text.out, Not(HasSubstr("convert:")));  // unset settings are not shown
+
+  // A folder run shows none of them.
+  auto plain = std::make_unique<MockStub>();
+  v1::GetRunResponse folder;
+  *folder.mutable_run() = MakeRun("demo");
+  EXPECT_CALL(*plain, GetRun(_, _, _)).WillRepeatedly(DoAll(SetArgPointee<2>(folder), Return(grpc::Status::OK)));
+  CliResult shown = RunWith({"runs", "show", "demo"}, std::move(plain));
+  for (const char* key : {"s3_endpoint", "s3_region", "convert", "source_error"}) {
+    EXPECT_THAT(shown.out, Not(HasSubstr(key)));
+  }
+
+  auto json_stub = std::make_unique<MockStub>();
+  EXPECT_CALL(*json_stub, GetRun(_, _, _)).WillRepeatedly(DoAll(SetArgPointee<2>(resp), Return(grpc::Status::OK)));
+  CliResult j = RunWith({"runs", "show", "demo", "--json"}, std::move(json_stub));
+  json out = json::parse(j.out);
+  EXPECT_EQ(out["run"]["s3_region"], "eu-west-1");
+  EXPECT_THAT(out["source_error"].get<std::string>(), HasSubstr("HTTP 403"));
+}
+
+TEST(RunCliTest, CheckpointsSayWhenTheSourceCannotBeListed) {
+  auto stub = std::make_unique<MockStub>();
+  EXPECT_CALL(*stub, ListCheckpointsRaw(_, _))
+      .WillOnce(Return(new FakeReader<v1::Checkpoint>({}, grpc::Status::OK)));
+  v1::ListPendingCheckpointsResponse pending;
+  pending.set_source_error("checkpoint source s3://ckpt/run42: HTTP 403 AccessDenied");
+  pending.set_source_error_since_unix_ms(absl::ToUnixMillis(absl::Now()) - 5'000);
+  EXPECT_CALL(*stub, ListPendingCheckpoints(_, _, _))
+      .WillOnce(DoAll(SetArgPointee<2>(pending), Return(grpc::Status::OK)));
+  CliResult r = RunWith({"checkpoints", "demo"}, std::move(stub));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, StartsWith("the server cannot list this run's source (for "));
+  EXPECT_THAT(r.out, HasSubstr("HTTP 403 AccessDenied"));
+  EXPECT_THAT(r.out, HasSubstr("no checkpoints admitted yet"));
 }
 
 TEST(RunCliTest, CheckpointsHumanTable) {

@@ -209,6 +209,9 @@ Json RunToJson(const v1::Run& run) {
   for (uint32_t n : c.ensemble_windows()) ensemble.push_back(n);
   return Json{{"name", c.name()},
               {"source", c.source()},
+              {"s3_endpoint", c.s3_endpoint()},
+              {"s3_region", c.s3_region()},
+              {"convert", c.convert()},
               {"pattern", c.pattern()},
               {"marker", c.marker()},
               {"tasks", std::move(tasks)},
@@ -242,7 +245,9 @@ Json RunDetailsToJson(const v1::GetRunResponse& d) {
               {"failed", d.failed()},
               {"newest_step", d.newest_step()},
               {"newest_evaluated_step", d.newest_evaluated_step()},
-              {"jobs_by_state", std::move(by_state)}};
+              {"jobs_by_state", std::move(by_state)},
+              {"source_error", d.source_error()},
+              {"source_error_since_unix_ms", d.source_error_since_unix_ms()}};
 }
 
 Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints,
@@ -331,11 +336,23 @@ std::string RunsTable(const std::vector<v1::Run>& runs) {
   return FormatTable({"NAME", "SOURCE", "TASKS", "CREATED"}, rows);
 }
 
-std::string RunDetailsText(const v1::GetRunResponse& d) {
+std::string RunDetailsText(const v1::GetRunResponse& d, int64_t now_unix_ms) {
   const v1::RunConfig& c = d.run().config();
-  std::vector<std::vector<std::string>> rows = {
-      {"name", c.name()},
-      {"source", c.source()},
+  std::vector<std::vector<std::string>> rows = {{"name", c.name()}, {"source", c.source()}};
+  // A bucket's endpoint and region (never credentials: the server reads its own), and the
+  // converter, when set.
+  if (!c.s3_endpoint().empty() || !c.s3_region().empty()) {
+    rows.push_back({"s3_endpoint", c.s3_endpoint().empty() ? "AWS" : c.s3_endpoint()});
+  }
+  if (!c.s3_region().empty()) rows.push_back({"s3_region", c.s3_region()});
+  if (!c.convert().empty()) rows.push_back({"convert", c.convert()});
+  if (!d.source_error().empty()) {
+    rows.push_back({"source_error",
+                    absl::StrCat(d.source_error(), " (for ",
+                                 FormatAge(now_unix_ms - d.source_error_since_unix_ms()),
+                                 "; the server keeps polling)")});
+  }
+  const std::vector<std::vector<std::string>> settings = {
       {"pattern", OrDash(c.pattern())},
       {"marker", OrDash(c.marker())},
       {"few_shots", absl::StrCat(c.few_shots())},
@@ -353,6 +370,7 @@ std::string RunDetailsText(const v1::GetRunResponse& d) {
       {"ensemble_windows", OrDash(absl::StrJoin(c.ensemble_windows(), ","))},
       {"created", FormatUnixMillis(d.run().created_unix_ms())},
   };
+  rows.insert(rows.end(), settings.begin(), settings.end());
   if (d.run().paused()) {
     rows.push_back({"paused", absl::StrCat("yes: no admissions, no leases (steadyeval runs resume ",
                                            c.name(), ")")});

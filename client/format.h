@@ -85,7 +85,10 @@ std::string CsvField(const std::string& value);
 std::string FormatNumber(double value);
 
 std::string RunsTable(const std::vector<v1::Run>& runs);
-std::string RunDetailsText(const v1::GetRunResponse& details);
+// A run's settings and counts, one "key: value" line each; the S3 endpoint, region and
+// converter only when set, and the source's listing error (with how long it has held at
+// `now_unix_ms`) when the server reports one.
+std::string RunDetailsText(const v1::GetRunResponse& details, int64_t now_unix_ms);
 // The admitted checkpoints, then the folders not admitted yet (STATE "incomplete" or
 // "settling"; ERROR the watcher's reason and how long it has held at `now_unix_ms`).
 std::string CheckpointsTable(const std::vector<v1::Checkpoint>& checkpoints,

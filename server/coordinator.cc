@@ -34,6 +34,22 @@ bool ValidSha256(absl::string_view s) {
   return true;
 }
 
+// An error's text with its digits blanked, so that one error whose numbers change from poll
+// to poll (sizes, attempts, milliseconds) counts as one: it is logged once, and keeps its
+// "since".
+std::string ChangeKey(absl::string_view text) {
+  std::string key;
+  for (char c : text) {
+    const bool digit = c >= '0' && c <= '9';
+    if (!digit) {
+      key.push_back(c);
+    } else if (key.empty() || key.back() != '#') {
+      key.push_back('#');
+    }
+  }
+  return key;
+}
+
 std::string NewInstanceId(Clock* clock) {
   return Sha256Hex(absl::StrCat(clock->UnixMillis(), "/", getpid(), "/",
                                 std::chrono::steady_clock::now().time_since_epoch().count()))
@@ -119,10 +135,7 @@ void Coordinator::StartPoller(RunPoll& poll) {
   poll.stop_poller = false;
   poll.poller = std::thread([this, p] {
     while (true) {
-      absl::Status status = PollRun(*p);
-      if (!status.ok()) {
-        std::cerr << "steadyeval-server: run " << p->name << ": " << status << "\n";
-      }
+      PollRun(*p).IgnoreError();  // PollRun logs its errors, once per change
       absl::MutexLock stop_lock(&p->stop_mu);
       if (p->stop_mu.AwaitWithTimeout(absl::Condition(&p->stop_poller),
                                       absl::Milliseconds(options_.poll_interval_ms))) {
@@ -182,7 +195,9 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
                                                const std::vector<v1::TaskContent>& task_files) {
   NewRunOptions checks;
   checks.default_settle_seconds = options_.default_settle_seconds;
-  checks.source_roots = options_.source_roots;
+  checks.sources.roots = options_.source_roots;
+  checks.sources.s3_endpoints = options_.s3_endpoints;
+  checks.sources.default_s3_region = options_.default_s3_region;
   ASSIGN_OR_RETURN(NewRun checked, CheckNewRun(std::move(config), task_files, checks));
   const std::string name = checked.config.name();
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery,
@@ -248,6 +263,11 @@ absl::StatusOr<v1::GetRunResponse> Coordinator::GetRun(const std::string& name) 
   auto& by_state = *response.mutable_jobs_by_state();
   for (const v1::Job& job : scheduler_->Jobs()) {
     if (job.run() == name) ++by_state[JobStateName(job.state())];
+  }
+  if (absl::StatusOr<RunPoll*> poll = FindPoll(name); poll.ok()) {
+    absl::MutexLock pending_lock(&(*poll)->pending_mu);
+    response.set_source_error((*poll)->source_error);
+    response.set_source_error_since_unix_ms((*poll)->source_error_since_unix_ms);
   }
   return response;
 }
@@ -367,11 +387,13 @@ absl::StatusOr<v1::ListPendingCheckpointsResponse> Coordinator::ListPendingCheck
     const std::string& run) const {
   ASSIGN_OR_RETURN(RunPoll* const poll, FindPoll(run));
   std::vector<PendingDiscovery> pending;
+  v1::ListPendingCheckpointsResponse response;
   {
     absl::MutexLock pending_lock(&poll->pending_mu);
     pending = poll->pending;
+    response.set_source_error(poll->source_error);
+    response.set_source_error_since_unix_ms(poll->source_error_since_unix_ms);
   }
-  v1::ListPendingCheckpointsResponse response;
   for (const PendingDiscovery& p : pending) {
     v1::PendingCheckpoint* out = response.add_pending();
     out->set_path(p.path);
@@ -404,6 +426,8 @@ absl::StatusOr<v1::Run> Coordinator::SetRunPaused(const std::string& name, bool 
   if (paused) {
     absl::MutexLock pending_lock(&poll->pending_mu);
     poll->pending.clear();
+    poll->source_error.clear();  // not polled while paused
+    poll->source_error_since_unix_ms = 0;
   } else {
     leases_->WakeWaiters();
   }
@@ -559,22 +583,31 @@ absl::StatusOr<bool> Coordinator::Admit(const v1::Run& run, const DiscoveredChec
 }
 
 absl::Status Coordinator::PollRun(RunPoll& poll) {
-  const std::string& name = poll.name;
   absl::MutexLock poll_lock(&poll.poll_mu);
+  absl::Status status = PollRunLocked(poll);
+  // Logged once per change (numbers aside), not once per poll; and once when polls work
+  // again. The source's error is also kept for GetRun (NoteSourceStatus).
+  if (!status.ok() && ChangeKey(status.ToString()) != poll.logged_error) {
+    poll.logged_error = ChangeKey(status.ToString());
+    std::cerr << "steadyeval-server: run " << poll.name << ": " << status
+              << " (tried again every " << options_.poll_interval_ms << " ms)\n";
+  } else if (status.ok() && !poll.logged_error.empty()) {
+    poll.logged_error.clear();
+    std::cerr << "steadyeval-server: run " << poll.name << ": polls work again\n";
+  }
+  return status;
+}
+
+absl::Status Coordinator::PollRunLocked(RunPoll& poll) {
+  const std::string& name = poll.name;
   if (poll.deleted) return absl::OkStatus();  // the run's keys are gone
   ASSIGN_OR_RETURN(const v1::Run run, runs_.Get(name));
   // Paused: nothing is admitted, so the folder is not even listed (a poll marks what it
   // returns as admitted).
   if (run.paused()) return absl::OkStatus();
-  if (poll.discovery == nullptr) {
-    // Created at start-up (or after a failed attempt): steps already stored are known.
-    ASSIGN_OR_RETURN(poll.discovery, discovery_factory_(run.config()));
-    for (const v1::Checkpoint& c : scheduler_->Checkpoints(name)) {
-      poll.discovery->MarkKnown(c.step());
-      poll.seen_steps.insert(c.step());
-    }
-  }
-  ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, poll.discovery->Poll());
+  absl::StatusOr<std::vector<DiscoveredCheckpoint>> polled = PollDiscovery(poll, run);
+  NoteSourceStatus(poll, polled.status());
+  ASSIGN_OR_RETURN(std::vector<DiscoveredCheckpoint> found, std::move(polled));
   found.insert(found.begin(), poll.unadmitted.begin(), poll.unadmitted.end());
   poll.unadmitted.clear();
   const std::vector<PendingDiscovery> pending = poll.discovery->Pending();
@@ -615,6 +648,33 @@ absl::Status Coordinator::PollRun(RunPoll& poll) {
     RefreshGauges();
   }
   return status;
+}
+
+absl::StatusOr<std::vector<DiscoveredCheckpoint>> Coordinator::PollDiscovery(RunPoll& poll,
+                                                                             const v1::Run& run) {
+  if (poll.discovery == nullptr) {
+    // Created at start-up (or after a failed attempt): steps already stored are known.
+    ASSIGN_OR_RETURN(poll.discovery, discovery_factory_(run.config()));
+    for (const v1::Checkpoint& c : scheduler_->Checkpoints(poll.name)) {
+      poll.discovery->MarkKnown(c.step());
+      poll.seen_steps.insert(c.step());
+    }
+  }
+  return poll.discovery->Poll();
+}
+
+void Coordinator::NoteSourceStatus(RunPoll& poll, const absl::Status& status) {
+  absl::MutexLock pending_lock(&poll.pending_mu);
+  if (status.ok()) {
+    poll.source_error.clear();
+    poll.source_error_since_unix_ms = 0;
+    return;
+  }
+  const std::string error(status.message());
+  if (poll.source_error.empty() || ChangeKey(poll.source_error) != ChangeKey(error)) {
+    poll.source_error_since_unix_ms = clock_->UnixMillis();
+  }
+  poll.source_error = error;
 }
 
 absl::Status Coordinator::PollRunsOnce() {

@@ -53,8 +53,14 @@ struct CoordinatorOptions {
   int64_t max_acquire_wait_ms = 30'000; // cap on AcquireJob's long poll
   // Lease expiry / worker state check period; a waiting long poll re-tries as often.
   int64_t reap_interval_ms = 250;
-  // Resolved folders a run's source must resolve into (symlinks followed); empty: any.
+  // Where a run's source must be (ingest/run_inputs.h ParseSourceRoots): resolved folders
+  // (symlinks followed) and s3://bucket/prefix URIs; empty: any.
   std::vector<std::string> source_roots;
+  // S3 endpoints runs may name besides AWS (--s3_endpoints, normalised by ParseS3Endpoints).
+  std::vector<std::string> s3_endpoints;
+  // The region stored in s3 runs created without one (DefaultS3Region of the coordinator's
+  // environment).
+  std::string default_s3_region = "us-east-1";
 };
 
 class Coordinator {
@@ -83,7 +89,8 @@ class Coordinator {
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
                                                 const std::string& page_token) const;
   // NOT_FOUND "run 'x' not found (see `steadyeval runs list`)" for an unknown run (also
-  // for the streaming queries below).
+  // for the streaming queries below). With the run's source error, if its last poll could
+  // not list the source (a missing folder; a bucket's HTTP error, endpoint down).
   absl::StatusOr<v1::GetRunResponse> GetRun(const std::string& name) const;
   absl::Status ListCheckpoints(const std::string& run,
                                const std::function<bool(const v1::Checkpoint&)>& visit) const;
@@ -104,8 +111,9 @@ class Coordinator {
   // the stored outputs with the current metric code, then recomputes the ensembles; pair
   // figures follow. One committed batch per task. NOT_FOUND for an unknown run or task.
   absl::StatusOr<v1::RescoreResponse> Rescore(const v1::RescoreRequest& r);
-  // The folders the run's discovery saw but did not admit at its last poll, by step, with
-  // the reason and since when it holds. Empty before the first poll and while paused.
+  // The folders the run's discovery saw but did not admit at its last poll that listed its
+  // source, by step, with the reason and since when it holds, and the error of listing the
+  // source if the last poll failed (as GetRun). Empty before the first poll and while paused.
   absl::StatusOr<v1::ListPendingCheckpointsResponse> ListPendingCheckpoints(
       const std::string& run) const;
 
@@ -195,6 +203,8 @@ class Coordinator {
     // Returned by the discovery (which returns each checkpoint once) but not admitted
     // because the admission failed: tried again first at the next poll.
     std::vector<DiscoveredCheckpoint> unadmitted ABSL_GUARDED_BY(poll_mu);
+    // The last poll error logged (digits blanked); empty when the last poll succeeded.
+    std::string logged_error ABSL_GUARDED_BY(poll_mu);
     // The polling loop; it stops when `stop_poller` is set (Stop, DeleteRun).
     absl::Mutex stop_mu;
     bool stop_poller ABSL_GUARDED_BY(stop_mu) = false;
@@ -202,11 +212,25 @@ class Coordinator {
     // The discovery's pending folders after the last poll (ListPendingCheckpoints).
     mutable absl::Mutex pending_mu;
     std::vector<PendingDiscovery> pending ABSL_GUARDED_BY(pending_mu);
+    // Why the last poll could not list the run's source (or make its discovery), and
+    // since when (Clock::UnixMillis of the first poll with this error, numbers aside);
+    // empty once a poll lists it again (GetRun, ListPendingCheckpoints).
+    std::string source_error ABSL_GUARDED_BY(pending_mu);
+    int64_t source_error_since_unix_ms ABSL_GUARDED_BY(pending_mu) = 0;
   };
 
   Coordinator(Store* store, Clock* clock, DiscoveryFactory discovery, CoordinatorOptions options);
 
+  // Polls the run once (PollRunLocked) and logs its error when it differs from the last
+  // one logged, or that polls work again.
   absl::Status PollRun(RunPoll& poll);
+  absl::Status PollRunLocked(RunPoll& poll) ABSL_EXCLUSIVE_LOCKS_REQUIRED(poll.poll_mu);
+  // What the run's discovery returns now (made first when there is none).
+  absl::StatusOr<std::vector<DiscoveredCheckpoint>> PollDiscovery(RunPoll& poll,
+                                                                  const v1::Run& run)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(poll.poll_mu);
+  // Records `status` of listing the run's source as its source error (or clears it).
+  void NoteSourceStatus(RunPoll& poll, const absl::Status& status);
   void StartPoller(RunPoll& poll);
   // Tells the run's poller to stop and joins it. Call without poll_mu held.
   void StopPoller(RunPoll& poll);

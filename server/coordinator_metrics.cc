@@ -246,4 +246,28 @@ void CoordinatorMetrics::SetStability(const std::string& run, const std::string&
   SetOrRemove(instability_, labels, instability);
 }
 
+SourceMetrics::SourceMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      s3_requests_(Counter(*registry_, "steadyeval_s3_requests_total",
+                           "S3 requests (every attempt, retries included) made by checkpoint "
+                           "discovery, by operation")),
+      s3_errors_(Counter(*registry_, "steadyeval_s3_request_errors_total",
+                         "Failed S3 request attempts of checkpoint discovery, by operation and "
+                         "kind of failure")),
+      list_seconds_(Histogram(*registry_, "steadyeval_source_list_seconds",
+                              "Time one poll took to list a run's source (its root), by scheme")) {}
+
+void SourceMetrics::OnAttempt(const char* op, double /*seconds*/, S3ErrorKind error) {
+  s3_requests_.Add({{"op", op}}).Increment();
+  if (error != S3ErrorKind::kNone) {
+    s3_errors_.Add({{"op", op}, {"kind", S3ErrorKindName(error)}}).Increment();
+  }
+}
+
+void SourceMetrics::OnSourceList(const char* scheme, double seconds, bool /*ok*/) {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  list_seconds_.Add({{"scheme", scheme}}, *buckets).Observe(seconds);
+}
+
 }  // namespace steadyeval

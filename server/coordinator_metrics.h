@@ -19,6 +19,8 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "s3/s3_client.h"
+#include "server/discovery/discovery.h"
 #include "server/jobs/scheduler.h"
 
 namespace steadyeval {
@@ -112,6 +114,30 @@ class CoordinatorMetrics {
   absl::Mutex mu_;
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> job_gauges_
       ABSL_GUARDED_BY(mu_);
+};
+
+// The metrics of reading run sources (docs/metrics.md, coordinator): every S3 request
+// attempt of discovery (steadyeval_s3_requests_total{op}, and
+// steadyeval_s3_request_errors_total{op,kind} for failed ones, kind from S3ErrorKindName)
+// and the duration of each poll's listing of a run's source
+// (steadyeval_source_list_seconds{scheme}). It is the S3Observer of the coordinator's S3
+// clients and the SourceListObserver of its watchers, made before the coordinator (whose
+// discovery factory needs it), so it registers its families in a registry of its own that
+// the exposer serves beside the coordinator's. Thread-safe (prometheus-cpp metrics are).
+class SourceMetrics : public S3Observer, public SourceListObserver {
+ public:
+  SourceMetrics();
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  void OnAttempt(const char* op, double seconds, S3ErrorKind error) override;
+  void OnSourceList(const char* scheme, double seconds, bool ok) override;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& s3_requests_;
+  prometheus::Family<prometheus::Counter>& s3_errors_;
+  prometheus::Family<prometheus::Histogram>& list_seconds_;
 };
 
 }  // namespace steadyeval

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include "common/cli_args.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "s3/credentials.h"
 #include "server/rpc/auth.h"
 #include "server/ingest/run_inputs.h"
 #include "server/rpc/server.h"
@@ -43,9 +45,16 @@ const std::vector<FlagSpec>& Flags() {
        "without it every caller may call everything",
        "FILE"},
       {"source_roots", false,
-       "folders (comma-separated) run sources must resolve into, symlinks followed; without "
-       "it any folder the coordinator can read is accepted",
-       "DIR[,DIR...]"},
+       "folders (comma-separated) run sources must resolve into, symlinks followed, and "
+       "s3://bucket/prefix entries s3 sources must be under; without it any folder the "
+       "coordinator can read and any bucket its credentials reach is accepted",
+       "DIR|s3://BUCKET/PREFIX[,...]"},
+      {"s3_endpoints", false,
+       "S3-compatible endpoints (comma-separated, e.g. http://127.0.0.1:9000) runs may name "
+       "with --s3_endpoint; AWS is always allowed. s3:// runs are read with this process's "
+       "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE); "
+       "AWS_REGION / AWS_DEFAULT_REGION is the region of runs that name none (else us-east-1)",
+       "URL[,URL...]"},
       {"insecure", true,
        "allow plaintext gRPC on a non-loopback --listen (only on a network you trust)", ""},
       {"storage_reserve_bytes", false,
@@ -82,6 +91,7 @@ void Usage(std::ostream& out) {
          "[--metrics_listen HOST:PORT] [--poll_interval_ms N] [--lease_ttl_ms N] "
          "[--settle_seconds S] [--ready_file FILE] [--tls_cert FILE --tls_key FILE "
          "[--client_ca FILE]] [--tokens_file FILE] [--insecure] [--source_roots DIR,...] "
+         "[--s3_endpoints URL,...] "
          "[--storage_reserve_bytes N] [--storage_max_sst_bytes N]\n"
          "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n"
          "       steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n\n"
@@ -221,6 +231,10 @@ absl::Status Run(int argc, char** argv) {
     std::cerr << "steadyeval-server: warning: no --source_roots: a run may watch any folder "
                  "this process can read (pass --source_roots DIR to confine run sources)\n";
   }
+  ASSIGN_OR_RETURN(options.coordinator.s3_endpoints,
+                   ParseS3Endpoints(args.Get("s3_endpoints")));
+  options.coordinator.default_s3_region = DefaultS3Region(
+      RegionFromEnvironment([](const char* name) { return std::getenv(name); }));
 
   // Block the shutdown and reload signals in every thread; the main thread waits for them
   // below.

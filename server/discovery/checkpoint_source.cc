@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "s3/s3_uri.h"
 
 namespace steadyeval {
 namespace {
@@ -25,6 +26,16 @@ absl::StatusOr<std::unique_ptr<FileSystemSource>> FileSystemSource::Create(const
                                                                            FileSystem* fs) {
   if (fs == nullptr) return absl::InvalidArgumentError("checkpoint source needs a file system");
   std::string path = root;
+  if (IsS3Uri(path)) {
+    absl::StatusOr<S3Uri> uri = ParseS3Uri(path);
+    if (!uri.ok()) return Annotate(uri.status(), "checkpoint source");
+    if (fs == FileSystem::Local()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint source '", root,
+          "' is in a bucket: it is read through an S3 file system, not the local one"));
+    }
+    return std::unique_ptr<FileSystemSource>(new FileSystemSource(fs, FormatS3Uri(*uri), root));
+  }
   if (absl::StartsWith(path, kFileScheme)) {
     path = path.substr(kFileScheme.size());
     if (path.empty() || path[0] != '/') {
@@ -34,7 +45,8 @@ absl::StatusOr<std::unique_ptr<FileSystemSource>> FileSystemSource::Create(const
     }
   } else if (path.find("://") != std::string::npos) {
     return absl::UnimplementedError(absl::StrCat(
-        "checkpoint source '", root, "': only local paths and file:/// URLs are read here"));
+        "checkpoint source '", root,
+        "': only local paths, file:/// URLs and s3:// URIs are read here"));
   }
   if (path.empty()) {
     return absl::InvalidArgumentError("checkpoint source is empty; pass the run's checkpoint folder");
@@ -63,7 +75,7 @@ absl::Status FileSystemSource::AddFiles(const std::string& dir, const std::strin
   ASSIGN_OR_RETURN(std::vector<DirEntry> entries, fs_->List(dir));
   for (const DirEntry& e : entries) {
     if (e.stat.kind == FileKind::kRegular) {
-      files.push_back({absl::StrCat(prefix, e.name), e.stat.size, e.stat.mtime_nanos});
+      files.push_back({absl::StrCat(prefix, e.name), e.stat.size, e.stat.mtime_nanos, e.stat.etag});
     } else if (e.stat.kind == FileKind::kDirectory && descend) {
       absl::Status status =
           AddFiles(JoinPath(dir, e.name), absl::StrCat(prefix, e.name, "/"), false, files);

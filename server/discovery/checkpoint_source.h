@@ -26,7 +26,9 @@ namespace steadyeval {
 // One entry at the root of a source.
 struct SourceEntry {
   std::string name;  // the entry's own name, e.g. "step_000100" (what the step parser sees)
-  std::string path;  // where the source finds it again, e.g. "/mnt/ckpt/run42/step_000100"
+  // Where the source finds it again, e.g. "/mnt/ckpt/run42/step_000100", or for a bucket
+  // the full URI "s3://bucket/run42/step_000100".
+  std::string path;
   bool is_dir = false;
 };
 
@@ -35,15 +37,19 @@ struct FileFingerprint {
   std::string name;  // relative to the checkpoint folder, '/'-separated ("sub/x.bin")
   uint64_t size = 0;
   int64_t mtime_ns = 0;
+  // An object store's ETag (FileStat::etag; empty for local files): an object rewritten
+  // with the same size within one LastModified second still changes its fingerprint.
+  std::string etag;
 
   bool operator==(const FileFingerprint& o) const {
-    return name == o.name && size == o.size && mtime_ns == o.mtime_ns;
+    return name == o.name && size == o.size && mtime_ns == o.mtime_ns && etag == o.etag;
   }
   bool operator!=(const FileFingerprint& o) const { return !(*this == o); }
 };
 
 // All files of a checkpoint folder, sorted by name. Two equal fingerprints taken some time
-// apart mean nobody wrote to the checkpoint in between (quiescence).
+// apart mean nobody wrote to the checkpoint in between (quiescence): names, sizes, mtimes
+// and, on an object store, ETags unchanged.
 using CheckpointFingerprint = std::vector<FileFingerprint>;
 
 class CheckpointSource {
@@ -77,14 +83,18 @@ class CheckpointSource {
   virtual std::string Describe() const = 0;
 };
 
-// A folder on a FileSystem: the local one (also NFS, Lustre mounts) unless told otherwise.
-// Thread-compatible; the FileSystem is not owned and must outlive the source.
+// A folder on a FileSystem: the local one (also NFS, Lustre mounts) unless told otherwise,
+// or a bucket prefix on an S3FileSystem (s3/s3_file_system.h), whose paths are full s3://
+// URIs. Thread-compatible; the FileSystem is not owned and must outlive the source.
 class FileSystemSource : public CheckpointSource {
  public:
-  // `root` is a path ("/mnt/ckpt/run42", relative paths allowed) or a file URL
-  // ("file:///mnt/ckpt/run42"). The folder need not exist yet: List() reports that.
-  // INVALID_ARGUMENT for an empty root, a file URL with a host or a null `fs`;
-  // UNIMPLEMENTED for other URL schemes (an object store will be a FileSystem of its own).
+  // `root` is a path ("/mnt/ckpt/run42", relative paths allowed), a file URL
+  // ("file:///mnt/ckpt/run42"), or an s3:// URI ("s3://bucket/run42", kept as a URI: the
+  // paths handed back are "s3://bucket/run42/step_000100") read through `fs`, which must
+  // then be an object store's FileSystem, not the local one. The folder need not exist
+  // yet: List() reports that. INVALID_ARGUMENT for an empty root, a file URL with a host,
+  // a malformed s3:// URI, an s3:// root on the local file system or a null `fs`;
+  // UNIMPLEMENTED for other URL schemes.
   static absl::StatusOr<std::unique_ptr<FileSystemSource>> Create(
       const std::string& root, FileSystem* fs = FileSystem::Local());
 
@@ -107,7 +117,7 @@ class FileSystemSource : public CheckpointSource {
                         CheckpointFingerprint& files);
 
   FileSystem* const fs_;
-  std::string root_;       // file-system path, no trailing '/'
+  std::string root_;       // file-system path or s3:// URI, no trailing '/'
   std::string described_;  // as given
 };
 

@@ -6,6 +6,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/checkpoint_files.h"
+#include "testing/fake_bucket_file_system.h"
+#include "common/safetensors.h"
+#include "server/discovery/completeness.h"
 
 namespace steadyeval {
 namespace {
@@ -39,8 +42,73 @@ TEST(FileSystemSourceTest, CreateRejectsBadRoots) {
   EXPECT_THAT(FileSystemSource::Create("file://host/ckpt"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("file:///")));
   EXPECT_THAT(FileSystemSource::Create("file://"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("absolute")));
+  // A bucket needs an object store's file system; other schemes are not read at all.
   EXPECT_THAT(FileSystemSource::Create("s3://bucket/run42"),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("s3://bucket/run42")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("s3://bucket/run42")));
+  EXPECT_THAT(FileSystemSource::Create("gs://bucket/run42"),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("gs://bucket/run42")));
+  testing::FakeBucketFileSystem bucket;
+  EXPECT_THAT(FileSystemSource::Create("s3://", &bucket),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("s3://")));
+}
+
+// A safetensors file whose tensor data is `data_bytes` long (one U8 tensor).
+std::string BigSafetensors(uint64_t data_bytes) {
+  std::vector<TensorInfo> tensors(1);
+  tensors[0].name = "w";
+  tensors[0].dtype = DType::kU8;
+  tensors[0].shape = {static_cast<int64_t>(data_bytes)};
+  std::string bytes = BuildSafetensorsHeader(tensors);
+  bytes.append(data_bytes, '\x02');
+  return bytes;
+}
+
+TEST(FileSystemSourceTest, ABucketPrefixKeepsFullUrisAndReadsOnlyHeaders) {
+  testing::FakeBucketFileSystem bucket;
+  constexpr uint64_t kData = 4 << 20;
+  bucket.WriteFile("s3://ckpt/run42/step_000100/config.json", testing::kConfigJson);
+  bucket.WriteFile("s3://ckpt/run42/step_000100/model.safetensors", BigSafetensors(kData));
+  bucket.WriteFile("s3://ckpt/run42/notes.txt", "hi");
+  bucket.SetEtag("s3://ckpt/run42/step_000100/model.safetensors", "abc123");
+
+  auto source = FileSystemSource::Create("s3://ckpt/run42/", &bucket);
+  ASSERT_OK(source);
+  EXPECT_EQ((*source)->root(), "s3://ckpt/run42");
+  EXPECT_EQ((*source)->Describe(), "s3://ckpt/run42/");
+  auto entries = (*source)->List();
+  ASSERT_OK(entries);
+  ASSERT_EQ(entries->size(), 2u);
+  EXPECT_EQ((*entries)[1].name, "step_000100");
+  EXPECT_EQ((*entries)[1].path, "s3://ckpt/run42/step_000100");
+  EXPECT_TRUE((*entries)[1].is_dir);
+
+  auto files = (*source)->Fingerprint((*entries)[1].path);
+  ASSERT_OK(files);
+  ASSERT_EQ(files->size(), 2u);
+  EXPECT_EQ((*files)[1].name, "model.safetensors");
+  EXPECT_EQ((*files)[1].etag, "abc123");
+  EXPECT_FALSE((*files)[0].etag.empty());
+
+  // Completeness fetches config.json and the safetensors header, not the 4 MiB of data.
+  EXPECT_OK(CompletenessCheck().Check(**source, (*entries)[1].path));
+  EXPECT_LT(bucket.BytesRead(), 4096u);
+  EXPECT_THAT(bucket.NonUriPaths(), ::testing::IsEmpty());
+
+  // A whole bucket: paths are s3://bucket/name.
+  auto whole = FileSystemSource::Create("s3://ckpt", &bucket);
+  ASSERT_OK(whole);
+  auto top = (*whole)->List();
+  ASSERT_OK(top);
+  ASSERT_EQ(top->size(), 1u);
+  EXPECT_EQ((*top)[0].path, "s3://ckpt/run42");
+}
+
+TEST(FileSystemSourceTest, FingerprintsDifferByEtagAlone) {
+  FileFingerprint a{"model.safetensors", 10, 5, "v1"};
+  FileFingerprint b = a;
+  EXPECT_EQ(a, b);
+  b.etag = "v2";
+  EXPECT_NE(a, b);
 }
 
 TEST(FileSystemSourceTest, ListsEntriesSortedWithKinds) {

@@ -56,9 +56,26 @@ class CheckpointDiscovery {
 using DiscoveryFactory = std::function<absl::StatusOr<std::unique_ptr<CheckpointDiscovery>>(
     const ::steadyeval::v1::RunConfig& config)>;
 
-// The production factory: a CheckpointWatcher per run on `clock`, reading the run's source
-// through `fs` (neither owned; both must outlive every discovery made).
+// Sees how long each poll's listing of a run's source took. Thread-safe.
+class SourceListObserver {
+ public:
+  virtual ~SourceListObserver() = default;
+  // `scheme`: "file" or "s3" (source_factory.h SourceScheme); `ok`: whether it listed.
+  virtual void OnSourceList(const char* scheme, double seconds, bool ok) = 0;
+};
+
+class RunSourceFactory;  // source_factory.h
+
+// A CheckpointWatcher per run on `clock`, reading the run's source (a folder) through `fs`
+// (neither owned; both must outlive every discovery made). For tests of folder runs.
 DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, FileSystem* fs = FileSystem::Local());
+
+// The production factory: a CheckpointWatcher per run on `clock` (not owned), reading the
+// run's source from `sources` (a folder or an s3:// prefix; kept alive by the factory),
+// with the run's converter (RunConfig.convert) passed to its completeness check, every
+// listing reported to `list_observer` (not owned; may be null).
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, std::shared_ptr<RunSourceFactory> sources,
+                                         SourceListObserver* list_observer);
 
 }  // namespace steadyeval
 

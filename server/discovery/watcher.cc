@@ -28,7 +28,7 @@ std::string DescribeChange(const CheckpointFingerprint& before, const Checkpoint
       return absl::StrCat(after[j].name, " went from ", before[i].size, " to ", after[j].size,
                           " bytes");
     }
-    if (before[i].mtime_ns != after[j].mtime_ns) {
+    if (before[i].mtime_ns != after[j].mtime_ns || before[i].etag != after[j].etag) {
       return absl::StrCat(after[j].name, " was modified");
     }
     ++i;
@@ -94,7 +94,11 @@ CheckpointWatcher::CheckpointWatcher(WatcherOptions options, Clock* clock,
 
 absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
   const int64_t now = clock_->MonotonicNanos();
-  ASSIGN_OR_RETURN(std::vector<SourceEntry> entries, source_->List());
+  absl::StatusOr<std::vector<SourceEntry>> listed = source_->List();
+  if (options_.on_list) {
+    options_.on_list((clock_->MonotonicNanos() - now) / 1e9, listed.status());
+  }
+  ASSIGN_OR_RETURN(std::vector<SourceEntry> entries, std::move(listed));
 
   std::map<uint64_t, std::vector<const SourceEntry*>> folders_by_step;
   for (const SourceEntry& entry : entries) {

@@ -7,7 +7,7 @@
 //   - complete: CompletenessCheck passes (config, weights, safetensors headers, marker; or,
 //     for a run with a converter, the training framework's rules: DCP .metadata, the
 //     Megatron or DeepSpeed tracker file beside the folders naming this step or later);
-//   - quiescent: its fingerprint (file names, sizes, mtimes) is unchanged between two polls
+//   - quiescent: its fingerprint (file names, sizes, mtimes, ETags) is unchanged between two polls
 //     at least settle_seconds apart on the Clock's monotonic time. A candidate therefore
 //     always needs at least two polls, even with settle_seconds = 0.
 // Anything else stays pending, with a human-readable reason, and is re-checked on the next
@@ -25,6 +25,7 @@
 #define STEADYEVAL_SERVER_DISCOVERY_WATCHER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -48,8 +49,12 @@ struct WatcherOptions {
   double settle_seconds = 0;
   // Where `source` is read when Create gets no source. Not owned; must outlive the watcher.
   FileSystem* file_system = FileSystem::Local();
-  // The run's converter (RunConfig.convert). Non-empty: its checkpoints are in a training
-  // framework's layout, and the completeness rules are CheckpointLayout::kConverted's.
+  // Called after every listing of the source's root (one per Poll) with how long it took
+  // on the Clock's monotonic time and how it ended; may be empty. For metrics.
+  std::function<void(double seconds, const absl::Status& status)> on_list = nullptr;
+  // The run's converter (RunConfig.convert). Empty: checkpoints are read natively (Hugging
+  // Face layout); otherwise they are in a training framework's layout, and the
+  // completeness rules are CheckpointLayout::kConverted's (completeness.h).
   std::string convert = "";
 };
 

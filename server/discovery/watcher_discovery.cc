@@ -3,6 +3,7 @@
 
 #include "common/status.h"
 #include "server/discovery/discovery.h"
+#include "server/discovery/source_factory.h"
 #include "server/discovery/watcher.h"
 
 namespace steadyeval {
@@ -43,19 +44,44 @@ class WatcherDiscovery : public CheckpointDiscovery {
   std::unique_ptr<CheckpointWatcher> watcher_;
 };
 
+// The watcher's options from the run's config.
+WatcherOptions OptionsOf(const v1::RunConfig& config) {
+  WatcherOptions options;
+  options.source = config.source();
+  options.pattern = config.pattern();
+  options.marker = config.marker();
+  options.convert = config.convert();
+  options.settle_seconds = config.settle_seconds();
+  return options;
+}
+
 }  // namespace
 
 DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, FileSystem* fs) {
   return [clock, fs](const v1::RunConfig& config)
              -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
-    WatcherOptions options;
-    options.source = config.source();
-    options.pattern = config.pattern();
-    options.marker = config.marker();
-    options.settle_seconds = config.settle_seconds();
+    WatcherOptions options = OptionsOf(config);
     options.file_system = fs;
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWatcher> watcher,
                      CheckpointWatcher::Create(options, clock));
+    return std::unique_ptr<CheckpointDiscovery>(new WatcherDiscovery(std::move(watcher)));
+  };
+}
+
+DiscoveryFactory WatcherDiscoveryFactory(Clock* clock, std::shared_ptr<RunSourceFactory> sources,
+                                         SourceListObserver* list_observer) {
+  return [clock, sources, list_observer](const v1::RunConfig& config)
+             -> absl::StatusOr<std::unique_ptr<CheckpointDiscovery>> {
+    WatcherOptions options = OptionsOf(config);
+    if (list_observer != nullptr) {
+      const char* scheme = SourceScheme(config.source());
+      options.on_list = [list_observer, scheme](double seconds, const absl::Status& status) {
+        list_observer->OnSourceList(scheme, seconds, status.ok());
+      };
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSource> source, sources->Make(config));
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWatcher> watcher,
+                     CheckpointWatcher::Create(options, clock, std::move(source)));
     return std::unique_ptr<CheckpointDiscovery>(new WatcherDiscovery(std::move(watcher)));
   };
 }

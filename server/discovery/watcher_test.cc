@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 
+#include "testing/fake_bucket_file_system.h"
 #include "testing/fake_file_system.h"
 #include "testing/files.h"
 #include "testing/status_matchers.h"
@@ -15,6 +16,7 @@ namespace steadyeval {
 namespace {
 
 using ::steadyeval::testing::AppendFile;
+using ::steadyeval::testing::FakeBucketFileSystem;
 using ::steadyeval::testing::FakeFileSystem;
 using ::steadyeval::testing::SafetensorsBytes;
 using ::steadyeval::testing::SetMtime;
@@ -104,8 +106,11 @@ TEST_F(WatcherTest, CreateRejectsBadOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("marker")));
   EXPECT_THAT(CheckpointWatcher::Create({"", "", "", 0}, &clock_),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  // A bucket is read through an S3 file system, not the local one.
   EXPECT_THAT(CheckpointWatcher::Create({"s3://bucket/run", "", "", 0}, &clock_),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("s3://bucket/run")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("s3://bucket/run")));
+  EXPECT_THAT(CheckpointWatcher::Create({"gs://bucket/run", "", "", 0}, &clock_),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("gs://bucket/run")));
 }
 
 TEST_F(WatcherTest, AdmitsOnTheSecondPollNewestFirstAndOnlyOnce) {
@@ -547,6 +552,47 @@ TEST_F(DiscoveryOnFakeFileSystemTest, ListingErrorKeepsTheWatchersState) {
                                         AllOf(HasSubstr("checkpoint source"), HasSubstr("bucket unreachable"))));
   fs_.ClearErrors();
   EXPECT_THAT(PollSteps(*watcher), ElementsAre(400));
+}
+
+// On a bucket an object can be rewritten with the same size within one LastModified
+// second: only its ETag says so, and quiescence must see it.
+TEST_F(WatcherTest, AnEtagChangeAloneResetsQuiescenceOnABucket) {
+  FakeBucketFileSystem bucket;
+  bucket.WriteFile("s3://ckpt/run/step_1/config.json", kConfigJson);
+  bucket.WriteFile("s3://ckpt/run/step_1/model.safetensors", SafetensorsBytes());
+  bucket.SetEtag("s3://ckpt/run/step_1/model.safetensors", "v1");
+  auto source = FileSystemSource::Create("s3://ckpt/run", &bucket);
+  ASSERT_OK(source);
+  std::vector<std::pair<double, bool>> listings;
+  WatcherOptions options;
+  options.on_list = [&](double seconds, const absl::Status& status) {
+    listings.emplace_back(seconds, status.ok());
+  };
+  auto watcher = CheckpointWatcher::Create(options, &clock_, *std::move(source));
+  ASSERT_OK(watcher);
+  EXPECT_THAT(PollSteps(**watcher), IsEmpty());
+  bucket.SetEtag("s3://ckpt/run/step_1/model.safetensors", "v2");  // same size, same mtime
+  EXPECT_THAT(PollSteps(**watcher), IsEmpty());
+  EXPECT_THAT(ReasonFor(**watcher, 1), HasSubstr("model.safetensors was modified"));
+  const std::vector<uint64_t> admitted = PollSteps(**watcher);
+  EXPECT_THAT(admitted, ElementsAre(1));
+  EXPECT_THAT(bucket.NonUriPaths(), IsEmpty());
+  // Every poll's listing is reported once.
+  EXPECT_EQ(listings.size(), 3u);
+  for (const auto& [seconds, ok] : listings) {
+    EXPECT_GE(seconds, 0);
+    EXPECT_TRUE(ok);
+  }
+}
+
+TEST_F(WatcherTest, AFailedListingIsReportedToo) {
+  std::vector<bool> listings;
+  WatcherOptions options;
+  options.source = dir_ / "not_yet";
+  options.on_list = [&](double, const absl::Status& status) { listings.push_back(status.ok()); };
+  auto watcher = MakeWatcher(options);
+  EXPECT_THAT(watcher->Poll(), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(listings, ElementsAre(false));
 }
 
 }  // namespace

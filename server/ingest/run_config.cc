@@ -73,8 +73,7 @@ absl::Status CheckSettings(v1::RunConfig& config, const std::vector<v1::TaskCont
         "' is invalid: use 1-128 characters from [A-Za-z0-9._-]"));
   }
   RETURN_IF_ERROR(Annotate(CheckRunInputLimits(config, task_files), absl::StrCat("run ", name)));
-  RETURN_IF_ERROR(Annotate(ResolveSource(config.source(), options.source_roots).status(),
-                           absl::StrCat("run ", name)));
+  RETURN_IF_ERROR(Annotate(CheckRunSource(config, options.sources), absl::StrCat("run ", name)));
   if (auto parser = StepParser::Create(config.pattern()); !parser.ok()) {
     return Annotate(parser.status(), absl::StrCat("run ", name));
   }

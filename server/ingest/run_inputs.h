@@ -1,6 +1,8 @@
 // Checks on what a client sends to create a run, before any of it is parsed or stored
-// (issue 16): sizes bounded by common/limits.h, and the source folder confined to the
-// coordinator's --source_roots.
+// (issue 16): sizes bounded by common/limits.h, and the source confined to the
+// coordinator's --source_roots. A source is a local folder (a path or file:// URL) or an
+// S3-compatible bucket prefix (s3://bucket/prefix, issue 18) whose endpoint must be in the
+// coordinator's --s3_endpoints (AWS, the empty endpoint, always is).
 #ifndef STEADYEVAL_SERVER_INGEST_RUN_INPUTS_H_
 #define STEADYEVAL_SERVER_INGEST_RUN_INPUTS_H_
 
@@ -9,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "steadyeval/v1/types.pb.h"
 
 namespace steadyeval {
@@ -19,6 +22,32 @@ namespace steadyeval {
 absl::Status CheckRunInputLimits(const v1::RunConfig& config,
                                  const std::vector<v1::TaskContent>& task_files);
 
+// What a run's source is checked against (the coordinator's flags).
+struct SourceRules {
+  // --source_roots as ParseSourceRoots gives them: resolved folders and normalised
+  // s3://bucket[/prefix] URIs. Empty: any source the coordinator can read.
+  std::vector<std::string> roots;
+  // --s3_endpoints as ParseS3Endpoints gives them (normalised). AWS is always allowed.
+  std::vector<std::string> s3_endpoints;
+  // The region of s3 runs created without one: the coordinator's AWS_REGION /
+  // AWS_DEFAULT_REGION, else us-east-1 (DefaultS3Region).
+  std::string default_s3_region = "us-east-1";
+};
+
+// Checks `config`'s source and its S3 settings, and normalises them in place:
+//   - a local source (path or file://) must resolve under a local root (ResolveSource);
+//     s3_endpoint and s3_region must be empty (INVALID_ARGUMENT naming them);
+//   - an s3:// source is parsed (ParseS3Uri) and stored normalised ("s3://bucket/prefix",
+//     no trailing '/'); it need not hold any object yet. With roots, it must be one of the
+//     s3 roots or below one, comparing bucket and key components (PERMISSION_DENIED naming
+//     the roots). Its endpoint is stored normalised (NormalizeS3Endpoint) and must be empty
+//     (AWS) or listed in rules.s3_endpoints (PERMISSION_DENIED naming the endpoint and
+//     --s3_endpoints). An empty region is filled in with rules.default_s3_region, so the
+//     run keeps the region it was created with whatever the coordinator's environment
+//     later says, and leases carry it to workers.
+// `convert`, when set, must be a converter name ([A-Za-z0-9._-], at most 64 bytes).
+absl::Status CheckRunSource(v1::RunConfig& config, const SourceRules& rules);
+
 // Resolves `source` (a path or file:// URI) to an existing directory, symlinks followed.
 // With `roots`, the resolved folder must be one of them or below one (compared by path
 // components after resolving the roots too); PERMISSION_DENIED names the roots otherwise.
@@ -27,8 +56,22 @@ absl::StatusOr<std::string> ResolveSource(const std::string& source,
                                           const std::vector<std::string>& roots);
 
 // Parses --source_roots: comma-separated absolute folders, each resolved (they must
-// exist). INVALID_ARGUMENT naming the entry otherwise.
+// exist), and s3://bucket[/prefix] URIs, each normalised. INVALID_ARGUMENT naming the entry
+// otherwise.
 absl::StatusOr<std::vector<std::string>> ParseSourceRoots(const std::string& flag_value);
+
+// An S3 endpoint as runs and --s3_endpoints name it: "http(s)://host[:port]" with the
+// scheme and host lower-cased, the scheme's default port and a trailing '/' dropped.
+// INVALID_ARGUMENT for another scheme, no host, user info, a path, a query or a bad port.
+absl::StatusOr<std::string> NormalizeS3Endpoint(absl::string_view url);
+
+// Parses --s3_endpoints: comma-separated endpoint URLs, each normalised.
+absl::StatusOr<std::vector<std::string>> ParseS3Endpoints(const std::string& flag_value);
+
+// The region of s3 runs created without one: `region_from_environment` (the coordinator's
+// AWS_REGION / AWS_DEFAULT_REGION, s3/credentials.h RegionFromEnvironment) when set, else
+// "us-east-1".
+std::string DefaultS3Region(const std::string& region_from_environment);
 
 }  // namespace steadyeval
 

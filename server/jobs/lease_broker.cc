@@ -17,11 +17,13 @@
 namespace steadyeval {
 namespace {
 
-// The run's source folder as leases name it: without a file:// prefix, lexically
-// normalised. Symlinks are left to the worker, which resolves them on its own filesystem
-// (after its --path_map) together with the checkpoint paths.
+// The run's source as leases name it. A folder: without a file:// prefix, lexically
+// normalised; symlinks are left to the worker, which resolves them on its own filesystem
+// (after its --path_map) together with the checkpoint paths. An s3:// URI as stored (run
+// creation normalised it; path normalisation would fold its "//").
 std::string SourceRootOf(const v1::RunConfig& config) {
   std::string dir = config.source();
+  if (absl::StartsWith(dir, "s3://")) return dir;
   if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
   return std::filesystem::path(dir).lexically_normal().string();
 }
@@ -125,6 +127,9 @@ absl::StatusOr<v1::LeasedJob> LeaseBroker::BuildLeasedJob(const v1::Job& job) co
   leased.set_lease_ttl_ms(scheduler_->lease_ttl_ms());
   leased.set_lease_secret(secrets_.For(job.id(), job.epoch(), job.worker_id()));
   leased.set_source_root(SourceRootOf(run.config()));
+  leased.set_s3_endpoint(run.config().s3_endpoint());
+  leased.set_s3_region(run.config().s3_region());
+  leased.set_convert(run.config().convert());
   if (absl::StatusOr<JobKind> kind = JobKindOf(job); kind.ok() && !kind->is_raw()) {
     leased.set_window(kind->window());
   }

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "server/discovery/source_factory.h"
 
 namespace steadyeval {
 namespace {
@@ -72,7 +73,16 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     ServerOptions options) {
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer);
   if (options.clock == nullptr) options.clock = Clock::Real();
-  if (!options.discovery) options.discovery = WatcherDiscoveryFactory(options.clock);
+  s->source_metrics_ = std::make_shared<SourceMetrics>();
+  if (!options.discovery) {
+    RunSourceOptions sources;
+    sources.clock = options.clock;
+    sources.s3_observer = s->source_metrics_.get();
+    sources.default_s3_region = options.coordinator.default_s3_region;
+    options.discovery =
+        WatcherDiscoveryFactory(options.clock, std::make_shared<RunSourceFactory>(sources),
+                                s->source_metrics_.get());
+  }
   if (options.data_dir.empty()) {
     return absl::InvalidArgumentError("no data directory given (pass --data_dir DIR)");
   }
@@ -108,6 +118,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     }
     s->exposer_->RegisterCollectable(s->coordinator_->metrics()->registry());
     s->exposer_->RegisterCollectable(s->store_metrics_);
+    s->exposer_->RegisterCollectable(s->source_metrics_->registry());
     std::vector<int> ports = s->exposer_->GetListeningPorts();
     s->metrics_port_ = ports.empty() ? 0 : ports.front();
   }

@@ -19,6 +19,7 @@
 #include "server/rpc/access_control.h"
 #include "server/rpc/auth.h"
 #include "server/coordinator.h"
+#include "server/coordinator_metrics.h"
 #include "server/discovery/discovery.h"
 #include "server/rpc/rpc_metrics.h"
 #include "server/rpc/services.h"
@@ -35,7 +36,9 @@ struct ServerOptions {
   StoreOptions store;                          // free-space reserve, SST limit, test FS
   CoordinatorOptions coordinator;
   Clock* clock = nullptr;         // null: the real clock
-  DiscoveryFactory discovery;     // null: WatcherDiscoveryFactory(clock)
+  // Null: WatcherDiscoveryFactory over a RunSourceFactory (folders and s3:// prefixes,
+  // credentials from this process's environment) reporting to the server's SourceMetrics.
+  DiscoveryFactory discovery;
   bool start_background = true;   // polling loops and reaper (tests may drive them)
   int max_message_bytes = 64 << 20;
   // Security (issue 16). Without TLS a listen address that is not loopback is refused
@@ -77,6 +80,9 @@ class CoordinatorServer {
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
+  // Fed by the production discovery's S3 clients and watchers (while the coordinator
+  // polls: it outlives coordinator_); registered on exposer_.
+  std::shared_ptr<SourceMetrics> source_metrics_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<Authenticator> authenticator_;
   std::unique_ptr<AccessControl> access_;        // outlives the services
