@@ -11,12 +11,14 @@
 #include "server/discovery/completeness.h"
 #include "server/discovery/watcher.h"
 #include "testing/checkpoint_files.h"
+#include "testing/fake_bucket_file_system.h"
 #include "testing/fake_file_system.h"
 #include "testing/status_matchers.h"
 
 namespace steadyeval {
 namespace {
 
+using ::steadyeval::testing::FakeBucketFileSystem;
 using ::steadyeval::testing::FakeFileSystem;
 using ::steadyeval::testing::SafetensorsBytes;
 using ::steadyeval::testing::StatusIs;
@@ -195,6 +197,20 @@ TEST(CheckpointSourceRootFileTest, ReadsOnlyFilesAtTheRoot) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("absent")));
   EXPECT_THAT((*source)->ReadRootFile("latest", 3), StatusIs(kMalformed, HasSubstr("latest")));
   EXPECT_THAT((*source)->ReadRootFile("../etc/passwd", 100), StatusIs(kMalformed, HasSubstr("not a file name")));
+}
+
+TEST(ConvertedBucketTest, TrackersAreReadBesideTheCheckpointsInABucket) {
+  FakeBucketFileSystem bucket;
+  bucket.WriteFile("s3://ckpts/run9/iter_0000300/__0_0.distcp", "shard bytes");
+  bucket.WriteFile("s3://ckpts/run9/iter_0000300/.metadata", "pickled metadata");
+  bucket.WriteFile("s3://ckpts/run9/latest_checkpointed_iteration.txt", "200");
+  auto source = FileSystemSource::Create("s3://ckpts/run9", &bucket);
+  ASSERT_OK(source);
+  const CompletenessCheck check("", CheckpointLayout::kConverted);
+  EXPECT_THAT(check.Check(**source, "s3://ckpts/run9/iter_0000300", 300),
+              StatusIs(kNotYet, HasSubstr("names step 200")));
+  bucket.WriteFile("s3://ckpts/run9/latest_checkpointed_iteration.txt", "300");
+  EXPECT_OK(check.Check(**source, "s3://ckpts/run9/iter_0000300", 300));
 }
 
 // The watcher for a run with a converter.
