@@ -146,26 +146,27 @@ def write_safetensors(torch, tensors, path):
         raise ConversionError("safetensors are little-endian; this machine is not")
     dtypes = safetensors_dtypes(torch)
     header = {"__metadata__": {"format": "pt"}}
-    blobs = []
+    names = sorted(tensors)
     offset = 0
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
+    for name in names:
+        tensor = tensors[name]
         if tensor.dtype not in dtypes:
             raise ConversionError(f"tensor {name} has dtype {tensor.dtype}, which safetensors "
                                   "cannot hold")
-        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        size = tensor.numel() * tensor.element_size()
         header[name] = {"dtype": dtypes[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
+                        "data_offsets": [offset, offset + size]}
+        offset += size
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for blob in blobs:
-            f.write(blob)
+        for name in names:  # one tensor's bytes at a time
+            tensor = tensors[name].detach().cpu().contiguous()
+            if tensor.numel():
+                f.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     os.replace(tmp, path)
 
 
