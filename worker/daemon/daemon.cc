@@ -17,6 +17,8 @@
 #include "api/protocol.h"
 #include "api/task_content.h"
 #include "api/variant_proto.h"
+#include "s3/s3_file_system.h"
+#include "s3/s3_uri.h"
 
 namespace steadyeval {
 
@@ -37,6 +39,7 @@ WorkerMetricsOptions MetricsOptionsFor(const DaemonOptions& options) {
   WorkerMetricsOptions metrics;
   metrics.worker = options.name;
   metrics.device = options.device;
+  metrics.cache_limit_bytes = options.cache.limit_bytes;
   return metrics;
 }
 
@@ -132,7 +135,9 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options,
     : options_(std::move(options)),
       stub_(std::move(stub)),
       backend_(std::move(backend)),
-      metrics_(std::make_unique<WorkerMetrics>(MetricsOptionsFor(options_))) {}
+      metrics_(std::make_unique<WorkerMetrics>(MetricsOptionsFor(options_))) {
+  options_.cache.observer = metrics_.get();
+}
 
 WorkerDaemon::~WorkerDaemon() = default;
 
@@ -444,7 +449,171 @@ absl::StatusOr<std::string> WorkerDaemon::AllowedTokenizer(const v1::LeasedJob& 
       "); add its folder to --tokenizer_dirs or let the run use each checkpoint's own tokenizer"));
 }
 
-absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
+namespace {
+
+// An error of listing or fetching a checkpoint, as the job fails with it, prefixed with
+// `context` when not empty (the cache's and listing's own messages name the path): gone is
+// NOT_FOUND (permanent) or, for a window member, MembersGoneError; a full cache and a
+// cancellation keep their codes; anything else (access denied, an endpoint down, a size
+// mismatch, an unknown error) is retryable, with PERMISSION_DENIED reported as UNAVAILABLE
+// (RunJob reads PERMISSION_DENIED as the coordinator refusing the lease).
+absl::Status FetchFailure(const absl::Status& status, const std::string& context, bool window_member) {
+  const absl::Status named = context.empty() ? status : Annotate(status, context);
+  if (absl::IsNotFound(status)) {
+    return window_member ? MembersGoneError(absl::StrCat("window member: ", named.message())) : named;
+  }
+  if (absl::IsCancelled(status) || absl::IsResourceExhausted(status)) return named;
+  return WithJobFailure(absl::IsPermissionDenied(status) ? absl::UnavailableError(named.message()) : named,
+                        JobFailure::kRetryable);
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointCache*> WorkerDaemon::Cache() {
+  if (cache_ == nullptr) {
+    ASSIGN_OR_RETURN(cache_, CheckpointCache::Create(options_.cache));
+  }
+  return cache_.get();
+}
+
+absl::StatusOr<const ConverterSpec*> WorkerDaemon::ConverterFor(const v1::LeasedJob& lease) const {
+  std::vector<std::string> names;
+  for (const ConverterSpec& spec : options_.converters) {
+    if (spec.name == lease.convert()) return &spec;
+    names.push_back(spec.name);
+  }
+  return WithJobFailure(
+      absl::FailedPreconditionError(absl::StrCat(
+          "run ", lease.job().run(), " asks for converter '", lease.convert(),
+          "', which this worker does not declare (its converters: ",
+          names.empty() ? "none" : absl::StrJoin(names, ", "), "); start workers with --converter ",
+          lease.convert(), "='CMD ARGS {src} {dst}' (retryable: another worker may have it)")),
+      JobFailure::kRetryable);
+}
+
+absl::Status WorkerDaemon::CheckS3Checkpoint(const v1::LeasedJob& lease, const std::string& path) const {
+  const std::string what = absl::StrCat("job ", lease.job().id(), " (run ", lease.job().run(), ")");
+  absl::StatusOr<S3Uri> root = ParseS3Uri(lease.source_root());
+  absl::StatusOr<S3Uri> uri = ParseS3Uri(path);
+  if (!root.ok() || !uri.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": ", (!root.ok() ? root.status() : uri.status()).message()));
+  }
+  const bool under = uri->bucket == root->bucket &&
+                     (root->key.empty() || uri->key == root->key ||
+                      (uri->key.size() > root->key.size() &&
+                       uri->key.compare(0, root->key.size(), root->key) == 0 &&
+                       uri->key[root->key.size()] == '/'));
+  if (!under) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": checkpoint ", path, " is outside the run's source ", lease.source_root(),
+        "; this worker fetches only checkpoints under it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<FileSystem>> WorkerDaemon::S3FileSystemFor(const v1::LeasedJob& lease) {
+  std::string region = lease.s3_region();
+  if (region.empty()) region = RegionFromEnvironment([](const char* name) { return getenv(name); });
+  if (region.empty()) region = "us-east-1";
+  const auto key = std::make_pair(lease.s3_endpoint(), region);
+  if (auto it = s3_file_systems_.find(key); it != s3_file_systems_.end()) return it->second;
+  if (!options_.s3_credentials.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "this worker has no AWS credentials for s3:// checkpoints: ",
+        options_.s3_credentials.status().message()));
+  }
+  S3ClientOptions client;
+  client.endpoint = lease.s3_endpoint();
+  client.region = region;
+  client.credentials = *options_.s3_credentials;
+  client.clock = options_.clock;
+  client.observer = metrics_.get();
+  std::shared_ptr<FileSystem> fs;
+  if (options_.s3_file_system) {
+    ASSIGN_OR_RETURN(fs, options_.s3_file_system(client));
+  } else {
+    ASSIGN_OR_RETURN(std::unique_ptr<S3Client> made, S3Client::Create(std::move(client)));
+    fs = std::make_shared<S3FileSystem>(std::shared_ptr<S3Client>(std::move(made)));
+  }
+  s3_file_systems_.emplace(key, fs);
+  return fs;
+}
+
+absl::StatusOr<WorkerDaemon::LocalCheckpoint> WorkerDaemon::Materialize(
+    const v1::LeasedJob& lease, const std::string& path, bool window_member,
+    const std::atomic<bool>& lost) {
+  const bool remote = IsS3Uri(lease.source_root());
+  if (!remote && lease.convert().empty()) {  // as before issue #18: read in place
+    const std::string dir = MapPath(options_.path_map, path);
+    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
+    return LocalCheckpoint{dir, std::nullopt};
+  }
+  const ConverterSpec* converter = nullptr;
+  if (!lease.convert().empty()) {
+    ASSIGN_OR_RETURN(converter, ConverterFor(lease));
+  }
+  std::shared_ptr<FileSystem> fs;
+  std::string dir;
+  std::string origin;
+  if (remote) {
+    RETURN_IF_ERROR(CheckS3Checkpoint(lease, path));
+    absl::StatusOr<std::shared_ptr<FileSystem>> made = S3FileSystemFor(lease);
+    if (!made.ok()) return FetchFailure(made.status(), absl::StrCat("checkpoint ", path), window_member);
+    fs = *made;
+    dir = path;
+    origin = absl::StrCat("s3 ", lease.s3_endpoint().empty() ? "AWS" : lease.s3_endpoint());
+  } else {
+    dir = MapPath(options_.path_map, path);
+    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
+    fs = std::shared_ptr<FileSystem>(FileSystem::Local(), [](FileSystem*) {});
+    origin = "local";
+  }
+  const std::string what = absl::StrCat("checkpoint ", dir);
+  absl::StatusOr<CheckpointCache*> cache = Cache();
+  if (!cache.ok()) return WithJobFailure(Annotate(cache.status(), what), JobFailure::kRetryable);
+  absl::StatusOr<CheckpointIdentity> identity = IdentifyCheckpoint(*fs, origin, dir);
+  if (!identity.ok()) return FetchFailure(identity.status(), "", window_member);
+  const CheckpointCache::CancelFn cancelled = [this, &lost] {
+    return lost.load() || stopping_.load() || DrainExpired();
+  };
+  if (converter == nullptr) {
+    absl::StatusOr<CacheEntry> fetched = (*cache)->Fetch(*fs, *identity, cancelled);
+    if (!fetched.ok()) return FetchFailure(fetched.status(), "", window_member);
+    const std::string local = fetched->path();
+    return LocalCheckpoint{local, std::move(*fetched)};
+  }
+  // Converted: the source is fetched (remote) or read in place (local) only on a miss.
+  bool source_failed = false;
+  auto source = [&]() -> absl::StatusOr<CheckpointCache::ConvertSource> {
+    if (!remote) return CheckpointCache::ConvertSource{dir, std::nullopt};
+    absl::StatusOr<CacheEntry> fetched = (*cache)->Fetch(*fs, *identity, cancelled);
+    if (!fetched.ok()) {
+      source_failed = true;
+      return FetchFailure(fetched.status(), "", window_member);
+    }
+    const std::string local = fetched->path();
+    return CheckpointCache::ConvertSource{local, std::move(*fetched)};
+  };
+  ConverterRunOptions run;
+  run.timeout_ms = options_.converter_timeout_ms;
+  run.clock = options_.clock;
+  absl::StatusOr<CacheEntry> converted = (*cache)->Convert(*identity, *converter, run, source, cancelled);
+  if (!converted.ok()) {
+    if (source_failed || absl::IsCancelled(converted.status()) ||
+        absl::IsResourceExhausted(converted.status())) {
+      return converted.status();
+    }
+    // The converter's failure may be this worker's (a missing module, memory): retryable.
+    return WithJobFailure(Annotate(converted.status(), absl::StrCat("converting ", dir)),
+                          JobFailure::kRetryable);
+  }
+  const std::string local = converted->path();
+  return LocalCheckpoint{local, std::move(*converted)};
+}
+
+absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease,
+                                                   const std::atomic<bool>& lost) {
   const v1::Job& job = lease.job();
   absl::StatusOr<JobKind> kind = JobKindOf(job);  // kind_spec, else the text (old coordinator)
   if (!kind.ok()) {
@@ -457,9 +626,10 @@ absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
     if (lease.checkpoint_paths_size() != 1) {
       return absl::InvalidArgumentError("raw job must name exactly one checkpoint");
     }
-    const std::string dir = MapPath(options_.path_map, lease.checkpoint_paths(0));
-    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
-    return backend_->Load(dir, tokenizer);
+    // Pinned in the cache until the model is loaded.
+    ASSIGN_OR_RETURN(const LocalCheckpoint checkpoint,
+                     Materialize(lease, lease.checkpoint_paths(0), /*window_member=*/false, lost));
+    return backend_->Load(checkpoint.dir, tokenizer);
   }
   if (lease.window() != 0 && lease.window() != window) {
     return absl::InvalidArgumentError(absl::StrCat("job kind ", job.kind(), " but lease window ",
@@ -471,24 +641,28 @@ absl::StatusOr<LoadStats> WorkerDaemon::LoadForJob(const v1::LeasedJob& lease) {
         job.kind(), " job names ", lease.checkpoint_paths_size(), " checkpoints and ",
         job.steps_size(), " steps; expected ", window, " of each (oldest first)"));
   }
+  std::vector<LocalCheckpoint> members;  // all pinned until the average is loaded
   std::vector<std::string> dirs;
   std::vector<uint64_t> steps(job.steps().begin(), job.steps().end());
   for (const std::string& path : lease.checkpoint_paths()) {
-    dirs.push_back(MapPath(options_.path_map, path));
-    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dirs.back()));
+    ASSIGN_OR_RETURN(LocalCheckpoint member, Materialize(lease, path, /*window_member=*/true, lost));
+    dirs.push_back(member.dir);
+    members.push_back(std::move(member));
   }
   return backend_->LoadAverage(job.run(), window, dirs, steps, tokenizer);
 }
 
-std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob& lease) {
+std::vector<v1::ParameterDrift> WorkerDaemon::ComputeDrifts(const v1::LeasedJob& lease,
+                                                            const std::atomic<bool>& lost) {
   std::vector<v1::ParameterDrift> drifts;
   for (const v1::DriftTarget& target : lease.drift_targets()) {
-    const std::string from = MapPath(options_.path_map, target.from_path());
-    const std::string to = MapPath(options_.path_map, target.to_path());
-    absl::Status allowed = CheckCheckpointFolder(lease, from);
-    if (allowed.ok()) allowed = CheckCheckpointFolder(lease, to);
-    absl::StatusOr<ParameterDriftResult> drift =
-        allowed.ok() ? backend_->ComputeDrift(from, to) : absl::StatusOr<ParameterDriftResult>(allowed);
+    // Both ends pinned while the drift is computed; one the cache cannot hold beside the
+    // other (RESOURCE_EXHAUSTED) skips this drift like any other failure.
+    absl::StatusOr<ParameterDriftResult> drift = [&]() -> absl::StatusOr<ParameterDriftResult> {
+      ASSIGN_OR_RETURN(const LocalCheckpoint from, Materialize(lease, target.from_path(), false, lost));
+      ASSIGN_OR_RETURN(const LocalCheckpoint to, Materialize(lease, target.to_path(), false, lost));
+      return backend_->ComputeDrift(from.dir, to.dir);
+    }();
     if (!drift.ok()) {
       Log(absl::StrCat("job ", lease.job().id(), ": parameter drift ", target.from_step(), " -> ",
                        target.to_step(), " skipped: ", drift.status().message()));
@@ -577,11 +751,11 @@ absl::Status WorkerDaemon::EvaluateAndReport(const v1::LeasedJob& lease,
                                              const std::atomic<bool>& lost) {
   const v1::Job& job = lease.job();
   if (DrainExpired()) return absl::CancelledError("worker stopping before the job started");
-  ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease));
+  ASSIGN_OR_RETURN(LoadStats load, LoadForJob(lease, lost));
   metrics_->RecordLoad(load);
   RETURN_IF_ERROR(CheckPinnedTokenizer(lease));
   ASSIGN_OR_RETURN(const auto outputs, EvaluateTasks(lease, lost));
-  const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease);
+  const std::vector<v1::ParameterDrift> drifts = ComputeDrifts(lease, lost);
   // Report, retrying through coordinator restarts and refused writes: the outputs are
   // kept until accepted. UNAVAILABLE and RESOURCE_EXHAUSTED (coordinator down, or its
   // storage refusing writes) are retried for as long as the lease is held (the

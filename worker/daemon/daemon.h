@@ -28,6 +28,30 @@
 // DaemonOptions::tokenizer_dirs (none by default). Anything else fails the job for good
 // (FAILED_PRECONDITION naming the path and the rule) before the file is opened.
 //
+// Materialising a checkpoint (issue #18) before the backend loads it:
+//   - A local folder without a converter is loaded in place, as always.
+//   - An s3:// lease (source_root starts with s3://): every checkpoint path must lie under
+//     source_root (same bucket, key under its prefix, compared after ParseS3Uri, which
+//     refuses "." and ".." components), else FAILED_PRECONDITION for good. Its objects are
+//     fetched into the checkpoint cache (worker/cache/) through an S3 client for the
+//     lease's s3_endpoint and s3_region (region default: AWS_REGION / AWS_DEFAULT_REGION,
+//     else us-east-1) with this worker's own credentials; clients are kept per (endpoint,
+//     region). The worker talks to no endpoint but the lease's.
+//   - A lease with `convert` set: the named --converter runs on the (local or fetched)
+//     folder and its cached output is what is loaded; the fetched source is unpinned
+//     once converted. A name this worker does not declare fails the job as retryable
+//     (another worker may declare it; the coordinator's attempt limit bounds the tries),
+//     naming the converter and this worker's converters.
+//   - The cache (DaemonOptions::cache) is opened on the first job that needs it.
+//   - Cache entries stay pinned until the model is loaded; for drift, while it is
+//     computed (a drift whose two checkpoints the cache cannot hold is skipped, logged).
+//   - Errors: a checkpoint or window member whose objects are gone is NOT_FOUND (a raw
+//     job, permanent) or MembersGoneError (a window); listing and fetch errors (access
+//     denied, endpoint down, a size mismatch), a full cache and every converter failure
+//     (non-zero exit, timeout, no config.json) are retryable and name what failed; the
+//     daemon carries on with the next job. A lost lease, Stop() or an expired drain stops
+//     a fetch between chunks and a converter at its next poll.
+//
 // Draining (Drain(), the worker's SIGTERM/SIGINT): no new job is acquired; the current
 // job is finished and reported if that is done within drain_grace_ms, else evaluation
 // stops after the packed batch in progress and the lease is handed back (FailJob,
@@ -49,6 +73,8 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -60,7 +86,11 @@
 #include "common/clock.h"
 #include "common/job_failure.h"
 #include "common/task.h"
+#include "s3/credentials.h"
+#include "s3/s3_client.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
+#include "worker/cache/checkpoint_cache.h"
+#include "worker/cache/converter.h"
 #include "worker/eval/eval_backend.h"
 #include "worker/daemon/metrics_http.h"
 #include "worker/daemon/worker_metrics.h"
@@ -102,8 +132,23 @@ struct DaemonOptions {
   int batch_size = 8;     // generation examples decoded together (EvalSettings)
   std::string metrics_listen;  // empty: no metrics endpoint
   // What every wait and measured duration uses (see the file comment): backoffs, the
-  // heartbeat period, the drain grace, evaluation time. Not owned; must outlive the daemon.
+  // heartbeat period, the drain grace, evaluation time, converter timeouts. Not owned; must
+  // outlive the daemon.
   Clock* clock = Clock::Real();
+
+  // The checkpoint cache for s3:// and converted checkpoints (--cache_dir, --cache_bytes,
+  // --fetch_concurrency); its observer is set by the daemon (metrics).
+  CheckpointCacheOptions cache;
+  // Declared converters (--converter), by name, and their timeout (--converter_timeout_s).
+  std::vector<ConverterSpec> converters;
+  int64_t converter_timeout_ms = 3'600'000;
+  // This worker's credentials for s3:// leases (LoadAwsCredentials at start); an error
+  // fails s3:// jobs (retryable) with its message.
+  absl::StatusOr<AwsCredentials> s3_credentials =
+      absl::NotFoundError("no AWS credentials were loaded");
+  // Makes the file system of an s3:// lease from its client options. Empty: an
+  // S3FileSystem over an S3Client. Tests give a fake.
+  std::function<absl::StatusOr<std::shared_ptr<FileSystem>>(const S3ClientOptions&)> s3_file_system;
 };
 
 class WorkerDaemon {
@@ -162,15 +207,35 @@ class WorkerDaemon {
   // tokenizer_path resolved, when under a --tokenizer_dirs folder; FAILED_PRECONDITION
   // naming the path and the flag otherwise.
   absl::StatusOr<std::string> AllowedTokenizer(const v1::LeasedJob& lease) const;
+  // A checkpoint as a local folder the backend can load, and the cache pin (if any) that
+  // keeps it there while `pin` lives.
+  struct LocalCheckpoint {
+    std::string dir;
+    std::optional<CacheEntry> pin;
+  };
+  // The checkpoint `path` of `lease` as a local folder (see "Materialising" above).
+  // `window_member`: a NOT_FOUND becomes MembersGoneError. `lost` cancels.
+  absl::StatusOr<LocalCheckpoint> Materialize(const v1::LeasedJob& lease, const std::string& path,
+                                              bool window_member, const std::atomic<bool>& lost);
+  // The cache, opened now if it is not yet.
+  absl::StatusOr<CheckpointCache*> Cache();
+  // The file system of an s3:// lease's endpoint and region (made once per pair).
+  absl::StatusOr<std::shared_ptr<FileSystem>> S3FileSystemFor(const v1::LeasedJob& lease);
+  // FAILED_PRECONDITION unless the s3:// `path` lies under the lease's source_root.
+  absl::Status CheckS3Checkpoint(const v1::LeasedJob& lease, const std::string& path) const;
+  // The converter the lease names; FAILED_PRECONDITION (retryable) when not declared.
+  absl::StatusOr<const ConverterSpec*> ConverterFor(const v1::LeasedJob& lease) const;
   // Loads the job's model: one checkpoint (raw) or the average of its window (avg@n).
-  absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease);
+  absl::StatusOr<LoadStats> LoadForJob(const steadyeval::v1::LeasedJob& lease,
+                                       const std::atomic<bool>& lost);
   // Evaluates every task of the lease with the loaded model, counting examples, tokens and
   // evaluation time into metrics_ as it goes; `lost` cancels it.
   absl::StatusOr<TaskOutputs> EvaluateTasks(const steadyeval::v1::LeasedJob& lease,
                                             const std::atomic<bool>& lost);
   // The job's drift targets that could be computed (a failure is logged and skipped:
   // drift is a side measurement and must not fail the evaluation).
-  std::vector<steadyeval::v1::ParameterDrift> ComputeDrifts(const steadyeval::v1::LeasedJob& lease);
+  std::vector<steadyeval::v1::ParameterDrift> ComputeDrifts(const steadyeval::v1::LeasedJob& lease,
+                                                            const std::atomic<bool>& lost);
   void FailJob(const steadyeval::v1::LeasedJob& lease, const absl::Status& why);
   // Sends FailJob (retrying through coordinator restarts) with this reason.
   void SendFailJob(const steadyeval::v1::LeasedJob& lease, const std::string& reason,
@@ -198,6 +263,9 @@ class WorkerDaemon {
   std::atomic<int64_t> heartbeat_interval_ms_{0};
   std::unique_ptr<WorkerMetrics> metrics_;        // never null
   std::unique_ptr<MetricsHttpServer> metrics_server_;  // null until StartMetrics(); serves metrics_
+  // Only touched by Run()'s thread (jobs run there one at a time).
+  std::unique_ptr<CheckpointCache> cache_;  // null until a job needs it
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<FileSystem>> s3_file_systems_;
 };
 
 }  // namespace steadyeval

@@ -14,8 +14,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "testing/fake_bucket_file_system.h"
+#include "testing/files.h"
 #include "testing/http.h"
+#include "testing/process.h"
 #include "testing/status_matchers.h"
+#include "testing/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "api/protocol.h"
@@ -522,6 +526,7 @@ class WorkerDaemonMetricsTest : public ::testing::Test {
   std::vector<::steadyeval::v1::FailJobRequest> failed_;
   std::vector<::steadyeval::v1::RegisterWorkerRequest> registrations_;
   std::vector<::steadyeval::v1::GetTaskRequest> task_requests_;
+  uint64_t bytes_after_first_ = 0;
 };
 
 TEST_F(WorkerDaemonMetricsTest, CountsAJobsExamplesTokensAndEvaluationTime) {
@@ -732,6 +737,257 @@ TEST_F(WorkerDaemonPathTest, ARunsTokenizerPathNeedsTokenizerDirs) {
   }
   EXPECT_TRUE(ResolvesUnder(tokenizer, (root_ / "tokenizers").string()));
   EXPECT_FALSE(ResolvesUnder((root_ / "tokenizers2").string(), (root_ / "tokenizers").string()));
+}
+
+// Converted checkpoints (issue #18): a run's --convert names one of the worker's
+// converters; its output, in the worker's cache, is what the backend loads.
+class WorkerDaemonConvertTest : public WorkerDaemonPathTest {
+ protected:
+  void SetUp() override {
+    WorkerDaemonPathTest::SetUp();
+    std::ofstream(root_ / "source/step_100/distcp.bin") << "DCP-WEIGHTS";
+    WriteScript("good", "echo \"$1\" >> \"$(dirname \"$0\")/runs.log\"\n"
+                        "cp \"$1/distcp.bin\" \"$2/model.safetensors\"\n"
+                        "echo '{}' > \"$2/config.json\"\n");
+    WriteScript("bad", "echo 'reading .metadata' ; echo 'KeyError: optimizer state missing' >&2\n"
+                       "exit 3\n");
+    SetTask();
+  }
+  void WriteScript(const std::string& name, const std::string& script) {
+    std::ofstream(root_ / (name + ".sh")) << script;
+  }
+  ConverterSpec Converter(const std::string& name) {
+    auto spec = ParseConverterSpec(name + "=/bin/sh " + (root_ / (name + ".sh")).string() + " {src} {dst}");
+    EXPECT_OK(spec);
+    return *spec;
+  }
+  void RecreateWithConverters(const std::vector<std::string>& names) {
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.name = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    options.cache.dir = (root_ / "cache").string();
+    options.cache.limit_bytes = 1 << 20;
+    for (const std::string& name : names) options.converters.push_back(Converter(name));
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+  ::steadyeval::v1::LeasedJob ConvertLease(uint64_t id, const std::string& converter) {
+    auto lease = Lease(id, (root_ / "source/step_100").string());
+    lease.set_convert(converter);
+    return lease;
+  }
+};
+
+TEST_F(WorkerDaemonConvertTest, ALeaseWithConvertRunsTheConverterAndLoadsItsOutput) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "good"), ConvertLease(2, "good")});
+  ASSERT_EQ(daemon_->jobs_done(), 2) << (failed_.empty() ? "" : failed_[0].reason());
+  ASSERT_EQ(fake_->loaded.size(), 2u);
+  const std::string loaded = fake_->loaded[0].substr(4);  // after "raw "
+  EXPECT_TRUE(absl::StartsWith(loaded, (root_ / "cache/entries/").string())) << loaded;
+  EXPECT_EQ(fake_->loaded[1], fake_->loaded[0]);
+  EXPECT_EQ(::steadyeval::testing::ReadFileOrEmpty(loaded + "/model.safetensors"), "DCP-WEIGHTS");
+  EXPECT_TRUE(std::filesystem::exists(loaded + "/config.json"));
+  // Converted once: the second job found the output in the cache.
+  EXPECT_EQ(::steadyeval::testing::ReadFileOrEmpty((root_ / "runs.log").string()),
+            (root_ / "source/step_100").string() + "\n");
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "ok"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_misses_total"), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_hits_total"), 1.0);
+  EXPECT_GT(*Series("steadyeval_worker_cache_bytes"), 0.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_limit_bytes"), 1 << 20);
+}
+
+TEST_F(WorkerDaemonConvertTest, AnUnknownConverterFailsTheJobNamingItAndTheWorkersOwn) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "megatron")});
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());  // another worker may declare it
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("'megatron'"), ::testing::HasSubstr("good, bad"),
+                               ::testing::HasSubstr("--converter megatron=")));
+}
+
+TEST_F(WorkerDaemonConvertTest, AFailingConverterFailsTheJobAndTheDaemonTakesTheNext) {
+  RecreateWithConverters({"good", "bad"});
+  RunLeases(task_text_, {ConvertLease(1, "bad"), ConvertLease(2, "good")});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0].job_id(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("converter 'bad'"),
+                               ::testing::HasSubstr("exited with status 3"),
+                               ::testing::HasSubstr("KeyError: optimizer state missing")));
+  EXPECT_EQ(daemon_->jobs_done(), 1);  // the next job ran
+  ASSERT_EQ(reports_.size(), 1u);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "failed"}}), 1.0);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "ok"}}), 1.0);
+  // Nothing of the failed conversion stays in the cache.
+  EXPECT_TRUE(std::filesystem::is_empty(root_ / "cache/tmp"));
+}
+
+// A converter that hangs is killed at --converter_timeout_s; the job fails naming it.
+TEST_F(WorkerDaemonConvertTest, AHangingConverterFailsTheJobAtItsTimeout) {
+  WriteScript("hang", "echo 'loading shard 1'; exec sleep 1000\n");
+  auto backend = std::make_unique<FakeBackend>();
+  fake_ = backend.get();
+  DaemonOptions options;
+  options.worker_id = "w1-id";
+  options.name = "w1";
+  options.acquire_wait_ms = 10;
+  options.retry_backoff_ms = 1;
+  options.cache.dir = (root_ / "cache").string();
+  options.converters = {Converter("hang"), Converter("good")};
+  options.converter_timeout_ms = 300;  // the real clock
+  daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  RunLeases(task_text_, {ConvertLease(1, "hang"), ConvertLease(2, "good")});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(),
+              ::testing::AllOf(::testing::HasSubstr("converter 'hang'"), ::testing::HasSubstr("0.3 s"),
+                               ::testing::HasSubstr("--converter_timeout_s"),
+                               ::testing::HasSubstr("loading shard 1")));
+  EXPECT_EQ(daemon_->jobs_done(), 1);
+  EXPECT_EQ(Series("steadyeval_worker_conversions_total", {{"result", "timeout"}}), 1.0);
+}
+
+// s3:// leases (issue #18), against a bucket held in memory: checkpoints are fetched into
+// the cache through the file system made for the lease's endpoint, and loaded from there.
+class WorkerDaemonS3Test : public WorkerDaemonMetricsTest {
+ protected:
+  void SetUp() override {
+    WorkerDaemonMetricsTest::SetUp();
+    task_text_ = McTaskText(1);
+    auto task = ParseTask("mc.jsonl", task_text_);
+    ASSERT_OK(task);
+    task_sha256_ = task->sha256;
+    for (int step : {100, 200, 300}) {
+      const std::string dir = "s3://ckpt/run/step_" + std::to_string(step);
+      bucket_->WriteFile(dir + "/config.json", "{}");
+      bucket_->WriteFile(dir + "/model.safetensors", std::string(1000, static_cast<char>('0' + step / 100)));
+    }
+    bucket_->WriteFile("s3://ckpt/other/step_100/config.json", "{}");
+    auto backend = std::make_unique<FakeBackend>();
+    fake_ = backend.get();
+    DaemonOptions options;
+    options.worker_id = "w1-id";
+    options.name = "w1";
+    options.acquire_wait_ms = 10;
+    options.retry_backoff_ms = 1;
+    options.clock = &clock_;
+    options.cache.dir = cache_dir_.path();
+    options.cache.limit_bytes = 1 << 20;
+    options.s3_credentials = AwsCredentials{"AKID", "SECRET", "", "test"};
+    options.s3_file_system = [this](const S3ClientOptions& client) -> absl::StatusOr<std::shared_ptr<FileSystem>> {
+      clients_.push_back(client.endpoint + " " + client.region + " " + client.credentials.access_key_id);
+      return std::shared_ptr<FileSystem>(bucket_);
+    };
+    daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  }
+  ::steadyeval::v1::LeasedJob S3Lease(uint64_t id, std::vector<int> steps) {
+    auto lease = RawLease(id, steps.back(), task_sha256_);
+    lease.set_source_root("s3://ckpt/run/");
+    lease.set_s3_endpoint("http://127.0.0.1:9");
+    lease.set_s3_region("eu-west-1");
+    lease.clear_checkpoint_paths();
+    lease.mutable_job()->clear_steps();
+    for (int step : steps) {
+      lease.add_checkpoint_paths("s3://ckpt/run/step_" + std::to_string(step));
+      lease.mutable_job()->add_steps(step);
+    }
+    if (steps.size() > 1) {
+      SetJobKind(*lease.mutable_job(), JobKind::Average(steps.size()));
+      lease.set_window(steps.size());
+    }
+    return lease;
+  }
+
+  ::steadyeval::testing::TempDir cache_dir_;
+  std::shared_ptr<::steadyeval::testing::FakeBucketFileSystem> bucket_ =
+      std::make_shared<::steadyeval::testing::FakeBucketFileSystem>();
+  std::vector<std::string> clients_;
+  std::string task_text_;
+  std::string task_sha256_;
+};
+
+TEST_F(WorkerDaemonS3Test, FetchesAWindowIntoTheCacheOnceAndLoadsItFromThere) {
+  RunLeases(task_text_, {S3Lease(1, {100, 200}), S3Lease(2, {100, 200})},
+            {nullptr, [&] { bytes_after_first_ = bucket_->BytesRead(); }});
+  ASSERT_EQ(daemon_->jobs_done(), 2) << (failed_.empty() ? "" : failed_[0].reason());
+  ASSERT_EQ(fake_->loaded.size(), 2u);
+  EXPECT_EQ(fake_->loaded[1], fake_->loaded[0]);
+  EXPECT_THAT(fake_->loaded[0], ::testing::StartsWith("avg r 2 " + cache_dir_.path() + "/entries/"));
+  // One client, for the lease's endpoint and region, with this worker's credentials.
+  EXPECT_THAT(clients_, ::testing::ElementsAre("http://127.0.0.1:9 eu-west-1 AKID"));
+  // The second window was all cached: nothing fetched again.
+  EXPECT_EQ(bytes_after_first_, 2 * 1002u);
+  EXPECT_EQ(bucket_->BytesRead(), bytes_after_first_);
+  EXPECT_EQ(Series("steadyeval_worker_cache_fetched_bytes_total"), 2 * 1002.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_misses_total"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_hits_total"), 2.0);
+  EXPECT_EQ(Series("steadyeval_worker_cache_bytes"), 2 * 1002.0);
+}
+
+TEST_F(WorkerDaemonS3Test, PathsOutsideTheSourceGoneMembersAndBucketErrorsFailTheJob) {
+  auto outside = S3Lease(1, {100});
+  outside.set_checkpoint_paths(0, "s3://ckpt/other/step_100");
+  auto sneaky = S3Lease(2, {100});
+  sneaky.set_checkpoint_paths(0, "s3://ckpt/run/../other/step_100");
+  auto gone = S3Lease(3, {100, 400});  // step_400 has no objects
+  auto denied = S3Lease(4, {300});
+  RunLeases(task_text_, {outside, sneaky, gone, denied},
+            {nullptr, nullptr, nullptr, [&] {
+               bucket_->files().InjectError(::steadyeval::testing::FakeFileSystem::Op::kList,
+                                            "/ckpt/run/step_300",
+                                            absl::PermissionDeniedError("S3 ListObjectsV2 s3://ckpt/run/step_300/: HTTP 403 AccessDenied"));
+             }});
+  EXPECT_TRUE(fake_->loaded.empty());
+  ASSERT_EQ(failed_.size(), 4u);
+  EXPECT_EQ(failed_[0].failure(), ::steadyeval::v1::JOB_FAILURE_PERMANENT);
+  EXPECT_THAT(failed_[0].reason(), ::testing::HasSubstr("outside the run's source s3://ckpt/run/"));
+  EXPECT_EQ(failed_[1].failure(), ::steadyeval::v1::JOB_FAILURE_PERMANENT);
+  EXPECT_EQ(failed_[2].failure(), ::steadyeval::v1::JOB_FAILURE_MEMBERS_GONE);
+  EXPECT_THAT(failed_[2].reason(), ::testing::HasSubstr("step_400"));
+  // Access denied is retryable (another worker's credentials may do) and named.
+  EXPECT_EQ(failed_[3].failure(), ::steadyeval::v1::JOB_FAILURE_RETRYABLE);
+  EXPECT_THAT(failed_[3].reason(), ::testing::HasSubstr("HTTP 403 AccessDenied"));
+}
+
+TEST_F(WorkerDaemonS3Test, AWorkerWithoutCredentialsFailsS3JobsAsRetryable) {
+  auto backend = std::make_unique<FakeBackend>();
+  fake_ = backend.get();
+  DaemonOptions options;
+  options.worker_id = "w1-id";
+  options.acquire_wait_ms = 10;
+  options.cache.dir = cache_dir_.path();
+  options.s3_credentials = absl::NotFoundError("no AWS_ACCESS_KEY_ID, no ~/.aws/credentials");
+  daemon_ = std::make_unique<WorkerDaemon>(options, stub_, std::move(backend));
+  RunLeases(task_text_, {S3Lease(1, {100})});
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_TRUE(failed_[0].retryable());
+  EXPECT_THAT(failed_[0].reason(), ::testing::AllOf(::testing::HasSubstr("no AWS credentials"),
+                                                    ::testing::HasSubstr("AWS_ACCESS_KEY_ID")));
+}
+
+TEST(WorkerFlagsTest, AConverterWithoutDstIsRejectedAtStart) {
+  const auto result = ::steadyeval::testing::RunCommand(
+      {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
+       "--converter", "dcp=python3 /opt/dcp_to_hf.py {src}"},
+      /*timeout_seconds=*/60);  // a worker that accepted the flag would run until killed
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_THAT(result.err, ::testing::AllOf(::testing::HasSubstr("--converter"),
+                                           ::testing::HasSubstr("{dst}")));
+  const auto bytes = ::steadyeval::testing::RunCommand(
+      {::steadyeval::testing::BinDir() + "/steadyeval-worker", "--coordinator", "127.0.0.1:1",
+       "--cache_bytes", "12Q"},
+      /*timeout_seconds=*/60);
+  EXPECT_EQ(bytes.exit_code, 2) << bytes.err;
+  EXPECT_THAT(bytes.err, ::testing::HasSubstr("--cache_bytes '12Q'"));
 }
 
 TEST_F(WorkerDaemonMetricsTest, DrainAfterGraceHandsTheJobBackAfterTheCurrentBatch) {
@@ -1112,6 +1368,15 @@ TEST(WorkerDaemonMetricsEndpointTest, ServesEveryWorkerSeriesOnMetrics) {
         "steadyeval_worker_eval_seconds_total{worker=\"w1\"} 0\n",
         "steadyeval_worker_tokens_per_second{worker=\"w1\"} 0\n",
         "steadyeval_worker_examples_per_second{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_bytes{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_limit_bytes{worker=\"w1\"} 107374182400\n",
+        "steadyeval_worker_cache_evictions_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_fetched_bytes_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_hits_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_cache_misses_total{worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"ok\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"failed\",worker=\"w1\"} 0\n",
+        "steadyeval_worker_conversions_total{result=\"timeout\",worker=\"w1\"} 0\n",
         "# TYPE steadyeval_worker_device_memory_bytes gauge\n",
         "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"used\",worker=\"w1\"} ",
         "steadyeval_worker_device_memory_bytes{device=\"cpu\",kind=\"peak\",worker=\"w1\"} "}) {

@@ -20,6 +20,10 @@
 #include "absl/synchronization/mutex.h"
 #include "common/cli_args.h"
 #include "common/grpc_channel.h"
+#include "common/status.h"
+#include "s3/credentials.h"
+#include "worker/cache/checkpoint_cache.h"
+#include "worker/cache/converter.h"
 #include "worker/daemon/daemon.h"
 #include "worker/eval/eval_backend.h"
 #include "worker/backend/offline.h"
@@ -145,6 +149,27 @@ const std::vector<FlagSpec>& DaemonFlags() {
        "BYTES"},
       {"window_rebuild_every", false,
        "re-sum a window from scratch after this many consecutive slides (default 8)", "K"},
+      {"cache_dir", false,
+       "folder of the checkpoint cache for s3:// runs and converted checkpoints; one worker "
+       "per folder (default $XDG_CACHE_HOME/steadyeval, else ~/.cache/steadyeval; opened on "
+       "the first job that needs it)",
+       "DIR"},
+      {"cache_bytes", false,
+       "the checkpoint cache's hard byte limit, with K, M, G or T (powers of 1024); an "
+       "averaging window needs all its members at once (default 100G)",
+       "N"},
+      {"fetch_concurrency", false,
+       "files of one checkpoint fetched at once into the cache (default 4)", "N"},
+      {"converter", false,
+       "declare a converter runs may name (runs add --convert NAME): CMD is run without a "
+       "shell, split at whitespace ('...' and \"...\" quote), {src} replaced by the "
+       "checkpoint folder and {dst} by an empty folder it must fill with a Hugging Face "
+       "layout (config.json, *.safetensors, tokenizer); repeatable",
+       "NAME='CMD ARGS {src} {dst}'"},
+      {"converter_timeout_s", false,
+       "a converter still running after this long is killed with its process group and the "
+       "job fails (default 3600)",
+       "S"},
       {"token_file", false,
        "file whose first line is this worker's bearer token (a worker-role token)", "FILE"},
       {"ca_cert", false, "connect over TLS, trusting these PEM roots for the coordinator",
@@ -162,6 +187,7 @@ void PrintUsage() {
           "Usage:\n"
           "  steadyeval-worker --coordinator HOST:PORT [--device cpu] [--name N]\n"
           "                    [--metrics_listen HOST:PORT] [--path_map FROM=TO]\n"
+          "                    [--cache_dir DIR] [--cache_bytes 100G] [--converter NAME='CMD {src} {dst}']\n"
           "  steadyeval-worker logprobs --checkpoint DIR (--tokens 1,2,3 | --text \"...\") [--json]\n"
           "  steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]\n"
           "  steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]\n\n"
@@ -183,6 +209,40 @@ std::string RandomSuffix() {
   char buf[17];
   snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(gen()));
   return std::string(buf, 8);
+}
+
+// --cache_dir, --cache_bytes, --fetch_concurrency, --converter, --converter_timeout_s.
+absl::Status CacheFlags(const ParsedArgs& parsed, DaemonOptions& options) {
+  if (parsed.Has("cache_dir")) {
+    options.cache.dir = parsed.Get("cache_dir");
+  } else {
+    // No default (no HOME): s3:// and --convert jobs fail naming --cache_dir; others run.
+    absl::StatusOr<std::string> dir = DefaultCacheDir([](const char* name) { return getenv(name); });
+    if (dir.ok()) options.cache.dir = *dir;
+  }
+  ASSIGN_OR_RETURN(options.cache.limit_bytes,
+                   ParseByteSize(parsed.Get("cache_bytes", "100G"), "--cache_bytes"));
+  if (options.cache.limit_bytes == 0) return absl::InvalidArgumentError("--cache_bytes must be above 0");
+  auto concurrency = parsed.GetInt("fetch_concurrency", kDefaultFetchConcurrency);
+  if (!concurrency.ok() || *concurrency < 1 || *concurrency > 256) {
+    return absl::InvalidArgumentError("--fetch_concurrency must be in 1..256");
+  }
+  options.cache.fetch_concurrency = static_cast<int>(*concurrency);
+  for (const std::string& value : parsed.GetAll("converter")) {
+    ASSIGN_OR_RETURN(ConverterSpec spec, ParseConverterSpec(value));
+    for (const ConverterSpec& other : options.converters) {
+      if (other.name == spec.name) {
+        return absl::InvalidArgumentError(absl::StrCat("--converter ", spec.name, " is declared twice"));
+      }
+    }
+    options.converters.push_back(std::move(spec));
+  }
+  auto timeout = parsed.GetDouble("converter_timeout_s", 3600);
+  if (!timeout.ok() || !(*timeout > 0) || *timeout > 7 * 86400) {
+    return absl::InvalidArgumentError("--converter_timeout_s must be in (0, 604800] seconds");
+  }
+  options.converter_timeout_ms = static_cast<int64_t>(*timeout * 1000);
+  return absl::OkStatus();
 }
 
 int RunDaemon(const std::vector<std::string>& args) {
@@ -270,6 +330,16 @@ int RunDaemon(const std::vector<std::string>& args) {
   }
   window_cache.budget_bytes = static_cast<uint64_t>(*cache_bytes);
   window_cache.rebuild_every = static_cast<int>(*rebuild_every);
+  if (absl::Status s = CacheFlags(*parsed, options); !s.ok()) {
+    fprintf(stderr, "steadyeval-worker: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  // Credentials for s3:// runs: this worker's own, never from the coordinator.
+  options.s3_credentials = LoadAwsCredentials();
+  if (options.s3_credentials.ok()) {
+    fprintf(stderr, "steadyeval-worker: AWS credentials for s3:// runs from %s\n",
+            options.s3_credentials->origin.c_str());
+  }
 
   auto backend = CreateTorchEvalBackend(options.device, static_cast<int>(*threads), window_cache,
                                         *batch_tokens);

@@ -133,6 +133,34 @@ WorkerMetrics::WorkerMetrics(const WorkerMetricsOptions& options)
   jobs_failed_ = &jobs.Add({{"worker", options.worker}, {"outcome", "failed"}});
   busy_ = &prometheus::BuildGauge().Name("steadyeval_worker_busy")
                .Help("1 while holding a job").Register(*registry_).Add(labels);
+  worker_ = options.worker;
+  cache_bytes_ = &prometheus::BuildGauge().Name("steadyeval_worker_cache_bytes")
+                      .Help("Bytes in the checkpoint cache: entries plus space reserved for fetches and conversions in progress")
+                      .Register(*registry_).Add(labels);
+  cache_limit_bytes_ = &prometheus::BuildGauge().Name("steadyeval_worker_cache_limit_bytes")
+                            .Help("The checkpoint cache's byte limit (--cache_bytes)")
+                            .Register(*registry_).Add(labels);
+  cache_limit_bytes_->Set(static_cast<double>(options.cache_limit_bytes));
+  cache_evictions_ = &prometheus::BuildCounter().Name("steadyeval_worker_cache_evictions_total")
+                          .Help("Checkpoint cache entries evicted to make room")
+                          .Register(*registry_).Add(labels);
+  cache_fetched_bytes_ = &prometheus::BuildCounter().Name("steadyeval_worker_cache_fetched_bytes_total")
+                              .Help("Bytes fetched into the checkpoint cache (e.g. from a bucket)")
+                              .Register(*registry_).Add(labels);
+  cache_hits_ = &prometheus::BuildCounter().Name("steadyeval_worker_cache_hits_total")
+                     .Help("Checkpoints (fetched or converted) found in the cache")
+                     .Register(*registry_).Add(labels);
+  cache_misses_ = &prometheus::BuildCounter().Name("steadyeval_worker_cache_misses_total")
+                       .Help("Checkpoints (fetched or converted) not in the cache, so fetched or converted")
+                       .Register(*registry_).Add(labels);
+  conversions_ = &prometheus::BuildCounter().Name("steadyeval_worker_conversions_total")
+                      .Help("Converter runs, by result").Register(*registry_);
+  for (const char* result : {"ok", "failed", "timeout"}) {
+    conversions_->Add({{"worker", worker_}, {"result", result}});
+  }
+  s3_errors_ = &prometheus::BuildCounter().Name("steadyeval_worker_s3_request_errors_total")
+                    .Help("Failed S3 request attempts (retries included), by operation and kind")
+                    .Register(*registry_);
 }
 
 std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
@@ -162,5 +190,21 @@ void WorkerMetrics::RecordEvaluationRates(uint64_t examples, uint64_t tokens, do
 
 void WorkerMetrics::JobDone() { jobs_done_->Increment(); }
 void WorkerMetrics::JobFailed() { jobs_failed_->Increment(); }
+
+void WorkerMetrics::OnCacheBytes(uint64_t bytes, uint64_t limit_bytes) {
+  cache_bytes_->Set(static_cast<double>(bytes));
+  cache_limit_bytes_->Set(static_cast<double>(limit_bytes));
+}
+void WorkerMetrics::OnHit() { cache_hits_->Increment(); }
+void WorkerMetrics::OnMiss() { cache_misses_->Increment(); }
+void WorkerMetrics::OnEviction(uint64_t /*bytes*/) { cache_evictions_->Increment(); }
+void WorkerMetrics::OnFetched(uint64_t bytes) { cache_fetched_bytes_->Increment(static_cast<double>(bytes)); }
+void WorkerMetrics::OnConversion(const char* result) {
+  conversions_->Add({{"worker", worker_}, {"result", result}}).Increment();
+}
+void WorkerMetrics::OnAttempt(const char* op, double /*seconds*/, S3ErrorKind error) {
+  if (error == S3ErrorKind::kNone) return;
+  s3_errors_->Add({{"worker", worker_}, {"op", op}, {"kind", S3ErrorKindName(error)}}).Increment();
+}
 
 }  // namespace steadyeval

@@ -26,6 +26,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "s3/s3_client.h"
+#include "worker/cache/checkpoint_cache.h"
 #include "worker/eval/eval_backend.h"
 
 namespace steadyeval {
@@ -79,9 +81,12 @@ struct WorkerMetricsOptions {
   std::string device = "cpu"; // the `device` label of device_memory_bytes
   ReadFileFn read_file = ReadWholeFile;
   std::string proc_status_path = "/proc/self/status";
+  uint64_t cache_limit_bytes = 0;  // steadyeval_worker_cache_limit_bytes (--cache_bytes)
 };
 
-class WorkerMetrics {
+// Also the checkpoint cache's and the S3 clients' observer: the cache_* series, conversions
+// and S3 request errors.
+class WorkerMetrics : public CacheObserver, public S3Observer {
  public:
   explicit WorkerMetrics(const WorkerMetricsOptions& options);
 
@@ -109,6 +114,17 @@ class WorkerMetrics {
   void JobDone();
   void JobFailed();
 
+  // CacheObserver: steadyeval_worker_cache_{bytes,limit_bytes,evictions_total,
+  // fetched_bytes_total,hits_total,misses_total}, steadyeval_worker_conversions_total.
+  void OnCacheBytes(uint64_t bytes, uint64_t limit_bytes) override;
+  void OnHit() override;
+  void OnMiss() override;
+  void OnEviction(uint64_t bytes) override;
+  void OnFetched(uint64_t bytes) override;
+  void OnConversion(const char* result) override;
+  // S3Observer: steadyeval_worker_s3_request_errors_total{op, kind} for failed attempts.
+  void OnAttempt(const char* op, double seconds, S3ErrorKind error) override;
+
  private:
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::shared_ptr<DeviceMemoryCollector> device_memory_;
@@ -122,6 +138,15 @@ class WorkerMetrics {
   prometheus::Counter* jobs_done_ = nullptr;
   prometheus::Counter* jobs_failed_ = nullptr;
   prometheus::Gauge* busy_ = nullptr;
+  std::string worker_;
+  prometheus::Gauge* cache_bytes_ = nullptr;
+  prometheus::Gauge* cache_limit_bytes_ = nullptr;
+  prometheus::Counter* cache_evictions_ = nullptr;
+  prometheus::Counter* cache_fetched_bytes_ = nullptr;
+  prometheus::Counter* cache_hits_ = nullptr;
+  prometheus::Counter* cache_misses_ = nullptr;
+  prometheus::Family<prometheus::Counter>* conversions_ = nullptr;
+  prometheus::Family<prometheus::Counter>* s3_errors_ = nullptr;
 };
 
 }  // namespace steadyeval
