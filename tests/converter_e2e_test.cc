@@ -197,9 +197,7 @@ class ConverterEndToEndTest : public ::testing::Test {
   std::vector<ChildProcess> workers_;
 };
 
-// DISABLED_ until the CLI's `runs add --convert`, the coordinator's wiring of
-// RunConfig.convert and the worker's --converter/--cache_dir flags are all on this branch.
-TEST_F(ConverterEndToEndTest, DISABLED_DcpRunScoresEqualTheHfRunAndBadConvertersFailTheirJob) {
+TEST_F(ConverterEndToEndTest, DcpRunScoresEqualTheHfRunAndBadConvertersFailTheirJob) {
   const std::string hf = tmp_ / "hf";
   const std::string dcp = tmp_ / "dcp";
   const std::string no_config = tmp_ / "dcp_without_config";
