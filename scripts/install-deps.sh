@@ -15,7 +15,7 @@ PACKAGES=(
   libcurl4-openssl-dev libxml2-dev
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
-  prometheus python3
+  prometheus python3 python3-torch python3-numpy
   clang
 )
 

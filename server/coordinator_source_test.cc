@@ -78,7 +78,6 @@ class CoordinatorSourceTest : public ::testing::Test {
     config.set_source(source);
     config.set_s3_endpoint(endpoint);
     config.set_settle_seconds(1);
-    config.set_convert("dcp");
     return config;
   }
   void Upload(const std::string& uri, std::string bytes) { bucket_->WriteFile(uri, bytes); }
@@ -191,10 +190,13 @@ TEST_F(CoordinatorSourceTest, AListingErrorIsShownLoggedOnceAndClearsWhenTheBuck
 }
 
 TEST_F(CoordinatorSourceTest, LeasesCarryTheBucketItsEndpointRegionAndConverter) {
-  ASSERT_OK(coordinator_->CreateRun(S3Config("s3://ckpt/run/"), {McTaskFile()}));
+  v1::RunConfig config = S3Config("s3://ckpt/run/");
+  config.set_convert("dcp");
+  ASSERT_OK(coordinator_->CreateRun(config, {McTaskFile()}));
+  // A run with a converter: a PyTorch DCP checkpoint, complete once its .metadata is there.
   const std::string ckpt = "s3://ckpt/run/step_000100";
-  Upload(ckpt + "/config.json", kConfigJson);
-  Upload(ckpt + "/model.safetensors", SafetensorsBytes());
+  Upload(ckpt + "/__0_0.distcp", "tensor bytes");
+  Upload(ckpt + "/.metadata", "pickled metadata");
   ASSERT_OK(coordinator_->PollRunsOnce());
   clock_.AdvanceSeconds(2);
   ASSERT_OK(coordinator_->PollRunsOnce());

@@ -167,7 +167,8 @@ class S3EndToEndTest : public ::testing::Test {
 
   std::map<uint64_t, std::string> States(const std::string& run) {
     std::map<uint64_t, std::string> states;
-    for (const auto& c : Cli({"checkpoints", run})["checkpoints"]) {
+    const json checkpoints = Cli({"checkpoints", run});
+    for (const auto& c : checkpoints["checkpoints"]) {
       states[c["step"].get<uint64_t>()] = c["state"].get<std::string>();
     }
     return states;
@@ -232,7 +233,8 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
   ASSERT_TRUE(WaitFor([&] { return Evaluated("bucket") == 3 && Evaluated("folder") == 3; },
                       seconds(240), milliseconds(500)))
       << Cli({"checkpoints", "bucket"}).dump(2) << Logs();
-  for (const auto& c : Cli({"checkpoints", "bucket"})["checkpoints"]) {
+  const json checkpoints = Cli({"checkpoints", "bucket"});
+  for (const auto& c : checkpoints["checkpoints"]) {
     if (c["step"] == 300) {
       EXPECT_GE(c["admitted_unix_ms"].get<int64_t>(), last_landed_ms) << c.dump();
     }
@@ -241,7 +243,8 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
 
   // Exactly one job per checkpoint, done on its first lease.
   std::multiset<uint64_t> job_steps;
-  for (const auto& j : Cli({"jobs", "--run", "bucket"})["jobs"]) {
+  const json jobs = Cli({"jobs", "--run", "bucket"});
+  for (const auto& j : jobs["jobs"]) {
     EXPECT_EQ(j["state"], "done") << j.dump();
     EXPECT_EQ(j["attempts"], 1) << j.dump();
     job_steps.insert(j["steps"][0].get<uint64_t>());
@@ -251,7 +254,8 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
   // The bucket run's scores are the folder run's, to the last bit.
   auto scores = [&](const std::string& run) {
     std::map<std::pair<uint64_t, std::string>, double> out;
-    for (const auto& s : Cli({"scores", run})["scores"]) {
+    const json listed = Cli({"scores", run});
+    for (const auto& s : listed["scores"]) {
       out[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
     }
     return out;

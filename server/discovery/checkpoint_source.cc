@@ -15,6 +15,13 @@ constexpr absl::string_view kFileScheme = "file://";
 
 }  // namespace
 
+absl::StatusOr<std::string> CheckpointSource::ReadRootFile(const std::string& name,
+                                                           uint64_t /*max_bytes*/) {
+  return absl::UnimplementedError(absl::StrCat("checkpoint source ", Describe(),
+                                               " cannot read files beside its checkpoints (",
+                                               name, ")"));
+}
+
 absl::StatusOr<std::unique_ptr<FileSystemSource>> FileSystemSource::Create(const std::string& root,
                                                                            FileSystem* fs) {
   if (fs == nullptr) return absl::InvalidArgumentError("checkpoint source needs a file system");
@@ -90,6 +97,15 @@ absl::StatusOr<std::string> FileSystemSource::ReadRange(const std::string& path,
                                                         const std::string& name, uint64_t offset,
                                                         uint64_t length) {
   return fs_->ReadRange(JoinPath(path, name), offset, length);
+}
+
+absl::StatusOr<std::string> FileSystemSource::ReadRootFile(const std::string& name,
+                                                           uint64_t max_bytes) {
+  if (name.empty() || name.find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name, "' is not a file name at the root of ", described_));
+  }
+  return fs_->ReadFile(JoinPath(root_, name), max_bytes);
 }
 
 }  // namespace steadyeval

@@ -71,6 +71,14 @@ class CheckpointSource {
   virtual absl::StatusOr<std::string> ReadRange(const std::string& path, const std::string& name,
                                                 uint64_t offset, uint64_t length) = 0;
 
+  // The whole file `name` at the root of the source, beside the checkpoint folders (where
+  // trainers keep their tracker files, e.g. Megatron's latest_checkpointed_iteration.txt),
+  // of at most `max_bytes` (INVALID_ARGUMENT otherwise). NOT_FOUND when there is no such
+  // file; FAILED_PRECONDITION when `name` is not a regular file (e.g. a folder). This
+  // default implementation has no root files to read (UNIMPLEMENTED); sources that hold
+  // training-framework checkpoints override it.
+  virtual absl::StatusOr<std::string> ReadRootFile(const std::string& name, uint64_t max_bytes);
+
   // The source as the user gave it, for messages.
   virtual std::string Describe() const = 0;
 };
@@ -94,6 +102,7 @@ class FileSystemSource : public CheckpointSource {
   absl::StatusOr<CheckpointFingerprint> Fingerprint(const std::string& path) override;
   absl::StatusOr<std::string> ReadRange(const std::string& path, const std::string& name,
                                         uint64_t offset, uint64_t length) override;
+  absl::StatusOr<std::string> ReadRootFile(const std::string& name, uint64_t max_bytes) override;
   std::string Describe() const override { return described_; }
 
   const std::string& root() const { return root_; }

@@ -4,7 +4,9 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
 #include "common/status.h"
@@ -18,6 +20,15 @@ constexpr char kSafetensors[] = "model.safetensors";
 constexpr char kSafetensorsIndex[] = "model.safetensors.index.json";
 constexpr char kBin[] = "pytorch_model.bin";
 constexpr char kBinIndex[] = "pytorch_model.bin.index.json";
+
+// The converted layouts' files (DESIGN §4).
+constexpr char kDcpMetadata[] = ".metadata";
+constexpr char kDcpShardSuffix[] = ".distcp";
+constexpr char kMegatronTracker[] = "latest_checkpointed_iteration.txt";
+constexpr char kDeepSpeedTracker[] = "latest";
+
+// A tracker file holds one number or tag; anything larger is not one.
+constexpr uint64_t kMaxTrackerBytes = 4096;
 
 // config.json and index files are small; anything larger is not one.
 constexpr uint64_t kMaxJsonBytes = 64ull << 20;
@@ -109,8 +120,9 @@ absl::Status CheckSafetensors(CheckpointSource& source, const std::string& path,
   return ParseSafetensorsHeader(json, file.size, file.name).status();
 }
 
+// kHuggingFace: config, weights, safetensors headers (see completeness.h).
 absl::Status CheckFolder(CheckpointSource& source, const std::string& path,
-                         const CheckpointFingerprint& files, const std::string& marker) {
+                         const CheckpointFingerprint& files) {
   std::map<std::string, const FileFingerprint*> by_name;
   for (const FileFingerprint& f : files) by_name[f.name] = &f;
   auto find = [&](const std::string& name) -> const FileFingerprint* {
@@ -150,24 +162,130 @@ absl::Status CheckFolder(CheckpointSource& source, const std::string& path,
     if (absl::EndsWith(f.name, ".safetensors")) RETURN_IF_ERROR(CheckSafetensors(source, path, f));
   }
 
-  if (!marker.empty() && find(marker) == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("marker file ", marker, " is missing (the trainer writes it last)"));
+  return absl::OkStatus();
+}
+
+absl::Status RequireMarker(const CheckpointFingerprint& files, const std::string& marker) {
+  if (marker.empty()) return absl::OkStatus();
+  for (const FileFingerprint& f : files) {
+    if (f.name == marker) return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("marker file ", marker, " is missing (the trainer writes it last)"));
+}
+
+// The tracker file `name` at the source's root, trimmed; nullopt when there is none (or
+// it is not a regular file, e.g. a `latest` link to a folder).
+absl::StatusOr<std::optional<std::string>> ReadTracker(CheckpointSource& source,
+                                                       const std::string& name) {
+  absl::StatusOr<std::string> text = source.ReadRootFile(name, kMaxTrackerBytes);
+  if (absl::IsNotFound(text.status()) || absl::IsFailedPrecondition(text.status())) {
+    return std::optional<std::string>();
+  }
+  if (!text.ok()) return Annotate(text.status(), absl::StrCat(name, " beside the checkpoints"));
+  return std::optional<std::string>(std::string(absl::StripAsciiWhitespace(*text)));
+}
+
+// The step a tracker names: the digits that end `text` ("1200", "global_step1200").
+std::optional<uint64_t> TrailingStep(const std::string& text) {
+  size_t begin = text.size();
+  while (begin > 0 && absl::ascii_isdigit(static_cast<unsigned char>(text[begin - 1]))) --begin;
+  uint64_t step = 0;
+  if (begin == text.size() || !absl::SimpleAtoi(text.substr(begin), &step)) return std::nullopt;
+  return step;
+}
+
+// The tracker `name`, whose content is `text`, written by `framework`, must name `step` or
+// a later one.
+absl::Status RequireTrackerAtLeast(const std::string& name, const std::string& text,
+                                   const char* framework, std::optional<uint64_t> step) {
+  if (text.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name, " beside the checkpoints is empty (", framework, " is writing it?)"));
+  }
+  const std::optional<uint64_t> named = TrailingStep(text);
+  if (!named.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " beside the checkpoints says '", text, "', which names no step"));
+  }
+  if (!step.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the checkpoint's step is unknown, so ", name, " cannot be compared with it"));
+  }
+  if (*named < *step) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name, " beside the checkpoints names step ", *named, " ('", text, "'); waiting for ",
+        framework, " to record step ", *step, " or later (it does once the checkpoint is written)"));
   }
   return absl::OkStatus();
 }
 
+// kConverted: the trainer's "written last" signal (see completeness.h).
+absl::Status CheckConvertedFolder(CheckpointSource& source, const CheckpointFingerprint& files,
+                                  std::optional<uint64_t> step) {
+  bool has_metadata = false;
+  bool has_shards = false;
+  for (const FileFingerprint& f : files) {
+    if (f.name == kDcpMetadata) has_metadata = true;
+    if (absl::EndsWith(f.name, kDcpShardSuffix)) has_shards = true;
+  }
+
+  ASSIGN_OR_RETURN(std::optional<std::string> megatron, ReadTracker(source, kMegatronTracker));
+  if (megatron.has_value()) {
+    RETURN_IF_ERROR(RequireTrackerAtLeast(kMegatronTracker, *megatron, "Megatron", step));
+    if (has_shards && !has_metadata) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "has *", kDcpShardSuffix, " files (Megatron torch_dist) but no ", kDcpMetadata,
+          " (written last)"));
+    }
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> deepspeed, ReadTracker(source, kDeepSpeedTracker));
+  if (deepspeed.has_value()) {
+    return RequireTrackerAtLeast(kDeepSpeedTracker, *deepspeed, "DeepSpeed", step);
+  }
+  if (has_metadata) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "not a complete training-framework checkpoint yet: expected ", kDcpMetadata,
+      " in the folder (PyTorch DCP writes it last), or beside the checkpoint folders ",
+      kMegatronTracker, " (Megatron) or ", kDeepSpeedTracker,
+      " (DeepSpeed) naming this step or a later one",
+      has_shards ? absl::StrCat("; it has *", kDcpShardSuffix, " files") : ""));
+}
+
 }  // namespace
+
+absl::Status CompletenessCheck::CheckWithStep(CheckpointSource& source, const std::string& path,
+                                              std::optional<uint64_t> step,
+                                              const CheckpointFingerprint& files) const {
+  absl::Status status = layout_ == CheckpointLayout::kConverted
+                            ? CheckConvertedFolder(source, files, step)
+                            : CheckFolder(source, path, files);
+  if (status.ok()) status = RequireMarker(files, marker_);
+  return Annotate(status, BaseName(path));
+}
+
+absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
+                                      uint64_t step, const CheckpointFingerprint& files) const {
+  return CheckWithStep(source, path, step, files);
+}
+
+absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
+                                      uint64_t step) const {
+  auto files = source.Fingerprint(path);
+  if (!files.ok()) return Annotate(files.status(), BaseName(path));
+  return CheckWithStep(source, path, step, *files);
+}
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
                                       const CheckpointFingerprint& files) const {
-  return Annotate(CheckFolder(source, path, files, marker_), BaseName(path));
+  return CheckWithStep(source, path, std::nullopt, files);
 }
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path) const {
   auto files = source.Fingerprint(path);
   if (!files.ok()) return Annotate(files.status(), BaseName(path));
-  return Check(source, path, *files);
+  return CheckWithStep(source, path, std::nullopt, *files);
 }
 
 absl::Status CheckLocalCheckpoint(const std::string& path, const std::string& marker) {

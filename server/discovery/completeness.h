@@ -1,6 +1,8 @@
 // CompletenessCheck: is a checkpoint folder fully written? (DESIGN §4)
 //
-// A Hugging Face checkpoint folder is complete when:
+// The rules depend on the run's layout (CheckpointLayout).
+//
+// kHuggingFace (read natively): a checkpoint folder is complete when:
 //   - config.json is present and is a JSON object;
 //   - its weights are present, by the first format found of:
 //       model.safetensors.index.json: valid JSON with a "weight_map" object; every shard it
@@ -11,6 +13,21 @@
 //   - every *.safetensors file in the folder has a header that parses and whose tensors
 //     end exactly at the end of the file (common/safetensors.h);
 //   - the run's marker file (e.g. ".complete", "_SUCCESS"), if one is set, is present.
+//
+// kConverted (a training framework's layout, made HF by the run's converter on the worker):
+// the trainer's own "written last" signal, by the first of these that applies:
+//   - Megatron (legacy or torch_dist): the source root holds
+//     latest_checkpointed_iteration.txt; it must name an iteration >= the checkpoint's
+//     step, and a folder holding *.distcp files (torch_dist) must also hold .metadata;
+//   - DeepSpeed: the source root holds a regular file `latest`; it must name a tag ending
+//     in a step (e.g. global_step1200) >= the checkpoint's step;
+//   - PyTorch DCP: the folder holds .metadata (torch.distributed.checkpoint writes it
+//     after every *.distcp file);
+//   - otherwise the folder is not complete, and the reason names what each layout needs;
+//   - the run's marker file, if one is set, is present (as above).
+// Trackers live outside the checkpoint folder, so a converted verdict can change while the
+// folder's files do not: callers must not cache a negative one.
+//
 // Quiescence (files unchanged over time) is the watcher's job, not this check's.
 //
 // Every read goes through a CheckpointSource. Thread-safe (const, no state) as long as the
@@ -18,6 +35,8 @@
 #ifndef STEADYEVAL_SERVER_DISCOVERY_COMPLETENESS_H_
 #define STEADYEVAL_SERVER_DISCOVERY_COMPLETENESS_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -25,32 +44,55 @@
 
 namespace steadyeval {
 
+// How a run's checkpoints are written (see the rules above).
+enum class CheckpointLayout {
+  kHuggingFace,  // config.json + safetensors (or pytorch_model.bin): read natively
+  kConverted,    // PyTorch DCP, Megatron or DeepSpeed: read through the run's converter
+};
+
 class CompletenessCheck {
  public:
   // `marker`: the file name that must be present (empty: none required).
-  explicit CompletenessCheck(std::string marker = "") : marker_(std::move(marker)) {}
+  explicit CompletenessCheck(std::string marker = "",
+                             CheckpointLayout layout = CheckpointLayout::kHuggingFace)
+      : marker_(std::move(marker)), layout_(layout) {}
 
   // Checks the checkpoint folder at `path` of `source`, whose files are `files` (its
-  // fingerprint, taken just before; sizes are taken from it). OK when complete; otherwise
-  // a status whose message starts with the folder's name and names the offending file:
-  //   FAILED_PRECONDITION: something is missing or shorter than its header says (not yet
-  //     written: check again later);
-  //   INVALID_ARGUMENT: a file is malformed (bad JSON, bad safetensors header);
+  // fingerprint, taken just before; sizes are taken from it) and whose name parses to
+  // `step` (the converted layouts compare it with a tracker file). OK when complete;
+  // otherwise a status whose message starts with the folder's name and names the
+  // offending file:
+  //   FAILED_PRECONDITION: something is missing, shorter than its header says, or a
+  //     tracker names an earlier step (not yet written: check again later);
+  //   INVALID_ARGUMENT: a file is malformed (bad JSON, bad safetensors header, a tracker
+  //     that names no step);
   //   other codes: the source could not read a file.
-  absl::Status Check(CheckpointSource& source, const std::string& path,
+  absl::Status Check(CheckpointSource& source, const std::string& path, uint64_t step,
                      const CheckpointFingerprint& files) const;
 
   // As above, taking the fingerprint itself.
+  absl::Status Check(CheckpointSource& source, const std::string& path, uint64_t step) const;
+
+  // As above without a step: enough for kHuggingFace; in kConverted a tracker's rule then
+  // fails with INVALID_ARGUMENT.
+  absl::Status Check(CheckpointSource& source, const std::string& path,
+                     const CheckpointFingerprint& files) const;
   absl::Status Check(CheckpointSource& source, const std::string& path) const;
 
   const std::string& marker() const { return marker_; }
+  CheckpointLayout layout() const { return layout_; }
 
  private:
+  absl::Status CheckWithStep(CheckpointSource& source, const std::string& path,
+                             std::optional<uint64_t> step,
+                             const CheckpointFingerprint& files) const;
+
   std::string marker_;
+  CheckpointLayout layout_;
 };
 
-// Checks the local checkpoint folder at `path` (a FileSystemSource on the local file
-// system).
+// Checks the local Hugging Face checkpoint folder at `path` (a FileSystemSource on the
+// local file system).
 absl::Status CheckLocalCheckpoint(const std::string& path, const std::string& marker = "");
 
 }  // namespace steadyeval

@@ -88,7 +88,8 @@ CheckpointWatcher::CheckpointWatcher(WatcherOptions options, Clock* clock,
       clock_(clock),
       parser_(std::move(parser)),
       source_(std::move(source)),
-      completeness_(options_.marker),
+      completeness_(options_.marker, options_.convert.empty() ? CheckpointLayout::kHuggingFace
+                                                              : CheckpointLayout::kConverted),
       settle_nanos_(static_cast<int64_t>(std::ceil(options_.settle_seconds * 1e9))) {}
 
 absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
@@ -125,7 +126,7 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
       still_pending[step] = std::move(candidate);
       continue;
     }
-    if (Observe(candidate, folders[0]->path, now)) {
+    if (Observe(candidate, folders[0]->path, step, now)) {
       admitted.push_back({step, folders[0]->path});
       admitted_.insert(step);
     } else {
@@ -151,7 +152,8 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
   return admitted;
 }
 
-bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, int64_t now_nanos) {
+bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, uint64_t step,
+                                int64_t now_nanos) {
   absl::StatusOr<CheckpointFingerprint> fingerprint = source_->Fingerprint(path);
   if (!fingerprint.ok()) {
     const int64_t first_seen = candidate.first_seen_nanos;
@@ -169,7 +171,7 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, i
     candidate.path = path;
     candidate.fingerprint = *std::move(fingerprint);
     candidate.unchanged_since_nanos = now_nanos;
-    candidate.completeness = completeness_.Check(*source_, path, candidate.fingerprint);
+    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
     candidate.complete = candidate.completeness.ok();
     if (!candidate.completeness.ok()) {
       candidate.reason = std::string(candidate.completeness.message());
@@ -182,9 +184,11 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, i
     return false;
   }
 
-  // Same files as last time: the cached verdict still holds, unless it was a read error.
-  if (!IsVerdict(candidate.completeness)) {
-    candidate.completeness = completeness_.Check(*source_, path, candidate.fingerprint);
+  // Same files as last time: the cached verdict still holds, unless it was a read error or
+  // a converted layout's negative one (its tracker files are outside the fingerprint).
+  const bool converted = completeness_.layout() == CheckpointLayout::kConverted;
+  if (!IsVerdict(candidate.completeness) || (converted && !candidate.completeness.ok())) {
+    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
   }
   candidate.complete = candidate.completeness.ok();
   if (!candidate.completeness.ok()) {

@@ -4,12 +4,16 @@
 // An entry becomes a checkpoint candidate when it is a folder whose whole name parses as a
 // step (common/steps.h; names like step_000100.tmp are ignored). A candidate is admitted
 // once, when both:
-//   - complete: CompletenessCheck passes (config, weights, safetensors headers, marker);
+//   - complete: CompletenessCheck passes (config, weights, safetensors headers, marker; or,
+//     for a run with a converter, the training framework's rules: DCP .metadata, the
+//     Megatron or DeepSpeed tracker file beside the folders naming this step or later);
 //   - quiescent: its fingerprint (file names, sizes, mtimes, ETags) is unchanged between two polls
 //     at least settle_seconds apart on the Clock's monotonic time. A candidate therefore
 //     always needs at least two polls, even with settle_seconds = 0.
 // Anything else stays pending, with a human-readable reason, and is re-checked on the next
-// poll. A complete candidate's reason starts with "settling". Each pending step also
+// poll (for a run with a converter, an incomplete candidate's check is repeated every poll
+// even when its files are unchanged: the trackers live outside its folder). A complete
+// candidate's reason starts with "settling". Each pending step also
 // carries since when its reason holds (the first poll that saw it; reasons that differ
 // only in numbers, such as a shard's growing size or the settle clock, count as one) and
 // whether the last poll saw it change. Steps admitted once (by Poll or MarkAdmitted) are never returned again.
@@ -48,8 +52,9 @@ struct WatcherOptions {
   // Called after every listing of the source's root (one per Poll) with how long it took
   // on the Clock's monotonic time and how it ended; may be empty. For metrics.
   std::function<void(double seconds, const absl::Status& status)> on_list = nullptr;
-  // The run's converter (RunConfig.convert); empty: checkpoints are read natively (Hugging
-  // Face layout). Completeness rules follow the layout it implies (completeness.h).
+  // The run's converter (RunConfig.convert). Empty: checkpoints are read natively (Hugging
+  // Face layout); otherwise they are in a training framework's layout, and the
+  // completeness rules are CheckpointLayout::kConverted's (completeness.h).
   std::string convert = "";
 };
 
@@ -114,8 +119,9 @@ class CheckpointWatcher {
   CheckpointWatcher(WatcherOptions options, Clock* clock, std::unique_ptr<StepParser> parser,
                     std::unique_ptr<CheckpointSource> source);
 
-  // Updates `candidate` with what the source shows now at `path`; true when it is admitted.
-  bool Observe(Candidate& candidate, const std::string& path, int64_t now_nanos);
+  // Updates `candidate` with what the source shows now at `path` (the folder of `step`);
+  // true when it is admitted.
+  bool Observe(Candidate& candidate, const std::string& path, uint64_t step, int64_t now_nanos);
 
   const WatcherOptions options_;
   Clock* const clock_;
