@@ -40,6 +40,19 @@ struct S3Client::Request {
   int file_fd = -1;           // a successful response body goes here (truncated per attempt)
   bool accept_416 = false;    // "range not satisfiable" is an answer, not an error
   bool accept_409 = false;    // "conflict" is an answer (CreateBucket of an existing bucket)
+
+  // A request on the object `key` of `bucket` (messages name s3://bucket/key).
+  static Request OnObject(const char* op, const char* s3_op, const char* method,
+                          const std::string& bucket, const std::string& key) {
+    Request request;
+    request.op = op;
+    request.s3_op = s3_op;
+    request.method = method;
+    request.bucket = bucket;
+    request.key = key;
+    request.shown_key = key;
+    return request;
+  }
 };
 
 struct S3Client::Response {
@@ -561,13 +574,7 @@ absl::StatusOr<S3Listing> S3Client::ListPages(const std::string& bucket,
 }
 
 absl::StatusOr<S3Object> S3Client::Head(const std::string& bucket, const std::string& key) {
-  Request request;
-  request.op = "head";
-  request.s3_op = "HeadObject";
-  request.method = "HEAD";
-  request.bucket = bucket;
-  request.key = key;
-  request.shown_key = key;
+  Request request = Request::OnObject("head", "HeadObject", "HEAD", bucket, key);
   ASSIGN_OR_RETURN(Response response, Execute(request));
   S3Object object;
   object.key = key;
@@ -588,12 +595,7 @@ absl::StatusOr<std::string> S3Client::GetRange(const std::string& bucket, const 
     return std::string();
   }
   const uint64_t last = offset + std::min(length, UINT64_MAX - offset) - 1;
-  Request request;
-  request.op = "get";
-  request.s3_op = "GetObject";
-  request.bucket = bucket;
-  request.key = key;
-  request.shown_key = key;
+  Request request = Request::OnObject("get", "GetObject", "GET", bucket, key);
   request.range = absl::StrCat("bytes=", offset, "-", last);
   request.accept_416 = true;
   ASSIGN_OR_RETURN(Response response, Execute(request));
@@ -613,12 +615,7 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
                                              ": cannot create ", path, ": ", std::strerror(error));
     return error == EACCES ? absl::PermissionDeniedError(message) : absl::UnavailableError(message);
   }
-  Request request;
-  request.op = "get";
-  request.s3_op = "GetObject";
-  request.bucket = bucket;
-  request.key = key;
-  request.shown_key = key;
+  Request request = Request::OnObject("get", "GetObject", "GET", bucket, key);
   request.file_fd = fd;
   absl::StatusOr<Response> response = Execute(request);
   const int close_result = ::close(fd);
@@ -648,25 +645,13 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
 
 absl::Status S3Client::Put(const std::string& bucket, const std::string& key,
                            const std::string& bytes) {
-  Request request;
-  request.op = "put";
-  request.s3_op = "PutObject";
-  request.method = "PUT";
-  request.bucket = bucket;
-  request.key = key;
-  request.shown_key = key;
+  Request request = Request::OnObject("put", "PutObject", "PUT", bucket, key);
   request.upload = &bytes;
   return Execute(request).status();
 }
 
 absl::Status S3Client::Delete(const std::string& bucket, const std::string& key) {
-  Request request;
-  request.op = "delete";
-  request.s3_op = "DeleteObject";
-  request.method = "DELETE";
-  request.bucket = bucket;
-  request.key = key;
-  request.shown_key = key;
+  Request request = Request::OnObject("delete", "DeleteObject", "DELETE", bucket, key);
   return Execute(request).status();
 }
 

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -21,6 +22,8 @@
 #include "nlohmann/json.hpp"
 #include "testing/files.h"
 #include "testing/process.h"
+#include "testing/service_processes.h"
+#include "testing/status_matchers.h"
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 
@@ -39,7 +42,6 @@ constexpr char kPython[] = "/usr/bin/python3";
 class ConverterEndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    workers_.reserve(4);  // StartWorker hands out references into it
     bin_ = BinDir();
     source_dir_ = fs::absolute(SourceDir()).lexically_normal().string();
     while (source_dir_.size() > 1 && source_dir_.back() == '/') source_dir_.pop_back();
@@ -78,42 +80,23 @@ class ConverterEndToEndTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
-  void StartServer() {
-    std::string ready = tmp_ / "ready.json";
-    auto server = ChildProcess::Start(
-        {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", "127.0.0.1:0",
-         "--metrics_listen", "127.0.0.1:0", "--ready_file", ready, "--poll_interval_ms", "200",
-         "--lease_ttl_ms", "20000"},
-        tmp_ / "server");
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    ASSERT_TRUE(WaitFor([&] { return fs::exists(ready) && fs::file_size(ready) > 0; }, seconds(30)))
-        << server_.Logs();
-    addr_ = json::parse(ReadFileOrEmpty(ready))["grpc"].get<std::string>();
-  }
+  void StartServer() { ASSERT_OK(services_.StartCoordinator({"--lease_ttl_ms", "20000"})); }
 
   // A worker declaring `converters` (each "NAME=CMD ARGS {src} {dst}"), caching under tmp.
   ChildProcess& StartWorker(const std::string& name, const std::vector<std::string>& converters,
                             const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {bin_ + "/steadyeval-worker", "--coordinator", addr_,
-                                     "--name", name, "--threads", "1", "--acquire_wait_ms", "500",
-                                     "--cache_dir", tmp_ / ("cache-" + name)};
-    for (const std::string& c : converters) argv.insert(argv.end(), {"--converter", c});
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto worker = ChildProcess::Start(argv, tmp_ / name);
-    EXPECT_TRUE(worker.ok()) << worker.status();
-    workers_.push_back(std::move(*worker));
-    return workers_.back();
+    std::vector<std::string> flags = {"--cache_dir", tmp_ / ("cache-" + name)};
+    for (const std::string& c : converters) flags.insert(flags.end(), {"--converter", c});
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    absl::StatusOr<ChildProcess*> worker = services_.StartWorker(name, flags);
+    if (!worker.ok()) {
+      ADD_FAILURE() << worker.status();
+      std::abort();  // nothing to hand back; the test cannot go on
+    }
+    return **worker;
   }
 
-  json Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), {bin_ + "/steadyeval", "--server", addr_, "--json"});
-    CommandResult r = RunCommand(args);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    json doc = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(doc.is_discarded()) << r.out;
-    return doc;
-  }
+  json Cli(std::vector<std::string> args) { return services_.Cli(std::move(args)); }
 
   size_t CountState(const json& checkpoints, const std::string& state) {
     size_t n = 0;
@@ -124,11 +107,11 @@ class ConverterEndToEndTest : public ::testing::Test {
   // Adds a run through the CLI; false (with the CLI's error recorded) when it fails.
   bool AddRun(std::vector<std::string> args) {
     args.insert(args.begin(), {"runs", "add"});
-    return !Cli(args).is_discarded();
+    return !Cli(args).is_null();
   }
 
   bool AnyWorkerRunning() {
-    for (auto& w : workers_) {
+    for (auto& w : services_.workers()) {
       if (w.running()) return true;
     }
     return false;
@@ -163,7 +146,7 @@ class ConverterEndToEndTest : public ::testing::Test {
   // variant, step and example, with the run's name left out.
   std::map<std::string, json> Predictions(const std::string& run) {
     CommandResult r = RunCommand(
-        {bin_ + "/steadyeval", "--server", addr_, "export", run, "--format", "jsonl"});
+        {bin_ + "/steadyeval", "--server", services_.address(), "export", run, "--format", "jsonl"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::map<std::string, json> out;
     for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
@@ -182,19 +165,13 @@ class ConverterEndToEndTest : public ::testing::Test {
     return jobs["jobs"].empty() ? json() : jobs["jobs"][0];
   }
 
-  std::string Logs() {
-    std::string all = server_.Logs();
-    for (auto& w : workers_) all += w.Logs();
-    return all;
-  }
+  std::string Logs() { return services_.Logs(); }
 
   TempDir tmp_;
   std::string bin_;
   std::string source_dir_;
   std::string converter_;
-  std::string addr_;
-  ChildProcess server_;
-  std::vector<ChildProcess> workers_;
+  ServiceProcesses services_{tmp_.path()};
 };
 
 TEST_F(ConverterEndToEndTest, DcpRunScoresEqualTheHfRunAndBadConvertersFailTheirJob) {

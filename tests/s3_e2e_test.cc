@@ -27,6 +27,8 @@
 #include "testing/files.h"
 #include "testing/process.h"
 #include "testing/s3rver.h"
+#include "testing/service_processes.h"
+#include "testing/status_matchers.h"
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 
@@ -122,41 +124,17 @@ class S3EndToEndTest : public ::testing::Test {
   }
 
   void StartServer() {
-    const std::string ready = tmp_ / "ready.json";
-    fs::remove(ready);
-    auto server = ChildProcess::Start(
-        {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", "127.0.0.1:0",
-         "--metrics_listen", "127.0.0.1:0", "--ready_file", ready, "--poll_interval_ms", "200",
-         "--lease_ttl_ms", "6000", "--s3_endpoints", s3_->endpoint()},
-        tmp_ / absl::StrCat("server", ++server_starts_));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    ASSERT_TRUE(WaitFor([&] { return fs::exists(ready) && fs::file_size(ready) > 0; }, seconds(30)))
-        << server_.Logs();
-    addr_ = json::parse(ReadFileOrEmpty(ready))["grpc"].get<std::string>();
+    ASSERT_OK(services_.StartCoordinator({"--lease_ttl_ms", "6000", "--s3_endpoints", s3_->endpoint()}));
   }
 
-  void StartWorker(const std::vector<std::string>& extra) {
-    std::vector<std::string> argv = {bin_ + "/steadyeval-worker", "--coordinator", addr_,
-                                     "--name", "w3", "--threads", "1", "--acquire_wait_ms", "500"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto worker = ChildProcess::Start(argv, tmp_ / "w3");
+  void StartWorker(const std::vector<std::string>& flags) {
+    absl::StatusOr<ChildProcess*> worker = services_.StartWorker("w3", flags);
     ASSERT_TRUE(worker.ok()) << worker.status();
-    worker_ = std::move(*worker);
+    worker_ = *worker;
   }
 
-  CommandResult RawCli(std::vector<std::string> args) {
-    args.insert(args.begin(), {bin_ + "/steadyeval", "--server", addr_, "--json"});
-    return RunCommand(args);
-  }
-
-  json Cli(std::vector<std::string> args) {
-    CommandResult r = RawCli(std::move(args));
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    json doc = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(doc.is_discarded()) << r.out;
-    return doc;
-  }
+  CommandResult RawCli(std::vector<std::string> args) { return services_.RunCli(std::move(args)); }
+  json Cli(std::vector<std::string> args) { return services_.Cli(std::move(args)); }
 
   std::string BucketSource() const { return absl::StrCat("s3://", kBucket, "/", kPrefix); }
 
@@ -180,17 +158,15 @@ class S3EndToEndTest : public ::testing::Test {
     return n;
   }
 
-  std::string Logs() { return server_.Logs() + worker_.Logs() + s3_->Logs(); }
+  std::string Logs() { return services_.Logs() + s3_->Logs(); }
 
   TempDir tmp_;
   std::string bin_;
   std::string local_;
   std::unique_ptr<S3rver> s3_;
   std::unique_ptr<S3Client> client_;
-  std::string addr_;
-  int server_starts_ = 0;
-  ChildProcess server_;
-  ChildProcess worker_;
+  ServiceProcesses services_{tmp_.path()};
+  ChildProcess* worker_ = nullptr;
 };
 
 uint64_t FolderBytes(const std::string& dir) {
@@ -294,7 +270,7 @@ TEST_F(S3EndToEndTest, AnEndpointThatGoesDownIsReportedAndTheRunRecovers) {
   ASSERT_TRUE(WaitFor([&] { return Evaluated("flaky") == 2; }, seconds(240), milliseconds(500)))
       << Cli({"runs", "show", "flaky"}).dump(2) << Logs();
   EXPECT_EQ(Cli({"runs", "show", "flaky"}).value("source_error", std::string()), "");
-  EXPECT_TRUE(worker_.running()) << worker_.Logs();
+  EXPECT_TRUE(worker_->running()) << worker_->Logs();
 }
 
 TEST_F(S3EndToEndTest, WrongCredentialsNameTheBucketAndTheStatus) {
@@ -320,7 +296,7 @@ TEST_F(S3EndToEndTest, WrongCredentialsNameTheBucketAndTheStatus) {
   EXPECT_THAT(error, HasSubstr(kBucket));
   EXPECT_THAT(error, HasSubstr("403"));
   EXPECT_THAT(error, ::testing::Not(HasSubstr("not-the-secret-either")));
-  EXPECT_THAT(server_.Logs(), ::testing::Not(HasSubstr("not-the-secret-either")));
+  EXPECT_THAT(services_.coordinator().Logs(), ::testing::Not(HasSubstr("not-the-secret-either")));
 }
 
 }  // namespace
