@@ -248,7 +248,7 @@ TEST_F(ConverterEndToEndTest, DcpRunScoresEqualTheHfRunAndBadConvertersFailTheir
   // timeout named, and the worker carries on.
   ASSERT_EQ(worker.Stop(SIGTERM), 0) << worker.Logs();
   ChildProcess& patient = StartWorker(
-      "wb", {absl::StrCat("hang=", kPython, " -c 'import time; time.sleep(600)' {src} {dst}")},
+      "wb", {absl::StrCat("hang=", kPython, " -c 'import signal; signal.pause()' {src} {dst}")},
       {"--converter_timeout_s", "2"});
   ASSERT_TRUE(AddRun({"hang", "--source", no_config, "--tasks", mc_task, "--settle_seconds",
                       "0.3", "--convert", "hang"}));

@@ -16,7 +16,6 @@
 #include <map>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -106,18 +105,21 @@ class S3EndToEndTest : public ::testing::Test {
     return files;
   }
 
-  // Uploads the local checkpoint `step` object by object, waiting `pause` and then calling
-  // `between` after each object but the last; returns the wall time (Unix ms) just before
-  // the last object's upload began: nothing can have seen the checkpoint whole before then.
-  int64_t Upload(uint64_t step, milliseconds pause = milliseconds(0),
-                 const std::function<void()>& between = nullptr) {
+  // Uploads the local checkpoint `step` object by object. After each object but the last,
+  // `between` is called with the names of the objects not uploaded yet until it returns
+  // true (the coordinator has seen the partial checkpoint); returns the wall time (Unix ms) just before the last object's upload
+  // began: nothing can have seen the checkpoint whole before then.
+  int64_t Upload(uint64_t step,
+                 const std::function<bool(const std::vector<std::string>&)>& between = nullptr) {
     const std::string dir = local_ + "/" + StepName(step);
     const std::vector<fs::path> files = UploadOrder(dir);
     int64_t last_started_ms = 0;
     for (size_t i = 0; i < files.size(); ++i) {
-      if (i > 0) {
-        if (pause.count() > 0) std::this_thread::sleep_for(pause);
-        if (between) between();
+      if (i > 0 && between) {
+        std::vector<std::string> remaining;
+        for (size_t j = i; j < files.size(); ++j) remaining.push_back(files[j].filename().string());
+        EXPECT_TRUE(WaitFor([&] { return between(remaining); }, seconds(60), milliseconds(100)))
+            << "after " << files[i - 1].filename() << ": " << Logs();
       }
       const std::string key =
           absl::StrCat(kPrefix, "/", StepName(step), "/", files[i].filename().string());
@@ -205,12 +207,23 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
       << Cli({"checkpoints", "bucket"}).dump(2) << Logs();
   EXPECT_LE(FolderBytes(cache_dir), cache_limit);
 
-  // Step 300 arrives one object at a time, slower than the coordinator polls; it must not
-  // be admitted before its last shard has landed.
+  // Step 300 arrives one object at a time. After each, the test waits until the coordinator
+  // reports it incomplete for want of an object that is indeed not uploaded yet (a reason
+  // naming the object just uploaded is an earlier poll's). It must never be admitted before
+  // its last shard has landed.
   WriteLocal(300, /*shards=*/3);
   bool admitted_early = false;
-  const int64_t last_started_ms = Upload(300, milliseconds(700), [&] {
-    admitted_early = admitted_early || States("bucket").count(300) > 0;
+  const int64_t last_started_ms = Upload(300, [&](const std::vector<std::string>& remaining) {
+    const json listed = Cli({"checkpoints", "bucket"});
+    for (const auto& c : listed["checkpoints"]) admitted_early = admitted_early || c["step"] == 300;
+    for (const auto& p : listed["pending"]) {
+      if (p["step"] != 300 || p["state"] != "incomplete") continue;
+      const std::string reason = p["reason"].get<std::string>();
+      for (const std::string& name : remaining) {
+        if (reason.find(name) != std::string::npos) return true;
+      }
+    }
+    return admitted_early;
   });
   EXPECT_FALSE(admitted_early) << Logs();
   ASSERT_TRUE(WaitFor([&] { return Evaluated("bucket") == 3 && Evaluated("folder") == 3; },
