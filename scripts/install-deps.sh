@@ -15,7 +15,8 @@ PACKAGES=(
   libcurl4-openssl-dev libxml2-dev
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
-  prometheus python3 python3-torch python3-numpy
+  prometheus python3 python3-torch python3-numpy python3-yaml
+  systemd
   clang
 )
 
