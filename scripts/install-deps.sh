@@ -17,6 +17,7 @@ PACKAGES=(
   libmecab-dev mecab-ipadic-utf8
   prometheus python3 python3-torch python3-numpy
   clang
+  slurm-wlm munge  # the real Slurm test (tests/slurm_e2e_test.cc) runs a one-node cluster
 )
 
 missing=()
