@@ -214,7 +214,7 @@ class SlurmEndToEndTest : public ::testing::Test {
   void SetUp() override {
     absl::Status started = cluster_.Start();
     if (!started.ok()) GTEST_SKIP() << "no Slurm cluster here: " << started;
-    ASSERT_TRUE(services_.StartCoordinator({"--lease_ttl_ms", "1000"}).ok()) << services_.Logs();
+    ASSERT_TRUE(services_.StartCoordinator({"--lease_ttl_ms", "4000"}).ok()) << services_.Logs();
     ASSERT_EQ(Tool({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
     ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
     fs::create_directories(tmp_ / "ckpt");
@@ -300,7 +300,10 @@ TEST_F(SlurmEndToEndTest, SbatchWorkersEvaluateSurviveRequeueAndDrainOnScancel) 
   WriteCheckpoint(200);
   ASSERT_TRUE(WaitFor([&] { return Evaluated() == 2; }, seconds(120), milliseconds(500)))
       << Logs();
-  EXPECT_EQ(LiveWorkers(), names) << Logs();
+  // The drained workers turn "lost" (3 lease TTLs after their last call); the new ones have
+  // the same names.
+  EXPECT_TRUE(WaitFor([&] { return LiveWorkers() == names; }, seconds(60), milliseconds(500)))
+      << Logs();
 
   // scancel: every worker is signalled once, drains and exits; the job goes away and the
   // coordinator stops seeing the workers.
@@ -320,7 +323,7 @@ TEST_F(SlurmEndToEndTest, SbatchWorkersEvaluateSurviveRequeueAndDrainOnScancel) 
   }
   EXPECT_FALSE(absl::StrContains(out, "second signal")) << out;
   EXPECT_FALSE(absl::StrContains(out, "Killed")) << out;
-  EXPECT_TRUE(WaitFor([&] { return LiveWorkers().empty(); }, seconds(30), milliseconds(500)))
+  EXPECT_TRUE(WaitFor([&] { return LiveWorkers().empty(); }, seconds(60), milliseconds(500)))
       << Logs();
 }
 
