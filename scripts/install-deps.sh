@@ -18,6 +18,7 @@ PACKAGES=(
   prometheus python3 python3-torch python3-numpy python3-yaml
   systemd
   clang
+  slurm-wlm munge  # the real Slurm test (tests/slurm_e2e_test.cc) runs a one-node cluster
 )
 
 missing=()
