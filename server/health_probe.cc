@@ -21,7 +21,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: steadyeval-server health --server HOST:PORT [--ca_cert FILE] "
-    "[--timeout_seconds S]";
+    "[--tls_server_name NAME] [--timeout_seconds S]";
 
 const std::vector<FlagSpec>& HealthFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
@@ -29,6 +29,10 @@ const std::vector<FlagSpec>& HealthFlags() {
       {"ca_cert", false,
        "PEM roots that sign the server's certificate: check over TLS (without it: plaintext)",
        "FILE"},
+      {"tls_server_name", false,
+       "check the server's certificate for NAME instead of the --server host (a probe "
+       "dialling 127.0.0.1 of a server whose certificate names its Service)",
+       "NAME"},
       {"timeout_seconds", false, "give up after this long (default 5)", "S"},
       {"help", true, "show this help", ""},
   };
@@ -113,6 +117,13 @@ absl::Status RunHealthProbe(const std::vector<std::string>& argv) {
   ChannelOptions options;
   options.target = address;
   options.ca_cert = args.Get("ca_cert");
+  const std::string server_name = args.Get("tls_server_name");
+  if (!server_name.empty()) {
+    if (options.ca_cert.empty()) {
+      return absl::InvalidArgumentError("--tls_server_name needs --ca_cert (it is for TLS)");
+    }
+    options.arguments.SetSslTargetNameOverride(server_name);
+  }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(options));
   const std::string how = options.ca_cert.empty() ? "plaintext" : "TLS";
   absl::StatusOr<ServingStatus> status = Check(channel, timeout_seconds);

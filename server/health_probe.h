@@ -1,4 +1,5 @@
-// `steadyeval-server health --server HOST:PORT [--ca_cert FILE] [--timeout_seconds S]`:
+// `steadyeval-server health --server HOST:PORT [--ca_cert FILE] [--tls_server_name NAME]
+// [--timeout_seconds S]`:
 // asks a running coordinator's standard gRPC health service (grpc.health.v1.Health/Check,
 // service "": the whole server) whether it serves. Made for container probes (Kubernetes
 // exec probes, Docker HEALTHCHECK): it needs no token (the health service asks for none)

@@ -1,6 +1,8 @@
 // `steadyeval-server health` (issue 19: the Kubernetes exec probe, deploy/kubernetes) against
 // a real coordinator binary with TLS on and a tokens file: it needs no token, passes with
-// the CA, and fails with a clear message without the CA and once the server is gone.
+// the CA (and a --tls_server_name the certificate names), and fails with a clear message
+// without the CA, for a name the certificate lacks, once the server is gone, and while
+// the store refuses writes (NOT_SERVING).
 #include <signal.h>
 
 #include <chrono>
@@ -78,6 +80,17 @@ TEST(HealthProbeTest, PassesWithTlsAndNoTokenAndFailsClearly) {
   EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
   EXPECT_THAT(ok.out, HasSubstr("serving (TLS)"));
 
+  // The probe dials 127.0.0.1 but checks the certificate for the Service's name.
+  CommandResult named = RunCommand({server, "health", "--server", address, "--ca_cert",
+                                    certs + "/ca.pem", "--tls_server_name", "localhost"},
+                                   60);
+  EXPECT_EQ(named.exit_code, 0) << named.out << named.err;
+  CommandResult misnamed = RunCommand({server, "health", "--server", address, "--ca_cert",
+                                       certs + "/ca.pem", "--tls_server_name", "elsewhere",
+                                       "--timeout_seconds", "2"},
+                                      60);
+  EXPECT_EQ(misnamed.exit_code, 1) << misnamed.out;
+
   CommandResult plaintext = RunCommand({server, "health", "--server", address}, 60);
   EXPECT_EQ(plaintext.exit_code, 1) << plaintext.out;
   EXPECT_THAT(plaintext.err, HasSubstr(absl::StrCat("health check of ", address)));
@@ -93,6 +106,37 @@ TEST(HealthProbeTest, PassesWithTlsAndNoTokenAndFailsClearly) {
                                   60);
   EXPECT_EQ(gone.exit_code, 1) << gone.out;
   EXPECT_THAT(gone.err, HasSubstr(absl::StrCat("health check of ", address, " (TLS) failed")));
+}
+
+// A coordinator whose store refuses writes (a reserve larger than any disk) answers
+// NOT_SERVING: the probe fails, so readiness takes it out of its Service. The data dir is
+// made by a first start without the reserve (a fresh store's first write would be refused).
+TEST(HealthProbeTest, FailsWhileTheStoreRefusesWrites) {
+  TempDir tmp;
+  const std::string server = BinDir() + "/steadyeval-server";
+  std::string address;
+  for (const std::string reserve : {"0", "1000000000000000000"}) {
+    std::filesystem::remove(tmp / "ready");
+    auto child = ChildProcess::Start(
+        {server, "--data_dir", tmp / "db", "--listen", "127.0.0.1:0", "--metrics_listen",
+         "127.0.0.1:0", "--storage_reserve_bytes", reserve, "--ready_file", tmp / "ready"},
+        tmp / ("server-" + reserve));
+    ASSERT_TRUE(child.ok()) << child.status();
+    ASSERT_TRUE(steadyeval::testing::WaitFor(
+        [&] { return !ReadFileOrEmpty(tmp / "ready").empty(); }, std::chrono::seconds(30)))
+        << child->Logs();
+    const std::string ready = ReadFileOrEmpty(tmp / "ready");
+    const size_t at = ready.find("\"grpc\":\"") + 8;
+    address = ready.substr(at, ready.find('"', at) - at);
+    CommandResult probed = RunCommand({server, "health", "--server", address}, 60);
+    if (reserve == "0") {
+      EXPECT_EQ(probed.exit_code, 0) << probed.err;
+    } else {
+      EXPECT_EQ(probed.exit_code, 1) << probed.out;
+      EXPECT_THAT(probed.err, HasSubstr(absl::StrCat(address, " answers NOT_SERVING")));
+    }
+    EXPECT_EQ(child->Stop(SIGTERM), 0) << child->Logs();
+  }
 }
 
 }  // namespace

@@ -177,7 +177,7 @@ def under_mount(path, mounts):
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
 
 
-def check_pod(obj, configmaps, repo, bin_dirs, images, server_flags, worker_flags):
+def check_pod(obj, configmaps, repo, bin_dirs, images, server_flags, worker_flags, services):
     name = f"{obj['kind']} {obj['metadata']['name']}"
     spec = obj["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
@@ -212,14 +212,15 @@ def check_pod(obj, configmaps, repo, bin_dirs, images, server_flags, worker_flag
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         if binary == "steadyeval-server":
             check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dirs,
-                              server_flags)
+                              server_flags, services)
         for flag in ("--token_file", "--ca_cert", "--cache_dir"):
             if flag in cmd and not under_mount(cmd[cmd.index(flag) + 1], mounts):
                 error(f"{where}: {flag} {cmd[cmd.index(flag) + 1]} is not under a volumeMount")
     return spec
 
 
-def check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dirs, server_flags):
+def check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dirs, server_flags,
+                      services):
     if "--config" not in cmd:
         return error(f"{where}: the coordinator is not started with --config")
     path = cmd[cmd.index("--config") + 1]
@@ -258,6 +259,9 @@ def check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dir
             error(f"{where}: {probe} checks port {p[3]}, not the gRPC port {grpc_port}")
         if "tls_cert" in config and "--ca_cert" not in p:
             error(f"{where}: {probe}: TLS is on but the probe has no --ca_cert")
+        if "--tls_server_name" in p and p[p.index("--tls_server_name") + 1] not in services:
+            error(f"{where}: {probe}: --tls_server_name is not the coordinator's Service "
+                  f"name {sorted(services)} (the name its certificate carries)")
         if "--ca_cert" in p and not under_mount(p[p.index("--ca_cert") + 1], mounts):
             error(f"{where}: {probe}: --ca_cert is not under a volumeMount")
 
@@ -271,8 +275,11 @@ def check_references(core, repo, readme):
     pods = {}
     for o in core:
         if o["kind"] in ("Deployment", "StatefulSet"):
+            services = {s["metadata"]["name"] for s in core if s["kind"] == "Service" and
+                        labels_match(s["spec"]["selector"],
+                                     o["spec"]["template"]["metadata"].get("labels", {}))}
             pods[o["metadata"]["name"]] = check_pod(o, configmaps, repo, bin_dirs, images,
-                                                   server_flags, worker_flags)
+                                                   server_flags, worker_flags, services)
             for v in o["spec"]["template"]["spec"].get("volumes", []):
                 secret = v.get("secret", {}).get("secretName")
                 if secret and not re.search(r"kubectl create secret \S+ " + re.escape(secret) + r"\b",
