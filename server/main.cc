@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "s3/credentials.h"
+#include "server/health_probe.h"
 #include "server/rpc/auth.h"
 #include "server/ingest/run_inputs.h"
 #include "server/rpc/server.h"
@@ -94,7 +95,8 @@ void Usage(std::ostream& out) {
          "[--s3_endpoints URL,...] "
          "[--storage_reserve_bytes N] [--storage_max_sst_bytes N]\n"
          "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n"
-         "       steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n\n"
+         "       steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n"
+         "       steadyeval-server health --server HOST:PORT [--ca_cert FILE]\n\n"
          "Serves until SIGTERM or SIGINT. SIGHUP re-reads --tokens_file and the TLS files (a "
          "file that does not parse is refused and the previous one stays).\n\n"
       << FlagsHelp(Flags());
@@ -180,6 +182,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 absl::Status Run(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "tokens") {
     return RunTokens(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "health") {
+    return RunHealthProbe(std::vector<std::string>(argv + 2, argv + argc));
   }
   if (argc >= 2 && std::string(argv[1]) == "restore") {
     return Restore(std::vector<std::string>(argv + 2, argv + argc));
