@@ -154,9 +154,12 @@ def flag_names(source):
 
 
 def docker_bin_dirs(repo):
-    """Folders docker/Dockerfile copies the steadyeval binaries into."""
+    """Folders docker/Dockerfile puts the steadyeval binaries in: PREFIX/bin of every
+    `cmake --install ... --prefix PREFIX`, and the target of a COPY naming a binary."""
     dirs = set()
     text = open(os.path.join(repo, "docker", "Dockerfile")).read().replace("\\\n", " ")
+    for prefix in re.findall(r"cmake --install\s+\S+\s+--prefix\s+(\S+)", text):
+        dirs.add(prefix.rstrip("/") + "/bin")
     for line in text.splitlines():
         words = line.split()
         if words and words[0] == "COPY" and any("steadyeval-server" in w for w in words):
