@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,7 @@ using json = nlohmann::json;
 using std::chrono::seconds;
 using ::testing::HasSubstr;
 
-std::string Tasks() { return SourceDir() + "/examples/tasks"; }
+std::string Tasks() { return fs::absolute(SourceDir()).string() + "/examples/tasks"; }
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
@@ -71,7 +72,7 @@ class ConfigEndToEndTest : public ::testing::Test {
           }
           return seen >= count;
         },
-        std::chrono::seconds(30));
+        std::chrono::seconds(60));
   }
 
   TempDir tmp_;
@@ -140,14 +141,27 @@ TEST_F(ConfigEndToEndTest, StartSighupRefusalsAndManagedRuns) {
 }
 
 TEST_F(ConfigEndToEndTest, ExampleConfigServesItsRuns) {
-  const std::string example = SourceDir() + "/deploy/config/steadyeval.yaml";
+  // The example with its checkpoint folder (/srv/checkpoints/...) here and its task paths
+  // (relative to deploy/config/) made absolute.
+  const std::string source = fs::absolute(SourceDir()).string();
+  std::ifstream in(source + "/deploy/config/steadyeval.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t at; (at = text.find("/srv/checkpoints")) != std::string::npos;) {
+    text.replace(at, 16, tmp_.path());
+  }
+  for (size_t at; (at = text.find("../../examples")) != std::string::npos;) {
+    text.replace(at, 14, source + "/examples");
+  }
+  fs::create_directories(tmp_ / "llm-1b-ja");
+  const std::string example = tmp_ / "steadyeval.yaml";
+  WriteFile(example, text);
   // The flags of StartCoordinator (data dir, ports) override the file's.
   ASSERT_TRUE(services_.StartCoordinator({"--config", example}).ok()) << services_.Logs();
   json run = FindRun(services_.Cli({"runs", "list"}), "llm-1b-ja");
   ASSERT_FALSE(run.is_null()) << services_.Logs();
   EXPECT_EQ(run["tasks"].size(), 3u);
   EXPECT_EQ(run["average_windows"], json::array({2, 4}));
-  EXPECT_EQ(services_.Cli({"runs", "show", "llm-1b-ja"})["name"], "llm-1b-ja");
+  EXPECT_THAT(services_.Cli({"runs", "show", "llm-1b-ja"}).dump(), HasSubstr("\"llm-1b-ja\""));
 }
 
 }  // namespace

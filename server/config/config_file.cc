@@ -300,10 +300,14 @@ absl::StatusOr<ConfigFile> ReadConfigFile(const std::string& path) {
   if (!text.ok()) {
     return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
   }
+  return ReadConfigText(*text, path);
+}
+
+absl::StatusOr<ConfigFile> ReadConfigText(const std::string& text, const std::string& path) {
   Reader reader{path, fs::path(path).parent_path()};
   // yaml-cpp reports errors by exception; none leaves this function.
   try {
-    const YAML::Node root = YAML::Load(*text);
+    const YAML::Node root = YAML::Load(text);
     return ReadParsed(reader, root);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(

@@ -42,6 +42,9 @@ const std::vector<std::string>& ConfigSettingKeys();
 // files readable. INVALID_ARGUMENT "FILE:LINE: ..." for a bad file, NOT_FOUND for a
 // missing one.
 absl::StatusOr<ConfigFile> ReadConfigFile(const std::string& path);
+// As ReadConfigFile, with the file's text given (`path` names it in errors and anchors
+// relative paths).
+absl::StatusOr<ConfigFile> ReadConfigText(const std::string& text, const std::string& path);
 
 // Checks every declared run as CreateRun would (CheckNewRun with `options`); returns them
 // checked and normalised, in file order. Errors are "FILE:LINE: run NAME: ...".

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -29,7 +31,9 @@ class ConfigFileTest : public ::testing::Test {
     if (!file.ok()) return file.status();
     return CheckDeclaredRuns(*file, NewRunOptions()).status();
   }
-  std::string Task() const { return testing::SourceDir() + "/examples/tasks/arith_mc.jsonl"; }
+  std::string Task() const {
+    return fs::absolute(testing::SourceDir()).string() + "/examples/tasks/arith_mc.jsonl";
+  }
 
   testing::TempDir tmp_;
   std::string path_;
@@ -40,7 +44,15 @@ TEST_F(ConfigFileTest, EveryExampleConfigLoads) {
   for (const auto& entry : fs::directory_iterator(testing::SourceDir() + "/deploy/config")) {
     if (entry.path().extension() != ".yaml") continue;
     ++seen;
-    absl::StatusOr<ConfigFile> file = ReadConfigFile(entry.path().string());
+    // The examples' checkpoint folders (/srv/checkpoints/...) must exist: point them here.
+    std::string text((std::istreambuf_iterator<char>(*std::make_unique<std::ifstream>(
+                          entry.path()))),
+                     std::istreambuf_iterator<char>());
+    for (size_t at; (at = text.find("/srv/checkpoints")) != std::string::npos;) {
+      text.replace(at, 16, tmp_.path());
+    }
+    fs::create_directories(tmp_ / "llm-1b-ja");
+    absl::StatusOr<ConfigFile> file = ReadConfigText(text, entry.path().string());
     ASSERT_TRUE(file.ok()) << file.status();
     EXPECT_FALSE(file->runs.empty()) << entry.path();
     NewRunOptions options;
@@ -55,6 +67,7 @@ TEST_F(ConfigFileTest, EveryExampleConfigLoads) {
 }
 
 TEST_F(ConfigFileTest, SettingsAndRunFields) {
+  fs::create_directories(tmp_ / "ckpt");
   absl::StatusOr<ConfigFile> file = Read(
       "listen: 0.0.0.0:1\nsource_roots: [/a, /b]\ninsecure: true\nruns:\n"
       "  - name: r\n    source: ckpt\n    pattern: 'step_(\\d+)'\n    average: [4, 2]\n"
@@ -78,7 +91,8 @@ TEST_F(ConfigFileTest, SettingsAndRunFields) {
 }
 
 TEST_F(ConfigFileTest, ErrorsNameFileAndLine) {
-  const std::string run = "  - name: r\n    source: /x\n    tasks: [" + Task() + "]\n";
+  const std::string run =
+      "  - name: r\n    source: " + tmp_.path() + "\n    tasks: [" + Task() + "]\n";
   EXPECT_THAT(ReadAndCheck("listen: a\nlisten_typo: b\n").message(),
               HasSubstr(path_ + ":2: unknown key 'listen_typo'"));
   EXPECT_THAT(ReadAndCheck("runs:\n  - name: r\n    source: /x\n    tasks: [a\n").message(),
