@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libicu-dev
   libssl-dev libre2-dev openssl
-  libcurl4-openssl-dev libxml2-dev
+  libcurl4-openssl-dev libxml2-dev libyaml-cpp-dev
   libcairo2-dev fonts-dejavu-core
   libmecab-dev mecab-ipadic-utf8
   prometheus python3 python3-torch python3-numpy python3-yaml
