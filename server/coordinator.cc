@@ -191,14 +191,16 @@ std::vector<Coordinator::RunPoll*> Coordinator::Polls() const {
 // ---------------------------------------------------------------------------------------
 // Runs
 
-NewRunOptions Coordinator::new_run_options() const {
+NewRunOptions Coordinator::NewRunOptionsFor(const CoordinatorOptions& options) {
   NewRunOptions checks;
-  checks.default_settle_seconds = options_.default_settle_seconds;
-  checks.sources.roots = options_.source_roots;
-  checks.sources.s3_endpoints = options_.s3_endpoints;
-  checks.sources.default_s3_region = options_.default_s3_region;
+  checks.default_settle_seconds = options.default_settle_seconds;
+  checks.sources.roots = options.source_roots;
+  checks.sources.s3_endpoints = options.s3_endpoints;
+  checks.sources.default_s3_region = options.default_s3_region;
   return checks;
 }
+
+NewRunOptions Coordinator::new_run_options() const { return NewRunOptionsFor(options_); }
 
 absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
                                                const std::vector<v1::TaskContent>& task_files,

@@ -91,6 +91,9 @@ class Coordinator {
                                     const std::string& managed_by = "");
   // The rules CreateRun checks a new run against (source roots, S3 endpoints, defaults).
   NewRunOptions new_run_options() const;
+  // The checks CreateRun applies for a coordinator with `options` (also steadyeval-server
+  // --check, which has none).
+  static NewRunOptions NewRunOptionsFor(const CoordinatorOptions& options);
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
                                                 const std::string& page_token) const;
   // NOT_FOUND "run 'x' not found (see `steadyeval runs list`)" for an unknown run (also

@@ -17,9 +17,10 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "s3/credentials.h"
-#include "server/health_probe.h"
 #include "server/config/config_apply.h"
 #include "server/config/config_file.h"
+#include "server/coordinator.h"
+#include "server/health_probe.h"
 #include "server/rpc/auth.h"
 #include "server/ingest/run_inputs.h"
 #include "server/rpc/server.h"
@@ -71,6 +72,10 @@ const std::vector<FlagSpec>& Flags() {
        "N"},
       {"storage_max_sst_bytes", false,
        "refuse writes once RocksDB's table files reach this size (default 0: no limit)", "N"},
+      {"check", true,
+       "check the flags and --config (keys, values, the declared runs as `runs add` would) "
+       "and exit without opening the data dir or serving; TLS and tokens files are not read",
+       ""},
       {"help", true, "show this help", ""},
   };
   return *flags;
@@ -95,7 +100,7 @@ const std::vector<FlagSpec>& RestoreFlags() {
 }
 
 void Usage(std::ostream& out) {
-  out << "usage: steadyeval-server [--config FILE] --data_dir DIR [--listen HOST:PORT] "
+  out << "usage: steadyeval-server [--config FILE] [--check] --data_dir DIR [--listen HOST:PORT] "
          "[--metrics_listen HOST:PORT] [--poll_interval_ms N] [--lease_ttl_ms N] "
          "[--settle_seconds S] [--ready_file FILE] [--tls_cert FILE --tls_key FILE "
          "[--client_ca FILE]] [--tokens_file FILE] [--insecure] [--source_roots DIR,...] "
@@ -103,7 +108,7 @@ void Usage(std::ostream& out) {
          "[--storage_reserve_bytes N] [--storage_max_sst_bytes N]\n"
          "       steadyeval-server tokens add ROLE NAME --tokens_file FILE\n"
          "       steadyeval-server restore --from BACKUP_DIR --data_dir NEW_DIR\n"
-         "       steadyeval-server health --server HOST:PORT [--ca_cert FILE]\n\n"
+         "       steadyeval-server health --server HOST:PORT [--ca_cert FILE] [--tls_server_name NAME]\n\n"
          "Serves until SIGTERM or SIGINT. SIGHUP re-reads --tokens_file and the TLS files (a "
          "file that does not parse is refused and the previous one stays) and re-applies "
          "--config: runs it declares anew are created, changed windows scheduled, runs it no "
@@ -229,38 +234,8 @@ class Settings {
   const ConfigFile& file_;
 };
 
-// Reads the config file and applies its runs; on failure nothing changes.
-absl::StatusOr<ConfigApplied> LoadAndApply(Coordinator& coordinator, const std::string& path) {
-  ASSIGN_OR_RETURN(ConfigFile file, ReadConfigFile(path));
-  return ApplyConfig(coordinator, file);
-}
-
-absl::Status Run(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == "tokens") {
-    return RunTokens(std::vector<std::string>(argv + 2, argv + argc));
-  }
-  if (argc >= 2 && std::string(argv[1]) == "health") {
-    return RunHealthProbe(std::vector<std::string>(argv + 2, argv + argc));
-  }
-  if (argc >= 2 && std::string(argv[1]) == "restore") {
-    return Restore(std::vector<std::string>(argv + 2, argv + argc));
-  }
-  ASSIGN_OR_RETURN(ParsedArgs args,
-                   ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
-  if (args.Has("help")) {
-    Usage(std::cout);
-    return absl::OkStatus();
-  }
-  if (!args.positionals().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unexpected argument '", args.positionals().front(), "' (see --help)"));
-  }
-  ConfigFile config_file;
-  const std::string config_path = args.Get("config");
-  if (!config_path.empty()) {
-    ASSIGN_OR_RETURN(config_file, ReadConfigFile(config_path));
-  }
-  const Settings settings(args, config_file);
+// The server's options from the flags and the config file's settings (a flag wins).
+absl::StatusOr<ServerOptions> OptionsFrom(const Settings& settings) {
   ServerOptions options;
   options.data_dir = settings.Get("data_dir");
   if (options.data_dir.empty()) {
@@ -302,6 +277,68 @@ absl::Status Run(int argc, char** argv) {
                    ParseS3Endpoints(settings.Get("s3_endpoints")));
   options.coordinator.default_s3_region = DefaultS3Region(
       RegionFromEnvironment([](const char* name) { return std::getenv(name); }));
+  return options;
+}
+
+// --check: the flags and --config as a start would take them, the declared runs checked as
+// CreateRun would; nothing is opened, served or changed.
+absl::Status CheckOnly(const ServerOptions& options, const ConfigFile& file) {
+  ASSIGN_OR_RETURN(
+      const std::vector<NewRun> runs,
+      CheckDeclaredRuns(file, Coordinator::NewRunOptionsFor(options.coordinator)));
+  std::cout << "steadyeval-server: ";
+  if (file.path.empty()) {
+    std::cout << "flags ok (no --config)";
+  } else {
+    std::cout << file.path << " ok: " << file.settings.size() << " setting(s), " << runs.size()
+              << " run(s)";
+    for (const NewRun& run : runs) {
+      std::cout << (&run == &runs.front() ? ": " : ", ") << run.config.name();
+    }
+  }
+  std::cout << "; data_dir " << options.data_dir << " (not opened)" << std::endl;
+  return absl::OkStatus();
+}
+
+// Reads the config file and applies its runs; on failure nothing changes.
+absl::StatusOr<ConfigApplied> LoadAndApply(Coordinator& coordinator, const std::string& path) {
+  ASSIGN_OR_RETURN(ConfigFile file, ReadConfigFile(path));
+  return ApplyConfig(coordinator, file);
+}
+
+absl::Status Run(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "tokens") {
+    return RunTokens(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "health") {
+    return RunHealthProbe(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "restore") {
+    return Restore(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  ASSIGN_OR_RETURN(ParsedArgs args,
+                   ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
+  if (args.Has("help")) {
+    Usage(std::cout);
+    return absl::OkStatus();
+  }
+  if (!args.positionals().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", args.positionals().front(), "' (see --help)"));
+  }
+  ConfigFile config_file;
+  // Absolute, so runs it manages (Run.managed_by) stay its own whichever folder the server
+  // is started from.
+  const std::string config_path =
+      args.Has("config")
+          ? std::filesystem::absolute(args.Get("config")).lexically_normal().string()
+          : "";
+  if (!config_path.empty()) {
+    ASSIGN_OR_RETURN(config_file, ReadConfigFile(config_path));
+  }
+  const Settings settings(args, config_file);
+  ASSIGN_OR_RETURN(const ServerOptions options, OptionsFrom(settings));
+  if (args.Has("check")) return CheckOnly(options, config_file);
 
   // Block the shutdown and reload signals in every thread; the main thread waits for them
   // below.

@@ -128,16 +128,47 @@ TEST_F(ConfigEndToEndTest, StartSighupRefusalsAndManagedRuns) {
   EXPECT_FALSE(FindRun(list, "manual")["paused"].get<bool>());
   EXPECT_EQ(FindRun(list, "manual")["managed_by"], "");
 
+  // b declared again: a config never resumes a run; the log says how to.
+  WriteFile(config_, "poll_interval_ms: 200\nruns:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2, 3]") +
+                         RunEntry("b", tmp_ / "ckpt-b", "[4]"));
+  ASSERT_TRUE(Hup("SIGHUP: applied", 3)) << services_.Logs();
+  EXPECT_THAT(services_.coordinator().Logs(),
+              HasSubstr("declared but paused: b (`steadyeval runs resume b` resumes it)"));
+  EXPECT_TRUE(FindRun(services_.Cli({"runs", "list"}), "b")["paused"].get<bool>());
+
   // runs show --yaml round-trips through the loader: as the whole file, nothing changes.
   // (Its task files are named by file name, relative to the config: copy it beside.)
   fs::copy_file(Tasks() + "/arith_mc.jsonl", tmp_ / "arith_mc.jsonl");
   CommandResult yaml = services_.RunCli({"runs", "show", "a", "--yaml"});
   ASSERT_EQ(yaml.exit_code, 0) << yaml.err;
   EXPECT_THAT(yaml.out, HasSubstr("- name: 'a'"));
+  // (b, already paused, is not paused again.)
   WriteFile(config_, "poll_interval_ms: 200\nruns:\n" + yaml.out);
-  ASSERT_TRUE(Hup("SIGHUP: applied", 3)) << services_.Logs();
+  ASSERT_TRUE(Hup("SIGHUP: applied", 4)) << services_.Logs();
   EXPECT_THAT(services_.coordinator().Logs(),
               HasSubstr("created none; windows changed none; paused (no longer declared) none"));
+}
+
+// --check: a file that does not load is refused with FILE:LINE and nothing is created; a good
+// one is summarised, its data dir left unopened.
+TEST_F(ConfigEndToEndTest, CheckRefusesBrokenFileAndOpensNothing) {
+  const std::string server = BinDir() + "/steadyeval-server";
+  const std::string data = tmp_ / "data";
+  WriteFile(config_, "runs:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2]") + "    windows: [3]\n");
+  CommandResult bad = RunCommand({server, "--check", "--config", config_, "--data_dir", data});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr(config_ + ":7: unknown key 'windows'")) << bad.err;
+
+  WriteFile(config_, "runs:\n" + RunEntry("a", tmp_ / "ckpt-nope", "[2]"));
+  bad = RunCommand({server, "--check", "--config", config_, "--data_dir", data});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr(config_ + ":2: run a: source")) << bad.err;
+
+  WriteFile(config_, "lease_ttl_ms: 5000\nruns:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2]"));
+  CommandResult good = RunCommand({server, "--check", "--config", config_, "--data_dir", data});
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_THAT(good.out, HasSubstr(config_ + " ok: 1 setting(s), 1 run(s): a"));
+  EXPECT_FALSE(fs::exists(data));
 }
 
 TEST_F(ConfigEndToEndTest, ExampleConfigServesItsRuns) {

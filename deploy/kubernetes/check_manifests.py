@@ -10,7 +10,7 @@
 4. References agree: Service targetPorts are container ports of the pods it selects, the
    monitors select existing objects and name existing ports, every volumeMount has a
    volume, binaries are where docker/Dockerfile installs them, the --config file is a key
-   of the mounted ConfigMap, its keys are steadyeval-server flags and its paths lie under
+   of the mounted ConfigMap, `steadyeval-server --check` accepts it, its paths lie under
    the container's mounts, worker flags exist, the probes run `steadyeval-server health`
    against the gRPC port, images are built by docker/, the Secrets are documented, and
    the dashboard copies equal deploy/grafana/dashboards.
@@ -22,11 +22,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import yaml
 from kubernetes import client
 
 errors = []
+SERVER_BIN = None  # --server_bin
 
 
 def error(msg):
@@ -233,9 +235,7 @@ def check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dir
     if cm not in configmaps or key not in configmaps[cm]:
         return error(f"{where}: --config {path} is not a key of a ConfigMap mounted at {folder}")
     config = yaml.safe_load(configmaps[cm][key]) or {}
-    for k, v in config.items():
-        if k != "runs" and k not in server_flags:
-            error(f"ConfigMap {cm} {key}: {k} is not a steadyeval-server setting")
+    check_config_with_server(f"ConfigMap {cm} {key}", configmaps[cm][key])
     for k in ("tls_cert", "tls_key", "tokens_file", "client_ca"):
         if k in config and not under_mount(config[k], mounts):
             error(f"ConfigMap {cm} {key}: {k} {config[k]} is not under a volumeMount of {where}")
@@ -267,6 +267,21 @@ def check_coordinator(where, c, cmd, mounts, volumes, configmaps, ports, bin_dir
                   f"name {sorted(services)} (the name its certificate carries)")
         if "--ca_cert" in p and not under_mount(p[p.index("--ca_cert") + 1], mounts):
             error(f"{where}: {probe}: --ca_cert is not under a volumeMount")
+
+
+def check_config_with_server(what, text):
+    """The config as the coordinator reads it: `steadyeval-server --check` (keys, value types,
+    declared runs). Its source_roots name the pod's mounts, absent here: a temp folder
+    stands in for them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "steadyeval.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        r = subprocess.run([SERVER_BIN, "--check", "--config", path, "--source_roots", tmp],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            error(f"{what}: steadyeval-server --check refuses it: "
+                  f"{(r.stderr or r.stdout).strip()}")
 
 
 def check_references(core, repo, readme):
@@ -320,9 +335,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kubectl", required=True)
     parser.add_argument("--repo", required=True)
+    parser.add_argument("--server_bin", required=True,
+                        help="the built steadyeval-server, to --check the ConfigMap's config")
     parser.add_argument("--require_version", default="v1.20.",
                         help="the kubectl's gitVersion must start with this ('' for any)")
     args = parser.parse_args()
+    global SERVER_BIN
+    SERVER_BIN = args.server_bin
     here = os.path.join(args.repo, "deploy", "kubernetes")
     v = subprocess.run([args.kubectl, "version", "--client", "-o", "json"], capture_output=True,
                        text=True)

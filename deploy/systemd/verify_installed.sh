@@ -20,6 +20,32 @@ for f in bin/steadyeval-server bin/steadyeval-worker bin/steadyeval bin/libstead
          "lib/systemd/system/steadyeval-worker@.service"; do
   [ -e "$prefix/$f" ] || { echo "FAIL: $prefix/$f was not installed"; exit 1; }
 done
+# The installed worker loads the SentencePiece plugin installed beside it (not the build
+# tree's copy, which it would fall back to), and the installed server accepts the installed
+# example configs (their checkpoint folders, /srv/checkpoints/..., made here).
+"$prefix/bin/steadyeval-worker" check --json >"$work/check.json" 2>"$work/check.err" || {
+  cat "$work/check.json" "$work/check.err"; echo "FAIL: installed steadyeval-worker check"; exit 1; }
+grep -q "\"sentencepiece_plugin\":\"$prefix/bin/libsteadyeval_spm.so\"" "$work/check.json" || {
+  cat "$work/check.json"
+  echo "FAIL: the installed worker did not load $prefix/bin/libsteadyeval_spm.so"; exit 1; }
+configs=$prefix/share/steadyeval/examples/config
+n=0
+for example in "$configs"/*.yaml; do
+  [ -e "$example" ] || break
+  case $example in *.checked.yaml) continue ;; esac
+  n=$((n + 1))
+  checked=${example%.yaml}.checked.yaml
+  sed "s|/srv/checkpoints|$work/checkpoints|g" "$example" >"$checked"
+  mkdir -p "$work/checkpoints/llm-1b-ja"
+  if ! "$prefix/bin/steadyeval-server" --check --config "$checked" --data_dir "$work/data" \
+       >"$work/check-config.log" 2>&1; then
+    cat "$work/check-config.log"
+    echo "FAIL: steadyeval-server --check on the installed example $example"; exit 1
+  fi
+  rm -f "$checked"
+done
+[ $n -ge 2 ] || { echo "FAIL: expected the example configs in $configs, found $n"; exit 1; }
+
 # The units must name this prefix's binaries, not the default /usr/local.
 if grep -n '/usr/local/' "$units"/*.service; then
   echo "FAIL: an installed unit still names /usr/local/ instead of $prefix"; exit 1

@@ -15,6 +15,7 @@ struct Plan {
   std::vector<const DeclaredRun*> create;
   std::vector<v1::UpdateRunRequest> update;
   std::vector<std::string> pause;
+  std::vector<std::string> still_paused;
 };
 
 // The first setting other than the windows in which `want` differs from `have`, or "".
@@ -79,6 +80,7 @@ absl::StatusOr<Plan> MakePlan(Coordinator& coordinator, const ConfigFile& file) 
           "and evaluation settings cannot change (only average/ensemble windows can): restore "
           "them, or declare a new run under another name"));
     }
+    if (have.paused()) plan.still_paused.push_back(name);
     v1::UpdateRunRequest update;
     update.set_name(name);
     if (!SameWindows(want.config.average_windows(), have.config().average_windows())) {
@@ -114,8 +116,14 @@ std::string ConfigApplied::Summary() const {
   auto list = [](const std::vector<std::string>& names) {
     return names.empty() ? std::string("none") : absl::StrJoin(names, ",");
   };
-  return absl::StrCat("created ", list(created), "; windows changed ", list(updated),
-                      "; paused (no longer declared) ", list(paused));
+  std::string summary = absl::StrCat("created ", list(created), "; windows changed ",
+                                     list(updated), "; paused (no longer declared) ",
+                                     list(paused));
+  for (const std::string& name : still_paused) {
+    absl::StrAppend(&summary, "; declared but paused: ", name, " (`steadyeval runs resume ",
+                    name, "` resumes it)");
+  }
+  return summary;
 }
 
 absl::StatusOr<ConfigApplied> ApplyConfig(Coordinator& coordinator, const ConfigFile& file) {
@@ -134,6 +142,7 @@ absl::StatusOr<ConfigApplied> ApplyConfig(Coordinator& coordinator, const Config
     RETURN_IF_ERROR(coordinator.SetRunPaused(name, true).status());
     applied.paused.push_back(name);
   }
+  applied.still_paused = std::move(plan.still_paused);
   return applied;
 }
 

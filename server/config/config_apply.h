@@ -19,6 +19,9 @@ namespace steadyeval {
 
 struct ConfigApplied {
   std::vector<std::string> created, updated, paused;  // run names
+  // Declared runs that are paused (by `runs pause`, or by an earlier file that no longer
+  // declared them): a config never resumes a run; the summary says how to.
+  std::vector<std::string> still_paused;
   std::string Summary() const;
 };
 
