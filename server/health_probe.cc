@@ -39,9 +39,6 @@ const std::vector<FlagSpec>& HealthFlags() {
   return *flags;
 }
 
-// The serving status field of grpc.health.v1.HealthCheckResponse (field 1, an enum).
-enum class ServingStatus { kUnknown = 0, kServing = 1, kNotServing = 2, kServiceUnknown = 3 };
-
 const char* StatusName(ServingStatus status) {
   switch (status) {
     case ServingStatus::kUnknown: return "UNKNOWN";
@@ -68,9 +65,11 @@ absl::StatusOr<ServingStatus> DecodeResponse(const grpc::ByteBuffer& response) {
   return static_cast<ServingStatus>(bytes[1]);
 }
 
-// One Check call for service "" (an empty request message).
-absl::StatusOr<ServingStatus> Check(const std::shared_ptr<grpc::Channel>& channel,
-                                    double timeout_seconds) {
+
+}  // namespace
+
+absl::StatusOr<ServingStatus> CheckServing(const std::shared_ptr<grpc::Channel>& channel,
+                                           double timeout_seconds) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
@@ -87,8 +86,6 @@ absl::StatusOr<ServingStatus> Check(const std::shared_ptr<grpc::Channel>& channe
   }
   return DecodeResponse(response);
 }
-
-}  // namespace
 
 absl::Status RunHealthProbe(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(ParsedArgs args, ParseArgs(argv, HealthFlags()));
@@ -126,7 +123,7 @@ absl::Status RunHealthProbe(const std::vector<std::string>& argv) {
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(options));
   const std::string how = options.ca_cert.empty() ? "plaintext" : "TLS";
-  absl::StatusOr<ServingStatus> status = Check(channel, timeout_seconds);
+  absl::StatusOr<ServingStatus> status = CheckServing(channel, timeout_seconds);
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat(
         "health check of ", address, " (", how, ") failed: ", status.status().message(),

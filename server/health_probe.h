@@ -7,12 +7,24 @@
 #ifndef STEADYEVAL_SERVER_HEALTH_PROBE_H_
 #define STEADYEVAL_SERVER_HEALTH_PROBE_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <grpcpp/channel.h>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace steadyeval {
+
+// The serving status field of grpc.health.v1.HealthCheckResponse (field 1, an enum).
+enum class ServingStatus { kUnknown = 0, kServing = 1, kNotServing = 2, kServiceUnknown = 3 };
+
+// One Check call for service "" (the whole server) on `channel`. UNAVAILABLE with gRPC's
+// message when the call fails; DATA_LOSS for a response that is not a HealthCheckResponse.
+absl::StatusOr<ServingStatus> CheckServing(const std::shared_ptr<grpc::Channel>& channel,
+                                           double timeout_seconds);
 
 // Runs the subcommand on `argv` (the words after "health"). OK when the server answers
 // SERVING, after printing "steadyeval-server: ADDRESS serving" on stdout. Otherwise:
