@@ -226,7 +226,8 @@ Json RunToJson(const v1::Run& run) {
               {"average_windows", std::move(average)},
               {"ensemble_windows", std::move(ensemble)},
               {"created_unix_ms", run.created_unix_ms()},
-              {"paused", run.paused()}};
+              {"paused", run.paused()},
+              {"managed_by", run.managed_by()}};
 }
 
 Json RunsToJson(const std::vector<v1::Run>& runs) {

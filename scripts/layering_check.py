@@ -37,6 +37,7 @@ ALLOWED = {
     "server/ingest": ["proto", "api", "s3", "server/store", "server/jobs", "server/analytics"],
     "server": ["proto", "api", "s3"] + SERVER_STAGES,
     "server/rpc": ["proto", "api", "server"] + SERVER_STAGES,
+    "server/config": ["proto", "api", "server"] + SERVER_STAGES,
     "worker": [],
     "worker/checkpoint": ["worker"],
     "worker/tokenizer": ["worker"],

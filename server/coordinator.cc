@@ -191,14 +191,22 @@ std::vector<Coordinator::RunPoll*> Coordinator::Polls() const {
 // ---------------------------------------------------------------------------------------
 // Runs
 
-absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
-                                               const std::vector<v1::TaskContent>& task_files) {
+NewRunOptions Coordinator::NewRunOptionsFor(const CoordinatorOptions& options) {
   NewRunOptions checks;
-  checks.default_settle_seconds = options_.default_settle_seconds;
-  checks.sources.roots = options_.source_roots;
-  checks.sources.s3_endpoints = options_.s3_endpoints;
-  checks.sources.default_s3_region = options_.default_s3_region;
-  ASSIGN_OR_RETURN(NewRun checked, CheckNewRun(std::move(config), task_files, checks));
+  checks.default_settle_seconds = options.default_settle_seconds;
+  checks.sources.roots = options.source_roots;
+  checks.sources.s3_endpoints = options.s3_endpoints;
+  checks.sources.default_s3_region = options.default_s3_region;
+  return checks;
+}
+
+NewRunOptions Coordinator::new_run_options() const { return NewRunOptionsFor(options_); }
+
+absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
+                                               const std::vector<v1::TaskContent>& task_files,
+                                               const std::string& managed_by) {
+  ASSIGN_OR_RETURN(NewRun checked,
+                   CheckNewRun(std::move(config), task_files, new_run_options()));
   const std::string name = checked.config.name();
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery,
                    discovery_factory_(checked.config));
@@ -211,6 +219,7 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
   v1::Run run;
   *run.mutable_config() = std::move(checked.config);
   run.set_created_unix_ms(clock_->UnixMillis());
+  run.set_managed_by(managed_by);
   RETURN_IF_ERROR(runs_.Create(run, [&] {
     Store::Batch batch = store_->NewBatch();
     for (const v1::TaskContent& content : checked.tasks) batch.PutTask(content);
@@ -309,13 +318,19 @@ absl::Status Coordinator::GetScores(const v1::GetScoresRequest& request,
   });
 }
 
-absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r) {
+absl::StatusOr<v1::Run> Coordinator::UpdateRun(const v1::UpdateRunRequest& r,
+                                               const std::string& managed_by) {
   ASSIGN_OR_RETURN(RunPoll* const poll, FindPoll(r.name()));
   // Serialises with admissions: window jobs are created against one list of checkpoints.
   absl::MutexLock poll_lock(&poll->poll_mu);
   if (poll->deleted) return RunNotFound(r.name());
   std::set<uint32_t> old_ensembles;
   ASSIGN_OR_RETURN(const v1::Run run, runs_.Change(r.name(), [&](v1::Run& run) -> absl::Status {
+    if (run.managed_by() != managed_by) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "run ", r.name(), " is declared in ", run.managed_by(),
+          " (steadyeval-server --config): change its windows there and send the server SIGHUP"));
+    }
     old_ensembles = {run.config().ensemble_windows().begin(),
                      run.config().ensemble_windows().end()};
     RETURN_IF_ERROR(ApplyWindowUpdate(r, *run.mutable_config()));

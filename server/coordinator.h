@@ -35,6 +35,7 @@
 #include "server/discovery/discovery.h"
 #include "server/coordinator_metrics.h"
 #include "server/ingest/report_ingest.h"
+#include "server/ingest/run_config.h"
 #include "server/ingest/run_table.h"
 #include "server/ingest/task_cache.h"
 #include "server/jobs/lease_broker.h"
@@ -84,8 +85,15 @@ class Coordinator {
   // Categories come from config.tasks: an entry with a name gives that task's category,
   // an entry without one the category of the task file at its index; each is one of
   // kTaskCategories (case-insensitive, stored upper-case) or empty.
+  // `managed_by`: the config file declaring the run (Run.managed_by), empty for `runs add`.
   absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
-                                    const std::vector<v1::TaskContent>& task_files);
+                                    const std::vector<v1::TaskContent>& task_files,
+                                    const std::string& managed_by = "");
+  // The rules CreateRun checks a new run against (source roots, S3 endpoints, defaults).
+  NewRunOptions new_run_options() const;
+  // The checks CreateRun applies for a coordinator with `options` (also steadyeval-server
+  // --check, which has none).
+  static NewRunOptions NewRunOptionsFor(const CoordinatorOptions& options);
   absl::StatusOr<v1::ListRunsResponse> ListRuns(int32_t page_size,
                                                 const std::string& page_token) const;
   // NOT_FOUND "run 'x' not found (see `steadyeval runs list`)" for an unknown run (also
@@ -105,7 +113,10 @@ class Coordinator {
   // values are kept (queryable; erased like any value when a late admission changes their
   // window). Added ens@n sizes are computed for every window from stored raw values;
   // removed ones are no longer computed (values kept likewise).
-  absl::StatusOr<v1::Run> UpdateRun(const v1::UpdateRunRequest& r);
+  // FAILED_PRECONDITION, naming the file, when the run's managed_by is not `managed_by`
+  // (a run declared in a config file changes only through that file).
+  absl::StatusOr<v1::Run> UpdateRun(const v1::UpdateRunRequest& r,
+                                    const std::string& managed_by = "");
   absl::StatusOr<v1::GetStabilityResponse> GetStability(const v1::GetStabilityRequest& r);
   // Re-scores every stored raw and avg@n value of the run's tasks (or of `r.task()`) from
   // the stored outputs with the current metric code, then recomputes the ensembles; pair

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <thread>
 #include <utility>
 
@@ -80,6 +82,17 @@ absl::StatusOr<ChildProcess> ChildProcess::Start(const std::vector<std::string>&
                                                  const std::string& log_prefix) {
   if (access(argv.at(0).c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat(argv[0], " is not an executable (built?)"));
+  }
+  // The logs are opened here first, so a missing folder is an error rather than a child
+  // whose output silently goes to the test's own terminal.
+  for (const char* suffix : {".out", ".err"}) {
+    const std::string path = log_prefix + suffix;
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot open the log file ", path, ": ", strerror(errno)));
+    }
+    close(fd);
   }
   ChildProcess p;
   p.log_prefix_ = log_prefix;

@@ -14,7 +14,9 @@ namespace steadyeval::testing {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-ServiceProcesses::ServiceProcesses(std::string dir) : dir_(std::move(dir)), bin_(BinDir()) {}
+ServiceProcesses::ServiceProcesses(std::string dir) : dir_(std::move(dir)), bin_(BinDir()) {
+  fs::create_directories(dir_);
+}
 
 absl::Status ServiceProcesses::StartCoordinator(const std::vector<std::string>& flags) {
   const std::string ready = dir_ + "/ready.json";

@@ -23,6 +23,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/health_probe.h"
 #include "testing/files.h"
 #include "testing/http.h"
 #include "testing/temp_dir.h"
@@ -30,7 +31,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "testing/health_check.h"
 #include "steadyeval/v1/eval_service.grpc.pb.h"
 #include "api/protocol.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
@@ -231,7 +231,8 @@ class StorageEndToEndTest : public ::testing::Test {
     CommandResult scores = Cli({"scores", "r", "--json"});
     EXPECT_EQ(scores.exit_code, 0) << scores.err;
     EXPECT_THAT(scores.out, ::testing::Not(HasSubstr("\"step\"")));
-    EXPECT_EQ(CheckHealth(channel_).value_or(ServingStatus::kUnknown), ServingStatus::kNotServing);
+    EXPECT_EQ(CheckServing(channel_, 10).value_or(ServingStatus::kUnknown),
+              ServingStatus::kNotServing);
     const std::string metrics = HttpOkBody(Metrics());
     EXPECT_EQ(SampleValue(metrics, "steadyeval_storage_healthy"), 0.0) << metrics;
     EXPECT_THAT(SampleValue(metrics, absl::StrCat("steadyeval_storage_writes_refused_total{reason=\"",
@@ -249,7 +250,7 @@ class StorageEndToEndTest : public ::testing::Test {
     EXPECT_EQ(jobs["jobs"][0]["attempts"], 1) << jobs.dump(2);
     EXPECT_TRUE(WaitFor(
         [&] {
-          return CheckHealth(channel_).value_or(ServingStatus::kUnknown) ==
+          return CheckServing(channel_, 10).value_or(ServingStatus::kUnknown) ==
                  ServingStatus::kServing;
         },
         seconds(10)));

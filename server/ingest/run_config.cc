@@ -155,6 +155,7 @@ absl::StatusOr<NewRun> CheckNewRun(v1::RunConfig config,
     v1::TaskRef ref = settings;
     ref.set_sha256(task.sha256);
     ref.set_category(category);
+    ref.set_filename(file.filename());
     v1::TaskContent content;
     content.mutable_ref()->set_name(task.name);
     content.mutable_ref()->set_sha256(task.sha256);

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/health_probe.h"
 #include "testing/status_matchers.h"
 #include "testing/http.h"
 #include "gmock/gmock.h"
@@ -20,7 +21,6 @@
 #include "absl/synchronization/notification.h"
 #include "api/protocol.h"
 #include "common/sha256.h"
-#include "testing/health_check.h"
 #include "server/rpc/server.h"
 #include "server/store/store.h"
 #include "server/store/store_logger.h"
@@ -28,14 +28,12 @@
 namespace steadyeval {
 namespace {
 
-using ::steadyeval::testing::CheckHealth;
 using ::steadyeval::testing::CoordinatorFixture;
 using ::steadyeval::testing::FakeCheckpoints;
 using ::steadyeval::testing::HttpGet;
 using ::steadyeval::testing::HttpOkBody;
 using ::steadyeval::testing::McTaskFile;
 using ::steadyeval::testing::SampleValue;
-using ::steadyeval::testing::ServingStatus;
 using ::steadyeval::testing::StatusIs;
 
 namespace fs = std::filesystem;
@@ -523,7 +521,7 @@ TEST_F(StorageFaultServerTest, ReportDuringDiskFullFailsRetryablyAndLandsOnceSpa
   ASSERT_OK(server_->coordinator()->PollRunsOnce());
   const v1::LeasedJob lease = Lease();
   ASSERT_EQ(lease.job().attempts(), 1u);
-  EXPECT_EQ(CheckHealth(channel_).value_or(ServingStatus::kUnknown), ServingStatus::kServing);
+  EXPECT_EQ(CheckServing(channel_, 10).value_or(ServingStatus::kUnknown), ServingStatus::kServing);
 
   fault_fs_->FailWrites(rocksdb::IOStatus::NoSpace("injected: disk full"));
   v1::ReportResultsResponse response;
@@ -541,7 +539,7 @@ TEST_F(StorageFaultServerTest, ReportDuringDiskFullFailsRetryablyAndLandsOnceSpa
   EXPECT_EQ(Predictions(), 0);
   EXPECT_EQ(Scores(), 0);
   // Health: NOT_SERVING, and the metrics say why.
-  EXPECT_EQ(CheckHealth(channel_).value_or(ServingStatus::kUnknown), ServingStatus::kNotServing);
+  EXPECT_EQ(CheckServing(channel_, 10).value_or(ServingStatus::kUnknown), ServingStatus::kNotServing);
   const std::string metrics = HttpOkBody(HttpGet(server_->metrics_port(), "/metrics"));
   EXPECT_EQ(SampleValue(metrics, "steadyeval_storage_healthy"), 0.0);
   EXPECT_EQ(SampleValue(metrics, "steadyeval_storage_writes_refused_total{reason=\"no_space\"}"),
@@ -568,7 +566,7 @@ TEST_F(StorageFaultServerTest, ReportDuringDiskFullFailsRetryablyAndLandsOnceSpa
   EXPECT_EQ(jobs[0].attempts(), 1u);
   EXPECT_EQ(Predictions(), 3);
   EXPECT_EQ(Scores(), 1);
-  EXPECT_EQ(CheckHealth(channel_).value_or(ServingStatus::kUnknown), ServingStatus::kServing);
+  EXPECT_EQ(CheckServing(channel_, 10).value_or(ServingStatus::kUnknown), ServingStatus::kServing);
   EXPECT_EQ(SampleValue(HttpOkBody(HttpGet(server_->metrics_port(), "/metrics")),
                         "steadyeval_storage_healthy"),
             1.0);

@@ -422,4 +422,50 @@ int RunAverageCommand(const std::vector<std::string>& argv) {
   return kExitOk;
 }
 
+int RunCheckCommand(const std::vector<std::string>& argv) {
+  const std::vector<FlagSpec> specs = {
+      {"device", false, "the device jobs will run on: cpu, cuda or cuda:K (default cpu)", "DEVICE"},
+      kJsonFlag, kHelpFlag};
+  auto args = ParseArgs(argv, specs);
+  if (!args.ok()) return UsageError(args.status().message(), "check");
+  if (args->Has("help")) {
+    std::cout << "usage: steadyeval-worker check [--device DEVICE] [--json]\n\n"
+                 "Checks what this worker needs before it takes jobs, on this machine: the\n"
+                 "SentencePiece plugin (libsteadyeval_spm.so, beside the binary once installed)\n"
+                 "loads, and DEVICE exists. Prints where the plugin was loaded from, the CUDA\n"
+                 "devices libtorch sees and the default thread count; exits 1 naming what is\n"
+                 "missing. Run it on each node (e.g. `srun steadyeval-worker check --device cuda`).\n\n"
+              << FlagsHelp(specs);
+    return kExitOk;
+  }
+  if (!args->positionals().empty()) {
+    return UsageError(absl::StrCat("unexpected argument '", args->positionals()[0], "'"), "check");
+  }
+  nlohmann::json report;
+  std::vector<std::string> problems;
+  absl::StatusOr<std::string> plugin = SentencePiecePluginPath();
+  report["sentencepiece_plugin"] = plugin.ok() ? *plugin : "";
+  if (!plugin.ok()) problems.emplace_back(plugin.status().message());
+  const std::string device = args->Get("device", "cpu");
+  absl::StatusOr<at::Device> parsed = ParseDevice(device);
+  report["device"] = device;
+  if (!parsed.ok()) problems.emplace_back(parsed.status().message());
+  report["cuda_devices"] = static_cast<int64_t>(at::detail::getCUDAHooks().getNumGPUs());
+  report["threads"] = DefaultThreads();
+  report["problems"] = problems;
+  if (args->Has("json")) {
+    std::cout << report.dump() << std::endl;
+  } else {
+    std::cout << "sentencepiece plugin: "
+              << (plugin.ok() ? *plugin : std::string("NOT LOADED")) << "\n"
+              << "device: " << device << (parsed.ok() ? " (ok)" : " (NOT AVAILABLE)") << "\n"
+              << "cuda devices: " << report["cuda_devices"].get<int64_t>() << "\n"
+              << "threads (default --threads): " << DefaultThreads() << std::endl;
+  }
+  for (const std::string& problem : problems) {
+    std::cerr << "steadyeval-worker check: " << problem << "\n";
+  }
+  return problems.empty() ? kExitOk : 1;
+}
+
 }  // namespace steadyeval

@@ -6,6 +6,7 @@
 //                          [--tokenizer FILE] [--threads N]
 //   steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]
 //                             [--threads N]
+//   steadyeval-worker check [--device DEVICE] [--json]
 //
 // Each Run*Command takes the arguments after the subcommand word and returns the exit
 // code: 0 success, 1 failure (one line on stderr), 2 usage error. Data goes to stdout
@@ -27,6 +28,9 @@ int RunEvalCommand(const std::vector<std::string>& args);
 // config.json and tokenizer files are copied) as a new checkpoint folder (averager.h,
 // checkpoint_writer.h).
 int RunAverageCommand(const std::vector<std::string>& args);
+// What a deployment needs before it takes jobs: the SentencePiece plugin loads (and from
+// where), the device exists, and the thread setup. Exit 1 naming what is missing.
+int RunCheckCommand(const std::vector<std::string>& args);
 
 // Gives OpenBLAS (which runs every matrix product) `threads` threads and libtorch's own
 // intra-op pool one (the two pools fight over the cores otherwise; see offline.cc),

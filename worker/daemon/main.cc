@@ -190,9 +190,10 @@ void PrintUsage() {
           "                    [--cache_dir DIR] [--cache_bytes 100G] [--converter NAME='CMD {src} {dst}']\n"
           "  steadyeval-worker logprobs --checkpoint DIR (--tokens 1,2,3 | --text \"...\") [--json]\n"
           "  steadyeval-worker eval --checkpoint DIR --task FILE [--few_shots K] [--json]\n"
-          "  steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]\n\n"
+          "  steadyeval-worker average --checkpoint DIR --checkpoint DIR ... --out DIR [--shards K]\n"
+          "  steadyeval-worker check [--device cuda]   (plugin, device: run on each new node)\n\n"
           "Daemon flags:\n%s\n"
-          "Run `steadyeval-worker logprobs --help`, `eval --help` or `average --help` for the\n"
+          "Run `steadyeval-worker logprobs --help`, `eval --help`, `average --help` or `check --help`\nfor the "
           "offline commands.\n",
           FlagsHelp(DaemonFlags()).c_str());
 }
@@ -256,7 +257,7 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 0;
   }
   if (!parsed->positionals().empty()) {
-    fprintf(stderr, "steadyeval-worker: unknown command '%s' (commands: logprobs, eval, average; see --help)\n",
+    fprintf(stderr, "steadyeval-worker: unknown command '%s' (commands: logprobs, eval, average, check; see --help)\n",
             parsed->positionals()[0].c_str());
     return 2;
   }
@@ -400,6 +401,9 @@ int main(int argc, char** argv) {
   }
   if (!args.empty() && args[0] == "average") {
     return steadyeval::RunAverageCommand({args.begin() + 1, args.end()});
+  }
+  if (!args.empty() && args[0] == "check") {
+    return steadyeval::RunCheckCommand({args.begin() + 1, args.end()});
   }
   // First thing in the daemon: see StopSignals.
   steadyeval::Signals().Start();

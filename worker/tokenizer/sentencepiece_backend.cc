@@ -23,6 +23,7 @@ struct Plugin {
   int (*eos_id)(void*) = nullptr;
   char* (*id_to_piece)(void*, int) = nullptr;
   std::string error;  // why loading failed; empty when loaded
+  std::string path;   // the file loaded
 };
 
 std::string ExecutableDir() {
@@ -67,6 +68,7 @@ Plugin LoadPlugin() {
       p.error = "cannot load the SentencePiece plugin " + path + ": " + (why ? why : "?");
       return p;
     }
+    p.path = path;
     break;
   }
   if (lib == nullptr) {
@@ -100,6 +102,16 @@ std::string TakeError(char* error) {
 }
 
 }  // namespace
+
+bool SentencePieceBackend::PluginPath(std::string* path, std::string* error) {
+  const Plugin& plugin = GetPlugin();
+  if (!plugin.error.empty()) {
+    *error = plugin.error;
+    return false;
+  }
+  *path = plugin.path;
+  return true;
+}
 
 std::unique_ptr<SentencePieceBackend> SentencePieceBackend::Load(const std::string& path,
                                                                  std::string* error) {

@@ -21,6 +21,9 @@ class SentencePieceBackend {
   // nullptr with `*error` set on failure (plugin not found, or not a model).
   static std::unique_ptr<SentencePieceBackend> Load(const std::string& path, std::string* error);
   ~SentencePieceBackend();
+  // Loads the plugin (once per process) and returns the file it was loaded from; false with
+  // `*error` set when it cannot be found or loaded.
+  static bool PluginPath(std::string* path, std::string* error);
 
   bool Encode(const std::string& text, std::vector<int>* ids, std::string* error) const;
   bool Decode(const std::vector<int>& ids, std::string* text, std::string* error) const;

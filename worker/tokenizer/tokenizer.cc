@@ -224,4 +224,13 @@ std::string Tokenizer::IdToPiece(int64_t id) const {
   return spm_->IdToPiece(static_cast<int>(id));
 }
 
+absl::StatusOr<std::string> SentencePiecePluginPath() {
+  std::string path;
+  std::string error;
+  if (!internal::SentencePieceBackend::PluginPath(&path, &error)) {
+    return absl::FailedPreconditionError(error);
+  }
+  return path;
+}
+
 }  // namespace steadyeval

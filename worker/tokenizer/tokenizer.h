@@ -95,6 +95,10 @@ class Tokenizer {
   std::unique_ptr<BpeTokenizer> bpe_;
 };
 
+// The SentencePiece plugin file this process loads (see sentencepiece_backend.h for where
+// it is looked for); FAILED_PRECONDITION saying what was tried when it cannot be loaded.
+absl::StatusOr<std::string> SentencePiecePluginPath();
+
 }  // namespace steadyeval
 
 #endif  // STEADYEVAL_WORKER_TOKENIZER_TOKENIZER_H_
