@@ -8,11 +8,14 @@ building them (no base images, no network, and Grafana is not a Debian package h
   stage it defines; each bind-mount source exists in the repository or is declared under
   x-user-folders; each named volume is declared; depends_on names services.
 - The Prometheus scrape targets and the Grafana datasource URL name compose services.
+- A coordinator's HEALTHCHECK speaks what its command serves: with --tls_cert it passes
+  --ca_cert, without it none (in the image and in each compose service that runs it).
 Prints every problem as 'FILE: problem' and exits 1 if there is any.
 Usage: check_container_files.py REPO_ROOT
 """
 import glob
 import os
+import re
 import sys
 import urllib.parse
 
@@ -49,6 +52,57 @@ def dockerfile_stages_and_problems(path, root):
     return stages, problems
 
 
+def dockerfile_stage_settings(path):
+    """{stage: {"cmd": str, "health": str, "env": {NAME: VALUE}}} of one Dockerfile; a stage
+    starts with its parent's settings when built FROM an earlier stage."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    settings, current = {}, None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        op = words[0].upper()
+        if op == "FROM":
+            lowered = [w.lower() for w in words]
+            parent = settings.get(words[1], {"cmd": "", "health": "", "env": {}})
+            current = {"cmd": parent["cmd"], "health": parent["health"], "env": dict(parent["env"])}
+            if "as" in lowered:
+                settings[words[lowered.index("as") + 1]] = current
+        elif current is None:
+            continue
+        elif op == "CMD":
+            current["cmd"] = line
+        elif op == "HEALTHCHECK":
+            current["health"] = line
+        elif op == "ENV" and len(words) >= 2:
+            name, _, value = line.split(None, 1)[1].partition("=")
+            current["env"][name.strip()] = value.strip().strip('"')
+    return settings
+
+
+def health_speaks_tls(health, env):
+    """Whether a HEALTHCHECK running `steadyeval-server health` passes --ca_cert, with the
+    variables it names expanded from env; None when it runs no such probe."""
+    if "health" not in health or "steadyeval-server" not in health:
+        return None
+    expanded = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), health)
+    return "--ca_cert" in expanded
+
+
+def check_health_tls(where, command, health, env, problems):
+    tls = health_speaks_tls(health, env)
+    if tls is None:
+        return
+    serves_tls = "--tls_cert" in command
+    if serves_tls and not tls:
+        problems.append(f"{where}: the command serves TLS (--tls_cert) but the HEALTHCHECK's "
+                        "probe passes no --ca_cert: it would always fail")
+    elif tls and not serves_tls:
+        problems.append(f"{where}: the HEALTHCHECK's probe speaks TLS (--ca_cert) but the "
+                        "command serves plaintext: it would always fail")
+
+
 def check_compose(root, problems):
     path = os.path.join(root, "docker", "compose.yaml")
     rel = os.path.relpath(path, root)
@@ -76,6 +130,13 @@ def check_compose(root, problems):
                 if build.get("target") and build["target"] not in stages:
                     problems.append(f"{rel}: service {name}: target '{build['target']}' is not a "
                                     f"stage of {dockerfile} ({', '.join(stages)})")
+                stage = dockerfile_stage_settings(dockerfile).get(build.get("target"))
+                if stage:
+                    env = dict(stage["env"])
+                    env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
+                    command = " ".join(svc["command"]) if "command" in svc else stage["cmd"]
+                    check_health_tls(f"{rel}: service {name}", command, stage["health"], env,
+                                     problems)
             image = svc.get("image")
             if image in images and images[image] != build:
                 problems.append(f"{rel}: services {images[image][0]} and {name} build different "
@@ -129,6 +190,9 @@ def main():
         problems.append("docker/: no Dockerfile found")
     for path in dockerfiles:
         problems += dockerfile_stages_and_problems(path, root)[1]
+        for stage, settings in dockerfile_stage_settings(path).items():
+            check_health_tls(f"{os.path.relpath(path, root)}: stage {stage}", settings["cmd"],
+                             settings["health"], settings["env"], problems)
     services = check_compose(root, problems)
     if services:
         check_targets(root, services, problems)
