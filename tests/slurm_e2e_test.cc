@@ -1,10 +1,12 @@
-// The real Slurm test: Debian's munge and slurm-wlm started here as a one-node cluster on
-// 127.0.0.1 (munged, slurmctld and slurmd in the foreground, everything in temp folders),
-// deploy/slurm/steadyeval-workers.sbatch submitted with `sbatch` (CPU workers) against a
-// coordinator the test starts. Checks: one worker per task, named slurm-JOBID-PROCID,
-// evaluates the run; `scontrol requeue` (what preemption does) restarts the job and the new
-// workers register by themselves; `scancel` makes every worker drain and exit, and the
-// coordinator stops seeing them.
+// The real Slurm test: Debian's munge and slurm-wlm started here as a two-node cluster on
+// 127.0.0.1 (munged, slurmctld and two slurmd in the foreground, everything in temp
+// folders), deploy/slurm/steadyeval-workers.sbatch submitted with `sbatch` (CPU workers)
+// against a coordinator the test starts. Checks: one worker per task, named
+// slurm-JOBID-PROCID, evaluates the run; `scontrol requeue` (what preemption does) restarts
+// the job and the new workers register by themselves; `scancel` makes every worker drain and
+// exit, and the coordinator stops seeing them. Then deploy/slurm/train-with-eval.hetjob.sbatch
+// (resources made to fit): its worker evaluates what its trainer writes and drains when
+// training ends.
 //
 // Skipped, with what failed, only where the cluster cannot run: a missing program, or a
 // daemon that does not come up (its log is printed).
@@ -27,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "testing/files.h"
@@ -67,8 +70,9 @@ std::string Hostname() {
   return name;
 }
 
-// munged + slurmctld + slurmd for one node named after this host, run as the test's user
-// (root: SlurmUser). Config, state, spool and logs live in a short folder under /tmp,
+// munged + slurmctld + two slurmd (nodes se0 and se1, both this host, each with all its
+// CPUs: a heterogeneous job needs its components on different nodes to be scheduled), run
+// as the test's user (root: SlurmUser). Config, state, spool and logs live in a short folder under /tmp,
 // removed at the end: munged's and slurmstepd's Unix socket paths must fit in 108 bytes,
 // and gtest's temp folders are longer.
 class SlurmCluster {
@@ -100,7 +104,6 @@ class SlurmCluster {
     fs::permissions(key, fs::perms::owner_read);
     socket_ = munge_dir_ + "/socket";
     fs::create_directories(dir_ + "/state");
-    fs::create_directories(dir_ + "/spool");
     absl::Status s = StartDaemon(
         "munged",
         {"/usr/sbin/munged", "-F", "-f", "--socket=" + socket_, "--key-file=" + key,
@@ -112,12 +115,18 @@ class SlurmCluster {
     s = StartDaemon("slurmctld", {"/usr/sbin/slurmctld", "-D", "-f", conf_},
                     [&] { return Run({"/usr/bin/sinfo", "-h"}).exit_code == 0; }, slurmctld_);
     if (!s.ok()) return s;
-    return StartDaemon("slurmd", {"/usr/sbin/slurmd", "-D", "-f", conf_, "-N", Hostname()},
-                       [&] {
-                         CommandResult r = Run({"/usr/bin/sinfo", "-h", "-o", "%t"});
-                         return r.exit_code == 0 && absl::StartsWith(r.out, "idle");
-                       },
-                       slurmd_);
+    for (int node = 0; node < 2; ++node) {
+      s = StartDaemon(absl::StrCat("slurmd-se", node),
+                      {"/usr/sbin/slurmd", "-D", "-f", conf_, "-N", absl::StrCat("se", node)},
+                      [&] {
+                        CommandResult r = Run({"/usr/bin/sinfo", "-h", "-n",
+                                               absl::StrCat("se", node), "-o", "%t"});
+                        return r.exit_code == 0 && absl::StartsWith(r.out, "idle");
+                      },
+                      slurmd_[node]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
   }
 
   // Runs a Slurm client (argv[0] a path) against this cluster.
@@ -137,7 +146,7 @@ class SlurmCluster {
 
   std::string Logs() const {
     std::string all;
-    for (const char* log : {"munged.log", "slurmctld.log", "slurmd.log"}) {
+    for (const char* log : {"munged.log", "slurmctld.log", "slurmd-se0.log", "slurmd-se1.log"}) {
       absl::StrAppend(&all, "---- ", log, "\n", ReadFileOrEmpty(dir_ + "/" + log));
     }
     return all;
@@ -164,23 +173,24 @@ class SlurmCluster {
         "ClusterName=steadyevaltest\n"
         "SlurmctldHost=", host, "(127.0.0.1)\n"
         "SlurmctldPort=", FreePort(), "\n"
-        "SlurmdPort=", FreePort(), "\n"
         "SlurmUser=root\nSlurmdUser=root\n"
         "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=", socket_, "\n"
         "StateSaveLocation=", dir_, "/state\n"
-        "SlurmdSpoolDir=", dir_, "/spool\n"
+        "SlurmdSpoolDir=", dir_, "/spool-%n\n"
         "SlurmctldPidFile=", dir_, "/slurmctld.pid\n"
-        "SlurmdPidFile=", dir_, "/slurmd.pid\n"
+        "SlurmdPidFile=", dir_, "/slurmd-%n.pid\n"
         "SlurmctldLogFile=", dir_, "/slurmctld.log\n"
-        "SlurmdLogFile=", dir_, "/slurmd.log\n"
+        "SlurmdLogFile=", dir_, "/slurmd-%n.log\n"
         // No cgroups: processes are tracked by parent pid, tasks are not pinned.
         "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n"
         "SelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
         "JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n"
         "MpiDefault=none\nSwitchType=switch/none\nReturnToService=2\nKillWait=30\n"
-        "NodeName=", host, " NodeAddr=127.0.0.1 CPUs=", sysconf(_SC_NPROCESSORS_ONLN),
-        " State=UNKNOWN\n"
-        "PartitionName=test Nodes=", host,
+        "NodeName=se0 NodeHostname=", host, " NodeAddr=127.0.0.1 Port=", FreePort(),
+        " CPUs=", sysconf(_SC_NPROCESSORS_ONLN), " State=UNKNOWN\n"
+        "NodeName=se1 NodeHostname=", host, " NodeAddr=127.0.0.1 Port=", FreePort(),
+        " CPUs=", sysconf(_SC_NPROCESSORS_ONLN), " State=UNKNOWN\n"
+        "PartitionName=test Nodes=se0,se1",
         " Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n"));
   }
 
@@ -191,7 +201,9 @@ class SlurmCluster {
       Run({"/usr/bin/scancel", "--user", "root"});
       WaitFor([&] { return Run({"/usr/bin/squeue", "-h"}).out.empty(); }, seconds(60));
     }
-    if (slurmd_.running()) slurmd_.Stop(SIGTERM);
+    for (ChildProcess& slurmd : slurmd_) {
+      if (slurmd.running()) slurmd.Stop(SIGTERM);
+    }
     if (slurmctld_.running()) slurmctld_.Stop(SIGTERM);
     if (munged_.running()) munged_.Stop(SIGTERM);
     if (!dir_.empty()) {
@@ -206,7 +218,7 @@ class SlurmCluster {
   std::string conf_;
   ChildProcess munged_;
   ChildProcess slurmctld_;
-  ChildProcess slurmd_;
+  ChildProcess slurmd_[2];
 };
 
 class SlurmEndToEndTest : public ::testing::Test {
@@ -322,6 +334,74 @@ TEST_F(SlurmEndToEndTest, SbatchWorkersEvaluateSurviveRequeueAndDrainOnScancel) 
     EXPECT_EQ(drained, 2u) << "task " << task << "\n" << out;
   }
   EXPECT_FALSE(absl::StrContains(out, "second signal")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "Killed")) << out;
+  EXPECT_TRUE(WaitFor([&] { return LiveWorkers().empty(); }, seconds(60), milliseconds(500)))
+      << Logs();
+}
+
+// deploy/slurm/train-with-eval.hetjob.sbatch with its resource lines made to fit this
+// cluster (one CPU task per component, no GPUs; the script says to adapt them): the workers
+// of component 1 evaluate what the "trainer" of component 0 writes, and when training ends
+// the script drains them and the job ends with the trainer's status.
+TEST_F(SlurmEndToEndTest, HetjobWorkersEvaluateBesideTrainingAndDrainWhenItEnds) {
+  services_.Cli({"runs", "add", "run", "--source", tmp_ / "ckpt", "--tasks",
+                 tmp_ / "tasks/arith_mc.jsonl", "--settle_seconds", "0.1"});
+  const std::string original =
+      ReadFileOrEmpty(SourceDir() + "/deploy/slurm/train-with-eval.hetjob.sbatch");
+  std::string script;
+  int adapted = 0;
+  for (absl::string_view line : absl::StrSplit(original, '\n')) {
+    if (absl::StartsWith(line, "#SBATCH --gpus-per-task=")) {
+      ++adapted;
+      continue;
+    }
+    bool replaced = false;
+    for (const char* option : {"--nodes=", "--ntasks-per-node=", "--cpus-per-task="}) {
+      if (absl::StartsWith(line, absl::StrCat("#SBATCH ", option))) {
+        absl::StrAppend(&script, "#SBATCH ", option, "1\n");
+        ++adapted;
+        replaced = true;
+      }
+    }
+    if (!replaced) absl::StrAppend(&script, line, "\n");
+  }
+  // Both components name all four resource lines; a change of the script's shape fails here.
+  ASSERT_EQ(adapted, 8) << script;
+  const std::string copy = tmp_ / "train-with-eval.sbatch";
+  WriteFile(copy, script);
+
+  // The trainer writes a checkpoint, then trains until the test lets it finish.
+  const std::string stop = tmp_ / "stop-training";
+  const std::string train = absl::StrCat(
+      BinDir(), "/steadyeval-fixtures checkpoint --out ", tmp_ / "ckpt/step_00100",
+      " --step 100 --tokenizer ", tmp_ / "tok/tokenizer.model",
+      " >/dev/null && while [ ! -e ", stop, " ]; do sleep 0.2; done");
+  CommandResult submitted = cluster_.Run(
+      {"/usr/bin/sbatch", "--parsable", "--output=" + tmp_ / "job-%j.out", copy},
+      {"STEADYEVAL_COORDINATOR=" + services_.address(), "STEADYEVAL_BIN=" + BinDir(),
+       "STEADYEVAL_DEVICE=cpu", "STEADYEVAL_WORKER_FLAGS=--threads 1 --acquire_wait_ms 500",
+       "TRAIN_CMD=" + train});
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err << cluster_.Logs();
+  job_ = std::string(absl::StripAsciiWhitespace(submitted.out));
+
+  const std::vector<std::string> names = {absl::StrCat("slurm-", job_, "-0")};
+  ASSERT_TRUE(WaitFor([&] { return LiveWorkers() == names; }, seconds(120), milliseconds(500)))
+      << Logs();
+  ASSERT_TRUE(WaitFor([&] { return Evaluated() == 1; }, seconds(120), milliseconds(500)))
+      << Logs();
+  EXPECT_EQ(cluster_.JobState(job_), "RUNNING\nRUNNING");  // one line per component
+
+  WriteFile(stop, "");
+  ASSERT_TRUE(WaitFor([&] { return cluster_.JobState(job_).empty(); }, seconds(90),
+                      milliseconds(500)))
+      << Logs();
+  const std::string out = JobOutput();
+  EXPECT_THAT(out, ::testing::HasSubstr("training ended (status 0); draining the workers"));
+  size_t drained = 0;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    drained += absl::StrContains(line, "steadyeval-worker: drained; stopping");
+  }
+  EXPECT_EQ(drained, 1u) << out;
   EXPECT_FALSE(absl::StrContains(out, "Killed")) << out;
   EXPECT_TRUE(WaitFor([&] { return LiveWorkers().empty(); }, seconds(60), milliseconds(500)))
       << Logs();
