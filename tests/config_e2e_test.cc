@@ -164,11 +164,19 @@ TEST_F(ConfigEndToEndTest, CheckRefusesBrokenFileAndOpensNothing) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr(config_ + ":2: run a: source")) << bad.err;
 
-  WriteFile(config_, "lease_ttl_ms: 5000\nruns:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2]"));
+  // The flag --data_dir overrides the file's data_dir.
+  WriteFile(config_, "data_dir: /nonexistent/from-the-file\nlease_ttl_ms: 5000\nruns:\n" +
+                         RunEntry("a", tmp_ / "ckpt-a", "[2]"));
   CommandResult good = RunCommand({server, "--check", "--config", config_, "--data_dir", data});
   EXPECT_EQ(good.exit_code, 0) << good.err;
-  EXPECT_THAT(good.out, HasSubstr(config_ + " ok: 1 setting(s), 1 run(s): a"));
+  EXPECT_THAT(good.out, HasSubstr(config_ + " ok: 2 setting(s), 1 run(s): a; data_dir " + data +
+                                  " (not opened)"));
   EXPECT_FALSE(fs::exists(data));
+  // A bad value of a setting is refused at its line, as at start.
+  WriteFile(config_, "data_dir: " + data + "\nlease_ttl_ms: soon\n");
+  bad = RunCommand({server, "--check", "--config", config_});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr(config_ + ":2: 'lease_ttl_ms' is 'soon'")) << bad.err;
 }
 
 TEST_F(ConfigEndToEndTest, ExampleConfigServesItsRuns) {
