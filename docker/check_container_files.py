@@ -22,17 +22,21 @@ import urllib.parse
 import yaml
 
 
+def dockerfile_instructions(path):
+    """Yields (INSTRUCTION, words, line) of one Dockerfile, continuation lines joined."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            yield words[0].upper(), words, line
+
+
 def dockerfile_stages_and_problems(path, root):
     """Returns (stage names, problems) of one Dockerfile; sources are relative to root."""
     stages, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        text = f.read().replace("\\\n", " ")
     rel = os.path.relpath(path, root)
-    for lineno, line in enumerate(text.splitlines(), 1):
-        words = line.split()
-        if not words:
-            continue
-        op = words[0].upper()
+    for op, words, _ in dockerfile_instructions(path):
         if op == "FROM":
             lowered = [w.lower() for w in words]
             if "as" in lowered:
@@ -55,14 +59,8 @@ def dockerfile_stages_and_problems(path, root):
 def dockerfile_stage_settings(path):
     """{stage: {"cmd": str, "health": str, "env": {NAME: VALUE}}} of one Dockerfile; a stage
     starts with its parent's settings when built FROM an earlier stage."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read().replace("\\\n", " ")
     settings, current = {}, None
-    for line in text.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        op = words[0].upper()
+    for op, words, line in dockerfile_instructions(path):
         if op == "FROM":
             lowered = [w.lower() for w in words]
             parent = settings.get(words[1], {"cmd": "", "health": "", "env": {}})
