@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,35 @@ TEST_F(ConfigEndToEndTest, StartSighupRefusalsAndManagedRuns) {
   ASSERT_TRUE(Hup("SIGHUP: applied", 4)) << services_.Logs();
   EXPECT_THAT(services_.coordinator().Logs(),
               HasSubstr("created none; windows changed none; paused (no longer declared) none"));
+}
+
+// A window added on SIGHUP is scheduled: its jobs appear for the checkpoints already admitted.
+TEST_F(ConfigEndToEndTest, WindowAddedOnSighupIsScheduled) {
+  const std::string fixtures = BinDir() + "/steadyeval-fixtures";
+  ASSERT_EQ(RunCommand({fixtures, "tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+  for (int step : {100, 200, 300}) {
+    CommandResult r = RunCommand({fixtures, "checkpoint", "--out",
+                                  tmp_ / absl::StrCat("ckpt-a/step_", step), "--step",
+                                  std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  WriteFile(config_, "runs:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2]"));
+  ASSERT_TRUE(services_.StartCoordinator({"--config", config_, "--settle_seconds", "0.1"}).ok())
+      << services_.Logs();
+  // Jobs by kind ("raw", "avg@2", ...), as `steadyeval jobs` lists them.
+  auto kinds = [&] {
+    std::map<std::string, int> count;
+    const json jobs = services_.Cli({"jobs", "--run", "a"});
+    for (const json& job : jobs["jobs"]) ++count[job["kind"].get<std::string>()];
+    return count;
+  };
+  const std::map<std::string, int> before = {{"raw", 3}, {"avg@2", 2}};
+  ASSERT_TRUE(WaitFor([&] { return kinds() == before; }, seconds(60))) << services_.Logs();
+
+  WriteFile(config_, "runs:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2, 3]"));
+  ASSERT_TRUE(Hup("SIGHUP: applied", 1)) << services_.Logs();
+  const std::map<std::string, int> after = {{"raw", 3}, {"avg@2", 2}, {"avg@3", 1}};
+  EXPECT_TRUE(WaitFor([&] { return kinds() == after; }, seconds(60))) << services_.Logs();
 }
 
 // --check: a file that does not load is refused with FILE:LINE and nothing is created; a good
