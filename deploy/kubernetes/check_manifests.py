@@ -27,6 +27,9 @@ import tempfile
 import yaml
 from kubernetes import client
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docker"))
+from check_container_files import dockerfile_instructions  # noqa: E402 (after the path)
+
 errors = []
 SERVER_BIN = None  # --server_bin
 
@@ -159,12 +162,10 @@ def docker_bin_dirs(repo):
     """Folders docker/Dockerfile puts the steadyeval binaries in: PREFIX/bin of every
     `cmake --install ... --prefix PREFIX`, and the target of a COPY naming a binary."""
     dirs = set()
-    text = open(os.path.join(repo, "docker", "Dockerfile")).read().replace("\\\n", " ")
-    for prefix in re.findall(r"cmake --install\s+\S+\s+--prefix\s+(\S+)", text):
-        dirs.add(prefix.rstrip("/") + "/bin")
-    for line in text.splitlines():
-        words = line.split()
-        if words and words[0] == "COPY" and any("steadyeval-server" in w for w in words):
+    for op, words, line in dockerfile_instructions(os.path.join(repo, "docker", "Dockerfile")):
+        for prefix in re.findall(r"cmake --install\s+\S+\s+--prefix\s+(\S+)", line):
+            dirs.add(prefix.rstrip("/") + "/bin")
+        if op == "COPY" and any("steadyeval-server" in w for w in words):
             dirs.add(words[-1].rstrip("/"))
     return dirs
 
@@ -287,7 +288,7 @@ def check_config_with_server(what, text):
 def check_references(core, repo, readme):
     bin_dirs = docker_bin_dirs(repo)
     images = docker_images(repo)
-    server_flags = flag_names(os.path.join(repo, "server", "main.cc")) | {"config"}
+    server_flags = flag_names(os.path.join(repo, "server", "main.cc"))
     worker_flags = flag_names(os.path.join(repo, "worker", "daemon", "main.cc"))
     configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in core if o["kind"] == "ConfigMap"}
     pods = {}
