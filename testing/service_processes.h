@@ -6,6 +6,7 @@
 #ifndef STEADYEVAL_TESTING_SERVICE_PROCESSES_H_
 #define STEADYEVAL_TESTING_SERVICE_PROCESSES_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>

@@ -160,8 +160,8 @@ class PrometheusEndToEndTest : public ::testing::Test {
   // original config.json).
   void WriteCheckpoint(uint64_t step, const std::string& model_type = "") {
     const std::string staging = tmp_ / absl::StrCat("staging_", step);
-    CommandResult r = RunFixtures({"checkpoint", "--out", staging, "--step", std::to_string(step),
-                            "--tokenizer", tmp_ / "tok/tokenizer.model"});
+    CommandResult r = RunFixtures({"checkpoint", "--out", staging, "--step",
+                                   std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     if (!model_type.empty()) {
       json config = json::parse(ReadFileOrEmpty(staging + "/config.json"));

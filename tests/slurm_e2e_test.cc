@@ -234,8 +234,8 @@ class SlurmEndToEndTest : public ::testing::Test {
 
   void WriteCheckpoint(int step) {
     CommandResult r = RunFixtures({"checkpoint", "--out", tmp_ / absl::StrCat("ckpt/step_00", step),
-                            "--step", std::to_string(step), "--tokenizer",
-                            tmp_ / "tok/tokenizer.model"});
+                                   "--step", std::to_string(step), "--tokenizer",
+                                   tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 

@@ -110,8 +110,8 @@ class StabilityEndToEndTest : public ::testing::Test {
   }
 
   void WriteCheckpoint(const std::string& root, uint64_t step) {
-    std::vector<std::string> args = {"checkpoint", "--out", root + "/" + StepFolderName(step), "--step", "100",
-                                     "--tokenizer", tmp_ / "tok/tokenizer.model"};
+    std::vector<std::string> args = {"checkpoint", "--out", root + "/" + StepFolderName(step),
+                                     "--step", "100", "--tokenizer", tmp_ / "tok/tokenizer.model"};
     if (IsB(step)) args.insert(args.end(), {"--mix_step", "3000", "--mix", "0.25"});
     CommandResult r = RunFixtures(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
