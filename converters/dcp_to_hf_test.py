@@ -27,6 +27,9 @@ CONVERTER = os.path.join(HERE, "dcp_to_hf.py")
 HF_TO_DCP = os.path.join(HERE, "testdata", "hf_to_dcp.py")
 TOOLS = {}
 
+sys.path.insert(0, os.path.join(HERE, "testdata"))
+from hf_to_dcp import hf_shards  # noqa: E402  (torch-free; after the path)
+
 
 def run(cmd, expect_ok=True):
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -38,14 +41,8 @@ def run(cmd, expect_ok=True):
 
 def tensors_of(folder):
     """name -> (dtype, shape, bytes) of every tensor of an HF folder, read with no torch."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
     out = {}
-    for shard in shards:
+    for shard in hf_shards(folder):
         with open(os.path.join(folder, shard), "rb") as f:
             blob = f.read()
         (n,) = struct.unpack("<Q", blob[:8])
@@ -77,6 +74,10 @@ class DcpToHfTest(unittest.TestCase):
         cls.hf_f32 = os.path.join(cls.tmp, "hf_f32")
         run([TOOLS["fixtures"], "checkpoint", "--out", cls.hf_f32, "--step", "100",
              "--tokenizer", cls.tokenizer])
+        # hf_f32's weights as DCP (with a non-tensor train_state entry, as trainers write),
+        # converted once: the tests that start from it take copies (dcp_f32()).
+        cls.dcp_f32_source = os.path.join(cls.tmp, "dcp_f32")
+        run([PYTHON, HF_TO_DCP, "--train_state", cls.hf_f32, cls.dcp_f32_source])
         cls.hf_bf16 = os.path.join(cls.tmp, "hf_bf16")
         run([TOOLS["fixtures"], "checkpoint", "--out", cls.hf_bf16, "--step", "200", "--seed", "3",
              "--dtype", "bf16", "--shards", "2", "--vocab", "300"])
@@ -90,6 +91,12 @@ class DcpToHfTest(unittest.TestCase):
 
     def to_dcp(self, hf, dcp, *flags):
         run([PYTHON, HF_TO_DCP, *flags, hf, dcp])
+        self.assertTrue(os.path.isfile(os.path.join(dcp, ".metadata")))
+        self.assertFalse(os.path.exists(os.path.join(dcp, "model.safetensors")))
+
+    def dcp_f32(self, dcp):
+        """A copy of hf_f32 as DCP (with train_state) at `dcp`."""
+        shutil.copytree(self.dcp_f32_source, dcp)
         self.assertTrue(os.path.isfile(os.path.join(dcp, ".metadata")))
         self.assertFalse(os.path.exists(os.path.join(dcp, "model.safetensors")))
 
@@ -114,7 +121,7 @@ class DcpToHfTest(unittest.TestCase):
 
     def test_f32_round_trip_with_config_and_tokenizer_from_config_folder(self):
         dcp, out = self.path("dcp"), self.path("out")
-        self.to_dcp(self.hf_f32, dcp, "--train_state")
+        self.dcp_f32(dcp)
         self.convert("--config", self.hf_f32, dcp, out)
         self.assertSameTensors(self.hf_f32, out)  # train_state (not a tensor) left out
         self.assertEqual(read(os.path.join(out, "config.json")),
@@ -138,7 +145,7 @@ class DcpToHfTest(unittest.TestCase):
     def test_config_beside_the_checkpoint_folders_and_a_config_file_path(self):
         run_dir = self.path("run")
         dcp = os.path.join(run_dir, "step-100")
-        self.to_dcp(self.hf_f32, dcp)
+        self.dcp_f32(dcp)
         shutil.copyfile(os.path.join(self.hf_f32, "config.json"), os.path.join(run_dir, "config.json"))
         self.convert(dcp, self.path("out1"))
         self.assertSameTensors(self.hf_f32, self.path("out1"))
@@ -170,7 +177,7 @@ class DcpToHfTest(unittest.TestCase):
 
     def test_a_missing_config_fails_with_one_clear_line(self):
         dcp = self.path("run", "step-1")
-        self.to_dcp(self.hf_f32, dcp)
+        self.dcp_f32(dcp)
         proc = self.convert(dcp, self.path("out"), expect_ok=False)
         self.assertOneLineError(proc, "no config.json in", "--config")
         self.assertFalse(os.path.exists(self.path("out", "model.safetensors")))

@@ -13,6 +13,7 @@ building them (no base images, no network, and Grafana is not a Debian package h
 Prints every problem as 'FILE: problem' and exits 1 if there is any.
 Usage: check_container_files.py REPO_ROOT
 """
+import functools
 import glob
 import os
 import re
@@ -22,16 +23,22 @@ import urllib.parse
 import yaml
 
 
+# Each Dockerfile is read and parsed once (compose services share them); callers must not
+# change what these return.
+@functools.lru_cache(maxsize=None)
 def dockerfile_instructions(path):
-    """Yields (INSTRUCTION, words, line) of one Dockerfile, continuation lines joined."""
+    """(INSTRUCTION, words, line) of each line of one Dockerfile, continuation lines joined."""
     with open(path, encoding="utf-8") as f:
         text = f.read().replace("\\\n", " ")
+    instructions = []
     for line in text.splitlines():
         words = line.split()
         if words:
-            yield words[0].upper(), words, line
+            instructions.append((words[0].upper(), words, line))
+    return tuple(instructions)
 
 
+@functools.lru_cache(maxsize=None)
 def dockerfile_stages_and_problems(path, root):
     """Returns (stage names, problems) of one Dockerfile; sources are relative to root."""
     stages, problems = [], []
@@ -56,6 +63,7 @@ def dockerfile_stages_and_problems(path, root):
     return stages, problems
 
 
+@functools.lru_cache(maxsize=None)
 def dockerfile_stage_settings(path):
     """{stage: {"cmd": str, "health": str, "env": {NAME: VALUE}}} of one Dockerfile; a stage
     starts with its parent's settings when built FROM an earlier stage."""

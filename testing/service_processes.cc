@@ -1,6 +1,7 @@
 #include "testing/service_processes.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <utility>
 
@@ -13,6 +14,27 @@ namespace steadyeval::testing {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+CommandResult RunFixtures(std::vector<std::string> args) {
+  args.insert(args.begin(), BinDir() + "/steadyeval-fixtures");
+  return RunCommand(args);
+}
+
+std::string StepFolderName(uint64_t step) {
+  char name[32];
+  snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
+  return name;
+}
+
+size_t CountCheckpoints(const json& listing, const std::string& state) {
+  // find(): a failed Cli() returns null, which counts as none (the Cli call already failed
+  // the test).
+  const auto checkpoints = listing.find("checkpoints");
+  if (checkpoints == listing.end()) return 0;
+  size_t n = 0;
+  for (const auto& c : *checkpoints) n += c["state"] == state;
+  return n;
+}
 
 ServiceProcesses::ServiceProcesses(std::string dir) : dir_(std::move(dir)), bin_(BinDir()) {
   fs::create_directories(dir_);
@@ -65,6 +87,16 @@ json ServiceProcesses::Cli(std::vector<std::string> args) const {
   json doc = json::parse(r.out, nullptr, false);
   EXPECT_FALSE(doc.is_discarded()) << r.out;
   return doc.is_discarded() ? json() : doc;
+}
+
+std::map<std::pair<uint64_t, std::string>, double> ServiceProcesses::Scores(
+    const std::string& run) const {
+  std::map<std::pair<uint64_t, std::string>, double> out;
+  const json scores = Cli({"scores", run});
+  for (const auto& s : scores["scores"]) {
+    out[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
+  }
+  return out;
 }
 
 std::string ServiceProcesses::Logs() const {

@@ -6,8 +6,12 @@
 #ifndef STEADYEVAL_TESTING_SERVICE_PROCESSES_H_
 #define STEADYEVAL_TESTING_SERVICE_PROCESSES_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -15,6 +19,13 @@
 #include "testing/process.h"
 
 namespace steadyeval::testing {
+
+// Runs BinDir()/steadyeval-fixtures with `args` (e.g. {"tokenizer", "--out", DIR}).
+CommandResult RunFixtures(std::vector<std::string> args);
+// A checkpoint folder's name as trainers write it: "step_000100" for 100.
+std::string StepFolderName(uint64_t step);
+// How many checkpoints of a `checkpoints RUN` listing (CLI JSON) are in `state`.
+size_t CountCheckpoints(const nlohmann::json& listing, const std::string& state);
 
 class ServiceProcesses {
  public:
@@ -35,6 +46,8 @@ class ServiceProcesses {
   CommandResult RunCli(std::vector<std::string> args) const;
   // As RunCli, expecting success and JSON (a gtest failure otherwise; then null).
   nlohmann::json Cli(std::vector<std::string> args) const;
+  // `scores RUN` as (step, task) -> score.
+  std::map<std::pair<uint64_t, std::string>, double> Scores(const std::string& run) const;
 
   const std::string& address() const { return address_; }
   ChildProcess& coordinator() { return coordinator_; }

@@ -8,8 +8,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,10 +31,6 @@ using std::chrono::seconds;
 using ::testing::HasSubstr;
 
 std::string Tasks() { return fs::absolute(SourceDir()).string() + "/examples/tasks"; }
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::trunc) << text;
-}
 
 // One run entry (5 lines, the first "  - name: NAME").
 std::string RunEntry(const std::string& name, const std::string& source,
@@ -152,12 +146,11 @@ TEST_F(ConfigEndToEndTest, StartSighupRefusalsAndManagedRuns) {
 
 // A window added on SIGHUP is scheduled: its jobs appear for the checkpoints already admitted.
 TEST_F(ConfigEndToEndTest, WindowAddedOnSighupIsScheduled) {
-  const std::string fixtures = BinDir() + "/steadyeval-fixtures";
-  ASSERT_EQ(RunCommand({fixtures, "tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+  ASSERT_EQ(RunFixtures({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
   for (int step : {100, 200, 300}) {
-    CommandResult r = RunCommand({fixtures, "checkpoint", "--out",
-                                  tmp_ / absl::StrCat("ckpt-a/step_", step), "--step",
-                                  std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
+    CommandResult r = RunFixtures({"checkpoint", "--out", tmp_ / absl::StrCat("ckpt-a/step_", step),
+                                   "--step", std::to_string(step), "--tokenizer",
+                                   tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   WriteFile(config_, "runs:\n" + RunEntry("a", tmp_ / "ckpt-a", "[2]"));
@@ -213,8 +206,7 @@ TEST_F(ConfigEndToEndTest, ExampleConfigServesItsRuns) {
   // The example with its checkpoint folder (/srv/checkpoints/...) here and its task paths
   // (relative to deploy/config/) made absolute.
   const std::string source = fs::absolute(SourceDir()).string();
-  std::ifstream in(source + "/deploy/config/steadyeval.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text = ReadFileOrEmpty(source + "/deploy/config/steadyeval.yaml");
   for (size_t at; (at = text.find("/srv/checkpoints")) != std::string::npos;) {
     text.replace(at, 16, tmp_.path());
   }

@@ -47,27 +47,16 @@ class ConverterEndToEndTest : public ::testing::Test {
     while (source_dir_.size() > 1 && source_dir_.back() == '/') source_dir_.pop_back();
     converter_ = source_dir_ + "/converters/dcp_to_hf.py";
     ASSERT_TRUE(fs::exists(kPython)) << "python3-torch is needed (scripts/install-deps.sh)";
-    CommandResult tok = Tool({"tokenizer", "--out", tmp_ / "tok"});
+    CommandResult tok = RunFixtures({"tokenizer", "--out", tmp_ / "tok"});
     ASSERT_EQ(tok.exit_code, 0) << tok.err;
-    CommandResult tasks = Tool({"tasks", "--out", tmp_ / "tasks"});
+    CommandResult tasks = RunFixtures({"tasks", "--out", tmp_ / "tasks"});
     ASSERT_EQ(tasks.exit_code, 0) << tasks.err;
     StartServer();
   }
 
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
-    return RunCommand(args);
-  }
-
-  static std::string StepName(uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    return name;
-  }
-
   // An HF checkpoint of `step` in `root`/step_NNNNNN (the fixtures' tiny Llama).
   void WriteHf(const std::string& root, uint64_t step) {
-    CommandResult r = Tool({"checkpoint", "--out", root + "/" + StepName(step), "--step",
+    CommandResult r = RunFixtures({"checkpoint", "--out", root + "/" + StepFolderName(step), "--step",
                             std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
@@ -76,7 +65,7 @@ class ConverterEndToEndTest : public ::testing::Test {
   // non-tensor train_state entry) into `root`/step_NNNNNN: what a trainer leaves.
   void WriteDcp(const std::string& hf_folder, const std::string& root, uint64_t step) {
     CommandResult r = RunCommand({kPython, source_dir_ + "/converters/testdata/hf_to_dcp.py",
-                                  "--train_state", hf_folder, root + "/" + StepName(step)});
+                                  "--train_state", hf_folder, root + "/" + StepFolderName(step)});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
@@ -97,12 +86,6 @@ class ConverterEndToEndTest : public ::testing::Test {
   }
 
   json Cli(std::vector<std::string> args) { return services_.Cli(std::move(args)); }
-
-  size_t CountState(const json& checkpoints, const std::string& state) {
-    size_t n = 0;
-    for (const auto& c : checkpoints["checkpoints"]) n += c["state"] == state;
-    return n;
-  }
 
   // Adds a run through the CLI; false (with the CLI's error recorded) when it fails.
   bool AddRun(std::vector<std::string> args) {
@@ -125,21 +108,12 @@ class ConverterEndToEndTest : public ::testing::Test {
     WaitFor(
         [&] {
           checkpoints = Cli({"checkpoints", run});
-          reached = CountState(checkpoints, state) == n;
+          reached = CountCheckpoints(checkpoints, state) == n;
           return reached || !AnyWorkerRunning();
         },
         seconds(timeout_s), milliseconds(500));
     EXPECT_TRUE(reached) << run << ": " << checkpoints.dump(2) << Logs();
     return checkpoints;
-  }
-
-  std::map<std::pair<uint64_t, std::string>, double> Scores(const std::string& run) {
-    std::map<std::pair<uint64_t, std::string>, double> out;
-    const json scores = Cli({"scores", run});
-    for (const auto& s : scores["scores"]) {
-      out[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
-    }
-    return out;
   }
 
   // Every stored per-example prediction of run `run` (`steadyeval export`), keyed by task,
@@ -182,16 +156,19 @@ TEST_F(ConverterEndToEndTest, DcpRunScoresEqualTheHfRunAndBadConvertersFailTheir
   fs::create_directories(no_config);
   for (uint64_t step : {100, 200}) {
     WriteHf(hf, step);
-    WriteDcp(hf + "/" + StepName(step), dcp, step);
-    ASSERT_FALSE(fs::exists(dcp + "/" + StepName(step) + "/config.json"));
+    WriteDcp(hf + "/" + StepFolderName(step), dcp, step);
+    ASSERT_FALSE(fs::exists(dcp + "/" + StepFolderName(step) + "/config.json"));
   }
-  WriteDcp(hf + "/" + StepName(100), no_config, 100);
+  // The same DCP checkpoint for the converter that fails (it lacks --config): a copy, not a
+  // third conversion.
+  fs::copy(dcp + "/" + StepFolderName(100), no_config + "/" + StepFolderName(100),
+           fs::copy_options::recursive);
   // A folder the DCP rule holds back: shards but no .metadata (DCP writes it last).
-  fs::create_directories(dcp + "/" + StepName(300));
-  std::ofstream(dcp + "/" + StepName(300) + "/__0_0.distcp") << "partial";
+  fs::create_directories(dcp + "/" + StepFolderName(300));
+  std::ofstream(dcp + "/" + StepFolderName(300) + "/__0_0.distcp") << "partial";
 
   // The configuration (and tokenizer) that DCP checkpoints lack comes from --config.
-  const std::string config_dir = hf + "/" + StepName(100);
+  const std::string config_dir = hf + "/" + StepFolderName(100);
   ChildProcess& worker = StartWorker(
       "wa", {absl::StrCat("dcp=", kPython, " ", converter_, " --config ", config_dir, " {src} {dst}"),
              absl::StrCat("noconfig=", kPython, " ", converter_, " {src} {dst}")});
@@ -213,8 +190,8 @@ TEST_F(ConverterEndToEndTest, DcpRunScoresEqualTheHfRunAndBadConvertersFailTheir
   EXPECT_EQ(conv["pending"][0]["step"], 300);
   EXPECT_THAT(conv["pending"][0]["reason"].get<std::string>(), HasSubstr(".metadata"));
 
-  const auto hf_scores = Scores("hf");
-  const auto conv_scores = Scores("conv");
+  const auto hf_scores = services_.Scores("hf");
+  const auto conv_scores = services_.Scores("conv");
   ASSERT_EQ(hf_scores.size(), 4u);
   ASSERT_EQ(conv_scores.size(), hf_scores.size());
   for (const auto& [key, score] : hf_scores) {

@@ -32,6 +32,7 @@
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 #include "testing/process.h"
+#include "testing/service_processes.h"
 
 namespace steadyeval::testing {
 namespace {
@@ -223,9 +224,9 @@ class CrashTest : public ::testing::Test {
     bin_ = BinDir();
     ckpts_ = tmp_ / "checkpoints";
     fs::create_directories(ckpts_);
-    CommandResult tok = RunCommand({bin_ + "/steadyeval-fixtures", "tokenizer", "--out", tmp_ / "tok"});
+    CommandResult tok = RunFixtures({"tokenizer", "--out", tmp_ / "tok"});
     ASSERT_EQ(tok.exit_code, 0) << tok.err;
-    CommandResult tasks = RunCommand({bin_ + "/steadyeval-fixtures", "tasks", "--out", tmp_ / "tasks"});
+    CommandResult tasks = RunFixtures({"tasks", "--out", tmp_ / "tasks"});
     ASSERT_EQ(tasks.exit_code, 0) << tasks.err;
     task_files_ = {tmp_ / "tasks/arith_mc.jsonl", tmp_ / "tasks/qa_gen.json"};
     // Examples per task (a report must hold an output for each).
@@ -237,16 +238,13 @@ class CrashTest : public ::testing::Test {
   }
 
   std::string CheckpointDir(uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    return ckpts_ + "/" + name;
+    return ckpts_ + "/" + StepFolderName(step);
   }
 
   // Written atomically (a temporary folder renamed into place), as a trainer would.
   void WriteCheckpoint(uint64_t step) {
-    CommandResult r = RunCommand({bin_ + "/steadyeval-fixtures", "checkpoint", "--out",
-                                  CheckpointDir(step), "--step", std::to_string(step),
-                                  "--tokenizer", tmp_ / "tok/tokenizer.model"});
+    CommandResult r = RunFixtures({"checkpoint", "--out", CheckpointDir(step), "--step",
+                                   std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 

@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "testing/files.h"
 #include "testing/process.h"
+#include "testing/service_processes.h"
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 
@@ -37,16 +38,11 @@ class EndToEndTest : public ::testing::Test {
     bin_ = BinDir();
     ckpts_ = tmp_ / "checkpoints";
     fs::create_directories(ckpts_);
-    CommandResult tok = Tool({"tokenizer", "--out", tmp_ / "tok"});
+    CommandResult tok = RunFixtures({"tokenizer", "--out", tmp_ / "tok"});
     ASSERT_EQ(tok.exit_code, 0) << tok.err;
-    CommandResult tasks = Tool({"tasks", "--out", tmp_ / "tasks"});
+    CommandResult tasks = RunFixtures({"tasks", "--out", tmp_ / "tasks"});
     ASSERT_EQ(tasks.exit_code, 0) << tasks.err;
     StartServer();
-  }
-
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
-    return RunCommand(args);
   }
 
   std::vector<std::string> WriteCheckpointArgs(uint64_t step) {
@@ -54,11 +50,7 @@ class EndToEndTest : public ::testing::Test {
             std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"};
   }
 
-  std::string CheckpointDir(uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    return ckpts_ + "/" + name;
-  }
+  std::string CheckpointDir(uint64_t step) { return ckpts_ + "/" + StepFolderName(step); }
 
   // `listen` "127.0.0.1:0" picks a free port; a restart passes the old address so the
   // running workers find the new coordinator there.

@@ -36,6 +36,7 @@
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 #include "testing/process.h"
+#include "testing/service_processes.h"
 
 namespace steadyeval::testing {
 namespace {
@@ -142,8 +143,8 @@ class PrometheusEndToEndTest : public ::testing::Test {
         << "or point STEADYEVAL_PROMETHEUS_BIN at a prometheus binary";
     ckpts_ = tmp_ / "checkpoints";
     fs::create_directories(ckpts_);
-    ASSERT_EQ(Tool({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
-    ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
   }
 
   void TearDown() override {
@@ -152,24 +153,15 @@ class PrometheusEndToEndTest : public ::testing::Test {
     }
   }
 
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
-    return RunCommand(args);
-  }
-
-  std::string CheckpointDir(uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    return ckpts_ + "/" + name;
-  }
+  std::string CheckpointDir(uint64_t step) { return ckpts_ + "/" + StepFolderName(step); }
 
   // Writes checkpoint `step` elsewhere and renames it into the watched folder, so the
   // coordinator never sees it half-written (or, when `model_type` is given, with the
   // original config.json).
   void WriteCheckpoint(uint64_t step, const std::string& model_type = "") {
     const std::string staging = tmp_ / absl::StrCat("staging_", step);
-    CommandResult r = Tool({"checkpoint", "--out", staging, "--step", std::to_string(step),
-                            "--tokenizer", tmp_ / "tok/tokenizer.model"});
+    CommandResult r = RunFixtures({"checkpoint", "--out", staging, "--step",
+                                   std::to_string(step), "--tokenizer", tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     if (!model_type.empty()) {
       json config = json::parse(ReadFileOrEmpty(staging + "/config.json"));

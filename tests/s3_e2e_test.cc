@@ -46,11 +46,10 @@ constexpr char kPrefix[] = "runs/llama-tiny";
 class S3EndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    bin_ = BinDir();
     local_ = tmp_ / "checkpoints";
     fs::create_directories(local_);
-    ASSERT_EQ(Tool({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
-    ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
     absl::StatusOr<std::unique_ptr<S3rver>> s3 = S3rver::Start();
     ASSERT_TRUE(s3.ok()) << s3.status();
     s3_ = std::move(*s3);
@@ -66,21 +65,10 @@ class S3EndToEndTest : public ::testing::Test {
     setenv("AWS_SHARED_CREDENTIALS_FILE", (tmp_ / "no-credentials-file").c_str(), 1);
   }
 
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
-    return RunCommand(args);
-  }
-
-  static std::string StepName(uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    return name;
-  }
-
   // Writes checkpoint `step` into the local folder (`shards` safetensors files).
   std::string WriteLocal(uint64_t step, int shards = 1) {
-    const std::string dir = local_ + "/" + StepName(step);
-    CommandResult r = Tool({"checkpoint", "--out", dir, "--step", std::to_string(step),
+    const std::string dir = local_ + "/" + StepFolderName(step);
+    CommandResult r = RunFixtures({"checkpoint", "--out", dir, "--step", std::to_string(step),
                             "--tokenizer", tmp_ / "tok/tokenizer.model", "--shards",
                             std::to_string(shards)});
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -111,7 +99,7 @@ class S3EndToEndTest : public ::testing::Test {
   // began: nothing can have seen the checkpoint whole before then.
   int64_t Upload(uint64_t step,
                  const std::function<bool(const std::vector<std::string>&)>& between = nullptr) {
-    const std::string dir = local_ + "/" + StepName(step);
+    const std::string dir = local_ + "/" + StepFolderName(step);
     const std::vector<fs::path> files = UploadOrder(dir);
     int64_t last_started_ms = 0;
     for (size_t i = 0; i < files.size(); ++i) {
@@ -122,7 +110,7 @@ class S3EndToEndTest : public ::testing::Test {
             << "after " << files[i - 1].filename() << ": " << Logs();
       }
       const std::string key =
-          absl::StrCat(kPrefix, "/", StepName(step), "/", files[i].filename().string());
+          absl::StrCat(kPrefix, "/", StepFolderName(step), "/", files[i].filename().string());
       last_started_ms = std::chrono::duration_cast<milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
@@ -170,7 +158,6 @@ class S3EndToEndTest : public ::testing::Test {
   std::string Logs() { return services_.Logs() + s3_->Logs(); }
 
   TempDir tmp_;
-  std::string bin_;
   std::string local_;
   std::unique_ptr<S3rver> s3_;
   std::unique_ptr<S3Client> client_;
@@ -198,7 +185,7 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
        "--settle_seconds", "0.5"});
 
   // A cache that holds one checkpoint but not two: every new checkpoint evicts the last.
-  const uint64_t one_checkpoint = FolderBytes(local_ + "/" + StepName(100));
+  const uint64_t one_checkpoint = FolderBytes(local_ + "/" + StepFolderName(100));
   const uint64_t cache_limit = one_checkpoint * 3 / 2;
   const std::string cache_dir = tmp_ / "cache";
   StartWorker({"--cache_dir", cache_dir, "--cache_bytes", std::to_string(cache_limit)});
@@ -248,17 +235,9 @@ TEST_F(S3EndToEndTest, BucketCheckpointsAreEvaluatedOnceAfterTheirLastObjectLike
   EXPECT_EQ(job_steps, (std::multiset<uint64_t>{100, 200, 300}));
 
   // The bucket run's scores are the folder run's, to the last bit.
-  auto scores = [&](const std::string& run) {
-    std::map<std::pair<uint64_t, std::string>, double> out;
-    const json listed = Cli({"scores", run});
-    for (const auto& s : listed["scores"]) {
-      out[{s["step"].get<uint64_t>(), s["task"].get<std::string>()}] = s["score"].get<double>();
-    }
-    return out;
-  };
-  const auto bucket_scores = scores("bucket");
+  const auto bucket_scores = services_.Scores("bucket");
   EXPECT_EQ(bucket_scores.size(), 3u);
-  EXPECT_EQ(bucket_scores, scores("folder"));
+  EXPECT_EQ(bucket_scores, services_.Scores("folder"));
 
   // Nothing of the credentials is kept or shown.
   const json shown = Cli({"runs", "show", "bucket"});

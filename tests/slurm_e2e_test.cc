@@ -227,30 +227,21 @@ class SlurmEndToEndTest : public ::testing::Test {
     absl::Status started = cluster_.Start();
     if (!started.ok()) GTEST_SKIP() << "no Slurm cluster here: " << started;
     ASSERT_TRUE(services_.StartCoordinator({"--lease_ttl_ms", "4000"}).ok()) << services_.Logs();
-    ASSERT_EQ(Tool({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
-    ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
     fs::create_directories(tmp_ / "ckpt");
   }
 
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), BinDir() + "/steadyeval-fixtures");
-    return RunCommand(args);
-  }
-
   void WriteCheckpoint(int step) {
-    CommandResult r = Tool({"checkpoint", "--out", tmp_ / absl::StrCat("ckpt/step_00", step),
-                            "--step", std::to_string(step), "--tokenizer",
-                            tmp_ / "tok/tokenizer.model"});
+    CommandResult r = RunFixtures({"checkpoint", "--out", tmp_ / absl::StrCat("ckpt/step_00", step),
+                                   "--step", std::to_string(step), "--tokenizer",
+                                   tmp_ / "tok/tokenizer.model"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
   size_t Evaluated() {
-    size_t n = 0;
     last_checkpoints_ = services_.Cli({"checkpoints", "run"});
-    for (const auto& c : last_checkpoints_["checkpoints"]) {
-      n += c["state"] == "evaluated";
-    }
-    return n;
+    return CountCheckpoints(last_checkpoints_, "evaluated");
   }
 
   // Names of the workers the coordinator sees as alive (idle or busy).

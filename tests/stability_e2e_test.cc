@@ -29,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "testing/files.h"
 #include "testing/process.h"
+#include "testing/service_processes.h"
 #include "testing/temp_dir.h"
 #include "testing/wait.h"
 
@@ -87,8 +88,8 @@ class StabilityEndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
     bin_ = BinDir();
-    ASSERT_EQ(Tool({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
-    ASSERT_EQ(Tool({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tokenizer", "--out", tmp_ / "tok"}).exit_code, 0);
+    ASSERT_EQ(RunFixtures({"tasks", "--out", tmp_ / "tasks"}).exit_code, 0);
     auto server = ChildProcess::Start(
         {bin_ + "/steadyeval-server", "--data_dir", tmp_ / "data", "--listen", "127.0.0.1:0",
          "--metrics_listen", "127.0.0.1:0", "--ready_file", tmp_ / "ready.json", "--poll_interval_ms", "200", "--lease_ttl_ms", "5000"},
@@ -108,18 +109,11 @@ class StabilityEndToEndTest : public ::testing::Test {
     }
   }
 
-  CommandResult Tool(std::vector<std::string> args) {
-    args.insert(args.begin(), bin_ + "/steadyeval-fixtures");
-    return RunCommand(args);
-  }
-
   void WriteCheckpoint(const std::string& root, uint64_t step) {
-    char name[32];
-    snprintf(name, sizeof(name), "step_%06llu", static_cast<unsigned long long>(step));
-    std::vector<std::string> args = {"checkpoint", "--out", root + "/" + name, "--step", "100",
-                                     "--tokenizer", tmp_ / "tok/tokenizer.model"};
+    std::vector<std::string> args = {"checkpoint", "--out", root + "/" + StepFolderName(step),
+                                     "--step", "100", "--tokenizer", tmp_ / "tok/tokenizer.model"};
     if (IsB(step)) args.insert(args.end(), {"--mix_step", "3000", "--mix", "0.25"});
-    CommandResult r = Tool(args);
+    CommandResult r = RunFixtures(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 

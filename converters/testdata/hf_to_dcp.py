@@ -41,15 +41,19 @@ def read_safetensors(torch, path):
     return tensors
 
 
-def read_hf(torch, folder):
+def hf_shards(folder):
+    """The safetensors files of an HF folder: those model.safetensors.index.json names, else
+    model.safetensors. Needs no torch (dcp_to_hf_test.py reads them with its own parser)."""
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
         with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
+            return sorted(set(json.load(f)["weight_map"].values()))
+    return ["model.safetensors"]
+
+
+def read_hf(torch, folder):
     tensors = {}
-    for shard in shards:
+    for shard in hf_shards(folder):
         tensors.update(read_safetensors(torch, os.path.join(folder, shard)))
     return tensors
 
