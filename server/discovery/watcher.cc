@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -108,6 +109,14 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
     folders_by_step[*step].push_back(&entry);
   }
 
+  // The trackers beside the folders (a run with a converter), read at most once per poll and
+  // only when some candidate's check needs them.
+  std::optional<TrackerFiles> trackers;
+  auto read_trackers = [&]() -> const TrackerFiles& {
+    if (!trackers.has_value()) trackers = completeness_.ReadTrackers(*source_, &entries);
+    return *trackers;
+  };
+
   std::vector<AdmittedCheckpoint> admitted;
   std::map<uint64_t, Candidate> still_pending;  // steps no longer listed are forgotten
   for (const auto& [step, folders] : folders_by_step) {
@@ -126,7 +135,7 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
       still_pending[step] = std::move(candidate);
       continue;
     }
-    if (Observe(candidate, folders[0]->path, step, now)) {
+    if (Observe(candidate, folders[0]->path, step, now, read_trackers)) {
       admitted.push_back({step, folders[0]->path});
       admitted_.insert(step);
     } else {
@@ -153,7 +162,8 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
 }
 
 bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, uint64_t step,
-                                int64_t now_nanos) {
+                                int64_t now_nanos,
+                                absl::FunctionRef<const TrackerFiles&()> trackers) {
   absl::StatusOr<CheckpointFingerprint> fingerprint = source_->Fingerprint(path);
   if (!fingerprint.ok()) {
     const int64_t first_seen = candidate.first_seen_nanos;
@@ -171,7 +181,9 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, u
     candidate.path = path;
     candidate.fingerprint = *std::move(fingerprint);
     candidate.unchanged_since_nanos = now_nanos;
-    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
+    candidate.trackers = trackers();
+    candidate.completeness =
+        completeness_.Check(*source_, path, step, candidate.fingerprint, candidate.trackers);
     candidate.complete = candidate.completeness.ok();
     if (!candidate.completeness.ok()) {
       candidate.reason = std::string(candidate.completeness.message());
@@ -184,11 +196,13 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, u
     return false;
   }
 
-  // Same files as last time: the cached verdict still holds, unless it was a read error or
-  // a converted layout's negative one (its tracker files are outside the fingerprint).
-  const bool converted = completeness_.layout() == CheckpointLayout::kConverted;
-  if (!IsVerdict(candidate.completeness) || (converted && !candidate.completeness.ok())) {
-    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
+  // Same files as last time: the cached verdict still holds, unless it was a read error or a
+  // negative one and the trackers it read (outside the fingerprint) have changed since.
+  if (!IsVerdict(candidate.completeness) ||
+      (!candidate.completeness.ok() && trackers() != candidate.trackers)) {
+    candidate.trackers = trackers();
+    candidate.completeness =
+        completeness_.Check(*source_, path, step, candidate.fingerprint, candidate.trackers);
   }
   candidate.complete = candidate.completeness.ok();
   if (!candidate.completeness.ok()) {
