@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "common/text.h"
 
 namespace steadyeval {
 namespace {
@@ -41,17 +42,7 @@ std::string DescribeChange(const CheckpointFingerprint& before, const Checkpoint
 // A reason with its digits blanked: a shard that keeps growing, or a settle clock that
 // ticks, keeps one reason. Every complete candidate is "settling".
 std::string ReasonKey(const std::string& reason, bool complete) {
-  if (complete) return "settling";
-  std::string key;
-  for (char c : reason) {
-    const bool digit = c >= '0' && c <= '9';
-    if (!digit) {
-      key.push_back(c);
-    } else if (key.empty() || key.back() != '#') {
-      key.push_back('#');
-    }
-  }
-  return key;
+  return complete ? "settling" : BlankDigits(reason);
 }
 
 // Completeness verdicts that describe the files themselves; anything else (a read error)
