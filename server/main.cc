@@ -300,7 +300,7 @@ absl::Status CheckOnly(const ServerOptions& options, const ConfigFile& file) {
   return absl::OkStatus();
 }
 
-// Reads the config file and applies its runs; on failure nothing changes.
+// Reads the config file again (SIGHUP) and applies its runs; on failure nothing changes.
 absl::StatusOr<ConfigApplied> LoadAndApply(Coordinator& coordinator, const std::string& path) {
   ASSIGN_OR_RETURN(ConfigFile file, ReadConfigFile(path));
   return ApplyConfig(coordinator, file);
@@ -368,7 +368,8 @@ absl::Status Run(int argc, char** argv) {
               << listen_address << " may register workers, report results and change runs\n";
   }
   if (!config_path.empty()) {
-    absl::StatusOr<ConfigApplied> applied = LoadAndApply(*server->coordinator(), config_path);
+    // The file as read above, not read (with its task files) a second time.
+    absl::StatusOr<ConfigApplied> applied = ApplyConfig(*server->coordinator(), config_file);
     if (!applied.ok()) {
       server->Shutdown(absl::Seconds(5));
       return applied.status();
