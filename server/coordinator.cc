@@ -192,6 +192,10 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
                                                const std::string& managed_by) {
   ASSIGN_OR_RETURN(NewRun checked,
                    CheckNewRun(std::move(config), task_files, new_run_options()));
+  return CreateRun(std::move(checked), managed_by);
+}
+
+absl::StatusOr<v1::Run> Coordinator::CreateRun(NewRun checked, const std::string& managed_by) {
   const std::string name = checked.config.name();
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery,
                    discovery_factory_(checked.config));
