@@ -113,5 +113,13 @@ TEST_F(ConfigFileTest, ErrorsNameFileAndLine) {
   EXPECT_TRUE(absl::IsNotFound(ReadConfigFile(tmp_ / "missing.yaml").status()));
 }
 
+TEST_F(ConfigFileTest, AFolderIsNeitherATaskFileNorAConfigFile) {
+  fs::create_directories(tmp_ / "tasks");
+  EXPECT_THAT(ReadAndCheck("runs:\n  - name: r\n    source: /x\n    tasks: [tasks]\n").message(),
+              HasSubstr(path_ + ":4: task file " + (tmp_ / "tasks") + " is not a regular file"));
+  EXPECT_THAT(ReadConfigFile(tmp_ / "tasks").status().message(),
+              HasSubstr("config file " + (tmp_ / "tasks") + " is not a regular file"));
+}
+
 }  // namespace
 }  // namespace steadyeval
