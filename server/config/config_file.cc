@@ -10,6 +10,7 @@
 #include "common/limits.h"
 #include "common/status.h"
 #include "common/task.h"
+#include "server/config/server_flags.h"
 #include "yaml-cpp/yaml.h"
 
 namespace steadyeval {
@@ -293,11 +294,15 @@ absl::StatusOr<ConfigFile> ReadParsed(const Reader& r, const YAML::Node& root) {
 }  // namespace
 
 const std::vector<std::string>& ConfigSettingKeys() {
-  static const auto* keys = new std::vector<std::string>{
-      "data_dir",    "listen",       "metrics_listen", "poll_interval_ms", "lease_ttl_ms",
-      "settle_seconds", "ready_file", "tls_cert",      "tls_key",          "client_ca",
-      "tokens_file", "source_roots", "s3_endpoints",   "insecure",         "storage_reserve_bytes",
-      "storage_max_sst_bytes"};
+  static const auto* keys = [] {
+    auto* keys = new std::vector<std::string>;
+    for (const FlagSpec& flag : ServerFlags()) {
+      // These act on one invocation (which file, check only, help), not on the server.
+      if (flag.name == "config" || flag.name == "check" || flag.name == "help") continue;
+      keys->push_back(flag.name);
+    }
+    return keys;
+  }();
   return *keys;
 }
 
