@@ -534,50 +534,6 @@ absl::Status RunsList(const Invocation& inv, v1::EvalService::StubInterface* stu
   return absl::OkStatus();
 }
 
-// A YAML single-quoted scalar ('' stands for ').
-std::string YamlQuote(absl::string_view s) {
-  return absl::StrCat("'", absl::StrReplaceAll(s, {{"'", "''"}}), "'");
-}
-
-std::string YamlWindows(const google::protobuf::RepeatedField<uint32_t>& windows) {
-  return absl::StrCat("[", absl::StrJoin(windows, ", "), "]");
-}
-
-// The run as an entry of a config file's `runs:` (steadyeval-server --config), which the
-// server's loader reads back to the same run. Task files are named by their file name:
-// the coordinator keeps their contents, not their paths.
-std::string RunAsYaml(const v1::Run& run) {
-  const v1::RunConfig& c = run.config();
-  std::string out = absl::StrCat(
-      "# steadyeval runs show ", c.name(), " --yaml: an entry of a config file's runs: list.\n",
-      "# Task files are named relative to the config file; fix their paths if they live "
-      "elsewhere.\n",
-      run.managed_by().empty() ? "" : absl::StrCat("# Declared in ", run.managed_by(), "\n"),
-      "- name: ", YamlQuote(c.name()), "\n  source: ", YamlQuote(c.source()), "\n");
-  auto optional = [&out](const char* key, const std::string& value) {
-    if (!value.empty()) absl::StrAppend(&out, "  ", key, ": ", YamlQuote(value), "\n");
-  };
-  optional("s3_endpoint", c.s3_endpoint());
-  optional("s3_region", c.s3_region());
-  optional("convert", c.convert());
-  optional("pattern", c.pattern());
-  optional("marker", c.marker());
-  optional("tokenizer", c.tokenizer_path());
-  absl::StrAppend(&out, "  few_shots: ", c.few_shots(), "\n  settle_seconds: ",
-                  c.settle_seconds(), "\n  prompt_language: ", YamlQuote(c.prompt_language()),
-                  "\n  bos: ", YamlQuote(c.bos()), "\n  max_new_tokens_delta: ",
-                  c.max_new_tokens_delta(), "\n  average: ", YamlWindows(c.average_windows()),
-                  "\n  ensemble: ", YamlWindows(c.ensemble_windows()), "\n  tasks:\n");
-  for (const v1::TaskRef& t : c.tasks()) {
-    const std::string file = t.filename().empty() ? t.name() + ".jsonl" : t.filename();
-    absl::StrAppend(&out, "    - file: ", YamlQuote(file), "\n");
-    if (!t.category().empty()) absl::StrAppend(&out, "      category: ", t.category(), "\n");
-    if (!t.metric().empty()) absl::StrAppend(&out, "      metric: ", YamlQuote(t.metric()), "\n");
-    absl::StrAppend(&out, "      max_samples: ", t.max_samples(), "\n");
-  }
-  return out;
-}
-
 absl::Status RunsShow(const Invocation& inv, v1::EvalService::StubInterface* stub,
                       std::ostream& out, std::ostream& /*err*/) {
   grpc::ClientContext ctx;

@@ -15,6 +15,7 @@
 #include "common/text_escape.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "api/variant_proto.h"
 #include "common/variant.h"
@@ -193,6 +194,19 @@ bool VariantLess(const std::string& a, const std::string& b) {
   return key(a) < key(b);
 }
 
+namespace {
+
+// A YAML single-quoted scalar ('' stands for ').
+std::string YamlQuote(absl::string_view s) {
+  return absl::StrCat("'", absl::StrReplaceAll(s, {{"'", "''"}}), "'");
+}
+
+std::string YamlWindows(const google::protobuf::RepeatedField<uint32_t>& windows) {
+  return absl::StrCat("[", absl::StrJoin(windows, ", "), "]");
+}
+
+}  // namespace
+
 Json RunToJson(const v1::Run& run) {
   const v1::RunConfig& c = run.config();
   Json tasks = Json::array();
@@ -249,6 +263,38 @@ Json RunDetailsToJson(const v1::GetRunResponse& d) {
               {"jobs_by_state", std::move(by_state)},
               {"source_error", d.source_error()},
               {"source_error_since_unix_ms", d.source_error_since_unix_ms()}};
+}
+
+std::string RunAsYaml(const v1::Run& run) {
+  const v1::RunConfig& c = run.config();
+  std::string out = absl::StrCat(
+      "# steadyeval runs show ", c.name(), " --yaml: an entry of a config file's runs: list.\n",
+      "# Task files are named relative to the config file; fix their paths if they live "
+      "elsewhere.\n",
+      run.managed_by().empty() ? "" : absl::StrCat("# Declared in ", run.managed_by(), "\n"),
+      "- name: ", YamlQuote(c.name()), "\n  source: ", YamlQuote(c.source()), "\n");
+  auto optional = [&out](const char* key, const std::string& value) {
+    if (!value.empty()) absl::StrAppend(&out, "  ", key, ": ", YamlQuote(value), "\n");
+  };
+  optional("s3_endpoint", c.s3_endpoint());
+  optional("s3_region", c.s3_region());
+  optional("convert", c.convert());
+  optional("pattern", c.pattern());
+  optional("marker", c.marker());
+  optional("tokenizer", c.tokenizer_path());
+  absl::StrAppend(&out, "  few_shots: ", c.few_shots(), "\n  settle_seconds: ",
+                  c.settle_seconds(), "\n  prompt_language: ", YamlQuote(c.prompt_language()),
+                  "\n  bos: ", YamlQuote(c.bos()), "\n  max_new_tokens_delta: ",
+                  c.max_new_tokens_delta(), "\n  average: ", YamlWindows(c.average_windows()),
+                  "\n  ensemble: ", YamlWindows(c.ensemble_windows()), "\n  tasks:\n");
+  for (const v1::TaskRef& t : c.tasks()) {
+    const std::string file = t.filename().empty() ? t.name() + ".jsonl" : t.filename();
+    absl::StrAppend(&out, "    - file: ", YamlQuote(file), "\n");
+    if (!t.category().empty()) absl::StrAppend(&out, "      category: ", t.category(), "\n");
+    if (!t.metric().empty()) absl::StrAppend(&out, "      metric: ", YamlQuote(t.metric()), "\n");
+    absl::StrAppend(&out, "      max_samples: ", t.max_samples(), "\n");
+  }
+  return out;
 }
 
 Json CheckpointsToJson(const std::vector<v1::Checkpoint>& checkpoints,

@@ -44,6 +44,10 @@ bool VariantLess(const std::string& a, const std::string& b);
 //  "tokenizer_path","settle_seconds","average_windows":[n],"ensemble_windows":[n],
 //  "created_unix_ms","paused"}  (category "" when the task has none)
 Json RunToJson(const v1::Run& run);
+// The run as an entry of a config file's `runs:` (steadyeval-server --config), which the
+// server's loader reads back to the same run. Task files are named by their file name:
+// the coordinator keeps their contents, not their paths.
+std::string RunAsYaml(const v1::Run& run);
 // {"runs":[RunToJson...]}
 Json RunsToJson(const std::vector<v1::Run>& runs);
 // {"run":RunToJson, "checkpoints","evaluated","failed","newest_step",

@@ -72,4 +72,16 @@ size_t CodePointCount(absl::string_view text) {
   return count;
 }
 
+std::string BlankDigits(absl::string_view text) {
+  std::string blanked;
+  for (char c : text) {
+    if (c < '0' || c > '9') {
+      blanked.push_back(c);
+    } else if (blanked.empty() || blanked.back() != '#') {
+      blanked.push_back('#');
+    }
+  }
+  return blanked;
+}
+
 }  // namespace steadyeval

@@ -1,4 +1,5 @@
-// Text post-processing shared by scoring and the worker.
+// Text post-processing shared by scoring and the worker, and the coordinator's keys for
+// messages that differ only in numbers.
 #ifndef STEADYEVAL_COMMON_TEXT_H_
 #define STEADYEVAL_COMMON_TEXT_H_
 
@@ -30,6 +31,10 @@ std::pair<std::string, std::string> MoveTrailingWhitespace(const std::string& co
 
 // Number of code points in UTF-8 `text` (a malformed byte counts as one).
 size_t CodePointCount(absl::string_view text);
+
+// `text` with every run of ASCII digits replaced by one '#': messages that differ only in
+// numbers (a growing size, a ticking clock, an attempt count) get one key.
+std::string BlankDigits(absl::string_view text);
 
 }  // namespace steadyeval
 

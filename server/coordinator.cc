@@ -17,6 +17,7 @@
 #include "api/variant_proto.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "common/text.h"
 #include "server/analytics/rescore.h"
 #include "server/ingest/run_config.h"
 
@@ -32,22 +33,6 @@ bool ValidSha256(absl::string_view s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
-}
-
-// An error's text with its digits blanked, so that one error whose numbers change from poll
-// to poll (sizes, attempts, milliseconds) counts as one: it is logged once, and keeps its
-// "since".
-std::string ChangeKey(absl::string_view text) {
-  std::string key;
-  for (char c : text) {
-    const bool digit = c >= '0' && c <= '9';
-    if (!digit) {
-      key.push_back(c);
-    } else if (key.empty() || key.back() != '#') {
-      key.push_back('#');
-    }
-  }
-  return key;
 }
 
 std::string NewInstanceId(Clock* clock) {
@@ -207,6 +192,10 @@ absl::StatusOr<v1::Run> Coordinator::CreateRun(v1::RunConfig config,
                                                const std::string& managed_by) {
   ASSIGN_OR_RETURN(NewRun checked,
                    CheckNewRun(std::move(config), task_files, new_run_options()));
+  return CreateRun(std::move(checked), managed_by);
+}
+
+absl::StatusOr<v1::Run> Coordinator::CreateRun(NewRun checked, const std::string& managed_by) {
   const std::string name = checked.config.name();
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointDiscovery> discovery,
                    discovery_factory_(checked.config));
@@ -602,8 +591,8 @@ absl::Status Coordinator::PollRun(RunPoll& poll) {
   absl::Status status = PollRunLocked(poll);
   // Logged once per change (numbers aside), not once per poll; and once when polls work
   // again. The source's error is also kept for GetRun (NoteSourceStatus).
-  if (!status.ok() && ChangeKey(status.ToString()) != poll.logged_error) {
-    poll.logged_error = ChangeKey(status.ToString());
+  if (!status.ok() && BlankDigits(status.ToString()) != poll.logged_error) {
+    poll.logged_error = BlankDigits(status.ToString());
     std::cerr << "steadyeval-server: run " << poll.name << ": " << status
               << " (tried again every " << options_.poll_interval_ms << " ms)\n";
   } else if (status.ok() && !poll.logged_error.empty()) {
@@ -686,7 +675,8 @@ void Coordinator::NoteSourceStatus(RunPoll& poll, const absl::Status& status) {
     return;
   }
   const std::string error(status.message());
-  if (poll.source_error.empty() || ChangeKey(poll.source_error) != ChangeKey(error)) {
+  // A different error (numbers aside) restarts its "since".
+  if (poll.source_error.empty() || BlankDigits(poll.source_error) != BlankDigits(error)) {
     poll.source_error_since_unix_ms = clock_->UnixMillis();
   }
   poll.source_error = error;

@@ -89,6 +89,9 @@ class Coordinator {
   absl::StatusOr<v1::Run> CreateRun(v1::RunConfig config,
                                     const std::vector<v1::TaskContent>& task_files,
                                     const std::string& managed_by = "");
+  // As above for a run already checked by CheckNewRun with new_run_options() (e.g. by
+  // CheckDeclaredRuns): stores it without checking it again.
+  absl::StatusOr<v1::Run> CreateRun(NewRun checked, const std::string& managed_by);
   // The rules CreateRun checks a new run against (source roots, S3 endpoints, defaults).
   NewRunOptions new_run_options() const;
   // The checks CreateRun applies for a coordinator with `options` (also steadyeval-server

@@ -19,6 +19,7 @@
 #include "s3/credentials.h"
 #include "server/config/config_apply.h"
 #include "server/config/config_file.h"
+#include "server/config/server_flags.h"
 #include "server/coordinator.h"
 #include "server/health_probe.h"
 #include "server/rpc/auth.h"
@@ -28,58 +29,6 @@
 
 namespace steadyeval {
 namespace {
-
-const std::vector<FlagSpec>& Flags() {
-  static const auto* flags = new std::vector<FlagSpec>{
-      {"config", false,
-       "declarative config file (YAML): server settings under these flag names and `runs:` "
-       "(see deploy/config/); flags given here override its settings; SIGHUP re-applies it",
-       "FILE"},
-      {"data_dir", false, "RocksDB folder holding runs, jobs and results (required)", "DIR"},
-      {"listen", false, "gRPC address (default 127.0.0.1:50051; port 0 picks one)", "HOST:PORT"},
-      {"metrics_listen", false,
-       "Prometheus /metrics address (default 127.0.0.1:9100; port 0 picks one)", "HOST:PORT"},
-      {"poll_interval_ms", false, "checkpoint polling period per run (default 1000)", "N"},
-      {"lease_ttl_ms", false, "job lease time-to-live without heartbeats (default 30000)", "N"},
-      {"settle_seconds", false,
-       "quiescence for runs created without one (default 30)", "S"},
-      {"ready_file", false,
-       "write {\"grpc\",\"listen\",\"metrics\",\"pid\"} JSON here once serving", "FILE"},
-      {"tls_cert", false, "serve gRPC over TLS with this PEM certificate chain", "FILE"},
-      {"tls_key", false, "the PEM private key of --tls_cert", "FILE"},
-      {"client_ca", false,
-       "require client certificates signed by these PEM roots (mTLS; needs --tls_cert)", "FILE"},
-      {"tokens_file", false,
-       "bearer tokens allowed to call, one 'ROLE NAME SHA256_HEX' line each (see `tokens add`); "
-       "without it every caller may call everything",
-       "FILE"},
-      {"source_roots", false,
-       "folders (comma-separated) run sources must resolve into, symlinks followed, and "
-       "s3://bucket/prefix entries s3 sources must be under; without it any folder the "
-       "coordinator can read and any bucket its credentials reach is accepted",
-       "DIR|s3://BUCKET/PREFIX[,...]"},
-      {"s3_endpoints", false,
-       "S3-compatible endpoints (comma-separated, e.g. http://127.0.0.1:9000) runs may name "
-       "with --s3_endpoint; AWS is always allowed. s3:// runs are read with this process's "
-       "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE); "
-       "AWS_REGION / AWS_DEFAULT_REGION is the region of runs that name none (else us-east-1)",
-       "URL[,URL...]"},
-      {"insecure", true,
-       "allow plaintext gRPC on a non-loopback --listen (only on a network you trust)", ""},
-      {"storage_reserve_bytes", false,
-       "refuse writes (RESOURCE_EXHAUSTED, retried by workers) unless the data dir's disk "
-       "keeps this much free after each write; 0 disables the check (default 1048576)",
-       "N"},
-      {"storage_max_sst_bytes", false,
-       "refuse writes once RocksDB's table files reach this size (default 0: no limit)", "N"},
-      {"check", true,
-       "check the flags and --config (keys, values, the declared runs as `runs add` would) "
-       "and exit without opening the data dir or serving; TLS and tokens files are not read",
-       ""},
-      {"help", true, "show this help", ""},
-  };
-  return *flags;
-}
 
 const std::vector<FlagSpec>& TokensFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
@@ -114,7 +63,7 @@ void Usage(std::ostream& out) {
          "--config: runs it declares anew are created, changed windows scheduled, runs it no "
          "longer declares paused (never deleted); a file that does not load, or changes a "
          "declared run's source or tasks, is refused with FILE:LINE and nothing changes.\n\n"
-      << FlagsHelp(Flags());
+      << FlagsHelp(ServerFlags());
 }
 
 // `steadyeval-server tokens add ROLE NAME --tokens_file FILE`: prints a new token once.
@@ -300,7 +249,7 @@ absl::Status CheckOnly(const ServerOptions& options, const ConfigFile& file) {
   return absl::OkStatus();
 }
 
-// Reads the config file and applies its runs; on failure nothing changes.
+// Reads the config file again (SIGHUP) and applies its runs; on failure nothing changes.
 absl::StatusOr<ConfigApplied> LoadAndApply(Coordinator& coordinator, const std::string& path) {
   ASSIGN_OR_RETURN(ConfigFile file, ReadConfigFile(path));
   return ApplyConfig(coordinator, file);
@@ -317,7 +266,7 @@ absl::Status Run(int argc, char** argv) {
     return Restore(std::vector<std::string>(argv + 2, argv + argc));
   }
   ASSIGN_OR_RETURN(ParsedArgs args,
-                   ParseArgs(std::vector<std::string>(argv + 1, argv + argc), Flags()));
+                   ParseArgs(std::vector<std::string>(argv + 1, argv + argc), ServerFlags()));
   if (args.Has("help")) {
     Usage(std::cout);
     return absl::OkStatus();
@@ -368,7 +317,8 @@ absl::Status Run(int argc, char** argv) {
               << listen_address << " may register workers, report results and change runs\n";
   }
   if (!config_path.empty()) {
-    absl::StatusOr<ConfigApplied> applied = LoadAndApply(*server->coordinator(), config_path);
+    // The file as read above, not read (with its task files) a second time.
+    absl::StatusOr<ConfigApplied> applied = ApplyConfig(*server->coordinator(), config_file);
     if (!applied.ok()) {
       server->Shutdown(absl::Seconds(5));
       return applied.status();

@@ -1,6 +1,9 @@
 #include "server/config/config_apply.h"
 
+#include <map>
 #include <set>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -12,7 +15,7 @@ namespace {
 
 // What a planned change does to one stored run.
 struct Plan {
-  std::vector<const DeclaredRun*> create;
+  std::vector<NewRun> create;  // checked (CheckDeclaredRuns)
   std::vector<v1::UpdateRunRequest> update;
   std::vector<std::string> pause;
   std::vector<std::string> still_paused;
@@ -49,9 +52,28 @@ bool SameWindows(const google::protobuf::RepeatedField<uint32_t>& a,
   return std::vector<uint32_t>(a.begin(), a.end()) == std::vector<uint32_t>(b.begin(), b.end());
 }
 
+using RunsByName = std::map<std::string, v1::Run>;
+
+// Every stored run, from one pass over ListRuns.
+absl::StatusOr<RunsByName> StoredRuns(Coordinator& coordinator) {
+  RunsByName stored;
+  std::string token;
+  do {
+    ASSIGN_OR_RETURN(v1::ListRunsResponse page, coordinator.ListRuns(0, token));
+    for (v1::Run& run : *page.mutable_runs()) {
+      std::string name = run.config().name();
+      stored.emplace(std::move(name), std::move(run));
+    }
+    if (page.next_page_token() == token) break;
+    token = page.next_page_token();
+  } while (!token.empty());
+  return stored;
+}
+
 absl::StatusOr<Plan> MakePlan(Coordinator& coordinator, const ConfigFile& file) {
   ASSIGN_OR_RETURN(std::vector<NewRun> checked,
                    CheckDeclaredRuns(file, coordinator.new_run_options()));
+  ASSIGN_OR_RETURN(const RunsByName stored, StoredRuns(coordinator));
   Plan plan;
   std::set<std::string> declared;
   for (size_t i = 0; i < checked.size(); ++i) {
@@ -59,13 +81,12 @@ absl::StatusOr<Plan> MakePlan(Coordinator& coordinator, const ConfigFile& file) 
     const std::string name = want.config.name();
     const std::string at = absl::StrCat(file.path, ":", file.runs[i].line, ": run ", name, ": ");
     declared.insert(name);
-    absl::StatusOr<v1::GetRunResponse> stored = coordinator.GetRun(name);
-    if (absl::IsNotFound(stored.status())) {
-      plan.create.push_back(&file.runs[i]);
+    auto found = stored.find(name);
+    if (found == stored.end()) {
+      plan.create.push_back(std::move(want));
       continue;
     }
-    RETURN_IF_ERROR(stored.status());
-    const v1::Run& have = stored->run();
+    const v1::Run& have = found->second;
     if (have.managed_by() != file.path) {
       return absl::FailedPreconditionError(absl::StrCat(
           at, "a run of this name already exists",
@@ -95,18 +116,11 @@ absl::StatusOr<Plan> MakePlan(Coordinator& coordinator, const ConfigFile& file) 
       plan.update.push_back(std::move(update));
     }
   }
-  std::string token;
-  do {
-    ASSIGN_OR_RETURN(v1::ListRunsResponse page, coordinator.ListRuns(0, token));
-    for (const v1::Run& run : page.runs()) {
-      if (run.managed_by() == file.path && !declared.count(run.config().name()) &&
-          !run.paused()) {
-        plan.pause.push_back(run.config().name());
-      }
+  for (const auto& [name, run] : stored) {
+    if (run.managed_by() == file.path && !declared.count(name) && !run.paused()) {
+      plan.pause.push_back(name);
     }
-    if (page.next_page_token() == token) break;
-    token = page.next_page_token();
-  } while (!token.empty());
+  }
   return plan;
 }
 
@@ -129,9 +143,8 @@ std::string ConfigApplied::Summary() const {
 absl::StatusOr<ConfigApplied> ApplyConfig(Coordinator& coordinator, const ConfigFile& file) {
   ASSIGN_OR_RETURN(Plan plan, MakePlan(coordinator, file));
   ConfigApplied applied;
-  for (const DeclaredRun* run : plan.create) {
-    ASSIGN_OR_RETURN(v1::Run created,
-                     coordinator.CreateRun(run->config, run->task_files, file.path));
+  for (NewRun& run : plan.create) {
+    ASSIGN_OR_RETURN(v1::Run created, coordinator.CreateRun(std::move(run), file.path));
     applied.created.push_back(created.config().name());
   }
   for (const v1::UpdateRunRequest& update : plan.update) {

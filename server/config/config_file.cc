@@ -1,21 +1,25 @@
 #include "server/config/config_file.h"
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_read.h"
+#include "common/limits.h"
 #include "common/status.h"
 #include "common/task.h"
+#include "server/config/server_flags.h"
 #include "yaml-cpp/yaml.h"
 
 namespace steadyeval {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A config file is a page of settings and runs; far larger is not one.
+constexpr size_t kMaxConfigFileBytes = 16u << 20;
 
 // The keys of one `runs:` entry (the `runs add` flags, with `tasks` a list of files).
 const std::vector<std::string>& RunKeys() {
@@ -94,12 +98,16 @@ absl::StatusOr<std::string> ListOrScalar(const Reader& r, const YAML::Node& node
   return absl::StrJoin(items, ",");
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+// A task file or its few-shot file, bounded as the server bounds one task file.
+absl::StatusOr<std::string> ReadTaskFile(const std::string& path) {
+  return ReadRegularFile(path, kMaxTaskFileBytes, "task file");
+}
+
+// A task's or a run's max_samples (0: all).
+absl::StatusOr<uint32_t> MaxSamplesOf(const Reader& r, const YAML::Node& node) {
+  ASSIGN_OR_RETURN(int64_t n, NumberOf<int64_t>(r, node, "max_samples"));
+  if (n < 0 || n > 100000000) return r.Error(node, "max_samples must be >= 0");
+  return static_cast<uint32_t>(n);
 }
 
 absl::Status ReadWindows(const Reader& r, const YAML::Node& node, absl::string_view key,
@@ -138,16 +146,17 @@ absl::Status ReadTask(const Reader& r, const YAML::Node& node, const std::string
       ref.set_metric(metric);
     }
     if (node["max_samples"]) {
-      ASSIGN_OR_RETURN(int64_t n, NumberOf<int64_t>(r, node["max_samples"], "max_samples"));
-      if (n < 0 || n > 100000000) return r.Error(node["max_samples"], "max_samples must be >= 0");
-      ref.set_max_samples(static_cast<uint32_t>(n));
+      ASSIGN_OR_RETURN(uint32_t max_samples, MaxSamplesOf(r, node["max_samples"]));
+      ref.set_max_samples(max_samples);
     }
   }
   const std::string path = r.Resolve(file);
-  absl::StatusOr<std::string> content = ReadWholeFile(path);
-  if (!content.ok()) {
+  absl::StatusOr<std::string> content = ReadTaskFile(path);
+  if (absl::IsNotFound(content.status())) {
     return r.Error(node, absl::StrCat("task file ", path, " cannot be read"));
   }
+  // Not a regular file, too large, or a failed read: that error names the file and why.
+  if (!content.ok()) return r.Error(node, content.status().message());
   v1::TaskContent task;
   task.set_filename(fs::path(path).filename().string());
   task.set_content(*std::move(content));
@@ -159,7 +168,7 @@ absl::Status ReadTask(const Reader& r, const YAML::Node& node, const std::string
     fs::path train = few_shots_from;
     if (fs::is_directory(train, ec)) train /= task.filename();
     if (fs::exists(train, ec)) {
-      ASSIGN_OR_RETURN(std::string train_content, ReadWholeFile(train.string()));
+      ASSIGN_OR_RETURN(std::string train_content, ReadTaskFile(train.string()));
       task.set_train_filename(train.filename().string());
       task.set_train_content(std::move(train_content));
     }
@@ -234,9 +243,7 @@ absl::StatusOr<DeclaredRun> ReadRun(const Reader& r, const YAML::Node& node) {
   }
   uint32_t max_samples = 0;
   if (node["max_samples"]) {
-    ASSIGN_OR_RETURN(int64_t n, NumberOf<int64_t>(r, node["max_samples"], "max_samples"));
-    if (n < 0 || n > 100000000) return r.Error(node["max_samples"], "max_samples must be >= 0");
-    max_samples = static_cast<uint32_t>(n);
+    ASSIGN_OR_RETURN(max_samples, MaxSamplesOf(r, node["max_samples"]));
   }
   const YAML::Node tasks = node["tasks"];
   if (!tasks.IsSequence() || tasks.size() == 0) {
@@ -287,19 +294,24 @@ absl::StatusOr<ConfigFile> ReadParsed(const Reader& r, const YAML::Node& root) {
 }  // namespace
 
 const std::vector<std::string>& ConfigSettingKeys() {
-  static const auto* keys = new std::vector<std::string>{
-      "data_dir",    "listen",       "metrics_listen", "poll_interval_ms", "lease_ttl_ms",
-      "settle_seconds", "ready_file", "tls_cert",      "tls_key",          "client_ca",
-      "tokens_file", "source_roots", "s3_endpoints",   "insecure",         "storage_reserve_bytes",
-      "storage_max_sst_bytes"};
+  static const auto* keys = [] {
+    auto* keys = new std::vector<std::string>;
+    for (const FlagSpec& flag : ServerFlags()) {
+      // These act on one invocation (which file, check only, help), not on the server.
+      if (flag.name == "config" || flag.name == "check" || flag.name == "help") continue;
+      keys->push_back(flag.name);
+    }
+    return keys;
+  }();
   return *keys;
 }
 
 absl::StatusOr<ConfigFile> ReadConfigFile(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok()) {
+  absl::StatusOr<std::string> text = ReadRegularFile(path, kMaxConfigFileBytes, "config file");
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
   }
+  RETURN_IF_ERROR(text.status());  // not a regular file, too large, or a failed read
   return ReadConfigText(*text, path);
 }
 

@@ -34,8 +34,8 @@ struct ConfigFile {
   std::vector<DeclaredRun> runs;
 };
 
-// The server settings a config file may hold (the flags of steadyeval-server that make
-// sense in a file).
+// The server settings a config file may hold: the flags of steadyeval-server
+// (ServerFlags, server_flags.h) less --config, --check and --help.
 const std::vector<std::string>& ConfigSettingKeys();
 
 // Reads and parses `path`: YAML syntax, known keys, value types, run names unique, task

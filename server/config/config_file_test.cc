@@ -113,5 +113,22 @@ TEST_F(ConfigFileTest, ErrorsNameFileAndLine) {
   EXPECT_TRUE(absl::IsNotFound(ReadConfigFile(tmp_ / "missing.yaml").status()));
 }
 
+TEST(ConfigSettingKeysTest, AreTheServerFlagsLessThoseOfOneInvocation) {
+  EXPECT_THAT(ConfigSettingKeys(),
+              ::testing::ElementsAre("data_dir", "listen", "metrics_listen", "poll_interval_ms",
+                                     "lease_ttl_ms", "settle_seconds", "ready_file", "tls_cert",
+                                     "tls_key", "client_ca", "tokens_file", "source_roots",
+                                     "s3_endpoints", "insecure", "storage_reserve_bytes",
+                                     "storage_max_sst_bytes"));
+}
+
+TEST_F(ConfigFileTest, AFolderIsNeitherATaskFileNorAConfigFile) {
+  fs::create_directories(tmp_ / "tasks");
+  EXPECT_THAT(ReadAndCheck("runs:\n  - name: r\n    source: /x\n    tasks: [tasks]\n").message(),
+              HasSubstr(path_ + ":4: task file " + (tmp_ / "tasks") + " is not a regular file"));
+  EXPECT_THAT(ReadConfigFile(tmp_ / "tasks").status().message(),
+              HasSubstr("config file " + (tmp_ / "tasks") + " is not a regular file"));
+}
+
 }  // namespace
 }  // namespace steadyeval

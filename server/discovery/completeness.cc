@@ -1,5 +1,6 @@
 #include "server/discovery/completeness.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <vector>
@@ -175,9 +176,17 @@ absl::Status RequireMarker(const CheckpointFingerprint& files, const std::string
 }
 
 // The tracker file `name` at the source's root, trimmed; nullopt when there is none (or
-// it is not a regular file, e.g. a `latest` link to a folder).
+// it is not a regular file, e.g. a `latest` link to a folder). `listing`, when not null,
+// is the root as just listed: a tracker not shown there as a file is not read.
 absl::StatusOr<std::optional<std::string>> ReadTracker(CheckpointSource& source,
-                                                       const std::string& name) {
+                                                       const std::string& name,
+                                                       const std::vector<SourceEntry>* listing) {
+  if (listing != nullptr &&
+      std::none_of(listing->begin(), listing->end(), [&](const SourceEntry& e) {
+        return e.name == name && !e.is_dir;
+      })) {
+    return std::optional<std::string>();
+  }
   absl::StatusOr<std::string> text = source.ReadRootFile(name, kMaxTrackerBytes);
   if (absl::IsNotFound(text.status()) || absl::IsFailedPrecondition(text.status())) {
     return std::optional<std::string>();
@@ -221,7 +230,7 @@ absl::Status RequireTrackerAtLeast(const std::string& name, const std::string& t
 }
 
 // kConverted: the trainer's "written last" signal (see completeness.h).
-absl::Status CheckConvertedFolder(CheckpointSource& source, const CheckpointFingerprint& files,
+absl::Status CheckConvertedFolder(const TrackerFiles& trackers, const CheckpointFingerprint& files,
                                   std::optional<uint64_t> step) {
   bool has_metadata = false;
   bool has_shards = false;
@@ -230,8 +239,8 @@ absl::Status CheckConvertedFolder(CheckpointSource& source, const CheckpointFing
     if (absl::EndsWith(f.name, kDcpShardSuffix)) has_shards = true;
   }
 
-  ASSIGN_OR_RETURN(std::optional<std::string> megatron, ReadTracker(source, kMegatronTracker));
-  if (megatron.has_value()) {
+  RETURN_IF_ERROR(trackers.megatron.status());
+  if (const std::optional<std::string>& megatron = *trackers.megatron; megatron.has_value()) {
     RETURN_IF_ERROR(RequireTrackerAtLeast(kMegatronTracker, *megatron, "Megatron", step));
     if (has_shards && !has_metadata) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -240,8 +249,8 @@ absl::Status CheckConvertedFolder(CheckpointSource& source, const CheckpointFing
     }
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(std::optional<std::string> deepspeed, ReadTracker(source, kDeepSpeedTracker));
-  if (deepspeed.has_value()) {
+  RETURN_IF_ERROR(trackers.deepspeed.status());
+  if (const std::optional<std::string>& deepspeed = *trackers.deepspeed; deepspeed.has_value()) {
     return RequireTrackerAtLeast(kDeepSpeedTracker, *deepspeed, "DeepSpeed", step);
   }
   if (has_metadata) return absl::OkStatus();
@@ -255,37 +264,59 @@ absl::Status CheckConvertedFolder(CheckpointSource& source, const CheckpointFing
 
 }  // namespace
 
+TrackerFiles CompletenessCheck::ReadTrackers(CheckpointSource& source,
+                                             const std::vector<SourceEntry>* listing) const {
+  TrackerFiles trackers;
+  if (layout_ != CheckpointLayout::kConverted) return trackers;
+  trackers.megatron = ReadTracker(source, kMegatronTracker, listing);
+  if (trackers.megatron.ok() && !trackers.megatron->has_value()) {
+    trackers.deepspeed = ReadTracker(source, kDeepSpeedTracker, listing);
+  }
+  return trackers;
+}
+
 absl::Status CompletenessCheck::CheckWithStep(CheckpointSource& source, const std::string& path,
                                               std::optional<uint64_t> step,
-                                              const CheckpointFingerprint& files) const {
-  absl::Status status = layout_ == CheckpointLayout::kConverted
-                            ? CheckConvertedFolder(source, files, step)
-                            : CheckFolder(source, path, files);
+                                              const CheckpointFingerprint& files,
+                                              const TrackerFiles* trackers) const {
+  absl::Status status;
+  if (layout_ == CheckpointLayout::kConverted) {
+    status = trackers != nullptr ? CheckConvertedFolder(*trackers, files, step)
+                                 : CheckConvertedFolder(ReadTrackers(source), files, step);
+  } else {
+    status = CheckFolder(source, path, files);
+  }
   if (status.ok()) status = RequireMarker(files, marker_);
   return Annotate(status, BaseName(path));
 }
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
                                       uint64_t step, const CheckpointFingerprint& files) const {
-  return CheckWithStep(source, path, step, files);
+  return CheckWithStep(source, path, step, files, nullptr);
+}
+
+absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
+                                      uint64_t step, const CheckpointFingerprint& files,
+                                      const TrackerFiles& trackers) const {
+  return CheckWithStep(source, path, step, files, &trackers);
 }
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
                                       uint64_t step) const {
   auto files = source.Fingerprint(path);
   if (!files.ok()) return Annotate(files.status(), BaseName(path));
-  return CheckWithStep(source, path, step, *files);
+  return CheckWithStep(source, path, step, *files, nullptr);
 }
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path,
                                       const CheckpointFingerprint& files) const {
-  return CheckWithStep(source, path, std::nullopt, files);
+  return CheckWithStep(source, path, std::nullopt, files, nullptr);
 }
 
 absl::Status CompletenessCheck::Check(CheckpointSource& source, const std::string& path) const {
   auto files = source.Fingerprint(path);
   if (!files.ok()) return Annotate(files.status(), BaseName(path));
-  return CheckWithStep(source, path, std::nullopt, *files);
+  return CheckWithStep(source, path, std::nullopt, *files, nullptr);
 }
 
 absl::Status CheckLocalCheckpoint(const std::string& path, const std::string& marker) {

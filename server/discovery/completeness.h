@@ -26,7 +26,8 @@
 //   - otherwise the folder is not complete, and the reason names what each layout needs;
 //   - the run's marker file, if one is set, is present (as above).
 // Trackers live outside the checkpoint folder, so a converted verdict can change while the
-// folder's files do not: callers must not cache a negative one.
+// folder's files do not: a caller that caches a negative verdict keys it on the trackers'
+// text too (ReadTrackers reads them once for many checks).
 //
 // Quiescence (files unchanged over time) is the watcher's job, not this check's.
 //
@@ -38,8 +39,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "server/discovery/checkpoint_source.h"
 
 namespace steadyeval {
@@ -48,6 +51,19 @@ namespace steadyeval {
 enum class CheckpointLayout {
   kHuggingFace,  // config.json + safetensors (or pytorch_model.bin): read natively
   kConverted,    // PyTorch DCP, Megatron or DeepSpeed: read through the run's converter
+};
+
+// The kConverted tracker files beside the checkpoint folders, as read once by ReadTrackers.
+// Each is nullopt when absent (or not a regular file, e.g. a `latest` folder), otherwise
+// its text trimmed of whitespace, or the error reading it.
+struct TrackerFiles {
+  absl::StatusOr<std::optional<std::string>> megatron = std::optional<std::string>();
+  absl::StatusOr<std::optional<std::string>> deepspeed = std::optional<std::string>();
+
+  bool operator==(const TrackerFiles& o) const {
+    return megatron == o.megatron && deepspeed == o.deepspeed;
+  }
+  bool operator!=(const TrackerFiles& o) const { return !(*this == o); }
 };
 
 class CompletenessCheck {
@@ -70,6 +86,18 @@ class CompletenessCheck {
   absl::Status Check(CheckpointSource& source, const std::string& path, uint64_t step,
                      const CheckpointFingerprint& files) const;
 
+  // As above with the trackers already read (ReadTrackers on the same source), so that
+  // checking many folders reads them once.
+  absl::Status Check(CheckpointSource& source, const std::string& path, uint64_t step,
+                     const CheckpointFingerprint& files, const TrackerFiles& trackers) const;
+
+  // Reads the tracker files the kConverted rules consult (kHuggingFace: none, all absent).
+  // `listing`, when not null, is the source's root as just listed (List()): a tracker it
+  // does not show as a file is taken as absent without a read. The DeepSpeed tracker is
+  // read only when there is no Megatron one (the rules consult it only then).
+  TrackerFiles ReadTrackers(CheckpointSource& source,
+                            const std::vector<SourceEntry>* listing = nullptr) const;
+
   // As above, taking the fingerprint itself.
   absl::Status Check(CheckpointSource& source, const std::string& path, uint64_t step) const;
 
@@ -83,9 +111,10 @@ class CompletenessCheck {
   CheckpointLayout layout() const { return layout_; }
 
  private:
+  // `trackers` null: read them here when the layout needs them.
   absl::Status CheckWithStep(CheckpointSource& source, const std::string& path,
-                             std::optional<uint64_t> step,
-                             const CheckpointFingerprint& files) const;
+                             std::optional<uint64_t> step, const CheckpointFingerprint& files,
+                             const TrackerFiles* trackers) const;
 
   std::string marker_;
   CheckpointLayout layout_;

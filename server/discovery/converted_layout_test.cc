@@ -278,6 +278,30 @@ TEST_F(ConvertedWatcherTest, ATrackerUpdateAloneAdmitsAnUnchangedFolder) {
   EXPECT_THAT(watcher->Pending(), IsEmpty());
 }
 
+TEST_F(ConvertedWatcherTest, TrackersAreReadOncePerPollAndOnlyWhenListed) {
+  for (const char* folder : {"iter_0000300", "iter_0000400", "iter_0000500"}) {
+    fs_.WriteFile(At(std::string(folder) + "/mp_rank_00/model_optim_rng.pt"), "torch.save bytes");
+  }
+  auto watcher = MakeWatcher();
+  // Neither tracker is listed: neither is read, however many candidates wait.
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_EQ(fs_.Calls(FakeFileSystem::Op::kRead, At("latest_checkpointed_iteration.txt")), 0);
+  EXPECT_EQ(fs_.Calls(FakeFileSystem::Op::kRead, At("latest")), 0);
+
+  // One read per poll for the three pending candidates; DeepSpeed's is not consulted.
+  fs_.WriteFile(At("latest_checkpointed_iteration.txt"), "300");
+  fs_.WriteFile(At("latest"), "global_step300");
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(300));
+  EXPECT_THAT(PollSteps(*watcher), IsEmpty());
+  EXPECT_EQ(fs_.Calls(FakeFileSystem::Op::kRead, At("latest_checkpointed_iteration.txt")), 2);
+  EXPECT_EQ(fs_.Calls(FakeFileSystem::Op::kRead, At("latest")), 0);
+  EXPECT_THAT(ReasonFor(*watcher, 500), HasSubstr("names step 300"));
+
+  fs_.WriteFile(At("latest_checkpointed_iteration.txt"), "500");
+  EXPECT_THAT(PollSteps(*watcher), ElementsAre(500, 400));
+}
+
 TEST_F(ConvertedWatcherTest, DeepSpeedWithMarkerNeedsBoth) {
   fs_.WriteFile(At("global_step40/mp_rank_00_model_states.pt"), "torch.save bytes");
   fs_.WriteFile(At("latest"), "global_step40");

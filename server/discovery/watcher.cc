@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "common/text.h"
 
 namespace steadyeval {
 namespace {
@@ -40,17 +42,7 @@ std::string DescribeChange(const CheckpointFingerprint& before, const Checkpoint
 // A reason with its digits blanked: a shard that keeps growing, or a settle clock that
 // ticks, keeps one reason. Every complete candidate is "settling".
 std::string ReasonKey(const std::string& reason, bool complete) {
-  if (complete) return "settling";
-  std::string key;
-  for (char c : reason) {
-    const bool digit = c >= '0' && c <= '9';
-    if (!digit) {
-      key.push_back(c);
-    } else if (key.empty() || key.back() != '#') {
-      key.push_back('#');
-    }
-  }
-  return key;
+  return complete ? "settling" : BlankDigits(reason);
 }
 
 // Completeness verdicts that describe the files themselves; anything else (a read error)
@@ -108,6 +100,14 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
     folders_by_step[*step].push_back(&entry);
   }
 
+  // The trackers beside the folders (a run with a converter), read at most once per poll and
+  // only when some candidate's check needs them.
+  std::optional<TrackerFiles> trackers;
+  auto read_trackers = [&]() -> const TrackerFiles& {
+    if (!trackers.has_value()) trackers = completeness_.ReadTrackers(*source_, &entries);
+    return *trackers;
+  };
+
   std::vector<AdmittedCheckpoint> admitted;
   std::map<uint64_t, Candidate> still_pending;  // steps no longer listed are forgotten
   for (const auto& [step, folders] : folders_by_step) {
@@ -126,7 +126,7 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
       still_pending[step] = std::move(candidate);
       continue;
     }
-    if (Observe(candidate, folders[0]->path, step, now)) {
+    if (Observe(candidate, folders[0]->path, step, now, read_trackers)) {
       admitted.push_back({step, folders[0]->path});
       admitted_.insert(step);
     } else {
@@ -153,7 +153,8 @@ absl::StatusOr<std::vector<AdmittedCheckpoint>> CheckpointWatcher::Poll() {
 }
 
 bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, uint64_t step,
-                                int64_t now_nanos) {
+                                int64_t now_nanos,
+                                absl::FunctionRef<const TrackerFiles&()> trackers) {
   absl::StatusOr<CheckpointFingerprint> fingerprint = source_->Fingerprint(path);
   if (!fingerprint.ok()) {
     const int64_t first_seen = candidate.first_seen_nanos;
@@ -171,7 +172,9 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, u
     candidate.path = path;
     candidate.fingerprint = *std::move(fingerprint);
     candidate.unchanged_since_nanos = now_nanos;
-    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
+    candidate.trackers = trackers();
+    candidate.completeness =
+        completeness_.Check(*source_, path, step, candidate.fingerprint, candidate.trackers);
     candidate.complete = candidate.completeness.ok();
     if (!candidate.completeness.ok()) {
       candidate.reason = std::string(candidate.completeness.message());
@@ -184,11 +187,13 @@ bool CheckpointWatcher::Observe(Candidate& candidate, const std::string& path, u
     return false;
   }
 
-  // Same files as last time: the cached verdict still holds, unless it was a read error or
-  // a converted layout's negative one (its tracker files are outside the fingerprint).
-  const bool converted = completeness_.layout() == CheckpointLayout::kConverted;
-  if (!IsVerdict(candidate.completeness) || (converted && !candidate.completeness.ok())) {
-    candidate.completeness = completeness_.Check(*source_, path, step, candidate.fingerprint);
+  // Same files as last time: the cached verdict still holds, unless it was a read error or a
+  // negative one and the trackers it read (outside the fingerprint) have changed since.
+  if (!IsVerdict(candidate.completeness) ||
+      (!candidate.completeness.ok() && trackers() != candidate.trackers)) {
+    candidate.trackers = trackers();
+    candidate.completeness =
+        completeness_.Check(*source_, path, step, candidate.fingerprint, candidate.trackers);
   }
   candidate.complete = candidate.completeness.ok();
   if (!candidate.completeness.ok()) {

@@ -11,8 +11,9 @@
 //     at least settle_seconds apart on the Clock's monotonic time. A candidate therefore
 //     always needs at least two polls, even with settle_seconds = 0.
 // Anything else stays pending, with a human-readable reason, and is re-checked on the next
-// poll (for a run with a converter, an incomplete candidate's check is repeated every poll
-// even when its files are unchanged: the trackers live outside its folder). A complete
+// poll when its files changed or its check could not read them (for a run with a converter,
+// an incomplete candidate is also re-checked when the trackers beside the folders changed;
+// they are read at most once per poll, only when the listing shows them). A complete
 // candidate's reason starts with "settling". Each pending step also
 // carries since when its reason holds (the first poll that saw it; reasons that differ
 // only in numbers, such as a shard's growing size or the settle clock, count as one) and
@@ -32,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
@@ -105,7 +107,8 @@ class CheckpointWatcher {
     bool seen = false;                  // `fingerprint` holds a successful observation
     CheckpointFingerprint fingerprint;  // as last seen
     int64_t unchanged_since_nanos = 0;  // when `fingerprint` was first seen
-    absl::Status completeness;          // CompletenessCheck on `fingerprint`
+    absl::Status completeness;          // CompletenessCheck on `fingerprint` and `trackers`
+    TrackerFiles trackers;              // as read for `completeness`
     bool complete = false;              // complete, only waiting for quiescence
     std::string reason;                 // why it is pending, after the last poll
   };
@@ -120,8 +123,9 @@ class CheckpointWatcher {
                     std::unique_ptr<CheckpointSource> source);
 
   // Updates `candidate` with what the source shows now at `path` (the folder of `step`);
-  // true when it is admitted.
-  bool Observe(Candidate& candidate, const std::string& path, uint64_t step, int64_t now_nanos);
+  // true when it is admitted. `trackers` returns this poll's tracker files (read on first call).
+  bool Observe(Candidate& candidate, const std::string& path, uint64_t step, int64_t now_nanos,
+               absl::FunctionRef<const TrackerFiles&()> trackers);
 
   const WatcherOptions options_;
   Clock* const clock_;
