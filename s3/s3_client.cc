@@ -618,6 +618,9 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
   Request request = Request::OnObject("get", "GetObject", "GET", bucket, key);
   request.file_fd = fd;
   absl::StatusOr<Response> response = Execute(request);
+  // Synced before it is closed: the cache publishes the file by renaming its folder.
+  const int sync_result = response.ok() ? ::fsync(fd) : 0;
+  const int sync_errno = errno;
   const int close_result = ::close(fd);
   const int close_errno = errno;
   if (!response.ok()) {
@@ -626,6 +629,9 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
   }
   const std::string where = absl::StrCat("S3 GetObject ", FormatS3Uri(S3Uri{bucket, key}),
                                          " into ", path);
+  if (sync_result != 0) {
+    return absl::UnavailableError(absl::StrCat(where, ": fsync: ", std::strerror(sync_errno)));
+  }
   if (close_result != 0) {
     return absl::UnavailableError(absl::StrCat(where, ": close: ", std::strerror(close_errno)));
   }

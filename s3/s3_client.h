@@ -101,8 +101,8 @@ class S3Client {
   absl::StatusOr<std::string> GetRange(const std::string& bucket, const std::string& key,
                                        uint64_t offset, uint64_t length);
 
-  // The whole object, streamed into the file `path` (created or truncated). When
-  // `expected_size` is set, DATA_LOSS unless exactly that many bytes arrived.
+  // The whole object, streamed into the file `path` (created or truncated) and fsynced.
+  // When `expected_size` is set, DATA_LOSS unless exactly that many bytes arrived.
   absl::Status GetToFile(const std::string& bucket, const std::string& key,
                          const std::string& path, int64_t expected_size = -1);
 
