@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "s3/credentials.h"
+#include "s3/s3_endpoint.h"
 
 namespace steadyeval {
 
@@ -53,7 +54,7 @@ struct S3ClientOptions {
   // "http://127.0.0.1:9000" (path-style: http://host:port/bucket/key); empty: AWS
   // (https://BUCKET.s3.REGION.amazonaws.com/key, virtual-hosted).
   std::string endpoint;
-  std::string region = "us-east-1";
+  std::string region = kDefaultS3Region;
   AwsCredentials credentials;
   int64_t connect_timeout_ms = 5'000;
   // A request that moves no bytes for this long is abandoned (a slow but moving
