@@ -88,6 +88,27 @@ void InitLibrariesOnce() {
 struct CurlDeleter {
   void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
 };
+// This thread's curl handle, lent for one request. The handle lives until the thread exits,
+// so its connection cache (open TCP and TLS connections) serves the thread's next request;
+// it is reset to its defaults when the request ends, dropping every pointer into it.
+class ThreadCurlHandle {
+ public:
+  ThreadCurlHandle() {
+    if (handle_ == nullptr) handle_.reset(curl_easy_init());  // null again after a failure
+  }
+  ~ThreadCurlHandle() {
+    if (handle_ != nullptr) curl_easy_reset(handle_.get());
+  }
+  ThreadCurlHandle(const ThreadCurlHandle&) = delete;
+  ThreadCurlHandle& operator=(const ThreadCurlHandle&) = delete;
+
+  CURL* get() const { return handle_.get(); }
+
+ private:
+  static thread_local std::unique_ptr<CURL, CurlDeleter> handle_;
+};
+thread_local std::unique_ptr<CURL, CurlDeleter> ThreadCurlHandle::handle_;
+
 struct SlistDeleter {
   void operator()(curl_slist* list) const { curl_slist_free_all(list); }
 };
@@ -391,7 +412,7 @@ S3Client::Response S3Client::Attempt(const Request& request) const {
   add_header(absl::StrCat("Authorization: ", signature.authorization));
   add_header("Expect:");  // no 100-continue round trip before a PUT body
 
-  std::unique_ptr<CURL, CurlDeleter> handle(curl_easy_init());
+  const ThreadCurlHandle handle;
   CURL* curl = handle.get();
   if (curl == nullptr) {
     response.curl_code = CURLE_FAILED_INIT;

@@ -12,7 +12,8 @@
 //   (retries exhausted: 5xx, throttling, network, timeout), INVALID_ARGUMENT (other 4xx).
 // Credentials never appear in a message or a log line.
 //
-// Thread-safe: one client serves all threads (each request uses its own curl handle).
+// Thread-safe: one client serves all threads. Each thread's requests share one curl handle
+// (reset between requests), so a thread's connections to the store are reused.
 #ifndef STEADYEVAL_S3_S3_CLIENT_H_
 #define STEADYEVAL_S3_S3_CLIENT_H_
 
