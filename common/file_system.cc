@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace steadyeval {
 namespace {
@@ -32,6 +33,17 @@ absl::Status ErrnoStatus(int err, absl::string_view operation, absl::string_view
     default:
       return absl::UnavailableError(message);
   }
+}
+
+absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::UnavailableError(absl::StrCat("writing ", path, ": ", std::strerror(errno)));
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
 }
 
 FileStat StatOf(const struct stat& st) {
@@ -134,6 +146,41 @@ std::unique_ptr<MappedFile> MappedFile::FromBytes(std::string bytes) {
 FileSystem* FileSystem::Local() {
   static LocalFileSystem* local = new LocalFileSystem;
   return local;
+}
+
+absl::Status FileSystem::CopyToLocalFile(const std::string& path, const std::string& local_path,
+                                         uint64_t expected_size,
+                                         const LocalCopyOptions& options) {
+  const int fd = ::open(local_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", local_path, ": ", std::strerror(errno)));
+  }
+  uint64_t offset = 0;
+  absl::Status copied = [&]() -> absl::Status {
+    while (offset < expected_size) {
+      if (options.before_chunk) {
+        if (absl::Status go_on = options.before_chunk(); !go_on.ok()) return go_on;
+      }
+      const uint64_t want = std::min(options.chunk_bytes, expected_size - offset);
+      absl::StatusOr<std::string> chunk = ReadRange(path, offset, want);
+      if (!chunk.ok()) return chunk.status();
+      if (chunk->empty()) break;  // shorter than listed: reported below
+      RETURN_IF_ERROR(WriteAll(fd, *chunk, local_path));
+      offset += chunk->size();
+    }
+    if (offset != expected_size) {
+      return absl::DataLossError(absl::StrCat(
+          "listed as ", expected_size, " bytes but ", offset,
+          " bytes arrived (rewritten or cut short while being fetched?)"));
+    }
+    if (::fsync(fd) != 0) {
+      return absl::UnavailableError(absl::StrCat("fsync ", local_path, ": ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }();
+  ::close(fd);
+  return copied;
 }
 
 std::string JoinPath(absl::string_view dir, absl::string_view name) {

@@ -34,6 +34,7 @@
 #define STEADYEVAL_COMMON_FILE_SYSTEM_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,6 +91,15 @@ class MappedFile {
   const uint64_t size_;
 };
 
+// How CopyToLocalFile copies.
+struct LocalCopyOptions {
+  // The ReadRange size of the default (chunked) copy.
+  uint64_t chunk_bytes = 8 << 20;
+  // Called before each chunk of the default copy; a non-OK status abandons the copy and is
+  // returned as is (a cancelled job). Empty: never called.
+  std::function<absl::Status()> before_chunk;
+};
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
@@ -114,6 +124,15 @@ class FileSystem {
   // The whole regular file `path`, read-only (see the contract above). FAILED_PRECONDITION
   // when it is not a regular file.
   virtual absl::StatusOr<std::unique_ptr<MappedFile>> Map(const std::string& path) = 0;
+
+  // Copies the file `path`, listed as `expected_size` bytes, into the local file
+  // `local_path` (created or truncated) and fsyncs it. DATA_LOSS unless exactly
+  // `expected_size` bytes arrived (rewritten or cut short meanwhile); UNAVAILABLE when the
+  // local file cannot be created or written; otherwise the read's error. The default reads
+  // `options.chunk_bytes` at a time with ReadRange; an object store overrides it to stream
+  // the object in one request.
+  virtual absl::Status CopyToLocalFile(const std::string& path, const std::string& local_path,
+                                       uint64_t expected_size, const LocalCopyOptions& options);
 
   // The process-wide LocalFileSystem. Never null; lives for the whole process.
   static FileSystem* Local();

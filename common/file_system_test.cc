@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <memory>
 
@@ -215,6 +216,39 @@ TEST_P(FileSystemContractTest, MapHoldsTheWholeFile) {
   auto empty = fs().Map(Path("empty"));
   ASSERT_OK(empty);
   EXPECT_EQ((*empty)->size(), 0u);
+}
+
+TEST_P(FileSystemContractTest, CopyToLocalFileCopiesInChunksAndChecksTheSize) {
+  std::string bytes(1000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 13);
+  backend_->Write(Path("w.safetensors"), bytes);
+  LocalBackend local;  // where the copies go
+  const std::string copy = local.root() + "/copy";
+  LocalCopyOptions options;
+  options.chunk_bytes = 64;
+  int chunks = 0;
+  options.before_chunk = [&chunks] {
+    ++chunks;
+    return absl::OkStatus();
+  };
+  ASSERT_OK(fs().CopyToLocalFile(Path("w.safetensors"), copy, bytes.size(), options));
+  EXPECT_EQ(chunks, 16);
+  std::ifstream in(copy, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);
+
+  // Listed longer than it is: cut short while being fetched.
+  EXPECT_THAT(fs().CopyToLocalFile(Path("w.safetensors"), copy, bytes.size() + 1, options),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("listed as 1001 bytes but 1000 bytes arrived")));
+  EXPECT_THAT(fs().CopyToLocalFile(Path("missing"), copy, 10, options),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(Path("missing"))));
+  // before_chunk's error abandons the copy as is.
+  options.before_chunk = [] { return absl::CancelledError("the job was cancelled"); };
+  EXPECT_THAT(fs().CopyToLocalFile(Path("w.safetensors"), copy, bytes.size(), options),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("the job was cancelled")));
+  EXPECT_THAT(fs().CopyToLocalFile(Path("w.safetensors"), local.root() + "/no/such/dir/f",
+                                   bytes.size(), LocalCopyOptions()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot create")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, FileSystemContractTest,

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -21,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "s3/s3_endpoint.h"
 #include "s3/s3_uri.h"
 #include "s3/sigv4.h"
 
@@ -86,6 +88,27 @@ void InitLibrariesOnce() {
 struct CurlDeleter {
   void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
 };
+// This thread's curl handle, lent for one request. The handle lives until the thread exits,
+// so its connection cache (open TCP and TLS connections) serves the thread's next request;
+// it is reset to its defaults when the request ends, dropping every pointer into it.
+class ThreadCurlHandle {
+ public:
+  ThreadCurlHandle() {
+    if (handle_ == nullptr) handle_.reset(curl_easy_init());  // null again after a failure
+  }
+  ~ThreadCurlHandle() {
+    if (handle_ != nullptr) curl_easy_reset(handle_.get());
+  }
+  ThreadCurlHandle(const ThreadCurlHandle&) = delete;
+  ThreadCurlHandle& operator=(const ThreadCurlHandle&) = delete;
+
+  CURL* get() const { return handle_.get(); }
+
+ private:
+  static thread_local std::unique_ptr<CURL, CurlDeleter> handle_;
+};
+thread_local std::unique_ptr<CURL, CurlDeleter> ThreadCurlHandle::handle_;
+
 struct SlistDeleter {
   void operator()(curl_slist* list) const { curl_slist_free_all(list); }
 };
@@ -299,34 +322,30 @@ absl::StatusOr<std::unique_ptr<S3Client>> S3Client::Create(S3ClientOptions optio
   InitLibrariesOnce();
   if (options.clock == nullptr) options.clock = Clock::Real();
   if (options.max_attempts < 1) options.max_attempts = 1;
-  if (options.region.empty()) options.region = "us-east-1";
+  if (options.region.empty()) options.region = kDefaultS3Region;
   auto client = std::unique_ptr<S3Client>(new S3Client(std::move(options)));
   const std::string& endpoint = client->options_.endpoint;
   if (endpoint.empty()) return client;
-  const size_t scheme_end = endpoint.find("://");
-  const std::string scheme =
-      scheme_end == std::string::npos ? "" : absl::AsciiStrToLower(endpoint.substr(0, scheme_end));
-  if (scheme != "http" && scheme != "https") {
+  std::optional<HttpUrlParts> parts = SplitHttpUrl(endpoint);
+  if (!parts) {
     return absl::InvalidArgumentError(absl::StrCat(
         "S3 endpoint \"", endpoint,
         "\" is not an http:// or https:// URL (e.g. http://127.0.0.1:9000)"));
   }
-  absl::string_view rest = absl::string_view(endpoint).substr(scheme_end + 3);
-  const size_t slash = rest.find('/');
-  const std::string authority(rest.substr(0, slash));
+  const std::string& authority = parts->authority;
   if (authority.empty() || authority.front() == ':' ||
       authority.find_first_of("@?# ") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
         "S3 endpoint \"", endpoint, "\" has no host (expected http(s)://host[:port])"));
   }
-  std::string base_path =
-      slash == absl::string_view::npos ? "" : std::string(rest.substr(slash));
+  // Unlike the coordinator's --s3_endpoints, a base path is accepted here.
+  std::string base_path = parts->path;
   while (!base_path.empty() && base_path.back() == '/') base_path.pop_back();
   if (base_path.find_first_of("?#") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("S3 endpoint \"", endpoint, "\" may not have a query or fragment"));
   }
-  client->scheme_ = scheme;
+  client->scheme_ = parts->scheme;
   client->authority_ = authority;
   client->base_path_ = base_path;
   return client;
@@ -393,7 +412,7 @@ S3Client::Response S3Client::Attempt(const Request& request) const {
   add_header(absl::StrCat("Authorization: ", signature.authorization));
   add_header("Expect:");  // no 100-continue round trip before a PUT body
 
-  std::unique_ptr<CURL, CurlDeleter> handle(curl_easy_init());
+  const ThreadCurlHandle handle;
   CURL* curl = handle.get();
   if (curl == nullptr) {
     response.curl_code = CURLE_FAILED_INIT;
@@ -618,6 +637,9 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
   Request request = Request::OnObject("get", "GetObject", "GET", bucket, key);
   request.file_fd = fd;
   absl::StatusOr<Response> response = Execute(request);
+  // Synced before it is closed: the cache publishes the file by renaming its folder.
+  const int sync_result = response.ok() ? ::fsync(fd) : 0;
+  const int sync_errno = errno;
   const int close_result = ::close(fd);
   const int close_errno = errno;
   if (!response.ok()) {
@@ -626,6 +648,9 @@ absl::Status S3Client::GetToFile(const std::string& bucket, const std::string& k
   }
   const std::string where = absl::StrCat("S3 GetObject ", FormatS3Uri(S3Uri{bucket, key}),
                                          " into ", path);
+  if (sync_result != 0) {
+    return absl::UnavailableError(absl::StrCat(where, ": fsync: ", std::strerror(sync_errno)));
+  }
   if (close_result != 0) {
     return absl::UnavailableError(absl::StrCat(where, ": close: ", std::strerror(close_errno)));
   }
@@ -658,7 +683,7 @@ absl::Status S3Client::Delete(const std::string& bucket, const std::string& key)
 absl::Status S3Client::CreateBucket(const std::string& bucket) {
   // Outside us-east-1, AWS wants the region named in the body as well.
   const std::string body =
-      authority_.empty() && options_.region != "us-east-1"
+      authority_.empty() && options_.region != kDefaultS3Region
           ? absl::StrCat("<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
                          "<LocationConstraint>",
                          options_.region, "</LocationConstraint></CreateBucketConfiguration>")

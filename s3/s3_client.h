@@ -12,7 +12,8 @@
 //   (retries exhausted: 5xx, throttling, network, timeout), INVALID_ARGUMENT (other 4xx).
 // Credentials never appear in a message or a log line.
 //
-// Thread-safe: one client serves all threads (each request uses its own curl handle).
+// Thread-safe: one client serves all threads. Each thread's requests share one curl handle
+// (reset between requests), so a thread's connections to the store are reused.
 #ifndef STEADYEVAL_S3_S3_CLIENT_H_
 #define STEADYEVAL_S3_S3_CLIENT_H_
 
@@ -25,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "s3/credentials.h"
+#include "s3/s3_endpoint.h"
 
 namespace steadyeval {
 
@@ -53,7 +55,7 @@ struct S3ClientOptions {
   // "http://127.0.0.1:9000" (path-style: http://host:port/bucket/key); empty: AWS
   // (https://BUCKET.s3.REGION.amazonaws.com/key, virtual-hosted).
   std::string endpoint;
-  std::string region = "us-east-1";
+  std::string region = kDefaultS3Region;
   AwsCredentials credentials;
   int64_t connect_timeout_ms = 5'000;
   // A request that moves no bytes for this long is abandoned (a slow but moving
@@ -101,8 +103,8 @@ class S3Client {
   absl::StatusOr<std::string> GetRange(const std::string& bucket, const std::string& key,
                                        uint64_t offset, uint64_t length);
 
-  // The whole object, streamed into the file `path` (created or truncated). When
-  // `expected_size` is set, DATA_LOSS unless exactly that many bytes arrived.
+  // The whole object, streamed into the file `path` (created or truncated) and fsynced.
+  // When `expected_size` is set, DATA_LOSS unless exactly that many bytes arrived.
   absl::Status GetToFile(const std::string& bucket, const std::string& key,
                          const std::string& path, int64_t expected_size = -1);
 

@@ -135,4 +135,11 @@ absl::StatusOr<std::unique_ptr<MappedFile>> S3FileSystem::Map(const std::string&
   return MappedFile::FromBytes(std::move(bytes));
 }
 
+absl::Status S3FileSystem::CopyToLocalFile(const std::string& path, const std::string& local_path,
+                                           uint64_t expected_size,
+                                           const LocalCopyOptions& /*options*/) {
+  ASSIGN_OR_RETURN(const S3Uri uri, ParseS3Uri(path));
+  return client_->GetToFile(uri.bucket, uri.key, local_path, static_cast<int64_t>(expected_size));
+}
+
 }  // namespace steadyeval

@@ -2,7 +2,7 @@
 // ("s3://bucket/run42/step_000100/model.safetensors"), folders are key prefixes ending in
 // '/', listed with the '/' delimiter. Stat is a HEAD (or, for a folder, a one-key listing);
 // ReadRange a ranged GET; ReadFile and Map GET the object into memory (Map:
-// MappedFile::FromBytes). FileStat::etag carries the object's ETag and mtime its
+// MappedFile::FromBytes); CopyToLocalFile one GET streamed to disk. FileStat::etag carries the object's ETag and mtime its
 // LastModified, so a checkpoint's fingerprint changes when any object is rewritten.
 // A path that is not an s3:// URI is INVALID_ARGUMENT. Thread-safe.
 #ifndef STEADYEVAL_S3_S3_FILE_SYSTEM_H_
@@ -27,6 +27,9 @@ class S3FileSystem : public FileSystem {
                                         uint64_t length) override;
   absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override;
   absl::StatusOr<std::unique_ptr<MappedFile>> Map(const std::string& path) override;
+  // One GET streamed to disk by the client (S3Client::GetToFile); `options` is not used.
+  absl::Status CopyToLocalFile(const std::string& path, const std::string& local_path,
+                               uint64_t expected_size, const LocalCopyOptions& options) override;
 
   S3Client& client() const { return *client_; }
 

@@ -39,6 +39,13 @@ std::string BucketNameProblem(absl::string_view bucket) {
 
 bool IsS3Uri(absl::string_view text) { return absl::StartsWith(text, kScheme); }
 
+bool IsUnderS3Prefix(const S3Uri& root, const S3Uri& uri) {
+  if (uri.bucket != root.bucket) return false;
+  if (root.key.empty() || uri.key == root.key) return true;
+  return uri.key.size() > root.key.size() && absl::StartsWith(uri.key, root.key) &&
+         uri.key[root.key.size()] == '/';
+}
+
 absl::StatusOr<S3Uri> ParseS3Uri(absl::string_view text) {
   auto invalid = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("invalid S3 URI \"", text, "\": ", why));

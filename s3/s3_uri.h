@@ -23,6 +23,11 @@ bool IsS3Uri(absl::string_view text);
 // or "." / ".." components in the key).
 absl::StatusOr<S3Uri> ParseS3Uri(absl::string_view text);
 
+// Whether `uri` is `root` or below it: the same bucket, and root's key (empty: the whole
+// bucket) is uri's key or a prefix of it ending at a '/' (whole key components, so
+// s3://b/run1 does not hold s3://b/run10).
+bool IsUnderS3Prefix(const S3Uri& root, const S3Uri& uri);
+
 // "s3://bucket/key" ("s3://bucket" for an empty key).
 std::string FormatS3Uri(const S3Uri& uri);
 

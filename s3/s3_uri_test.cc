@@ -33,6 +33,17 @@ TEST(S3Uri, BucketAlone) {
   }
 }
 
+TEST(S3Uri, IsUnderS3PrefixComparesWholeKeyComponents) {
+  const S3Uri run1{"b", "runs/run1"};
+  EXPECT_TRUE(IsUnderS3Prefix(run1, S3Uri{"b", "runs/run1"}));
+  EXPECT_TRUE(IsUnderS3Prefix(run1, S3Uri{"b", "runs/run1/step_100"}));
+  EXPECT_FALSE(IsUnderS3Prefix(run1, S3Uri{"b", "runs/run10/step_100"}));
+  EXPECT_FALSE(IsUnderS3Prefix(run1, S3Uri{"b", "runs"}));
+  EXPECT_FALSE(IsUnderS3Prefix(run1, S3Uri{"c", "runs/run1/step_100"}));
+  EXPECT_TRUE(IsUnderS3Prefix(S3Uri{"b", ""}, S3Uri{"b", "anything/below"}));
+  EXPECT_FALSE(IsUnderS3Prefix(S3Uri{"b", ""}, S3Uri{"bb", "x"}));
+}
+
 TEST(S3Uri, IsS3Uri) {
   EXPECT_TRUE(IsS3Uri("s3://b/k"));
   EXPECT_FALSE(IsS3Uri("/ckpt/run"));

@@ -45,7 +45,7 @@ ALLOWED = {
     "worker/eval": ["worker", "worker/checkpoint", "worker/tokenizer", "worker/model"],
     "worker/averaging": ["worker", "worker/checkpoint", "worker/model", "worker/eval"],
     "worker/backend": WORKER_STAGES,
-    "worker/cache": ["s3"],
+    "worker/cache": [],
     "worker/daemon": ["proto", "api", "s3", "worker/eval", "worker/backend", "worker/cache"],
     "client": ["proto", "api"],
 }

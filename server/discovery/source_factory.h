@@ -28,6 +28,7 @@
 #include "common/file_system.h"
 #include "s3/credentials.h"
 #include "s3/s3_client.h"
+#include "s3/s3_endpoint.h"
 #include "server/discovery/checkpoint_source.h"
 #include "steadyeval/v1/types.pb.h"
 
@@ -40,7 +41,7 @@ struct RunSourceOptions {
   // Where credentials are read; empty: the process's environment.
   GetEnvFn getenv;
   // The region of an s3 run that names none (runs are stored with one: CheckRunSource).
-  std::string default_s3_region = "us-east-1";
+  std::string default_s3_region = kDefaultS3Region;
   // Timeouts, retries and backoff of every S3 client; its endpoint, region, credentials,
   // clock and observer are set per client from the run and the fields above.
   S3ClientOptions client_template;

@@ -19,13 +19,7 @@ namespace steadyeval {
 namespace {
 
 bool ValidRunName(absl::string_view name) {
-  if (name.empty() || name.size() > 128) return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return name != "." && name != "..";
+  return IsPlainName(name, 128) && name != "." && name != "..";
 }
 
 v1::TaskKind ToProtoKind(TaskKind kind) {

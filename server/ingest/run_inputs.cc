@@ -1,6 +1,7 @@
 #include "server/ingest/run_inputs.h"
 
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -11,6 +12,7 @@
 #include "common/limits.h"
 #include "common/status.h"
 #include "common/text_escape.h"
+#include "s3/s3_endpoint.h"
 #include "s3/s3_uri.h"
 
 namespace steadyeval {
@@ -33,13 +35,6 @@ bool IsUnder(const fs::path& path, const fs::path& root) {
   return true;
 }
 
-// Whether `uri` is `root` or below it, by bucket and key components.
-bool IsUnderS3Root(const S3Uri& uri, const S3Uri& root) {
-  if (uri.bucket != root.bucket) return false;
-  if (root.key.empty() || uri.key == root.key) return true;
-  return absl::StartsWith(uri.key, root.key + "/");
-}
-
 // The s3 roots among --source_roots (parsed: they were checked by ParseSourceRoots).
 std::vector<S3Uri> S3Roots(const std::vector<std::string>& roots) {
   std::vector<S3Uri> s3;
@@ -58,14 +53,6 @@ std::vector<std::string> LocalRoots(const std::vector<std::string>& roots) {
   return local;
 }
 
-bool ValidConverterName(absl::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!(absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-')) return false;
-  }
-  return true;
-}
-
 bool ValidRegion(absl::string_view region) {
   if (region.empty() || region.size() > 64) return false;
   for (char c : region) {
@@ -82,7 +69,7 @@ absl::Status CheckS3Source(v1::RunConfig& config, const SourceRules& rules) {
   if (!rules.roots.empty()) {
     const std::vector<S3Uri> roots = S3Roots(rules.roots);
     if (std::none_of(roots.begin(), roots.end(),
-                     [&](const S3Uri& root) { return IsUnderS3Root(uri, root); })) {
+                     [&](const S3Uri& root) { return IsUnderS3Prefix(root, uri); })) {
       return absl::PermissionDeniedError(absl::StrCat(
           "source '", Printable(config.source(), 512),
           "' is outside the coordinator's --source_roots (", absl::StrJoin(rules.roots, ", "),
@@ -176,7 +163,7 @@ absl::Status CheckRunInputLimits(const v1::RunConfig& config,
 }
 
 absl::Status CheckRunSource(v1::RunConfig& config, const SourceRules& rules) {
-  if (!config.convert().empty() && !ValidConverterName(config.convert())) {
+  if (!config.convert().empty() && !IsPlainName(config.convert(), 64)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "convert '", Printable(config.convert(), 100),
         "' is not a converter name (1-64 of [A-Za-z0-9._-], as a worker's --converter NAME=...)"));
@@ -246,6 +233,14 @@ absl::StatusOr<std::vector<std::string>> ParseSourceRoots(const std::string& fla
   return roots;
 }
 
+bool IsPlainName(absl::string_view name, size_t max_bytes) {
+  if (name.empty() || name.size() > max_bytes) return false;
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<std::string> NormalizeS3Endpoint(absl::string_view url) {
   const auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -253,19 +248,15 @@ absl::StatusOr<std::string> NormalizeS3Endpoint(absl::string_view url) {
         "; give http(s)://HOST[:PORT], e.g. http://127.0.0.1:9000"));
   };
   const std::string lower = absl::AsciiStrToLower(url);
-  std::string scheme;
-  if (absl::StartsWith(lower, "http://")) {
-    scheme = "http";
-  } else if (absl::StartsWith(lower, "https://")) {
-    scheme = "https";
-  } else {
-    return bad("is not an http:// or https:// URL");
-  }
-  absl::string_view rest = absl::string_view(lower).substr(scheme.size() + 3);
-  if (absl::EndsWith(rest, "/")) rest.remove_suffix(1);
-  if (rest.find_first_of("/?#") != absl::string_view::npos) {
+  const std::optional<HttpUrlParts> parts = SplitHttpUrl(lower);
+  if (!parts) return bad("is not an http:// or https:// URL");
+  const std::string& scheme = parts->scheme;
+  // Unlike S3Client's, no base path: a trailing '/' at most.
+  if ((!parts->path.empty() && parts->path != "/") ||
+      parts->authority.find_first_of("?#") != std::string::npos) {
     return bad("has a path (buckets are addressed path-style under the endpoint itself)");
   }
+  const absl::string_view rest = parts->authority;
   if (rest.find('@') != absl::string_view::npos) return bad("has user info");
   absl::string_view host = rest;
   absl::string_view port;
@@ -297,10 +288,6 @@ absl::StatusOr<std::vector<std::string>> ParseS3Endpoints(const std::string& fla
     }
   }
   return endpoints;
-}
-
-std::string DefaultS3Region(const std::string& region_from_environment) {
-  return region_from_environment.empty() ? "us-east-1" : region_from_environment;
 }
 
 }  // namespace steadyeval

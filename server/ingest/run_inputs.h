@@ -6,12 +6,14 @@
 #ifndef STEADYEVAL_SERVER_INGEST_RUN_INPUTS_H_
 #define STEADYEVAL_SERVER_INGEST_RUN_INPUTS_H_
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "s3/s3_endpoint.h"  // kDefaultS3Region, DefaultS3Region
 #include "steadyeval/v1/types.pb.h"
 
 namespace steadyeval {
@@ -30,8 +32,8 @@ struct SourceRules {
   // --s3_endpoints as ParseS3Endpoints gives them (normalised). AWS is always allowed.
   std::vector<std::string> s3_endpoints;
   // The region of s3 runs created without one: the coordinator's AWS_REGION /
-  // AWS_DEFAULT_REGION, else us-east-1 (DefaultS3Region).
-  std::string default_s3_region = "us-east-1";
+  // AWS_DEFAULT_REGION, else us-east-1 (DefaultS3Region, s3/s3_endpoint.h).
+  std::string default_s3_region = kDefaultS3Region;
 };
 
 // Checks `config`'s source and its S3 settings, and normalises them in place:
@@ -60,6 +62,10 @@ absl::StatusOr<std::string> ResolveSource(const std::string& source,
 // otherwise.
 absl::StatusOr<std::vector<std::string>> ParseSourceRoots(const std::string& flag_value);
 
+// Whether `name` is 1 to `max_bytes` characters of [A-Za-z0-9._-] (run names: 128,
+// converter names: 64), safe in a file name and a command line.
+bool IsPlainName(absl::string_view name, size_t max_bytes);
+
 // An S3 endpoint as runs and --s3_endpoints name it: "http(s)://host[:port]" with the
 // scheme and host lower-cased, the scheme's default port and a trailing '/' dropped.
 // INVALID_ARGUMENT for another scheme, no host, user info, a path, a query or a bad port.
@@ -67,11 +73,6 @@ absl::StatusOr<std::string> NormalizeS3Endpoint(absl::string_view url);
 
 // Parses --s3_endpoints: comma-separated endpoint URLs, each normalised.
 absl::StatusOr<std::vector<std::string>> ParseS3Endpoints(const std::string& flag_value);
-
-// The region of s3 runs created without one: `region_from_environment` (the coordinator's
-// AWS_REGION / AWS_DEFAULT_REGION, s3/credentials.h RegionFromEnvironment) when set, else
-// "us-east-1".
-std::string DefaultS3Region(const std::string& region_from_environment);
 
 }  // namespace steadyeval
 

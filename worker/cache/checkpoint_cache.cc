@@ -19,8 +19,6 @@
 #include "absl/strings/str_format.h"
 #include "common/sha256.h"
 #include "common/status.h"
-#include "s3/s3_file_system.h"
-#include "s3/s3_uri.h"
 
 namespace steadyeval {
 
@@ -62,17 +60,6 @@ absl::Status SyncPath(const std::string& path, bool is_dir) {
   const std::string why = rc != 0 ? ErrnoText() : "";
   close(fd);
   if (rc != 0 && !is_dir) return absl::UnavailableError(absl::StrCat("fsync ", path, ": ", why));
-  return absl::OkStatus();
-}
-
-absl::Status WriteAll(int fd, const std::string& bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::UnavailableError(absl::StrCat("writing ", path, ": ", ErrnoText()));
-    done += static_cast<size_t>(n);
-  }
   return absl::OkStatus();
 }
 
@@ -436,38 +423,13 @@ absl::Status CheckpointCache::CopyFile(FileSystem& fs, const CheckpointIdentity&
   const std::string source = JoinPath(checkpoint.dir, file.name);
   const std::string target = JoinPath(tmp, file.name);
   const std::string what = absl::StrCat("fetching ", source);
-  if (auto* s3 = dynamic_cast<S3FileSystem*>(&fs); s3 != nullptr) {
-    // Streamed to disk by the client, its size checked there.
-    ASSIGN_OR_RETURN(const S3Uri uri, ParseS3Uri(source));
-    RETURN_IF_ERROR(Annotate(s3->client().GetToFile(uri.bucket, uri.key, target,
-                                                    static_cast<int64_t>(file.size)),
-                             what));
-  } else {
-    const int fd = open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return absl::UnavailableError(absl::StrCat(what, ": cannot create ", target, ": ", ErrnoText()));
-    absl::Status copied = [&]() -> absl::Status {
-      uint64_t offset = 0;
-      while (offset < file.size) {
-        if (cancelled && cancelled()) return absl::CancelledError(absl::StrCat(what, ": cancelled"));
-        const uint64_t want = std::min(options_.chunk_bytes, file.size - offset);
-        ASSIGN_OR_RETURN(const std::string chunk, fs.ReadRange(source, offset, want));
-        if (chunk.empty()) break;  // shorter than listed: reported below
-        RETURN_IF_ERROR(WriteAll(fd, chunk, target));
-        offset += chunk.size();
-      }
-      return absl::OkStatus();
-    }();
-    close(fd);
-    RETURN_IF_ERROR(Annotate(copied, what));
-  }
-  std::error_code ec;
-  const uintmax_t got = fs::file_size(target, ec);
-  if (ec || got != file.size) {
-    return absl::DataLossError(absl::StrCat(
-        what, ": listed as ", file.size, " bytes but ", ec ? "nothing" : absl::StrCat(got, " bytes"),
-        " arrived (rewritten or cut short while being fetched?)"));
-  }
-  RETURN_IF_ERROR(SyncPath(target, /*is_dir=*/false));
+  LocalCopyOptions copy;
+  copy.chunk_bytes = options_.chunk_bytes;
+  copy.before_chunk = [&]() -> absl::Status {
+    if (cancelled && cancelled()) return absl::CancelledError(absl::StrCat(what, ": cancelled"));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(Annotate(fs.CopyToLocalFile(source, target, file.size, copy), what));
   if (options_.observer != nullptr) options_.observer->OnFetched(file.size);
   return absl::OkStatus();
 }
@@ -584,15 +546,21 @@ absl::StatusOr<CacheEntry> CheckpointCache::Convert(
         "for ", checkpoint.dir, ": it must write a Hugging Face layout folder (config.json, "
         "*.safetensors, tokenizer files) into {dst}")));
   }
+  // One walk: no symbolic links, and the bytes of the files (as FolderBytes counts them).
+  uint64_t bytes = 0;
   for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->is_symlink()) {
+    std::error_code stat_ec;
+    if (it->is_symlink(stat_ec)) {
       return fail(absl::FailedPreconditionError(absl::StrCat(
           "converter '", converter.name, "' wrote a symbolic link (",
           fs::relative(it->path(), tmp).string(), ") into its output for ", checkpoint.dir,
           ": write real files (the source may be evicted from the cache)")));
     }
+    if (it->is_regular_file(stat_ec)) {
+      const uintmax_t size = it->file_size(stat_ec);
+      if (!stat_ec) bytes += size;
+    }
   }
-  const uint64_t bytes = FolderBytes(tmp);
   absl::Status fits = fit_to(bytes);
   if (!fits.ok()) return fail(fits);
   for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec)) {

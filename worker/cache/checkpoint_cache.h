@@ -1,6 +1,6 @@
 // CheckpointCache: the worker's bounded local copy of checkpoints it does not read in place
-// (DESIGN §6; issue #18): checkpoints fetched from a bucket (any FileSystem; an
-// S3FileSystem streams each object with its client's GetToFile) and converters' outputs
+// (DESIGN §6; issue #18): checkpoints fetched from a bucket (any FileSystem, through its
+// CopyToLocalFile: an S3FileSystem streams each object with its client's GetToFile) and converters' outputs
 // (converter.h).
 //
 // Entries are folders keyed by checkpoint identity: a hash of where the checkpoint is (its

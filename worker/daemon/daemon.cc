@@ -499,12 +499,7 @@ absl::Status WorkerDaemon::CheckS3Checkpoint(const v1::LeasedJob& lease, const s
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": ", (!root.ok() ? root.status() : uri.status()).message()));
   }
-  const bool under = uri->bucket == root->bucket &&
-                     (root->key.empty() || uri->key == root->key ||
-                      (uri->key.size() > root->key.size() &&
-                       uri->key.compare(0, root->key.size(), root->key) == 0 &&
-                       uri->key[root->key.size()] == '/'));
-  if (!under) {
+  if (!IsUnderS3Prefix(*root, *uri)) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": checkpoint ", path, " is outside the run's source ", lease.source_root(),
         "; this worker fetches only checkpoints under it"));
@@ -513,9 +508,8 @@ absl::Status WorkerDaemon::CheckS3Checkpoint(const v1::LeasedJob& lease, const s
 }
 
 absl::StatusOr<std::shared_ptr<FileSystem>> WorkerDaemon::S3FileSystemFor(const v1::LeasedJob& lease) {
-  std::string region = lease.s3_region();
-  if (region.empty()) region = RegionFromEnvironment([](const char* name) { return getenv(name); });
-  if (region.empty()) region = "us-east-1";
+  const std::string region =
+      lease.s3_region().empty() ? options_.default_s3_region : lease.s3_region();
   const auto key = std::make_pair(lease.s3_endpoint(), region);
   if (auto it = s3_file_systems_.find(key); it != s3_file_systems_.end()) return it->second;
   if (!options_.s3_credentials.ok()) {
@@ -544,17 +538,18 @@ absl::StatusOr<WorkerDaemon::LocalCheckpoint> WorkerDaemon::Materialize(
     const v1::LeasedJob& lease, const std::string& path, bool window_member,
     const std::atomic<bool>& lost) {
   const bool remote = IsS3Uri(lease.source_root());
-  if (!remote && lease.convert().empty()) {  // as before issue #18: read in place
-    const std::string dir = MapPath(options_.path_map, path);
-    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
-    return LocalCheckpoint{dir, std::nullopt};
-  }
   const ConverterSpec* converter = nullptr;
   if (!lease.convert().empty()) {
     ASSIGN_OR_RETURN(converter, ConverterFor(lease));
   }
-  std::shared_ptr<FileSystem> fs;
   std::string dir;
+  if (!remote) {
+    dir = MapPath(options_.path_map, path);
+    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
+    // As before issue #18: a local folder without a converter is read in place.
+    if (converter == nullptr) return LocalCheckpoint{dir, std::nullopt};
+  }
+  std::shared_ptr<FileSystem> fs;
   std::string origin;
   if (remote) {
     RETURN_IF_ERROR(CheckS3Checkpoint(lease, path));
@@ -564,8 +559,6 @@ absl::StatusOr<WorkerDaemon::LocalCheckpoint> WorkerDaemon::Materialize(
     dir = path;
     origin = absl::StrCat("s3 ", lease.s3_endpoint().empty() ? "AWS" : lease.s3_endpoint());
   } else {
-    dir = MapPath(options_.path_map, path);
-    RETURN_IF_ERROR(CheckCheckpointFolder(lease, dir));
     fs = std::shared_ptr<FileSystem>(FileSystem::Local(), [](FileSystem*) {});
     origin = "local";
   }

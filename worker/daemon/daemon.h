@@ -34,9 +34,10 @@
 //     source_root (same bucket, key under its prefix, compared after ParseS3Uri, which
 //     refuses "." and ".." components), else FAILED_PRECONDITION for good. Its objects are
 //     fetched into the checkpoint cache (worker/cache/) through an S3 client for the
-//     lease's s3_endpoint and s3_region (region default: AWS_REGION / AWS_DEFAULT_REGION,
-//     else us-east-1) with this worker's own credentials; clients are kept per (endpoint,
-//     region). The worker talks to no endpoint but the lease's.
+//     lease's s3_endpoint and s3_region (region default: DaemonOptions::default_s3_region,
+//     AWS_REGION / AWS_DEFAULT_REGION at start, else us-east-1) with this worker's own
+//     credentials; clients are kept per (endpoint, region). The worker talks to no
+//     endpoint but the lease's.
 //   - A lease with `convert` set: the named --converter runs on the (local or fetched)
 //     folder and its cached output is what is loaded; the fetched source is unpinned
 //     once converted. A name this worker does not declare fails the job as retryable
@@ -88,6 +89,7 @@
 #include "common/task.h"
 #include "s3/credentials.h"
 #include "s3/s3_client.h"
+#include "s3/s3_endpoint.h"
 #include "steadyeval/v1/worker_service.grpc.pb.h"
 #include "worker/cache/checkpoint_cache.h"
 #include "worker/cache/converter.h"
@@ -146,6 +148,9 @@ struct DaemonOptions {
   // fails s3:// jobs (retryable) with its message.
   absl::StatusOr<AwsCredentials> s3_credentials =
       absl::NotFoundError("no AWS credentials were loaded");
+  // The region of s3:// leases that name none: DefaultS3Region of this worker's AWS_REGION /
+  // AWS_DEFAULT_REGION, resolved once at start (main.cc).
+  std::string default_s3_region = kDefaultS3Region;
   // Makes the file system of an s3:// lease from its client options. Empty: an
   // S3FileSystem over an S3Client. Tests give a fake.
   std::function<absl::StatusOr<std::shared_ptr<FileSystem>>(const S3ClientOptions&)> s3_file_system;

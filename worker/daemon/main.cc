@@ -22,6 +22,7 @@
 #include "common/grpc_channel.h"
 #include "common/status.h"
 #include "s3/credentials.h"
+#include "s3/s3_endpoint.h"
 #include "worker/cache/checkpoint_cache.h"
 #include "worker/cache/converter.h"
 #include "worker/daemon/daemon.h"
@@ -337,6 +338,8 @@ int RunDaemon(const std::vector<std::string>& args) {
   }
   // Credentials for s3:// runs: this worker's own, never from the coordinator.
   options.s3_credentials = LoadAwsCredentials();
+  options.default_s3_region =
+      DefaultS3Region(RegionFromEnvironment([](const char* name) { return getenv(name); }));
   if (options.s3_credentials.ok()) {
     fprintf(stderr, "steadyeval-worker: AWS credentials for s3:// runs from %s\n",
             options.s3_credentials->origin.c_str());
