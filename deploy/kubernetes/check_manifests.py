@@ -288,7 +288,7 @@ def check_config_with_server(what, text):
 def check_references(core, repo, readme):
     bin_dirs = docker_bin_dirs(repo)
     images = docker_images(repo)
-    server_flags = flag_names(os.path.join(repo, "server", "main.cc"))
+    server_flags = flag_names(os.path.join(repo, "server", "config", "server_flags.cc"))
     worker_flags = flag_names(os.path.join(repo, "worker", "daemon", "main.cc"))
     configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in core if o["kind"] == "ConfigMap"}
     pods = {}
